@@ -1,0 +1,29 @@
+# Each target sets up its own virtual environment, so a fresh clone needs only Python 3.10+.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test run gpu-check clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch 2.13.0 lies on disk here; installing it first keeps
+	# pip from resolving "torch" to a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+run: $(STAMP)
+	$(VENV)/bin/gradcheck run
+
+# On a GPU machine with torch already installed: no virtualenv, no network.
+gpu-check:
+	PYTHONPATH=. $(PYTHON) scripts/gpu_check.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,305 @@
+"""``Graph``: a frozen, JSON round-trippable DAG of op nodes ending in a scalar loss.
+
+Leaves are the tensors a case is built from (parameters, inputs, constants such
+as labels and masks); nodes apply catalogue ops to leaves and earlier nodes.
+Construction validates everything (known ops, inputs defined before use, shape
+rules, a scalar output), so a ``Graph`` that exists is a graph that runs.
+
+    >>> b = GraphBuilder()
+    >>> h = b.op("linear", b.input("x", (4, 3)), b.param("w", (2, 3)))
+    >>> g = b.build(b.op("weighted_sum", h, b.const("probe", (4, 2)), name="loss"))
+    >>> Graph.from_json(g.to_json()) == g
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from .frozen import Frozen, thaw_value
+from .ops import CONST, INPUT, PARAM, ROLES, Sample, ShapeError, get_op
+
+__all__ = ["Leaf", "Node", "Graph", "GraphBuilder", "GraphError", "materialize", "single_op_graph", "DTYPES"]
+
+DTYPES = ("float64", "float32")  # what NumPy sources compute in; torch adds float16, bfloat16
+
+
+class GraphError(ValueError):
+    """A graph that cannot be built: unknown op, undefined input, bad shapes."""
+
+
+DEFAULT_INIT = {
+    PARAM: {"kind": "normal", "std": 0.5},
+    INPUT: {"kind": "normal", "std": 1.0},
+    CONST: {"kind": "normal", "std": 1.0},
+}
+
+
+@dataclass(frozen=True)
+class Leaf:
+    name: str
+    shape: tuple
+    role: str = INPUT
+    dtype: str = "float"
+    init: Mapping = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        init = dict(self.init) or (DEFAULT_INIT[self.role] if self.role in DEFAULT_INIT else {})
+        object.__setattr__(self, "init", Frozen(init))
+        if self.role not in ROLES:
+            raise GraphError(f"leaf {self.name!r}: role must be one of {ROLES}, got {self.role!r}")
+        if self.dtype == "int" and self.init.get("kind") != "randint":
+            raise GraphError(f"leaf {self.name!r}: an int leaf needs init kind 'randint' with 'high'")
+
+    @property
+    def differentiable(self) -> bool:
+        return self.role != CONST and self.dtype == "float"
+
+    def to_dict(self):
+        return {"name": self.name, "shape": list(self.shape), "role": self.role, "dtype": self.dtype,
+                "init": thaw_value(self.init)}
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    op: str
+    inputs: tuple
+    hyper: Mapping = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "hyper", Frozen(self.hyper))
+
+    def to_dict(self):
+        return {"name": self.name, "op": self.op, "inputs": list(self.inputs), "hyper": thaw_value(self.hyper)}
+
+
+@dataclass(frozen=True)
+class Graph:
+    leaves: tuple
+    nodes: tuple
+    output: str
+    shapes: Mapping = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "leaves", tuple(self.leaves))
+        object.__setattr__(self, "nodes", tuple(self.nodes))
+        object.__setattr__(self, "shapes", self._infer_shapes())
+
+    def _infer_shapes(self):
+        shapes, dtypes = {}, {}
+        for leaf in self.leaves:
+            if leaf.name in shapes:
+                raise GraphError(f"name {leaf.name!r} is used twice")
+            shapes[leaf.name], dtypes[leaf.name] = leaf.shape, leaf.dtype
+        for node in self.nodes:
+            if node.name in shapes:
+                raise GraphError(f"name {node.name!r} is used twice")
+            try:
+                op = get_op(node.op)
+            except KeyError as e:
+                raise GraphError(f"node {node.name!r}: {e.args[0]}") from None
+            missing = [i for i in node.inputs if i not in shapes]
+            if missing:
+                raise GraphError(f"node {node.name!r} ({node.op}): input {missing[0]!r} is not defined before it")
+            try:
+                args = op.bind(len(node.inputs))
+                hyper = op.full_hyper(node.hyper)
+                for arg, name in zip(args, node.inputs):
+                    if arg.dtype != dtypes[name]:
+                        raise ShapeError(f"input {arg.name!r} must be {arg.dtype}, {name!r} is {dtypes[name]}")
+                    if arg.dtype == "int" and self._is_node(name):
+                        raise ShapeError(f"input {arg.name!r} must be an int leaf")
+                shapes[node.name] = tuple(op.shape(*(shapes[i] for i in node.inputs), **hyper))
+            except ShapeError as e:
+                raise GraphError(f"node {node.name!r} ({node.op}): {e}") from None
+            dtypes[node.name] = "float"
+        if self.output not in shapes or not self._is_node(self.output):
+            raise GraphError(f"output {self.output!r} is not a node of the graph")
+        if shapes[self.output] != ():
+            raise GraphError(f"output {self.output!r} must be a scalar loss, has shape {shapes[self.output]}")
+        return Frozen(shapes)
+
+    def _is_node(self, name):
+        return any(n.name == name for n in self.nodes)
+
+    # -- views
+
+    def leaf(self, name) -> Leaf:
+        for leaf in self.leaves:
+            if leaf.name == name:
+                return leaf
+        raise KeyError(name)
+
+    def node(self, name) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    @property
+    def differentiable_leaves(self) -> tuple:
+        return tuple(leaf for leaf in self.leaves if leaf.differentiable)
+
+    def steps(self):
+        """``(name, op, inputs, hyper)`` per node with defaults filled in: the executor's form."""
+        return [(n.name, n.op, n.inputs, get_op(n.op).full_hyper(n.hyper)) for n in self.nodes]
+
+    def consumers(self, name) -> list:
+        return [n for n in self.nodes if name in n.inputs]
+
+    def op_of(self, tensor) -> str:
+        """The op a tensor belongs to: the first op consuming a leaf, or a node's own op."""
+        if self._is_node(tensor):
+            return self.node(tensor).op
+        users = self.consumers(tensor)
+        return users[0].op if users else ""
+
+    @property
+    def ops(self) -> tuple:
+        return tuple(n.op for n in self.nodes)
+
+    @property
+    def size(self) -> int:
+        """Number of differentiable scalars: the cost of a full finite-difference check."""
+        return sum(math.prod(l.shape) for l in self.differentiable_leaves)
+
+    # -- serialisation
+
+    def to_dict(self):
+        return {"leaves": [l.to_dict() for l in self.leaves], "nodes": [n.to_dict() for n in self.nodes],
+                "output": self.output}
+
+    def to_json(self, indent=None) -> str:
+        if indent is None:
+            return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return json.dumps(self.to_dict(), sort_keys=True, indent=indent)
+
+    @classmethod
+    def from_dict(cls, d) -> "Graph":
+        try:
+            leaves = [Leaf(l["name"], l["shape"], l.get("role", INPUT), l.get("dtype", "float"), l.get("init", {}))
+                      for l in d["leaves"]]
+            nodes = [Node(n["name"], n["op"], n["inputs"], n.get("hyper", {})) for n in d["nodes"]]
+            return cls(leaves, nodes, d["output"])
+        except (KeyError, TypeError) as e:
+            raise GraphError(f"not a graph description: missing or malformed {e}") from None
+
+    @classmethod
+    def from_json(cls, text) -> "Graph":
+        return cls.from_dict(json.loads(text))
+
+    @property
+    def case_id(self) -> str:
+        """A stable content hash: the same graph gives the same id on any machine."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        """The graph as readable text, one line per leaf and node."""
+        lines = []
+        for l in self.leaves:
+            lines.append(f"  {l.name}: {l.role} {l.dtype}{list(l.shape)}")
+        for n in self.nodes:
+            hyper = ", ".join(f"{k}={v!r}" for k, v in n.hyper.items())
+            args = ", ".join(n.inputs) + (", " + hyper if hyper else "")
+            lines.append(f"  {n.name} = {n.op}({args})  -> {list(self.shapes[n.name])}")
+        lines.append(f"  loss: {self.output}")
+        return "\n".join(lines)
+
+
+class GraphBuilder:
+    """Build a ``Graph`` step by step; each method returns the new tensor's name."""
+
+    def __init__(self):
+        self._leaves, self._nodes = [], []
+
+    def leaf(self, name, shape, role=INPUT, dtype="float", init=None) -> str:
+        self._leaves.append(Leaf(name, shape, role, dtype, init or {}))
+        return name
+
+    def input(self, name, shape, init=None) -> str:
+        return self.leaf(name, shape, INPUT, init=init)
+
+    def param(self, name, shape, init=None) -> str:
+        return self.leaf(name, shape, PARAM, init=init)
+
+    def const(self, name, shape, dtype="float", init=None) -> str:
+        return self.leaf(name, shape, CONST, dtype, init)
+
+    def op(self, op, *inputs, name=None, **hyper) -> str:
+        name = name or f"{op}{sum(n.op == op for n in self._nodes)}"
+        self._nodes.append(Node(name, op, inputs, hyper))
+        return name
+
+    def build(self, output=None) -> Graph:
+        return Graph(self._leaves, self._nodes, output or self._nodes[-1].name)
+
+
+def single_op_graph(op_name: str, sample: Sample) -> Graph:
+    """One op on fresh leaves; a non-loss op is reduced by ``weighted_sum`` against a
+    random constant, so the loss's gradient probes the op's VJP in a random direction."""
+    op = get_op(op_name)
+    b = GraphBuilder()
+    names = []
+    for arg in op.inputs:
+        shape = sample.shapes.get(arg.name)
+        if shape is None:
+            if arg.optional:
+                continue
+            raise GraphError(f"sample for {op_name!r} gives no shape for {arg.name!r}")
+        init = sample.init.get(arg.name) or op.init.get(arg.name)
+        shapes = shape if arg.variadic else [shape]
+        for i, s in enumerate(shapes):
+            name = f"{arg.name}{i}" if arg.variadic else arg.name
+            names.append(b.leaf(name, s, arg.role, arg.dtype, init))
+    if op.is_loss:
+        return b.build(b.op(op_name, *names, name="loss", **sample.hyper))
+    out = b.op(op_name, *names, name="out", **sample.hyper)
+    shape = op.shape(*(b._leaves[i].shape for i in range(len(names))), **op.full_hyper(sample.hyper))
+    return b.build(b.op("weighted_sum", out, b.const("probe", shape), name="loss"))
+
+
+# ---------------------------------------------------------------- values
+
+
+def _leaf_rng(seed: int, name: str):
+    # Each leaf draws from its own stream, so adding or removing one leaf does not
+    # change the values of the others (shrinking relies on this).
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode())])
+
+
+def _draw(leaf: Leaf, rng, scale: float):
+    init, shape = leaf.init, leaf.shape
+    kind = init.get("kind", "normal")
+    if kind == "normal":
+        s = scale if leaf.role != CONST else 1.0
+        return init.get("mean", 0.0) + s * init.get("std", 1.0) * rng.standard_normal(shape)
+    if kind == "uniform":
+        return rng.uniform(init.get("low", 0.0), init.get("high", 1.0), shape)
+    if kind == "randint":
+        return rng.integers(init.get("low", 0), init["high"], shape)
+    if kind == "mask":
+        return (rng.random(shape) >= init["p"]).astype(np.float64)
+    raise GraphError(f"leaf {leaf.name!r}: unknown init kind {kind!r}")
+
+
+def materialize(graph: Graph, seed: int, dtype: str = "float64", scale: float = 1.0) -> dict:
+    """Arrays for every leaf, drawn from ``seed``; float leaves in ``dtype``.
+
+    Float values are drawn in float64 and rounded, so the float32 case is the
+    float64 case rounded to float32 and the two can be compared directly.
+    """
+    out = {}
+    for leaf in graph.leaves:
+        value = _draw(leaf, _leaf_rng(seed, leaf.name), scale)
+        out[leaf.name] = value.astype(np.int64) if leaf.dtype == "int" else value.astype(dtype)
+    return out

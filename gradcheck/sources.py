@@ -1,0 +1,160 @@
+"""Gradient sources: anything that gives a graph's loss and the gradient of every
+differentiable leaf.  Analytic sources (the NumPy reference, torch autograd, a
+candidate) also give every node's forward output; ``FiniteDifferences`` wraps any
+source's forward and differentiates it numerically.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+import reference_impl
+from reference_impl import executor
+
+from . import numeric
+from .graph import Graph
+from .ops import get_op
+
+__all__ = ["Source", "SourceResult", "ReferenceSource", "FiniteDifferences", "ANALYTIC"]
+
+ANALYTIC = "analytic"
+
+
+@dataclass
+class SourceResult:
+    source: str
+    kind: str  # "analytic", or the finite-difference method
+    loss: float
+    grads: dict  # leaf name -> array (full mode)
+    outputs: dict = field(default_factory=dict)  # node name -> forward output
+    grad_errors: dict = field(default_factory=dict)  # leaf name -> predicted abs error (finite differences)
+    grad_kinks: dict = field(default_factory=dict)  # leaf name -> bool mask: stencil crossed a kink
+    directional: dict = field(default_factory=dict)  # leaf name -> (directions (k, *shape), FDResult (k,))
+    dtype: str = "float64"
+    device: str = "cpu"
+    seconds: float = 0.0
+    nondeterminism: float | None = None  # largest difference between two backward passes
+
+
+class Source(Protocol):
+    name: str
+
+    def run(self, graph: Graph, tensors: dict) -> SourceResult: ...
+
+    def forward(self, graph: Graph, tensors: dict): ...
+
+
+def branch_signature(graph: Graph, values: dict) -> bytes:
+    """Which side of its kinks every kink op is on, given all forward values."""
+    parts = []
+    for name, op_name, inputs, hyper in graph.steps():
+        op = get_op(op_name)
+        if op.branch is not None:
+            parts.append(np.ascontiguousarray(op.branch(*(values[i] for i in inputs), **hyper)).tobytes())
+    return b"".join(parts)
+
+
+def _dtype_of(graph, tensors):
+    for leaf in graph.differentiable_leaves:
+        return str(np.asarray(tensors[leaf.name]).dtype)
+    return "float64"
+
+
+class ReferenceSource:
+    """The hand-written NumPy backprop of ``reference_impl``.
+
+    ``ops`` overrides entries of the op table (``{name: Op(forward, backward)}``):
+    the way a NumPy candidate, or a planted bug, is run inside whole graphs.
+    """
+
+    def __init__(self, ops=None, name="reference"):
+        self.name = name
+        self.ops = {**reference_impl.OPS, **(ops or {})}
+
+    def forward(self, graph: Graph, tensors: dict):
+        values, _ = executor.forward(graph.steps(), tensors, self.ops)
+        return values[graph.output]
+
+    def forward_with_branches(self, graph: Graph, tensors: dict):
+        """The loss and the branch signature of every kink op (Note [Kinks])."""
+        values, _ = executor.forward(graph.steps(), tensors, self.ops)
+        return values[graph.output], branch_signature(graph, values)
+
+    def run(self, graph: Graph, tensors: dict) -> SourceResult:
+        t0 = time.perf_counter()
+        steps = graph.steps()
+        loss, values, grads = executor.loss_and_grads(steps, tensors, graph.output, self.ops)
+        leaf_grads = {}
+        for leaf in graph.differentiable_leaves:
+            g = grads.get(leaf.name)
+            # A leaf the loss does not depend on has gradient zero.
+            leaf_grads[leaf.name] = np.zeros_like(tensors[leaf.name]) if g is None else g
+        outputs = {n.name: values[n.name] for n in graph.nodes}
+        return SourceResult(self.name, ANALYTIC, float(np.real(loss)), leaf_grads, outputs,
+                            dtype=_dtype_of(graph, tensors), seconds=time.perf_counter() - t0)
+
+
+class FiniteDifferences:
+    """Numerical gradients of another source's forward.
+
+    mode ``full`` differentiates every element; ``directional`` takes
+    ``n_directions`` random Rademacher directions per tensor (seeded by ``seed``).
+    """
+
+    def __init__(self, of: Source, method: str = "central", mode: str = "full",
+                 n_directions: int = 4, seed: int = 0):
+        if method not in numeric.METHODS:
+            raise ValueError(f"method must be one of {numeric.METHODS}, got {method!r}")
+        if mode not in ("full", "directional"):
+            raise ValueError(f"mode must be 'full' or 'directional', got {mode!r}")
+        self.of, self.method, self.mode = of, method, mode
+        self.n_directions, self.seed = n_directions, seed
+        self.name = f"{method}-fd({of.name})"
+
+    def supports(self, graph: Graph) -> bool:
+        """The complex step needs every op's forward to accept complex input."""
+        if self.method != "complex":
+            return True
+        return all(get_op(n.op).supports_complex_step(n.hyper) for n in graph.nodes)
+
+    def forward(self, graph, tensors):
+        return self.of.forward(graph, tensors)
+
+    def _objective(self, graph):
+        """f for the engine, returning branch signatures too when the graph has kinks."""
+        if not any(get_op(op).branch is not None for op in graph.ops):
+            return (lambda t: self.of.forward(graph, t)), False
+        if hasattr(self.of, "forward_with_branches"):
+            return (lambda t: self.of.forward_with_branches(graph, t)), True
+        # Where a kink lies is a property of the math: ask the reference which branch.
+        ref = ReferenceSource()
+        return (lambda t: (self.of.forward(graph, t), ref.forward_with_branches(graph, t)[1])), True
+
+    def run(self, graph: Graph, tensors: dict) -> SourceResult:
+        if not self.supports(graph):
+            raise ValueError(f"{self.name}: an op of this graph does not take complex input")
+        t0 = time.perf_counter()
+        f, kinky = self._objective(graph)
+        loss = float(np.real(self.of.forward(graph, tensors)))
+        names = [leaf.name for leaf in graph.differentiable_leaves]
+        result = SourceResult(self.name, self.method, loss, {}, dtype=_dtype_of(graph, tensors))
+        if self.mode == "full":
+            for name, r in numeric.jacobian(f, tensors, names, self.method, kinky).items():
+                result.grads[name], result.grad_errors[name] = r.value, r.error
+                if r.kink is not None:
+                    result.grad_kinks[name] = r.kink
+        else:
+            rng = np.random.default_rng(self.seed)
+            for name in names:
+                shape = np.shape(tensors[name])
+                dirs = rng.choice([-1.0, 1.0], size=(self.n_directions, *shape))
+                vals = [numeric.directional(f, tensors, {name: d}, self.method, kinky) for d in dirs]
+                result.directional[name] = (dirs, numeric.FDResult(
+                    np.array([v.value for v in vals]), np.array([v.error for v in vals]),
+                    np.array([v.kink for v in vals]) if kinky else None))
+        result.seconds = time.perf_counter() - t0
+        return result

@@ -1,0 +1,202 @@
+"""Layers with parameters or spatial structure: linear, matmul, conv, pooling,
+embedding, scaled dot-product attention."""
+
+import math
+
+import numpy as np
+
+from ._util import out_size, pair, unbroadcast, window_slices
+
+
+# ---------------------------------------------------------------- linear, matmul
+
+
+def linear_forward(x, weight, bias=None):
+    # x (..., in), weight (out, in), bias (out): y = x W^T + b
+    y = x @ weight.T
+    if bias is not None:
+        y = y + bias
+    return y, (x, weight, bias is not None)
+
+
+def linear_backward(cache, g):
+    x, weight, has_bias = cache
+    gx = g @ weight
+    g2 = g.reshape(-1, g.shape[-1])
+    gw = g2.T @ x.reshape(-1, x.shape[-1])
+    if not has_bias:
+        return gx, gw
+    return gx, gw, g2.sum(axis=0)
+
+
+def matmul_forward(a, b):
+    # a (..., n, k) @ b (..., k, m); batch dimensions broadcast.
+    return a @ b, (a, b)
+
+
+def matmul_backward(cache, g):
+    a, b = cache
+    ga = g @ np.swapaxes(b, -1, -2)
+    gb = np.swapaxes(a, -1, -2) @ g
+    return unbroadcast(ga, a.shape), unbroadcast(gb, b.shape)
+
+
+# ---------------------------------------------------------------- convolution
+#
+# The convolution is a sum over kernel taps (i, j): tap (i, j) multiplies the
+# strided slice of the padded input that it reads by weight[:, :, i, j].  The VJP
+# runs the same loop: the weight gradient of a tap correlates the output gradient
+# with that slice, and the input gradient of a tap is scattered back into it.
+
+
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    n, c, h, w = x.shape
+    o, cg, kh, kw = weight.shape
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
+    oh, ow = out_size(h, kh, sh, ph, dh), out_size(w, kw, sw, pw, dw)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    xg = xp.reshape(n, groups, cg, *xp.shape[2:])  # (N, G, C/G, Hp, Wp)
+    wg = weight.reshape(groups, o // groups, cg, kh, kw)  # (G, O/G, C/G, KH, KW)
+    out = np.zeros((n, groups, o // groups, oh, ow), dtype=np.result_type(x, weight))
+    taps = [
+        (i, j, window_slices(i, dh, sh, oh), window_slices(j, dw, sw, ow))
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    for i, j, si, sj in taps:
+        out += np.einsum("ngchw,goc->ngohw", xg[..., si, sj], wg[..., i, j])
+    out = out.reshape(n, o, oh, ow)
+    if bias is not None:
+        out = out + bias.reshape(1, o, 1, 1)
+    return out, (x.shape, (ph, pw), xg, wg, taps, bias is not None)
+
+
+def conv2d_backward(cache, g):
+    x_shape, (ph, pw), xg, wg, taps, has_bias = cache
+    n, c, h, w = x_shape
+    groups, og = wg.shape[:2]
+    gg = g.reshape(n, groups, og, *g.shape[2:])
+    gxg = np.zeros_like(xg, dtype=np.result_type(xg, g))
+    gwg = np.zeros_like(wg, dtype=np.result_type(wg, g))
+    for i, j, si, sj in taps:
+        gwg[..., i, j] = np.einsum("ngohw,ngchw->goc", gg, xg[..., si, sj])
+        gxg[..., si, sj] += np.einsum("ngohw,goc->ngchw", gg, wg[..., i, j])
+    gx = gxg.reshape(n, c, *gxg.shape[3:])[:, :, ph : ph + h, pw : pw + w]
+    gw = gwg.reshape(-1, *wg.shape[2:])
+    if not has_bias:
+        return gx, gw
+    return gx, gw, g.sum(axis=(0, 2, 3))
+
+
+def conv1d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    # conv1d is conv2d on an image of height 1.
+    y, cache = conv2d_forward(
+        x[:, :, None, :], weight[:, :, None, :], bias,
+        stride=(1, stride), padding=(0, padding), dilation=(1, dilation), groups=groups,
+    )
+    return y[:, :, 0, :], cache
+
+
+def conv1d_backward(cache, g):
+    grads = conv2d_backward(cache, g[:, :, None, :])
+    return (grads[0][:, :, 0, :], grads[1][:, :, 0, :]) + grads[2:]
+
+
+# ---------------------------------------------------------------- pooling
+
+
+def _pool_geometry(x, kernel_size, stride, padding):
+    (kh, kw) = pair(kernel_size)
+    (sh, sw) = pair(kernel_size if stride is None else stride)
+    (ph, pw) = pair(padding)
+    oh, ow = out_size(x.shape[2], kh, sh, ph), out_size(x.shape[3], kw, sw, pw)
+    taps = [
+        (window_slices(i, 1, sh, oh), window_slices(j, 1, sw, ow))
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return (ph, pw), taps
+
+
+def max_pool2d_forward(x, kernel_size=2, stride=None, padding=0):
+    (ph, pw), taps = _pool_geometry(x, kernel_size, stride, padding)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+    windows = np.stack([xp[..., si, sj] for si, sj in taps], axis=-1)
+    # Winner per window; on a tie the first tap in row-major order wins.
+    winner = np.argmax(np.real(windows), axis=-1)
+    y = np.take_along_axis(windows, winner[..., None], axis=-1)[..., 0]
+    return y, (x.shape, xp.shape, (ph, pw), taps, winner)
+
+
+def max_pool2d_backward(cache, g):
+    x_shape, xp_shape, (ph, pw), taps, winner = cache
+    gxp = np.zeros(xp_shape, dtype=g.dtype)
+    for k, (si, sj) in enumerate(taps):
+        gxp[..., si, sj] += np.where(winner == k, g, 0)
+    return (gxp[:, :, ph : ph + x_shape[2], pw : pw + x_shape[3]],)
+
+
+def avg_pool2d_forward(x, kernel_size=2, stride=None, padding=0):
+    # Zero padding counts in the divisor (torch's count_include_pad=True).
+    (ph, pw), taps = _pool_geometry(x, kernel_size, stride, padding)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    y = sum(xp[..., si, sj] for si, sj in taps) / len(taps)
+    return y, (x.shape, xp.shape, (ph, pw), taps)
+
+
+def avg_pool2d_backward(cache, g):
+    x_shape, xp_shape, (ph, pw), taps = cache
+    gxp = np.zeros(xp_shape, dtype=g.dtype)
+    for si, sj in taps:
+        gxp[..., si, sj] += g / len(taps)
+    return (gxp[:, :, ph : ph + x_shape[2], pw : pw + x_shape[3]],)
+
+
+def global_avg_pool_forward(x):
+    # (N, C, *spatial) -> (N, C)
+    axes = tuple(range(2, x.ndim))
+    return x.mean(axis=axes), x.shape
+
+
+def global_avg_pool_backward(x_shape, g):
+    count = int(np.prod(x_shape[2:]))
+    g = g.reshape(g.shape + (1,) * (len(x_shape) - 2))
+    return (np.broadcast_to(g / count, x_shape).copy(),)
+
+
+# ---------------------------------------------------------------- embedding, attention
+
+
+def embedding_forward(ids, table):
+    return table[ids], (ids, table.shape)
+
+
+def embedding_backward(cache, g):
+    ids, table_shape = cache
+    gt = np.zeros(table_shape, dtype=g.dtype)
+    np.add.at(gt, ids, g)  # a repeated id accumulates, it does not overwrite
+    return None, gt
+
+
+def attention_forward(q, k, v, causal=False):
+    # q (..., L, E), k (..., S, E), v (..., S, Ev); softmax(q k^T / sqrt(E)) v.
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    s = (q @ np.swapaxes(k, -1, -2)) * scale
+    if causal:
+        # torch's is_causal: query i sees keys 0..i (top-left aligned).
+        keep = np.tril(np.ones(s.shape[-2:], dtype=bool))
+        s = np.where(keep, s, -np.inf)
+    s = s - np.max(np.real(s), axis=-1, keepdims=True)
+    e = np.exp(s)
+    p = e / e.sum(axis=-1, keepdims=True)
+    return p @ v, (q, k, v, p, scale)
+
+
+def attention_backward(cache, g):
+    q, k, v, p, scale = cache
+    gv = np.swapaxes(p, -1, -2) @ g
+    gp = g @ np.swapaxes(v, -1, -2)
+    gs = p * (gp - (gp * p).sum(axis=-1, keepdims=True))  # softmax VJP
+    gq = (gs @ k) * scale
+    gk = (np.swapaxes(gs, -1, -2) @ q) * scale
+    return gq, gk, gv
