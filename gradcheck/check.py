@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from .compare import CheckRecord, Tolerance, compare
 from .graph import Graph, materialize, single_op_graph
 from .ops import get_op
-from .sources import FiniteDifferences, ReferenceSource
+from .sources import FiniteDifferences, ReferenceSource, Unsupported
 
 __all__ = ["Case", "check_pair", "op_cases", "error_record"]
 
@@ -41,9 +41,9 @@ def error_record(case: Case, a_name: str, b_name: str, message: str, device="cpu
 def check_pair(case: Case, a, b, *, tolerance: Tolerance | None = None, outputs: bool = False) -> list:
     """Run sources ``a`` and ``b`` on ``case`` and compare them; a source that raises
     or does not apply gives one ``error`` or ``skipped`` record instead."""
-    op = case.graph.ops[0] if len(case.graph.ops) == 1 else (case.graph.ops[0] if case.graph.ops else "")
+    op = case.graph.ops[0] if case.graph.ops else ""
     if isinstance(b, FiniteDifferences) and not b.supports(case.graph):
-        return [error_record(case, a.name, b.name, f"{b.name} does not apply: an op takes no complex input",
+        return [error_record(case, a.name, b.name, f"{b.name} does not apply: the forward takes no complex input",
                              op=op, status="skipped")]
     tensors = case.tensors()
     results = []
@@ -51,6 +51,9 @@ def check_pair(case: Case, a, b, *, tolerance: Tolerance | None = None, outputs:
         t0 = time.perf_counter()
         try:
             results.append(source.run(case.graph, tensors))
+        except Unsupported as e:
+            return [error_record(case, a.name, b.name, f"{source.name}: {e}", op=op, status="skipped",
+                                 device=getattr(source, "device", "cpu"))]
         except Exception as e:  # a failing source is a finding, not a crash of the run
             return [error_record(case, a.name, b.name, f"{source.name} raised {type(e).__name__}: {e}",
                                  device=getattr(source, "device", "cpu"), op=op,

@@ -28,7 +28,8 @@ from .ops import CONST, INPUT, PARAM, ROLES, Sample, ShapeError, get_op
 
 __all__ = ["Leaf", "Node", "Graph", "GraphBuilder", "GraphError", "materialize", "single_op_graph", "DTYPES"]
 
-DTYPES = ("float64", "float32")  # what NumPy sources compute in; torch adds float16, bfloat16
+DTYPES = ("float64", "float32", "float16", "bfloat16")
+LOW_PRECISION = ("float16", "bfloat16")  # values rounded to these, held as float32 (NumPy has no bfloat16)
 
 
 class GraphError(ValueError):
@@ -292,14 +293,32 @@ def _draw(leaf: Leaf, rng, scale: float):
     raise GraphError(f"leaf {leaf.name!r}: unknown init kind {kind!r}")
 
 
+def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
+    """``x`` rounded to ``dtype``; float16 and bfloat16 values come back as float32
+    arrays holding exactly the representable values."""
+    if dtype == "float16":
+        return x.astype(np.float16).astype(np.float32)
+    if dtype == "bfloat16":
+        # Round to nearest even on the upper 16 bits of the float32 pattern.
+        u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+        return u.astype(np.uint32).view(np.float32)
+    return x.astype(dtype)
+
+
 def materialize(graph: Graph, seed: int, dtype: str = "float64", scale: float = 1.0) -> dict:
     """Arrays for every leaf, drawn from ``seed``; float leaves in ``dtype``.
 
     Float values are drawn in float64 and rounded, so the float32 case is the
-    float64 case rounded to float32 and the two can be compared directly.
+    float64 case rounded to float32 and the two can be compared directly.  For
+    float16 and bfloat16 the rounded values are held in float32 arrays: every
+    source then starts from identical inputs, and a comparison measures only the
+    arithmetic, not the rounding of the inputs.
     """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     out = {}
     for leaf in graph.leaves:
         value = _draw(leaf, _leaf_rng(seed, leaf.name), scale)
-        out[leaf.name] = value.astype(np.int64) if leaf.dtype == "int" else value.astype(dtype)
+        out[leaf.name] = value.astype(np.int64) if leaf.dtype == "int" else round_to(value, dtype)
     return out

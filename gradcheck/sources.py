@@ -19,9 +19,14 @@ from . import numeric
 from .graph import Graph
 from .ops import get_op
 
-__all__ = ["Source", "SourceResult", "ReferenceSource", "FiniteDifferences", "ANALYTIC"]
+__all__ = ["Source", "SourceResult", "ReferenceSource", "FiniteDifferences", "ANALYTIC", "Unsupported"]
 
 ANALYTIC = "analytic"
+
+
+class Unsupported(NotImplementedError):
+    """A source cannot run this graph in this configuration (dtype, device, complex
+    input): the check is recorded as ``skipped``, not as an error."""
 
 
 @dataclass
@@ -69,23 +74,33 @@ class ReferenceSource:
 
     ``ops`` overrides entries of the op table (``{name: Op(forward, backward)}``):
     the way a NumPy candidate, or a planted bug, is run inside whole graphs.
+    ``compute_dtype`` casts float inputs first (a float64 reference for a float32
+    case); by default the reference computes in the dtype it is given.
     """
 
-    def __init__(self, ops=None, name="reference"):
+    def __init__(self, ops=None, name="reference", compute_dtype=None):
         self.name = name
         self.ops = {**reference_impl.OPS, **(ops or {})}
+        self.compute_dtype = compute_dtype
+
+    def _cast(self, tensors):
+        if self.compute_dtype is None:
+            return tensors
+        return {k: v.astype(self.compute_dtype) if np.issubdtype(np.asarray(v).dtype, np.floating) else v
+                for k, v in tensors.items()}
 
     def forward(self, graph: Graph, tensors: dict):
-        values, _ = executor.forward(graph.steps(), tensors, self.ops)
+        values, _ = executor.forward(graph.steps(), self._cast(tensors), self.ops)
         return values[graph.output]
 
     def forward_with_branches(self, graph: Graph, tensors: dict):
         """The loss and the branch signature of every kink op (Note [Kinks])."""
-        values, _ = executor.forward(graph.steps(), tensors, self.ops)
+        values, _ = executor.forward(graph.steps(), self._cast(tensors), self.ops)
         return values[graph.output], branch_signature(graph, values)
 
     def run(self, graph: Graph, tensors: dict) -> SourceResult:
         t0 = time.perf_counter()
+        tensors = self._cast(tensors)
         steps = graph.steps()
         loss, values, grads = executor.loss_and_grads(steps, tensors, graph.output, self.ops)
         leaf_grads = {}
@@ -119,6 +134,8 @@ class FiniteDifferences:
         """The complex step needs every op's forward to accept complex input."""
         if self.method != "complex":
             return True
+        if not getattr(self.of, "complex_step", True):
+            return False
         return all(get_op(n.op).supports_complex_step(n.hyper) for n in graph.nodes)
 
     def forward(self, graph, tensors):

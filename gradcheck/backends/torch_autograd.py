@@ -1,0 +1,200 @@
+"""PyTorch autograd as a gradient source.
+
+Each catalogue op is written with ``torch.nn.functional`` and tensor ops; there is
+no hand-written backward here, autograd differentiates everything.  Runs on any
+device torch sees (``cpu``, ``cuda``, ``cuda:N``) in float64, float32, float16 or
+bfloat16.  torch is imported when a source is made, not when gradcheck is.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..graph import Graph
+from ..sources import ANALYTIC, SourceResult, Unsupported
+
+__all__ = ["TorchSource", "TORCH_OPS", "Unsupported", "cuda_available"]
+
+TORCH_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def cuda_available() -> bool:
+    try:
+        return _torch().cuda.is_available()
+    except ImportError:
+        return False
+
+
+def _ops():
+    torch = _torch()
+    F = torch.nn.functional
+
+    def conv(fn):
+        return lambda x, w, b=None, stride=1, padding=0, dilation=1, groups=1: fn(
+            x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+    return {
+        "linear": lambda x, w, b=None: F.linear(x, w, b),
+        "matmul": torch.matmul,
+        "conv1d": conv(F.conv1d),
+        "conv2d": conv(F.conv2d),
+        "max_pool2d": lambda x, kernel_size, stride, padding: F.max_pool2d(x, kernel_size, stride, padding),
+        "avg_pool2d": lambda x, kernel_size, stride, padding: F.avg_pool2d(x, kernel_size, stride, padding),
+        "global_avg_pool": lambda x: x.mean(dim=tuple(range(2, x.ndim))),
+        "relu": F.relu,
+        "leaky_relu": lambda x, negative_slope: F.leaky_relu(x, negative_slope),
+        "elu": lambda x, alpha: F.elu(x, alpha),
+        "gelu": lambda x, approximate: F.gelu(x, approximate=approximate),
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+        "softplus": lambda x, beta, threshold: F.softplus(x, beta, threshold),
+        "silu": F.silu,
+        "softmax": lambda x, dim: F.softmax(x, dim),
+        "log_softmax": lambda x, dim: F.log_softmax(x, dim),
+        "layer_norm": lambda x, w, b, eps: F.layer_norm(x, tuple(w.shape), w, b, eps),
+        "batch_norm": lambda x, w, b, eps: F.batch_norm(x, None, None, w, b, training=True, eps=eps),
+        "add": torch.add,
+        "mul": torch.mul,
+        "concat": lambda *xs, dim: torch.cat(xs, dim),
+        "reshape": lambda x, shape: x.reshape(tuple(shape)),
+        "flatten": lambda x, start_dim, end_dim: torch.flatten(x, start_dim, end_dim),
+        # torch's dropout draws its own mask; with the mask given it is this product.
+        "dropout": lambda x, mask, p: x * mask / (1.0 - p),
+        "embedding": lambda ids, table: F.embedding(ids, table),
+        "attention": lambda q, k, v, causal: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+        "mse": lambda p, t, reduction: F.mse_loss(p, t, reduction=reduction),
+        "smooth_l1": lambda p, t, beta, reduction: F.smooth_l1_loss(p, t, reduction=reduction, beta=beta),
+        "bce_with_logits": lambda x, t, reduction: F.binary_cross_entropy_with_logits(x, t, reduction=reduction),
+        "cross_entropy": lambda x, t, reduction: F.cross_entropy(x, t, reduction=reduction),
+        "weighted_sum": lambda x, w: (x * w).sum(),
+    }
+
+
+class _LazyOps(dict):
+    def _fill(self):
+        if not dict.__len__(self):
+            self.update(_ops())
+
+    def __getitem__(self, k):
+        self._fill()
+        return dict.__getitem__(self, k)
+
+    def __contains__(self, k):
+        self._fill()
+        return dict.__contains__(self, k)
+
+    def __iter__(self):
+        self._fill()
+        return dict.__iter__(self)
+
+    def __len__(self):
+        self._fill()
+        return dict.__len__(self)
+
+
+TORCH_OPS = _LazyOps()  # op name -> torch function(*tensors, **hyper); built on first use
+
+
+class TorchSource:
+    """Builds a graph from ``torch.nn.functional`` on ``device`` in ``dtype`` and
+    differentiates it with autograd.
+
+    ``check_determinism`` runs the backward pass twice and records the largest
+    difference between the two gradients (nondeterministic CUDA kernels such as
+    atomic adds); the comparison then allows that much, and the record shows it.
+
+        >>> from gradcheck.check import op_cases
+        >>> case = op_cases("tanh")[0]
+        >>> r = TorchSource().run(case.graph, case.tensors())
+        >>> sorted(r.grads)
+        ['x']
+    """
+
+    complex_step = False  # a complex-step FD of this forward is not offered
+
+    def __init__(self, device: str = "cpu", dtype: str = "float64", check_determinism: bool = False,
+                 ops: dict | None = None, name: str | None = None):
+        torch = _torch()
+        if dtype not in TORCH_DTYPES:
+            raise ValueError(f"dtype must be one of {TORCH_DTYPES}, got {dtype!r}")
+        self.device = str(torch.device(device))
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise Unsupported(f"device {device!r} requested but torch sees no CUDA device")
+        self.dtype = dtype
+        self.torch_dtype = getattr(torch, dtype)
+        self.check_determinism = check_determinism
+        self.ops = ops  # overrides: op name -> torch function (a candidate's layers)
+        self.name = name or f"torch-{self.device.split(':')[0]}"
+
+    def _fn(self, op):
+        if self.ops and op in self.ops:
+            return self.ops[op]
+        try:
+            return TORCH_OPS[op]
+        except KeyError:
+            raise Unsupported(f"no torch formula for op {op!r}") from None
+
+    def _leaves(self, graph: Graph, tensors: dict, requires_grad: bool):
+        torch = _torch()
+        out = {}
+        for leaf in graph.leaves:
+            v = np.asarray(tensors[leaf.name])
+            if leaf.dtype == "int":
+                out[leaf.name] = torch.as_tensor(v, dtype=torch.long, device=self.device)
+            else:
+                t = torch.as_tensor(v, device=self.device).to(self.torch_dtype)
+                out[leaf.name] = t.requires_grad_(requires_grad and leaf.differentiable)
+        return out
+
+    def _forward(self, graph, values):
+        for name, op, inputs, hyper in graph.steps():
+            try:
+                values[name] = self._fn(op)(*(values[i] for i in inputs), **hyper)
+            except RuntimeError as e:
+                if any(w in str(e) for w in ("not implemented for", "Unsupported", "unsupported")):
+                    raise Unsupported(f"{op} in {self.dtype} on {self.device}: {e}") from None
+                raise
+        return values
+
+    def forward(self, graph: Graph, tensors: dict):
+        torch = _torch()
+        if any(np.iscomplexobj(v) for v in tensors.values()):
+            raise Unsupported("the torch source takes no complex input")
+        with torch.no_grad():
+            values = self._forward(graph, self._leaves(graph, tensors, False))
+        return values[graph.output].double().cpu().numpy()
+
+    def run(self, graph: Graph, tensors: dict) -> SourceResult:
+        torch = _torch()
+        t0 = time.perf_counter()
+        values = self._forward(graph, self._leaves(graph, tensors, True))
+        loss = values[graph.output]
+        diff_leaves = [leaf.name for leaf in graph.differentiable_leaves]
+        wrt = [values[n] for n in diff_leaves]
+        grads = torch.autograd.grad(loss, wrt, allow_unused=True, retain_graph=self.check_determinism)
+        grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads)]
+        nondeterminism = None
+        if self.check_determinism:
+            again = torch.autograd.grad(loss, wrt, allow_unused=True)
+            again = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, again)]
+            nondeterminism = max((float((g1 - g2).abs().max()) for g1, g2 in zip(grads, again) if g1.numel()),
+                                 default=0.0)
+
+        def host(t):
+            return t.detach().to(torch.float64).cpu().numpy()
+
+        return SourceResult(
+            self.name, ANALYTIC, float(loss.detach().double().cpu()),
+            {n: host(g) for n, g in zip(diff_leaves, grads)},
+            {node.name: host(values[node.name]) for node in graph.nodes},
+            dtype=self.dtype, device=self.device, seconds=time.perf_counter() - t0,
+            nondeterminism=nondeterminism,
+        )

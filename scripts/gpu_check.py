@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""The GPU check in one command: ``make gpu-check`` (or ``PYTHONPATH=. python3 scripts/gpu_check.py``).
+
+For a machine with a CUDA device where torch is already installed (no virtualenv,
+no network).  Runs the CUDA-marked tests, then the catalogue sweep on CUDA in
+float64 and float32 (torch on CUDA against the float64 reference, and against
+finite differences of its own forward), and prints one summary.  Exit status 0
+only when every part passed.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main() -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gpu-check: torch sees no CUDA device; nothing to check", file=sys.stderr)
+        return 2
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    print(f"gpu-check: torch {torch.__version__}, {torch.cuda.get_device_name(0)}", flush=True)
+    parts = [
+        ("cuda tests", [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
+                        "tests/test_torch_source.py"]),
+        ("sweep float64", [sys.executable, "-m", "gradcheck.cli", "run", "--device", "cuda", "--dtype", "float64"]),
+        ("sweep float32", [sys.executable, "-m", "gradcheck.cli", "run", "--device", "cuda", "--dtype", "float32"]),
+    ]
+    summary = []
+    for name, cmd in parts:
+        t0 = time.perf_counter()
+        print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
+        rc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=240).returncode
+        summary.append((name, rc, time.perf_counter() - t0))
+    print("\n=== gpu-check summary")
+    for name, rc, secs in summary:
+        print(f"  {name:15s} {'ok' if rc == 0 else f'FAILED (exit {rc})':18s} {secs:6.1f}s")
+    return 0 if all(rc == 0 for _, rc, _ in summary) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
