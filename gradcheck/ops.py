@@ -79,6 +79,9 @@ class OpDef:
     # For ops with kinks: branch(*inputs, **hyper) -> array saying which side of each
     # kink the inputs are on (Note [Kinks] in numeric.py).
     branch: Callable | None = None
+    # For ops with kinks: margin(*inputs, **hyper) -> the smallest distance of any
+    # input to a kink (relu's 0, the gap between a pool window's top two values).
+    margin: Callable | None = None
     doc: str = ""
 
     def __post_init__(self):
@@ -350,10 +353,37 @@ def _smooth_l1_branch(pred, target, beta=1.0, **_):
     return np.stack([d > 0, np.abs(d) < beta])
 
 
+def _sign_margin(x, **_):
+    return float(np.min(np.abs(np.real(x)), initial=np.inf))
+
+
+def _max_pool_margin(x, kernel_size=2, stride=None, padding=0):
+    # The gap between the two largest values of each window (padding excluded).
+    xp = np.pad(np.real(x).astype(np.float64), ((0, 0), (0, 0), (padding, padding), (padding, padding)) if
+                isinstance(padding, int) else ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2),
+                constant_values=-np.inf)
+    (kh, kw) = _pair(kernel_size)
+    (sh, sw) = _pair(kernel_size if stride is None else stride)
+    oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    windows = np.stack([xp[..., i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+                        for i in range(kh) for j in range(kw)], axis=-1)
+    if windows.shape[-1] < 2:
+        return np.inf
+    top2 = np.sort(windows, axis=-1)[..., -2:]
+    with np.errstate(invalid="ignore"):
+        gap = top2[..., 1] - top2[..., 0]
+    return float(np.min(np.where(np.isfinite(gap), gap, np.inf), initial=np.inf))
+
+
+def _smooth_l1_margin(pred, target, beta=1.0, **_):
+    d = np.abs(np.real(pred - target))
+    return float(min(np.min(d, initial=np.inf), np.min(np.abs(d - beta), initial=np.inf)))
+
+
 def _activation(name, hyper=None, kinks=False, complex_step=True, settings=({},)):
     return OpDef(
         name, (X,), _same, hyper or {}, family="activation", kinks=kinks, complex_step=complex_step,
-        branch=_sign_branch if kinks else None,
+        branch=_sign_branch if kinks else None, margin=_sign_margin if kinks else None,
         samples=tuple(_S({"x": shape}, h) for shape in ((7,), (3, 5), (2, 3, 4)) for h in settings),
     )
 
@@ -383,7 +413,8 @@ _OPS = [
         _S({"x": (2, 3, 6, 6), "weight": (3, 1, 2, 2)}, {"stride": 2, "groups": 3}),
     )),
     OpDef("max_pool2d", (X,), _pool_shape("max_pool2d"),
-          {"kernel_size": 2, "stride": None, "padding": 0}, kinks=True, branch=_max_pool_branch, samples=(
+          {"kernel_size": 2, "stride": None, "padding": 0}, kinks=True, branch=_max_pool_branch,
+          margin=_max_pool_margin, samples=(
         _S({"x": (2, 2, 4, 4)}),
         _S({"x": (1, 3, 5, 6)}, {"kernel_size": 3, "stride": 1, "padding": 1}),
         _S({"x": (2, 1, 7, 5)}, {"kernel_size": (3, 2), "stride": (2, 1)}),
@@ -460,7 +491,8 @@ _OPS = [
         _S({"pred": (4, 3), "target": (4, 3)}), _S({"pred": (5,), "target": (5,)}, {"reduction": "sum"}),
     )),
     OpDef("smooth_l1", (TensorArg("pred"), TensorArg("target")), _pairwise_loss_shape("smooth_l1"),
-          {"beta": 1.0, "reduction": "mean"}, family="loss", kinks=True, branch=_smooth_l1_branch, samples=(
+          {"beta": 1.0, "reduction": "mean"}, family="loss", kinks=True,
+          branch=_smooth_l1_branch, margin=_smooth_l1_margin, samples=(
         _S({"pred": (4, 3), "target": (4, 3)}),
         _S({"pred": (6,), "target": (6,)}, {"beta": 0.5, "reduction": "sum"}),
     )),
