@@ -50,6 +50,34 @@ def cmd_run(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_repro(args) -> int:
+    from .check import check_pair
+    from .sources import parse_source
+    from .testing import describe_failure, read_case
+
+    try:
+        case, a_spec, b_spec, outputs = read_case(args.case)
+        a_spec, b_spec = args.a or a_spec, args.b or b_spec
+        if not a_spec or not b_spec:
+            raise ValueError("the file names no source to replay with; give --a SPEC and --b SPEC "
+                             "(e.g. --a reference --b 'fd:central:full(reference)')")
+        a, b = parse_source(a_spec), parse_source(b_spec)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"gradcheck repro: {e}", file=sys.stderr)
+        return 2
+    records = check_pair(case, a, b, outputs=outputs)
+    print(f"replaying case {case.graph.case_id}: {a_spec} against {b_spec}")
+    for r in records:
+        print(f"  {r.status:17s} {r.op:16s} {r.tensor:12s} max rel err {r.max_rel_err:.3g}, "
+              f"error/tolerance {r.ratio:.3g}")
+    if any(r.status in ("fail", "error") for r in records):
+        print()
+        print(describe_failure(case, records, a.name, b.name))
+        return 1
+    print("every check passes on this case")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="gradcheck", description="Check gradients against independent sources.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +88,11 @@ def build_parser():
     run.add_argument("--ops", help="comma-separated op names (default: the whole catalogue)")
     run.add_argument("--no-torch", action="store_true", help="skip the torch source")
     run.set_defaults(func=cmd_run)
+    repro = sub.add_parser("repro", help="replay a failing case from its JSON file")
+    repro.add_argument("case", help="a case file written by a failing check (reports/failures/*.json)")
+    repro.add_argument("--a", help="source spec overriding the file's source_a")
+    repro.add_argument("--b", help="source spec overriding the file's source_b")
+    repro.set_defaults(func=cmd_repro)
     return parser
 
 

@@ -19,7 +19,8 @@ from . import numeric
 from .graph import Graph
 from .ops import get_op
 
-__all__ = ["Source", "SourceResult", "ReferenceSource", "FiniteDifferences", "ANALYTIC", "Unsupported"]
+__all__ = ["Source", "SourceResult", "ReferenceSource", "FiniteDifferences", "ANALYTIC", "Unsupported",
+           "parse_source"]
 
 ANALYTIC = "analytic"
 
@@ -83,6 +84,13 @@ class ReferenceSource:
         self.ops = {**reference_impl.OPS, **(ops or {})}
         self.compute_dtype = compute_dtype
 
+    @property
+    def spec(self) -> str:
+        """How ``parse_source`` rebuilds this source (a replay file names it)."""
+        if set(self.ops) != set(reference_impl.OPS) or any(self.ops[k] is not v for k, v in reference_impl.OPS.items()):
+            return ""  # ops swapped in code cannot be named in a file
+        return "reference" + (f":{self.compute_dtype}" if self.compute_dtype else "")
+
     def _cast(self, tensors):
         if self.compute_dtype is None:
             return tensors
@@ -129,6 +137,14 @@ class FiniteDifferences:
         self.of, self.method, self.mode = of, method, mode
         self.n_directions, self.seed = n_directions, seed
         self.name = f"{method}-fd({of.name})"
+
+    @property
+    def spec(self) -> str:
+        inner = getattr(self.of, "spec", "")
+        if not inner:
+            return ""
+        mode = "full" if self.mode == "full" else f"directional{self.n_directions}/{self.seed}"
+        return f"fd:{self.method}:{mode}({inner})"
 
     def supports(self, graph: Graph) -> bool:
         """The complex step needs every op's forward to accept complex input."""
@@ -189,3 +205,31 @@ class FiniteDifferences:
                     np.array([v.kink for v in vals]) if kinky else None))
         result.seconds = time.perf_counter() - t0
         return result
+
+
+def parse_source(spec: str):
+    """The source a spec names: ``reference``, ``reference:float64``,
+    ``torch:cpu:float32``, ``fd:central:full(<spec>)``,
+    ``fd:central:directional4/0(<spec>)``, ``candidate:<target>[:torch:cuda:float32]``."""
+    spec = spec.strip()
+    if spec == "reference" or spec.startswith("reference:"):
+        _, _, dtype = spec.partition(":")
+        return ReferenceSource(compute_dtype=dtype or None)
+    if spec.startswith("torch:"):
+        from .backends.torch_autograd import TorchSource
+
+        parts = spec.split(":")
+        device = ":".join(parts[1:-1]) or "cpu"
+        return TorchSource(device=device, dtype=parts[-1])
+    if spec.startswith("fd:") and spec.endswith(")") and "(" in spec:
+        head, inner = spec[3:-1].split("(", 1)
+        method, _, mode = head.partition(":")
+        if mode.startswith("directional"):
+            n, _, seed = mode[len("directional"):].partition("/")
+            return FiniteDifferences(parse_source(inner), method, "directional", int(n), int(seed or 0))
+        return FiniteDifferences(parse_source(inner), method)
+    if spec.startswith("candidate:"):
+        from .candidates import source_from_spec
+
+        return source_from_spec(spec)
+    raise ValueError(f"cannot read source spec {spec!r}")

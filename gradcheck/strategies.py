@@ -310,7 +310,7 @@ PLACERS = {
 # ---------------------------------------------------------------- inputs and heads
 
 
-def _input(ctx, family, ops):
+def _input(ctx, family, ops, force_embedding=False):
     n = ctx.dim(1, ctx.max_batch)
     if family == "mlp":
         return ctx.leaf("x", (n, ctx.dim()), "input")
@@ -321,7 +321,7 @@ def _input(ctx, family, ops):
             return ctx.leaf("x", (n, c, ctx.dim(2, ctx.max_dim + 2)), "input")
         return ctx.leaf("x", (n, c, ctx.dim(2, ctx.max_dim), ctx.dim(2, ctx.max_dim)), "input")
     t = ctx.dim(1, min(4, ctx.max_dim))
-    if "embedding" in ops and ctx.draw(st.booleans()):
+    if force_embedding or ("embedding" in ops and ctx.draw(st.booleans())):
         vocab = ctx.dim(2, ctx.max_dim + 2)
         ids = ctx.leaf("ids", (n, t), "const", "int", {"kind": "randint", "high": vocab})
         return ctx.apply("embedding", ids, ctx.param((vocab, ctx.dim())))
@@ -330,7 +330,7 @@ def _input(ctx, family, ops):
 
 def _head(ctx, x, losses):
     shape = ctx.shapes[x]
-    usable = [l for l in losses if l != "cross_entropy" or (len(shape) == 2 and shape[1] >= 2)]
+    usable = [l for l in losses if l != "cross_entropy" or (len(shape) == 2 and shape[1] >= 2)] or ["weighted_sum"]
     loss = ctx.draw(st.sampled_from(usable))
     if loss == "weighted_sum":
         other = ctx.leaf("probe", shape, "const")
@@ -358,13 +358,16 @@ def _check_positive_int(name, value, lo):
         raise InvalidArgument(f"{name}={value!r} must be at least {lo}")
 
 
-def graphs(families=FAMILIES, ops=None, *, min_depth=0, max_depth=4, max_dim=5, max_batch=3,
+def graphs(families=FAMILIES, ops=None, *, include=None, min_depth=0, max_depth=4, max_dim=5, max_batch=3,
            losses=LOSSES, max_size=600) -> st.SearchStrategy:
     """Valid random graphs.
 
     families: any of ``mlp`` (on (N, D)), ``cnn`` (on (N, C, H, W) or (N, C, L)),
     ``sequence`` (on (N, T, D), or integer ids through an embedding).
     ops: restrict the body to these ops (default: every op of the family).
+    include: an op every drawn graph contains, at a drawn position in an otherwise
+    random graph (a loss op becomes the head; embedding, the input).  Rare ops
+    get as many draws as common ones this way.
     min_depth, max_depth: the number of blocks; max_dim: the largest feature,
     channel or spatial size; max_batch: the largest batch; losses: the heads to
     choose from; max_size: the most differentiable scalars in a graph (the cost
@@ -395,33 +398,70 @@ def graphs(families=FAMILIES, ops=None, *, min_depth=0, max_depth=4, max_dim=5, 
         placeable = [o for o in ops if o in PLACERS or o == "embedding" or o in LOSSES]
         if not placeable:
             raise InvalidArgument(f"ops={list(ops)!r}: none of them can be placed in a graph body")
-    usable = [f for f in families if ops is None or set(ops) & set(FAMILY_OPS[f])]
+    usable = [f for f in families if ops is None or set(ops) & (set(FAMILY_OPS[f]) | set(LOSSES))]
     if not usable:
         raise InvalidArgument(f"no family among {families} uses any of ops={list(ops)!r}")
-    return _graphs(tuple(usable), ops, min_depth, max_depth, max_dim, max_batch, losses, max_size)
+    if include is not None:
+        if include in LOSSES:
+            if include not in losses:
+                raise InvalidArgument(f"include={include!r} is a loss not among losses={list(losses)!r}")
+            if include == "cross_entropy":
+                usable = [f for f in usable if f == "mlp"] or usable
+        else:
+            if include not in PLACERS and include != "embedding":
+                raise InvalidArgument(f"include={include!r} cannot be placed in a graph; "
+                                      f"placeable: {sorted(set(PLACERS) | {'embedding'} | set(LOSSES))}")
+            usable = [f for f in usable if include in FAMILY_OPS[f]]
+            if not usable:
+                raise InvalidArgument(f"include={include!r} belongs to no family among {families}")
+            if ops is not None and include not in ops:
+                raise InvalidArgument(f"include={include!r} is not among ops={list(ops)!r}")
+            min_depth = max(min_depth, 0 if include == "embedding" else 1)
+            max_depth = max(max_depth, min_depth)
+    return _graphs(tuple(usable), ops, include, min_depth, max_depth, max_dim, max_batch, losses, max_size)
 
 
 @st.composite
-def _graphs(draw, families, ops, min_depth, max_depth, max_dim, max_batch, losses, max_size):
+def _graphs(draw, families, ops, include, min_depth, max_depth, max_dim, max_batch, losses, max_size):
     family = draw(st.sampled_from(families))
     blocks = {kind: [o for o in FAMILY_BLOCKS[family][kind] if ops is None or o in ops] for kind in BLOCK_KINDS}
     ctx = _Ctx(draw, max_dim, max_batch)
-    x = _input(ctx, family, FAMILY_OPS[family] if ops is None else ops)
+    x = _input(ctx, family, FAMILY_OPS[family] if ops is None else ops, force_embedding=include == "embedding")
     depth = draw(st.integers(min_depth, max_depth))
-    for _ in range(depth):
+    pending = include if include in PLACERS else None
+    at = draw(st.integers(0, depth - 1)) if pending and depth else 0
+    for block in range(depth):
         shape = ctx.shapes[x]
-        choices = {k: [o for o in v if _may_apply(o, shape)] for k, v in blocks.items()}
-        kinds = [k for k in BLOCK_KINDS if choices[k]]
-        if not kinds:
-            break
-        op = draw(st.sampled_from(choices[draw(st.sampled_from(kinds))]))
+        if pending and block >= at and _may_apply(pending, shape):
+            op, pending = pending, None
+        else:
+            choices = {k: [o for o in v if _may_apply(o, shape) and o != pending] for k, v in blocks.items()}
+            kinds = [k for k in BLOCK_KINDS if choices[k]]
+            if not kinds:
+                break
+            op = draw(st.sampled_from(choices[draw(st.sampled_from(kinds))]))
         try:
             x = PLACERS[op](ctx, x)
         except (_NotHere, ShapeError):
+            if op == include:
+                pending = include
             continue
-    head_losses = tuple(l for l in losses if ops is None or l in ops or l == "weighted_sum") or ("weighted_sum",)
+    if pending and _may_apply(pending, ctx.shapes[x]):
+        try:
+            x = PLACERS[pending](ctx, x)
+            pending = None
+        except (_NotHere, ShapeError):
+            pass
+    if include in LOSSES:
+        head_losses = (include,)
+    else:
+        head_losses = tuple(l for l in losses if ops is None or l in ops or l == "weighted_sum") or ("weighted_sum",)
     _head(ctx, x, head_losses)
     graph = ctx.b.build("loss")
+    if include is not None and include not in graph.ops:
+        from hypothesis import reject
+
+        reject()
     if graph.size > max_size:
         # Too costly to check element by element: reject (rare with the default sizes).
         from hypothesis import reject
@@ -445,9 +485,11 @@ def single_op_graphs(op: str, **kwargs) -> st.SearchStrategy:
     if op not in CATALOGUE:
         raise InvalidArgument(f"unknown op {op!r}; the catalogue has {sorted(CATALOGUE)}")
     if op in LOSSES:
-        return graphs(ops=(op,), min_depth=0, max_depth=0, losses=(op,), **kwargs)
+        families = ("mlp",) if op == "cross_entropy" else FAMILIES  # cross_entropy takes (N, C)
+        return graphs(families, ops=(op,), include=op, min_depth=0, max_depth=0, losses=(op,), **kwargs)
     families = [f for f in FAMILIES if op in FAMILY_OPS[f]]
-    return graphs(families, ops=(op,), min_depth=1, max_depth=1, **kwargs).filter(lambda g: op in g.ops)
+    return graphs(families, ops=(op,), include=op, min_depth=0 if op == "embedding" else 1,
+                  max_depth=0 if op == "embedding" else 1, **kwargs)
 
 
 def cases(graph_strategy=None, dtypes=("float64",), scales=(1.0, 0.5, 2.0)) -> st.SearchStrategy:

@@ -134,6 +134,10 @@ class TorchSource:
         self.ops = ops  # overrides: op name -> torch function (a candidate's layers)
         self.name = name or f"torch-{self.device.split(':')[0]}"
 
+    @property
+    def spec(self) -> str:
+        return "" if self.ops else f"torch:{self.device}:{self.dtype}"
+
     def _fn(self, op):
         if self.ops and op in self.ops:
             return self.ops[op]

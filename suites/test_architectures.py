@@ -1,0 +1,54 @@
+"""Random architectures: every analytic source against finite differences of its
+own forward, and against the reference; failures shrink to the smallest graph.
+
+Two kinds of draw: free graphs of each family, and graphs that contain a given
+op somewhere (so a rare op gets as many draws as a common one)."""
+
+import pytest
+from hypothesis import given, strategies as st
+
+from gradcheck.sources import FiniteDifferences
+from gradcheck.strategies import FAMILIES, FAMILY_OPS, LOSSES, cases, graphs
+from gradcheck.testing import assert_gradients_agree, share_of_profile
+
+OPS = sorted(set(op for ops in FAMILY_OPS.values() for op in ops) | set(LOSSES))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@given(data=st.data())
+def test_backward_matches_differences_of_its_own_forward(source, family, data):
+    case = data.draw(cases(graphs([family])), label="case")
+    assert_gradients_agree(case, source, FiniteDifferences(source, "central"))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@given(data=st.data())
+def test_gradients_and_outputs_agree_with_the_reference(other_source, reference64, family, data):
+    case = data.draw(cases(graphs([family]), dtypes=("float64", "float32")), label="case")
+    assert_gradients_agree(case, other_source, reference64, outputs=True)
+
+
+@pytest.mark.parametrize("op", OPS)
+@share_of_profile(1 / 4)
+@given(data=st.data())
+def test_graphs_containing_op_match_differences(source, op, data):
+    case = data.draw(cases(graphs(include=op)), label="case")
+    assert_gradients_agree(case, source, FiniteDifferences(source, "central"))
+
+
+@pytest.mark.parametrize("op", OPS)
+@share_of_profile(1 / 4)
+@given(data=st.data())
+def test_graphs_containing_op_agree_with_the_reference(other_source, reference64, op, data):
+    case = data.draw(cases(graphs(include=op), dtypes=("float64", "float32")), label="case")
+    assert_gradients_agree(case, other_source, reference64, outputs=True)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@given(data=st.data())
+def test_cuda_agrees_with_the_reference(reference64, dtype, data):
+    from gradcheck.backends.torch_autograd import TorchSource
+
+    case = data.draw(cases(graphs(), dtypes=(dtype,)), label="case")
+    assert_gradients_agree(case, TorchSource("cuda", dtype, check_determinism=True), reference64, outputs=True)
