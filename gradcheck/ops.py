@@ -82,10 +82,20 @@ class OpDef:
     # For ops with kinks: margin(*inputs, **hyper) -> the smallest distance of any
     # input to a kink (relu's 0, the gap between a pool window's top two values).
     margin: Callable | None = None
+    # For ops placed into random graphs by the generic rule (ops a user declares):
+    # hyper_strategy(x_shape) -> a Hypothesis strategy of hyperparameter dicts, and
+    # arg_shapes(x_shape, hyper) -> {name: shape} for the tensor inputs after the first
+    # (default: each the shape of x).  families: where the op may be placed.
+    hyper_strategy: Callable | None = None
+    arg_shapes: Callable | None = None
+    families: tuple = ()
     doc: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        # Declared order, kept for callables that take hyperparameters positionally
+        # (torch.autograd.Function.apply takes no keywords).
+        object.__setattr__(self, "hyper_names", tuple(self.hyper))
         object.__setattr__(self, "hyper", Frozen(self.hyper))
         object.__setattr__(self, "samples", tuple(self.samples))
         object.__setattr__(self, "init", Frozen(self.init))
@@ -515,3 +525,5 @@ _OPS = [
 for _op in _OPS:
     register_op(_op)
 del _op
+
+BUILTIN_OPS = frozenset(CATALOGUE)  # before any user declares an op

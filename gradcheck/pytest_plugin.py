@@ -31,6 +31,16 @@ def default_profile() -> str:
 
 def pytest_addoption(parser):
     group = parser.getgroup("gradcheck", "gradient checks (gradcheck)")
+    group.addoption("--candidate", action="append", metavar="TARGET", default=[],
+                    help="check this candidate instead of the built-in sources: module:attr, path/file.py:attr, "
+                         "or an entry point name of the gradcheck.candidates group (repeatable)")
+    group.addoption("--device", default="cpu", help="torch device for torch sources: cpu, cuda, cuda:N")
+    group.addoption("--dtype", default=None, choices=("float64", "float32", "float16", "bfloat16"),
+                    help="dtype of the sources compared with the float64 reference (default: float64 and float32)")
+    group.addoption("--isolate", action="store_true",
+                    help="run candidates in a worker process: a crash or hang costs one error record")
+    group.addoption("--check-timeout", type=float, default=30.0, metavar="SECONDS",
+                    help="time limit of one call into candidate code (default 30)")
     group.addoption("--gradcheck-report", metavar="DIR", default=None,
                     help="where failing cases (DIR/failures/*.json) are written; default reports/")
 
@@ -59,6 +69,8 @@ def pytest_configure(config):
     report = config.getoption("gradcheck_report", default=None)
     if report:
         os.environ["GRADCHECK_REPORT_DIR"] = report
+    if config.getoption("candidate", default=None):
+        suite_plan(config)  # a candidate that does not load is a usage error, reported once, up front
 
 
 def pytest_unconfigure(config):
@@ -78,13 +90,16 @@ def pytest_terminal_summary(terminalreporter, config):
 
 
 def pytest_report_header(config):
+    lines = []
+    for target in config.getoption("candidate", default=[]) or []:
+        lines.append(f"gradcheck: candidate {target} on {config.getoption('device')}")
     profile = settings.default
     seed = config.getoption("hypothesis_seed", default=None)
     how = f"seed {seed}" if seed is not None else (
         "derandomized: the same examples every run" if profile.derandomize else "random seed per run; "
         "a failure prints how to reproduce it")
     name = config.getoption("hypothesis_profile", default=None) or default_profile()
-    return f"gradcheck: hypothesis profile {name!r} (max_examples={profile.max_examples}), {how}"
+    return lines + [f"gradcheck: hypothesis profile {name!r} (max_examples={profile.max_examples}), {how}"]
 
 
 def _cuda_available() -> bool:
@@ -102,3 +117,75 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA device; torch.cuda.is_available() is False here")
     for item in marked:
         item.add_marker(skip)
+
+
+class SuitePlan:
+    """What the suites check: sources against finite differences of their own
+    forward (``self_check``), sources against the float64 reference
+    (``vs_reference``, each with the case dtypes it runs on), torch candidates
+    against torch's own ops, and the ops to target."""
+
+    def __init__(self, self_check, vs_reference, torch_candidates, ops, candidates):
+        self.self_check, self.vs_reference = self_check, vs_reference
+        self.torch_candidates, self.ops, self.candidates = torch_candidates, ops, candidates
+
+
+_PLAN = pytest.StashKey()
+
+
+def suite_plan(config) -> SuitePlan:
+    plan = config.stash.get(_PLAN, None)
+    if plan is None:
+        plan = config.stash[_PLAN] = _make_plan(config)
+    return plan
+
+
+def _make_plan(config) -> SuitePlan:
+    from .backends.torch_autograd import TorchSource
+    from .candidates import EngineSource, NumpyCandidateSource, load_candidate, torch_candidate_source
+    from .ops import CATALOGUE
+    from .sources import ReferenceSource
+
+    device = config.getoption("device")
+    dtype = config.getoption("dtype")
+    dtypes = (dtype,) if dtype else ("float64", "float32")
+    numpy_dtypes = tuple(d for d in dtypes if d in ("float64", "float32")) or ("float64",)
+    targets = config.getoption("candidate")
+    if not targets:
+        return SuitePlan([ReferenceSource(), TorchSource(device, "float64")],
+                         [(TorchSource(device, d), (d,)) for d in dtypes], [], sorted(CATALOGUE), [])
+    timeout = config.getoption("check_timeout")
+    self_check, vs_reference, torch_candidates, ops, candidates = [], [], [], set(), []
+    for target in targets:
+        try:
+            candidate = load_candidate(target)
+        except (LookupError, TypeError, FileNotFoundError) as e:
+            raise pytest.UsageError(f"--candidate {target}: {e}") from None
+        candidate.time_limit = timeout
+        candidates.append(candidate)
+        ops |= set(candidate.ops) if not candidate.loss_and_grads else set(CATALOGUE)
+        if candidate.numpy_ops:
+            src = NumpyCandidateSource(candidate)
+            self_check.append(src)
+            vs_reference.append((src, numpy_dtypes))
+        if candidate.torch_ops:
+            self_check.append(torch_candidate_source(candidate, device, "float64"))
+            for d in dtypes:
+                src = torch_candidate_source(candidate, device, d)
+                vs_reference.append((src, (d,)))
+                torch_candidates.append(src)
+        if candidate.loss_and_grads:
+            src = EngineSource(candidate)
+            self_check.append(src)
+            vs_reference.append((src, numpy_dtypes))
+    if config.getoption("isolate"):
+        self_check = [_isolated(s, timeout) for s in self_check]
+        vs_reference = [(_isolated(s, timeout), d) for s, d in vs_reference]
+        torch_candidates = [_isolated(s, timeout) for s in torch_candidates]
+    return SuitePlan(self_check, vs_reference, torch_candidates, sorted(ops), candidates)
+
+
+def _isolated(source, timeout):
+    from .isolation import IsolatedSource
+
+    return IsolatedSource(source.spec, timeout=timeout)

@@ -25,7 +25,7 @@ from hypothesis.errors import InvalidArgument
 
 from .check import Case
 from .graph import DTYPES, Graph, GraphBuilder
-from .ops import CATALOGUE, ShapeError, get_op
+from .ops import BUILTIN_OPS, CATALOGUE, ShapeError, get_op
 
 __all__ = ["FAMILIES", "FAMILY_BLOCKS", "FAMILY_OPS", "LOSSES", "graphs", "cases", "single_op_graphs"]
 
@@ -62,8 +62,7 @@ FAMILY_BLOCKS = {
 BLOCK_KINDS = ("activation", "layer", "normalization", "branch", "reshape")
 FAMILY_OPS = {f: tuple(op for kind in BLOCK_KINDS for op in blocks[kind]) + (("embedding",) if f == "sequence" else ())
               for f, blocks in FAMILY_BLOCKS.items()}
-# Ops that need no shape of their own and are always available to connect things.
-_ALWAYS = {"weighted_sum"}
+_BUILTIN = BUILTIN_OPS
 
 
 class _NotHere(Exception):
@@ -289,6 +288,47 @@ def place_attention(ctx, x):
     return ctx.apply("attention", q, k, v, **({"causal": True} if causal else {}))
 
 
+def _place_declared(op):
+    """The generic rule for ops a user declares with their own OpDef: x is the
+    first tensor input; hyperparameters come from ``hyper_strategy(x_shape)``; the
+    other inputs are fresh leaves shaped by ``arg_shapes(x_shape, hyper)``."""
+
+    def place(ctx, x):
+        opdef = get_op(op)
+        shape = ctx.shapes[x]
+        hyper = ctx.draw(opdef.hyper_strategy(shape)) if opdef.hyper_strategy else {}
+        shapes = opdef.arg_shapes(shape, hyper) if opdef.arg_shapes else {a.name: shape for a in opdef.inputs[1:]}
+        args = [x]
+        for arg in opdef.inputs[1:]:
+            if arg.name not in shapes:
+                if arg.optional:
+                    continue
+                raise _NotHere
+            init = opdef.init.get(arg.name)
+            if arg.dtype == "int" and not init:
+                raise _NotHere
+            args.append(ctx.leaf(arg.name[:1] if arg.role != "param" else "p", shapes[arg.name], arg.role,
+                                 arg.dtype, init))
+        return ctx.apply(op, *args, **hyper)
+
+    return place
+
+
+def placer(op):
+    """The placement rule of ``op``: a built-in one, or the generic rule for ops
+    declared outside the built-in catalogue."""
+    if op in PLACERS:
+        return PLACERS[op]
+    if op in CATALOGUE and op not in _BUILTIN:
+        return _place_declared(op)
+    raise KeyError(op)
+
+
+def _declared_ops(family):
+    return [name for name, od in CATALOGUE.items()
+            if name not in _BUILTIN and not od.is_loss and family in (od.families or FAMILIES)]
+
+
 PLACERS = {
     "tanh": _activation("tanh"), "relu": _activation("relu"), "sigmoid": _activation("sigmoid"),
     "leaky_relu": _activation("leaky_relu", negative_slope=[0.01, 0.2]),
@@ -395,10 +435,11 @@ def graphs(families=FAMILIES, ops=None, *, include=None, min_depth=0, max_depth=
         unknown = [o for o in ops if o not in CATALOGUE]
         if unknown:
             raise InvalidArgument(f"ops contains unknown op {unknown[0]!r}; the catalogue has {sorted(CATALOGUE)}")
-        placeable = [o for o in ops if o in PLACERS or o == "embedding" or o in LOSSES]
+        placeable = [o for o in ops if o in PLACERS or o == "embedding" or o in LOSSES or o not in _BUILTIN]
         if not placeable:
             raise InvalidArgument(f"ops={list(ops)!r}: none of them can be placed in a graph body")
-    usable = [f for f in families if ops is None or set(ops) & (set(FAMILY_OPS[f]) | set(LOSSES))]
+    usable = [f for f in families
+              if ops is None or set(ops) & (set(FAMILY_OPS[f]) | set(LOSSES) | set(_declared_ops(f)))]
     if not usable:
         raise InvalidArgument(f"no family among {families} uses any of ops={list(ops)!r}")
     if include is not None:
@@ -407,7 +448,7 @@ def graphs(families=FAMILIES, ops=None, *, include=None, min_depth=0, max_depth=
                 raise InvalidArgument(f"include={include!r} is a loss not among losses={list(losses)!r}")
             if include == "cross_entropy":
                 usable = [f for f in usable if f == "mlp"] or usable
-        else:
+        elif include in _BUILTIN or include not in CATALOGUE:
             if include not in PLACERS and include != "embedding":
                 raise InvalidArgument(f"include={include!r} cannot be placed in a graph; "
                                       f"placeable: {sorted(set(PLACERS) | {'embedding'} | set(LOSSES))}")
@@ -418,6 +459,12 @@ def graphs(families=FAMILIES, ops=None, *, include=None, min_depth=0, max_depth=
                 raise InvalidArgument(f"include={include!r} is not among ops={list(ops)!r}")
             min_depth = max(min_depth, 0 if include == "embedding" else 1)
             max_depth = max(max_depth, min_depth)
+        else:  # an op a user declared
+            usable = [f for f in usable if f in (CATALOGUE[include].families or FAMILIES)]
+            if not usable:
+                raise InvalidArgument(f"include={include!r} declares families {CATALOGUE[include].families}, "
+                                      f"none among {families}")
+            min_depth, max_depth = max(min_depth, 1), max(max_depth, 1)
     return _graphs(tuple(usable), ops, include, min_depth, max_depth, max_dim, max_batch, losses, max_size)
 
 
@@ -425,10 +472,12 @@ def graphs(families=FAMILIES, ops=None, *, include=None, min_depth=0, max_depth=
 def _graphs(draw, families, ops, include, min_depth, max_depth, max_dim, max_batch, losses, max_size):
     family = draw(st.sampled_from(families))
     blocks = {kind: [o for o in FAMILY_BLOCKS[family][kind] if ops is None or o in ops] for kind in BLOCK_KINDS}
+    blocks["layer"] += [o for o in _declared_ops(family) if ops is None or o in ops]
     ctx = _Ctx(draw, max_dim, max_batch)
     x = _input(ctx, family, FAMILY_OPS[family] if ops is None else ops, force_embedding=include == "embedding")
     depth = draw(st.integers(min_depth, max_depth))
-    pending = include if include in PLACERS else None
+    pending = include if include in PLACERS or (include in CATALOGUE and include not in _BUILTIN
+                                                 and not CATALOGUE[include].is_loss) else None
     at = draw(st.integers(0, depth - 1)) if pending and depth else 0
     for block in range(depth):
         shape = ctx.shapes[x]
@@ -441,14 +490,14 @@ def _graphs(draw, families, ops, include, min_depth, max_depth, max_dim, max_bat
                 break
             op = draw(st.sampled_from(choices[draw(st.sampled_from(kinds))]))
         try:
-            x = PLACERS[op](ctx, x)
+            x = placer(op)(ctx, x)
         except (_NotHere, ShapeError):
             if op == include:
                 pending = include
             continue
     if pending and _may_apply(pending, ctx.shapes[x]):
         try:
-            x = PLACERS[pending](ctx, x)
+            x = placer(pending)(ctx, x)
             pending = None
         except (_NotHere, ShapeError):
             pass
@@ -484,6 +533,8 @@ def single_op_graphs(op: str, **kwargs) -> st.SearchStrategy:
     """Graphs of one ``op`` placed on a random input, with a random loss head."""
     if op not in CATALOGUE:
         raise InvalidArgument(f"unknown op {op!r}; the catalogue has {sorted(CATALOGUE)}")
+    if op not in _BUILTIN:
+        return graphs(ops=(op,), include=op, min_depth=1, max_depth=1, **kwargs)
     if op in LOSSES:
         families = ("mlp",) if op == "cross_entropy" else FAMILIES  # cross_entropy takes (N, C)
         return graphs(families, ops=(op,), include=op, min_depth=0, max_depth=0, losses=(op,), **kwargs)

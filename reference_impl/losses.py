@@ -36,7 +36,8 @@ def smooth_l1_forward(pred, target, beta=1.0, reduction="mean"):
 
 def smooth_l1_backward(cache, g):
     d, pos, quad, beta, count = cache
-    slope = np.where(quad, d / beta, np.where(pos, 1.0, -1.0))
+    sign = np.where(pos, 1, -1).astype(d.dtype)  # keep d's dtype: float32 stays float32
+    slope = np.where(quad, d / beta, sign)
     gp = g * slope / count
     return gp, -gp
 

@@ -1,27 +1,36 @@
-"""Which sources the suites check.  Each analytic source under test is checked
-against finite differences of its own forward; every source but the reference is
-also checked against the reference."""
+"""Which sources and ops the suites check: the built-in ones, or the candidates
+given with --candidate (see gradcheck.pytest_plugin.suite_plan)."""
 
 import pytest
 
-from gradcheck.sources import ReferenceSource
+from gradcheck.pytest_plugin import suite_plan
+from gradcheck.sources import ReferenceOrFormula
 
 
-def _sources(config):
-    from gradcheck.backends.torch_autograd import TorchSource
-
-    return [ReferenceSource(), TorchSource("cpu", "float64")]
+def _ids(sources):
+    return [f"{s.name}-{getattr(s, 'dtype', None) or 'any'}" if hasattr(s, "torch_dtype") else s.name
+            for s in sources]
 
 
 def pytest_generate_tests(metafunc):
-    if "source" in metafunc.fixturenames:
-        sources = _sources(metafunc.config)
-        metafunc.parametrize("source", sources, ids=[s.name for s in sources])
-    if "other_source" in metafunc.fixturenames:
-        sources = [s for s in _sources(metafunc.config) if s.name != "reference"]
-        metafunc.parametrize("other_source", sources, ids=[s.name for s in sources])
+    plan = suite_plan(metafunc.config)
+    names = metafunc.fixturenames
+    if "source" in names:
+        metafunc.parametrize("source", plan.self_check, ids=_ids(plan.self_check))
+    if "other_source" in names:
+        sources = [s for s, _ in plan.vs_reference]
+        metafunc.parametrize("other_source,case_dtypes", plan.vs_reference, ids=_ids(sources))
+    if "torch_candidate" in names:
+        metafunc.parametrize("torch_candidate", plan.torch_candidates, ids=_ids(plan.torch_candidates))
+    if "op" in names:
+        metafunc.parametrize("op", plan.ops)
+    if "sample" in names:
+        from gradcheck.ops import CATALOGUE
+
+        samples = [(op, i) for op in plan.ops for i in range(len(CATALOGUE[op].samples))]
+        metafunc.parametrize("sample", samples, ids=[f"{op}-{i}" for op, i in samples])
 
 
 @pytest.fixture(scope="session")
 def reference64():
-    return ReferenceSource(compute_dtype="float64")
+    return ReferenceOrFormula()

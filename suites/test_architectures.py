@@ -2,16 +2,15 @@
 own forward, and against the reference; failures shrink to the smallest graph.
 
 Two kinds of draw: free graphs of each family, and graphs that contain a given
-op somewhere (so a rare op gets as many draws as a common one)."""
+op somewhere (so a rare op gets as many draws as a common one).  With
+--candidate the op-targeted draws cover the candidate's ops."""
 
 import pytest
 from hypothesis import given, strategies as st
 
 from gradcheck.sources import FiniteDifferences
-from gradcheck.strategies import FAMILIES, FAMILY_OPS, LOSSES, cases, graphs
+from gradcheck.strategies import FAMILIES, cases, graphs
 from gradcheck.testing import assert_gradients_agree, share_of_profile
-
-OPS = sorted(set(op for ops in FAMILY_OPS.values() for op in ops) | set(LOSSES))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -23,12 +22,11 @@ def test_backward_matches_differences_of_its_own_forward(source, family, data):
 
 @pytest.mark.parametrize("family", FAMILIES)
 @given(data=st.data())
-def test_gradients_and_outputs_agree_with_the_reference(other_source, reference64, family, data):
-    case = data.draw(cases(graphs([family]), dtypes=("float64", "float32")), label="case")
+def test_gradients_and_outputs_agree_with_the_reference(other_source, case_dtypes, reference64, family, data):
+    case = data.draw(cases(graphs([family]), dtypes=case_dtypes), label="case")
     assert_gradients_agree(case, other_source, reference64, outputs=True)
 
 
-@pytest.mark.parametrize("op", OPS)
 @share_of_profile(1 / 4)
 @given(data=st.data())
 def test_graphs_containing_op_match_differences(source, op, data):
@@ -36,12 +34,23 @@ def test_graphs_containing_op_match_differences(source, op, data):
     assert_gradients_agree(case, source, FiniteDifferences(source, "central"))
 
 
-@pytest.mark.parametrize("op", OPS)
 @share_of_profile(1 / 4)
 @given(data=st.data())
-def test_graphs_containing_op_agree_with_the_reference(other_source, reference64, op, data):
-    case = data.draw(cases(graphs(include=op), dtypes=("float64", "float32")), label="case")
+def test_graphs_containing_op_agree_with_the_reference(other_source, case_dtypes, reference64, op, data):
+    case = data.draw(cases(graphs(include=op), dtypes=case_dtypes), label="case")
     assert_gradients_agree(case, other_source, reference64, outputs=True)
+
+
+@share_of_profile(1 / 4)
+@given(data=st.data())
+def test_torch_candidate_agrees_with_torch_builtin_ops(torch_candidate, op, data):
+    from gradcheck.backends.torch_autograd import TORCH_OPS, TorchSource
+
+    if op not in TORCH_OPS:
+        pytest.skip(f"torch has no built-in formula for {op}")
+    builtin = TorchSource(torch_candidate.device, torch_candidate.dtype)
+    case = data.draw(cases(graphs(include=op), dtypes=(torch_candidate.dtype,)), label="case")
+    assert_gradients_agree(case, torch_candidate, builtin, outputs=True)
 
 
 @pytest.mark.cuda

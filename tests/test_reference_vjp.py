@@ -69,3 +69,15 @@ def test_reference_impl_imports_neither_torch_nor_gradcheck():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
             for name in names:
                 assert name.split(".")[0] not in ("torch", "gradcheck"), f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("op_name,i", SAMPLES, ids=IDS)
+def test_reference_keeps_float32_in_every_output_and_gradient(op_name, i):
+    import numpy as np
+
+    from gradcheck.graph import materialize
+
+    graph = single_op_graph(op_name, CATALOGUE[op_name].samples[i])
+    r = REF.run(graph, materialize(graph, 0, "float32"))
+    for name, value in {**r.outputs, **r.grads}.items():
+        assert np.asarray(value).dtype == np.float32, f"{name} is {np.asarray(value).dtype}"

@@ -79,9 +79,17 @@ def _ops():
 
 
 class _LazyOps(dict):
+    _filled = False
+
     def _fill(self):
-        if not dict.__len__(self):
-            self.update(_ops())
+        if not self._filled:
+            self._filled = True
+            for k, v in _ops().items():
+                dict.setdefault(self, k, v)
+
+    def __setitem__(self, k, v):
+        self._fill()
+        dict.__setitem__(self, k, v)
 
     def __getitem__(self, k):
         self._fill()
@@ -136,7 +144,9 @@ class TorchSource:
 
     @property
     def spec(self) -> str:
-        return "" if self.ops else f"torch:{self.device}:{self.dtype}"
+        if self.ops:
+            return getattr(self, "candidate_spec", "")  # a candidate's ops: named by the candidate
+        return f"torch:{self.device}:{self.dtype}"
 
     def _fn(self, op):
         if self.ops and op in self.ops:

@@ -1,0 +1,113 @@
+"""The layers.  Each is written as a user would: forward, saved values, backward."""
+
+import math
+
+import numpy as np
+import torch
+from hypothesis import strategies as st
+
+from gradcheck import Candidate, OpDef, Sample, TensorArg
+
+candidate = Candidate("my-layers")
+
+
+# ---------------------------------------------------------------- a NumPy layer
+
+
+@candidate.op("layer_norm")
+class LayerNorm:
+    """Layer norm over the trailing weight.ndim axes, affine."""
+
+    @staticmethod
+    def forward(x, weight, bias, eps=1e-5):
+        axes = tuple(range(x.ndim - weight.ndim, x.ndim))
+        mu = x.mean(axis=axes, keepdims=True)
+        var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
+        rstd = 1.0 / np.sqrt(var + eps)
+        xhat = (x - mu) * rstd
+        return xhat * weight + bias, (xhat, rstd, weight, axes)
+
+    @staticmethod
+    def backward(saved, grad_out):
+        xhat, rstd, weight, axes = saved
+        lead = tuple(range(grad_out.ndim - weight.ndim))
+        gxhat = grad_out * weight
+        gx = rstd * (gxhat - gxhat.mean(axis=axes, keepdims=True)
+                     - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True))
+        return gx, (grad_out * xhat).sum(axis=lead), grad_out.sum(axis=lead)
+
+
+# ---------------------------------------------------------------- a torch autograd.Function
+
+
+@candidate.op("gelu")
+class GELU(torch.autograd.Function):
+    """GELU with a hand-written backward; ``approximate`` arrives positionally."""
+
+    @staticmethod
+    def forward(ctx, x, approximate="none"):
+        ctx.save_for_backward(x)
+        ctx.approximate = approximate
+        if approximate == "tanh":
+            return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+        return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        if ctx.approximate == "tanh":
+            c = math.sqrt(2 / math.pi)
+            t = torch.tanh(c * (x + 0.044715 * x**3))
+            d = 0.5 * (1 + t) + 0.5 * x * (1 - t**2) * c * (1 + 3 * 0.044715 * x**2)
+        else:
+            d = 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)
+        return grad_out * d, None  # one gradient per input of forward; None for approximate
+
+
+# ---------------------------------------------------------------- a brand-new op
+
+
+def _rms_norm_shape(x, weight, eps=1e-6):
+    if tuple(weight) != (x[-1],):
+        from gradcheck.ops import ShapeError
+
+        raise ShapeError(f"rms_norm: weight {weight} must be ({x[-1]},)")
+    return tuple(x)
+
+
+RMS_NORM = OpDef(
+    "rms_norm",
+    (TensorArg("x"), TensorArg("weight", "param")),
+    _rms_norm_shape,
+    {"eps": 1e-6},
+    family="normalization",
+    samples=(Sample({"x": (4, 6), "weight": (6,)}), Sample({"x": (2, 3, 5), "weight": (5,)}, {"eps": 1e-3})),
+    init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
+    hyper_strategy=lambda shape: st.sampled_from([{}, {"eps": 1e-3}]),
+    arg_shapes=lambda shape, hyper: {"weight": (shape[-1],)},
+    families=("mlp", "sequence"),
+    doc="x / sqrt(mean(x^2, -1) + eps) * weight",
+)
+
+
+class RMSNorm:
+    @staticmethod
+    def forward(x, weight, eps=1e-6):
+        rstd = 1.0 / np.sqrt((x**2).mean(axis=-1, keepdims=True) + eps)
+        xhat = x * rstd
+        return xhat * weight, (xhat, rstd, weight)
+
+    @staticmethod
+    def backward(saved, grad_out):
+        xhat, rstd, weight = saved
+        gxhat = grad_out * weight
+        gx = rstd * (gxhat - xhat * (gxhat * xhat).mean(axis=-1, keepdims=True))
+        lead = tuple(range(grad_out.ndim - 1))
+        return gx, (grad_out * xhat).sum(axis=lead)
+
+
+def rms_norm_formula(x, weight, eps=1e-6):
+    return x * torch.rsqrt((x * x).mean(dim=-1, keepdim=True) + eps) * weight
+
+
+candidate.new_op(RMS_NORM, numpy=RMSNorm, formula=rms_norm_formula)

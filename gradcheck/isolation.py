@@ -1,0 +1,130 @@
+"""Running a source in a worker process, so a candidate that crashes the process
+(a segfault in an extension, ``os.abort``) or hangs inside C code costs one
+``error`` record, not the run.
+
+    IsolatedSource("candidate:mypkg.layers:candidate:numpy", timeout=60)
+
+The worker is started with ``spawn`` and rebuilds the source from its spec; it
+is reused across checks and restarted after a crash or a time-out.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+
+from .graph import Graph
+from .sources import Unsupported
+
+__all__ = ["IsolatedSource", "WorkerFailure"]
+
+
+class WorkerFailure(Exception):
+    """The worker process died or did not answer in time."""
+
+
+def _worker(conn, spec):
+    from .sources import parse_source
+
+    try:
+        source = parse_source(spec)
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send(("err", f"cannot build source {spec!r}: {type(e).__name__}: {e}", False))
+        return
+    conn.send(("ready", source.name, getattr(source, "device", "cpu"), getattr(source, "complex_step", True),
+               getattr(source, "dtype", None)))
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        method, graph_json, tensors = msg
+        try:
+            conn.send(("ok", getattr(source, method)(Graph.from_json(graph_json), tensors)))
+        except BaseException as e:  # noqa: BLE001 - every failure goes back as data
+            conn.send(("err", f"{type(e).__name__}: {e}", isinstance(e, Unsupported)))
+
+
+def _describe_exit(code):
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class IsolatedSource:
+    def __init__(self, spec: str, timeout: float = 60.0, start_timeout: float = 120.0):
+        if not spec:
+            raise ValueError("IsolatedSource needs a source spec; a source built in code cannot be isolated")
+        self.spec, self.timeout, self.start_timeout = spec, timeout, start_timeout
+        self._proc = self._conn = None
+        self.dtype = None
+        self.name, self.device, self.complex_step = self._start()
+
+    def _start(self):
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_worker, args=(child, self.spec), daemon=True)
+        self._proc.start()
+        child.close()
+        msg = self._receive(self.start_timeout, "starting")
+        if msg[0] != "ready":
+            self.close()
+            raise WorkerFailure(msg[1])
+        self.dtype = msg[4]
+        return msg[1], msg[2], msg[3]
+
+    def _receive(self, timeout, doing):
+        if not self._conn.poll(timeout):
+            self._kill()
+            raise WorkerFailure(f"the isolated source {self.spec!r} did not answer within {timeout:g} s "
+                                f"while {doing}; the worker was killed")
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError):
+            self._proc.join(5)
+            code = self._proc.exitcode
+            self._proc = None
+            raise WorkerFailure(f"the isolated source {self.spec!r} crashed while {doing} "
+                                f"({_describe_exit(code)})") from None
+
+    def _kill(self):
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join(5)
+            self._proc = None
+
+    def _call(self, method, graph, tensors):
+        if self._proc is None or not self._proc.is_alive():
+            self._start()
+        self._conn.send((method, graph.to_json(), tensors))
+        msg = self._receive(self.timeout, f"running {method} on case {graph.case_id}")
+        if msg[0] == "ok":
+            return msg[1]
+        if msg[2]:
+            raise Unsupported(msg[1])
+        raise WorkerFailure(msg[1])
+
+    def run(self, graph, tensors):
+        return self._call("run", graph, tensors)
+
+    def forward(self, graph, tensors):
+        return self._call("forward", graph, tensors)
+
+    def close(self):
+        if self._proc is not None and self._proc.is_alive():
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
+            self._proc.join(2)
+        self._kill()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
