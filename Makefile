@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	# pip from resolving "torch" to a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+	# The example candidate package, so its entry point is there for tests and for trying it out.
+	$(PY) -m pip install -q --no-deps -e examples/my_layers
 	touch $(STAMP)
 
 test: $(STAMP)

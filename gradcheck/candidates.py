@@ -56,7 +56,7 @@ import numpy as np
 import reference_impl
 from reference_impl import Op
 
-from .ops import CATALOGUE, OpDef, get_op, register_op
+from .ops import BUILTIN_OPS, CATALOGUE, OpDef, get_op, register_op
 from .sources import ANALYTIC, ReferenceSource, SourceResult
 
 __all__ = ["Candidate", "TorchCandidate", "CandidateError", "load_candidate", "candidate_sources",
@@ -288,10 +288,12 @@ class Candidate:
         candidate's); formula: a plain torch function of the math, differentiated
         by autograd, that the harness uses as the independent side of comparisons
         (the reference has no VJP for an op it does not know)."""
-        if opdef.name not in CATALOGUE:
-            register_op(opdef)
-        elif CATALOGUE[opdef.name] is not opdef:
-            raise ValueError(f"op {opdef.name!r} is already in the catalogue; choose another name")
+        if opdef.name in BUILTIN_OPS:
+            raise ValueError(f"op {opdef.name!r} is a built-in op of the catalogue; choose another name")
+        # A declared op may be declared again (the module loaded a second time): the
+        # newest declaration wins.
+        CATALOGUE.pop(opdef.name, None)
+        register_op(opdef)
         self.new_ops.append(opdef)
         if numpy is not None:
             self.numpy_ops[opdef.name] = (numpy.forward, numpy.backward)

@@ -11,7 +11,7 @@ import numpy as np
 
 from reference_impl import executor
 
-from .compare import CheckRecord, Tolerance, coarser_dtype, compare
+from .compare import PREDICTED_SAFETY, CheckRecord, Tolerance, coarser_dtype, compare
 from .graph import Graph, materialize, single_op_graph
 from .numeric import eps_of
 from .ops import get_op
@@ -28,9 +28,10 @@ class Case:
     seed: int = 0
     dtype: str = "float64"
     scale: float = 1.0
+    quantize: float = 0.0  # > 0: data inputs rounded to multiples of it (ties, exact zeros)
 
     def tensors(self):
-        return materialize(self.graph, self.seed, self.dtype, self.scale)
+        return materialize(self.graph, self.seed, self.dtype, self.scale, self.quantize)
 
 
 def error_record(case: Case, a_name: str, b_name: str, message: str, device="cpu", op="", seconds=0.0,
@@ -66,8 +67,47 @@ def check_pair(case: Case, a, b, *, tolerance: Tolerance | None = None, outputs:
     records = compare(case.graph, results[0], results[1], seed=case.seed, tolerance=tolerance, outputs=outputs)
     records = _escalate(case, records, tensors, a, b, results, tolerance)
     if any(r.status == "fail" for r in records) and all(x.kind == ANALYTIC for x in results):
-        records = _explain_kinks(case, records, coarser_dtype(results[0].dtype, results[1].dtype))
+        dtype = coarser_dtype(results[0].dtype, results[1].dtype)
+        if dtype != "float64":
+            records = _judge_against_rounding(case, records, tensors, results, tolerance, outputs, dtype)
+        records = _explain_kinks(case, records, dtype)
     return records
+
+
+ROUNDING_SAFETY = 10.0
+
+
+def _judge_against_rounding(case, records, tensors, results, tolerance, outputs, dtype):
+    """Note [Conditioning]
+    A fixed rtol per dtype cannot know how much a case amplifies rounding: a
+    batch norm over two samples, say, turns float32's 1e-7 into 1e-3.  When a
+    low-precision analytic comparison fails, the reference itself is run in
+    float32 on the same values, and its own deviation from the float64 reference
+    measures that amplification for this case, element by element.  A failing
+    tensor is judged again allowing ROUNDING_SAFETY times that deviation (scaled
+    from float32 to the dtype at hand); the record says so.  A bug changes a
+    gradient by far more than rounding does, so it still fails.
+    """
+    failed = {r.tensor for r in records if r.status == "fail"}
+    try:
+        ref64 = ReferenceSource(compute_dtype="float64").run(case.graph, tensors)
+        ref32 = ReferenceSource(compute_dtype="float32").run(case.graph, tensors)
+    except Unsupported:
+        return records
+    k = ROUNDING_SAFETY * eps_of(dtype) / eps_of("float32") / PREDICTED_SAFETY
+    b = results[1]
+    widened = replace(
+        b,
+        grad_errors={**b.grad_errors, **{t: k * np.abs(ref32.grads[t] - ref64.grads[t]) for t in failed
+                                         if t in ref64.grads}},
+        output_errors={**b.output_errors, **{t: k * np.abs(ref32.outputs[t] - ref64.outputs[t]) for t in failed
+                                             if t in ref64.outputs}})
+    again = {r.tensor: r for r in compare(case.graph, results[0], widened, seed=case.seed, tolerance=tolerance,
+                                          outputs=outputs) if r.tensor in failed}
+    note = (f"(judged again allowing {ROUNDING_SAFETY:g}x the float32 reference's own rounding error on this case, "
+            f"see Note [Conditioning])")
+    return [replace(again[r.tensor], message=(again[r.tensor].message + "\n" + note).strip())
+            if r.tensor in again else r for r in records]
 
 
 def _escalate(case, records, tensors, a, b, results, tolerance):
@@ -117,7 +157,10 @@ def _explain_kinks(case: Case, records, dtype):
         args = [values[i] for i in inputs]
         scale = max(1.0, max(float(np.max(np.abs(a), initial=0.0)) for a in args if a.dtype.kind == "f"))
         margin = op.margin(*args, **hyper)
-        if margin < KINK_SLACK * eps_of(dtype) * scale:
+        # margin 0 is an exact tie or an exact zero: no rounding decides the branch
+        # there, both sources see the same values, and the tie-breaking convention
+        # (the first maximum, as torch) is part of what is checked.
+        if 0 < margin < KINK_SLACK * eps_of(dtype) * scale:
             near.append(f"{name} ({op_name}) is {margin:.3g} from a kink")
     if not near:
         return records

@@ -233,8 +233,9 @@ def compare(graph: Graph, a: SourceResult, b: SourceResult, *, seed: int = 0,
     if outputs:
         for node in graph.nodes:
             if node.name in a.outputs and node.name in b.outputs:
+                predicted = _sum_errors(a.output_errors.get(node.name), b.output_errors.get(node.name))
                 records.append(_record(graph, seed, a, b, node.name, node.op, a.outputs[node.name],
-                                       b.outputs[node.name], None, tol, seconds))
+                                       b.outputs[node.name], predicted, tol, seconds))
     if jitter:
         records = [replace(r, nondeterminism=jitter, message=(r.message + "\n" if r.message else "")
                            + f"note: a source is not deterministic: two backward passes differ by up to {jitter:.3g}")

@@ -306,19 +306,23 @@ def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
     return x.astype(dtype)
 
 
-def materialize(graph: Graph, seed: int, dtype: str = "float64", scale: float = 1.0) -> dict:
+def materialize(graph: Graph, seed: int, dtype: str = "float64", scale: float = 1.0, quantize: float = 0.0) -> dict:
     """Arrays for every leaf, drawn from ``seed``; float leaves in ``dtype``.
 
     Float values are drawn in float64 and rounded, so the float32 case is the
     float64 case rounded to float32 and the two can be compared directly.  For
     float16 and bfloat16 the rounded values are held in float32 arrays: every
     source then starts from identical inputs, and a comparison measures only the
-    arithmetic, not the rounding of the inputs.
+    arithmetic, not the rounding of the inputs.  ``quantize`` > 0 rounds input
+    leaves (data, not parameters) to multiples of it, as integer-valued data
+    (pixels) would be: exact ties and exact zeros then occur.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     out = {}
     for leaf in graph.leaves:
         value = _draw(leaf, _leaf_rng(seed, leaf.name), scale)
+        if quantize and leaf.role == INPUT and leaf.dtype == "float":
+            value = np.round(value / quantize) * quantize
         out[leaf.name] = value.astype(np.int64) if leaf.dtype == "int" else round_to(value, dtype)
     return out

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
+# No "explain" phase: it re-runs a failing example many times to annotate it, and
+# gradcheck's own failure message already says what failed, where and by how much.
 _COMMON = dict(deadline=None, print_blob=True,
+               phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # ci: the whole of `pytest suites/` within 3 minutes on 2 cores, the same examples

@@ -39,6 +39,7 @@ class SourceResult:
     outputs: dict = field(default_factory=dict)  # node name -> forward output
     grad_errors: dict = field(default_factory=dict)  # leaf name -> predicted abs error (finite differences)
     grad_kinks: dict = field(default_factory=dict)  # leaf name -> bool mask: stencil crossed a kink
+    output_errors: dict = field(default_factory=dict)  # node name -> predicted abs error of the output
     directional: dict = field(default_factory=dict)  # leaf name -> (directions (k, *shape), FDResult (k,))
     dtype: str = "float64"
     device: str = "cpu"

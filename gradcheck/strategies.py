@@ -255,8 +255,11 @@ def _place_binary(op):
     def place(ctx, x):
         shape = ctx.shapes[x]
         kind = ctx.draw(st.sampled_from(["branch", "param"]))
-        if kind == "param":  # a broadcast parameter, like a bias or a gate
-            other = ctx.param(shape[-1:], init={"kind": "normal", "mean": 1.0 if op == "mul" else 0.0, "std": 0.5})
+        if kind == "param":  # a broadcast parameter: a bias, a per-channel scale, a gate
+            nd = len(shape)
+            layouts = [shape[-1:], (1,) * nd] + ([(1, shape[1]) + (1,) * (nd - 2)] if nd >= 3 else [])
+            pshape = ctx.draw(st.sampled_from(layouts))
+            other = ctx.param(pshape, init={"kind": "normal", "mean": 1.0 if op == "mul" else 0.0, "std": 0.5})
         else:
             other = _partner(ctx, x, lambda s: s == shape)
             if other == x:  # a fresh side branch: a transform of x, then combine
@@ -543,9 +546,10 @@ def single_op_graphs(op: str, **kwargs) -> st.SearchStrategy:
                   max_depth=0 if op == "embedding" else 1, **kwargs)
 
 
-def cases(graph_strategy=None, dtypes=("float64",), scales=(1.0, 0.5, 2.0)) -> st.SearchStrategy:
-    """``Case``s: a drawn graph with the seed, dtype and value scale to run it on.
-    ``graph_strategy`` may be a strategy or a fixed ``Graph``."""
+def cases(graph_strategy=None, dtypes=("float64",), scales=(1.0, 0.5, 2.0), quantize=(0.0, 0.5)) -> st.SearchStrategy:
+    """``Case``s: a drawn graph with the seed, dtype, value scale and quantisation
+    (data rounded to multiples of it: ties and exact zeros, as in pixel data) to
+    run it on.  ``graph_strategy`` may be a strategy or a fixed ``Graph``."""
     for d in dtypes:
         if d not in DTYPES:
             raise InvalidArgument(f"dtypes contains {d!r}; choose from {DTYPES}")
@@ -556,4 +560,4 @@ def cases(graph_strategy=None, dtypes=("float64",), scales=(1.0, 0.5, 2.0)) -> s
     elif isinstance(graph_strategy, Graph):
         graph_strategy = st.just(graph_strategy)
     return st.builds(Case, graph_strategy, st.integers(0, 2**32 - 1), st.sampled_from(dtypes),
-                     st.sampled_from(scales))
+                     st.sampled_from(scales), st.sampled_from(quantize))

@@ -53,7 +53,7 @@ def write_case(path, case: Case, a_spec: str, b_spec: str, records=(), outputs=F
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "format": CASE_FORMAT, "case_id": case.graph.case_id, "graph": case.graph.to_dict(),
-        "seed": case.seed, "dtype": case.dtype, "scale": case.scale,
+        "seed": case.seed, "dtype": case.dtype, "scale": case.scale, "quantize": case.quantize,
         "source_a": a_spec, "source_b": b_spec, "outputs": outputs,
         "test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0],
         "records": [{k: v for k, v in r.to_dict().items() if k != "graph"} for r in records],
@@ -69,14 +69,16 @@ def read_case(path):
     doc = json.loads(Path(path).read_text())
     if doc.get("format") != CASE_FORMAT:
         raise ValueError(f"{path}: not a gradcheck case file (format {doc.get('format')!r}, expected {CASE_FORMAT!r})")
-    case = Case(Graph.from_dict(doc["graph"]), int(doc["seed"]), doc["dtype"], float(doc["scale"]))
+    case = Case(Graph.from_dict(doc["graph"]), int(doc["seed"]), doc["dtype"], float(doc["scale"]),
+                float(doc.get("quantize", 0.0)))
     return case, doc["source_a"], doc["source_b"], bool(doc.get("outputs", False))
 
 
 def describe_failure(case: Case, records, a_name: str, b_name: str) -> str:
     bad = [r for r in records if r.status in ("fail", "error")]
     lines = [f"{len(bad)} of {len(records)} checks failed: {a_name} against {b_name}, "
-             f"{case.dtype}, seed {case.seed}, scale {case.scale}, case {case.graph.case_id}"]
+             f"{case.dtype}, seed {case.seed}, scale {case.scale}"
+             + (f", data quantized to {case.quantize}" if case.quantize else "") + f", case {case.graph.case_id}"]
     for r in sorted(bad, key=lambda r: -r.ratio if r.ratio == r.ratio else 0)[:MAX_SHOWN]:
         where = f"tensor {r.tensor!r}" if r.tensor else "the whole case"
         lines.append(f"\n[{r.status}] op {r.op or '?'}, {where}:")

@@ -66,7 +66,7 @@ def test_bad_arguments_are_refused_before_drawing_and_named(kwargs, message):
 
 def test_cases_draw_seed_dtype_and_scale_and_check_their_arguments():
     case = find(cases(graphs(max_depth=1), dtypes=("float32",)), lambda c: True)
-    assert case.dtype == "float32" and case.seed == 0 and case.scale == 1.0
+    assert case.dtype == "float32" and case.seed == 0 and case.scale == 1.0 and case.quantize == 0.0
     with pytest.raises(InvalidArgument, match="dtypes contains 'float8'"):
         cases(dtypes=("float8",))
 

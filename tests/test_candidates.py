@@ -1,0 +1,315 @@
+"""Candidates: the plugs, the guards around them, loading, isolation."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import find, settings
+
+import reference_impl
+from reference_impl import activations, layers
+from gradcheck import Candidate, load_candidate
+from gradcheck.candidates import EngineSource, candidate_sources
+from gradcheck.check import Case, check_pair, op_cases
+from gradcheck.sources import FiniteDifferences, ReferenceSource
+from gradcheck.strategies import cases, graphs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def restore_catalogue():
+    """Loading the example declares rms_norm; later tests see the built-in catalogue."""
+    from gradcheck.backends.torch_autograd import TORCH_OPS
+    from gradcheck.ops import CATALOGUE
+
+    TORCH_OPS._fill()  # dict() of an unfilled lazy table would copy nothing
+    ops, formulas = dict(CATALOGUE), dict(TORCH_OPS)
+    yield
+    CATALOGUE.clear()
+    CATALOGUE.update(ops)
+    TORCH_OPS.clear()
+    TORCH_OPS.update(formulas)
+EXAMPLE = ROOT / "examples" / "my_layers" / "my_layers" / "layers.py"
+REF = ReferenceSource()
+
+
+def numpy_candidate(op, forward, backward, **kw):
+    c = Candidate(f"cand-{op}", **kw)
+    c.numpy_ops[op] = (forward, backward)
+    return c
+
+
+def run_one(candidate, op="tanh", sample=0, against=None):
+    (source,) = candidate_sources(candidate)
+    case = op_cases(op)[sample]
+    return check_pair(case, source, against or FiniteDifferences(source))
+
+
+def error_of(records):
+    (r,) = records
+    assert r.status == "error", r
+    return r.message
+
+
+# ---------------------------------------------------------------- guards: each misbehaviour is an error record
+
+
+def test_an_exception_is_an_error_naming_the_op_and_phase():
+    def backward(saved, g):
+        raise ZeroDivisionError("oops")
+
+    msg = error_of(run_one(numpy_candidate("tanh", activations.tanh_forward, backward)))
+    assert "tanh.backward raised ZeroDivisionError: oops" in msg
+
+
+def test_nan_in_a_gradient_is_an_error_with_its_position():
+    def backward(y, g):
+        out = g * (1 - y**2)
+        out.flat[1] = np.nan
+        return (out,)
+
+    msg = error_of(run_one(numpy_candidate("tanh", activations.tanh_forward, backward)))
+    assert "tanh: gradient of 'x' has 1 non-finite value(s) (NaN or Inf), first at (1,)" in msg
+
+
+def test_inf_in_a_forward_output_is_an_error():
+    def forward(x):
+        y, cache = activations.tanh_forward(x)
+        return y / 0.0, cache
+
+    with np.errstate(divide="ignore"):
+        msg = error_of(run_one(numpy_candidate("tanh", forward, activations.tanh_backward)))
+    assert "tanh: forward output has" in msg and "non-finite" in msg
+
+
+def test_a_wrong_output_shape_is_an_error():
+    def forward(x, weight, bias=None):
+        y, cache = layers.linear_forward(x, weight, bias)
+        return y.T, cache
+
+    msg = error_of(run_one(numpy_candidate("linear", forward, layers.linear_backward), "linear"))
+    assert "linear: forward output has shape (5, 4), expected (4, 5)" in msg
+
+
+def test_a_wrong_gradient_dtype_is_an_error():
+    def backward(y, g):
+        return ((g * (1 - y**2)).astype(np.float32),)
+
+    msg = error_of(run_one(numpy_candidate("tanh", activations.tanh_forward, backward)))
+    assert "gradient of 'x' has dtype float32, expected float64" in msg
+
+
+def test_the_wrong_number_of_gradients_is_an_error_naming_the_inputs():
+    def backward(cache, g):
+        return layers.linear_backward(cache, g)[:2]
+
+    msg = error_of(run_one(numpy_candidate("linear", layers.linear_forward, backward), "linear"))
+    assert "linear.backward returned 2 gradient(s) for 3 tensor input(s) (x, weight, bias)" in msg
+
+
+def test_writing_into_an_input_is_an_error():
+    def forward(x):
+        np.tanh(x, out=x)
+        return x, x
+
+    msg = error_of(run_one(numpy_candidate("tanh", forward, activations.tanh_backward)))
+    assert "tanh.forward wrote into one of its inputs in place" in msg
+
+
+def test_a_forward_that_does_not_return_a_pair_is_an_error():
+    msg = error_of(run_one(numpy_candidate("tanh", lambda x: np.tanh(x), activations.tanh_backward)))
+    assert "tanh.forward must return (output, saved), got ndarray" in msg
+
+
+def test_a_hang_is_cut_at_the_time_limit_and_the_next_check_goes_on():
+    import time
+
+    def backward(y, g):
+        time.sleep(10)
+
+    c = numpy_candidate("tanh", activations.tanh_forward, backward, time_limit=0.3)
+    t0 = time.perf_counter()
+    msg = error_of(run_one(c))
+    assert time.perf_counter() - t0 < 5
+    assert "tanh.backward did not finish within the time limit of 0.3 s" in msg
+    # the same candidate on a graph without its op still runs
+    assert {r.status for r in run_one(c, "sigmoid")} == {"pass"}
+
+
+def test_the_reference_wrapped_as_a_candidate_passes_against_everything():
+    c = Candidate("reference-as-candidate")
+    for name, op in reference_impl.OPS.items():
+        c.numpy_ops[name] = (op.forward, op.backward)
+    (source,) = candidate_sources(c)
+    for op in ("conv2d", "batch_norm", "attention", "cross_entropy", "embedding", "concat"):
+        for case in op_cases(op):
+            assert {r.status for r in check_pair(case, source, FiniteDifferences(source))} == {"pass"}
+            assert {r.status for r in check_pair(case, source, REF, outputs=True)} == {"pass"}
+
+
+# ---------------------------------------------------------------- torch plugs
+
+
+torch = pytest.importorskip("torch")
+
+
+def test_an_autograd_function_gets_hyperparameters_in_catalogue_order():
+    c = load_candidate(f"{EXAMPLE}:candidate")
+    src = [s for s in candidate_sources(c) if s.name.endswith("-torch")][0]
+    for case in op_cases("gelu"):  # approximate="none" and "tanh"
+        assert {r.status for r in check_pair(case, src, REF, outputs=True)} == {"pass"}
+
+
+def test_an_nn_module_is_called_with_the_graphs_parameters_by_name():
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))  # replaced per call
+            self.bias = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return x @ self.weight.T + self.bias
+
+    c = Candidate("module")
+    c.op("linear")(Linear)
+    (src,) = candidate_sources(c)
+    assert {r.status for r in check_pair(op_cases("linear")[0], src, REF, outputs=True)} == {"pass"}
+
+
+def test_a_torch_function_with_a_wrong_backward_fails_against_the_reference():
+    class BadTanh(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = torch.tanh(x)
+            ctx.save_for_backward(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, g):
+            (y,) = ctx.saved_tensors
+            return g * (1 - y)
+
+    c = Candidate("bad")
+    c.op("tanh")(BadTanh)
+    (src,) = candidate_sources(c)
+    assert {r.status for r in check_pair(op_cases("tanh")[0], src, REF)} == {"fail"}
+
+
+def test_a_torch_op_writing_into_its_input_is_an_error():
+    c = Candidate("inplace")
+    c.op("tanh")(lambda x: x.tanh_() if not x.requires_grad else x.detach().tanh_())
+    (src,) = candidate_sources(c)
+    msg = error_of(check_pair(op_cases("tanh")[0], src, REF))
+    assert "tanh.forward wrote into its input 'x' in place" in msg
+
+
+# ---------------------------------------------------------------- new ops and engines
+
+
+def test_a_declared_op_is_placed_into_random_graphs_and_checked():
+    c = load_candidate(f"{EXAMPLE}:candidate")
+    g = find(graphs(include="rms_norm", families=["sequence"]), lambda g: len(g.nodes) >= 3,
+             settings=settings(database=None, deadline=None))
+    assert "rms_norm" in g.ops
+    (numpy_src,) = [s for s in candidate_sources(c) if s.name == "my-layers"]
+    case = Case(g, seed=3)
+    assert {r.status for r in check_pair(case, numpy_src, FiniteDifferences(numpy_src))} == {"pass"}
+
+
+def test_an_engine_that_overwrites_at_fan_out_fails_and_a_correct_one_passes():
+    def correct(graph, tensors):
+        loss, _, grads = reference_impl.loss_and_grads(graph.steps(), tensors, graph.output)
+        return float(loss), {l.name: grads.get(l.name, np.zeros(l.shape)) for l in graph.differentiable_leaves}
+
+    def overwriting(graph, tensors):
+        values, caches = reference_impl.forward(graph.steps(), tensors)
+        grads = {graph.output: np.ones(())}
+        for name, op, inputs, _ in reversed(graph.steps()):
+            if name in grads:
+                for i, gi in zip(inputs, reference_impl.OPS[op].backward(caches[name], grads[name])):
+                    if gi is not None:
+                        grads[i] = gi
+        return float(values[graph.output]), {l.name: grads.get(l.name, np.zeros(l.shape))
+                                             for l in graph.differentiable_leaves}
+
+    residual = find(cases(graphs(["mlp"], include="add")),
+                    lambda c: any(n.op == "add" and n.inputs[0] in c.graph.node(n.inputs[1]).inputs
+                                  for n in c.graph.nodes if n.op == "add" and n.inputs[1] in
+                                  [m.name for m in c.graph.nodes]),
+                    settings=settings(database=None, deadline=None, max_examples=500))
+    for fn, expected in ((correct, {"pass"}), (overwriting, {"fail"})):
+        c = Candidate("engine")
+        c.engine(fn)
+        src = EngineSource(c)
+        statuses = {r.status for r in check_pair(residual, src, REF)}
+        assert expected <= statuses, (fn.__name__, statuses)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def test_loading_by_module_attr_file_path_and_entry_point(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLE.parent.parent))
+    assert load_candidate("my_layers.layers:candidate").name == "my-layers"
+    assert load_candidate(f"{EXAMPLE}:candidate").ops == ("gelu", "layer_norm", "rms_norm")
+    ep = load_candidate("my-layers")  # installed by make's set-up: the example's entry point
+    assert ep.name == "my-layers" and ep.target == "my-layers"
+
+
+@pytest.mark.parametrize("target,message", [
+    ("no/such/file.py:candidate", "does not exist"),
+    ("gradcheck.ops:candidate", "has no attribute 'candidate'"),
+    ("gradcheck.ops:CATALOGUE", "is a dict, not a gradcheck.Candidate"),
+    ("no-such-candidate", "not an entry point in 'gradcheck.candidates'"),
+])
+def test_a_bad_target_is_refused_with_what_was_wrong(target, message):
+    with pytest.raises((LookupError, TypeError, FileNotFoundError), match=message):
+        load_candidate(target)
+
+
+# ---------------------------------------------------------------- isolation
+
+
+CRASHING = """
+import os
+from reference_impl import activations
+from gradcheck import Candidate
+
+candidate = Candidate("crashing")
+
+@candidate.op("tanh")
+class Tanh:
+    forward = staticmethod(activations.tanh_forward)
+
+    @staticmethod
+    def backward(y, g):
+        os.abort()
+"""
+
+
+def test_a_crashing_candidate_in_isolation_is_one_error_record_and_the_run_goes_on(tmp_path):
+    from gradcheck.isolation import IsolatedSource
+
+    path = tmp_path / "crashing.py"
+    path.write_text(textwrap.dedent(CRASHING))
+    src = IsolatedSource(f"candidate:{path}:candidate:numpy", timeout=60)
+    try:
+        msg = error_of(check_pair(op_cases("tanh")[0], src, REF))
+        assert "crashed" in msg and "SIGABRT" in msg
+        # The worker restarts: a graph without the crashing op checks normally.
+        assert {r.status for r in check_pair(op_cases("sigmoid")[0], src, REF)} == {"pass"}
+    finally:
+        src.close()
+
+
+def test_pytest_suites_with_the_example_candidate_passes(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "--hypothesis-profile", "dev",
+         "--candidate", f"{EXAMPLE}:candidate", "-k", "rms_norm or gelu", "--gradcheck-report", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "gradcheck: candidate" in out.stdout and " passed" in out.stdout

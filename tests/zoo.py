@@ -1,0 +1,393 @@
+"""A zoo of seeded bugs: candidates with the mistakes people make in backward passes.
+
+Each ``Bug`` builds a ``Candidate`` whose one op is wrong in a known way.  The
+zoo test hunts each with the same checks the suites run (the candidate against
+finite differences of its own forward, and against the float64 reference), on
+random graphs containing the op, under the ``ci`` profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+import reference_impl
+from reference_impl import activations, layers, losses, normalization, structure
+from reference_impl._util import unbroadcast
+from gradcheck import Candidate
+
+
+@dataclass(frozen=True)
+class Bug:
+    id: str
+    op: str
+    kind: str
+    make: Callable  # () -> Candidate
+
+
+def _numpy(op, forward, backward):
+    def make():
+        c = Candidate(f"zoo-{op}")
+        c.numpy_ops[op] = (forward, backward)
+        return c
+
+    return make
+
+
+def _ref(op):
+    return reference_impl.OPS[op]
+
+
+# ---------------------------------------------------------------- linear, matmul, elementwise structure
+
+
+def linear_sign_weight(cache, g):
+    gx, gw, *rest = layers.linear_backward(cache, g)
+    return (gx, -gw, *rest)
+
+
+def linear_missing_transpose(cache, g):
+    x, weight, has_bias = cache
+    gx, _, *rest = layers.linear_backward(cache, g)
+    g2 = g.reshape(-1, g.shape[-1])
+    return (gx, x.reshape(-1, x.shape[-1]).T @ g2, *rest)  # (in, out) where (out, in) is due
+
+
+def linear_bias_not_summed(cache, g):
+    gx, gw, *rest = layers.linear_backward(cache, g)
+    if rest:
+        rest = [g.reshape(-1, g.shape[-1])[0].copy()]  # the first row, not the sum over the batch
+    return (gx, gw, *rest)
+
+
+def linear_float16_in_float32(cache, g):
+    # "Faster" weight gradient in half precision when the model runs in float32.
+    gx, gw, *rest = layers.linear_backward(cache, g)
+    if g.dtype == np.float32:
+        x = cache[0]
+        g2 = g.reshape(-1, g.shape[-1]).astype(np.float16)
+        gw = (g2.T @ x.reshape(-1, x.shape[-1]).astype(np.float16)).astype(np.float32)
+    return (gx, gw, *rest)
+
+
+def add_no_broadcast_reduction(shapes, g):
+    a_shape, b_shape = shapes
+    # sums the leading axes away but forgets the size-1 axes that were broadcast
+    gb = g
+    while gb.ndim > len(b_shape):
+        gb = gb.sum(axis=0)
+    return unbroadcast(g, a_shape), gb
+
+
+def mul_wrong_operand(cache, g):
+    a, b = cache
+    return unbroadcast(g * a, a.shape), unbroadcast(g * a, b.shape)
+
+
+def matmul_no_broadcast_reduction(cache, g):
+    a, b = cache
+    return g @ np.swapaxes(b, -1, -2), np.swapaxes(a, -1, -2) @ g
+
+
+def concat_pieces_reversed(cache, g):
+    dim, sizes = cache
+    return tuple(reversed(np.split(g, np.cumsum(sizes[::-1])[:-1], axis=dim)))
+
+
+def dropout_no_rescale(cache, g):
+    mask, _ = cache
+    return g * mask, None
+
+
+def embedding_overwrites(cache, g):
+    ids, table_shape = cache
+    gt = np.zeros(table_shape, dtype=g.dtype)
+    gt[ids] = g  # a repeated id keeps only its last gradient
+    return None, gt
+
+
+# ---------------------------------------------------------------- convolution and pooling
+
+def _conv_backward(cache, g, bug):
+    """The reference conv2d VJP with one planted mistake."""
+    x_shape, (ph, pw), xg, wg, taps, has_bias = cache
+    n, c, h, w = x_shape
+    groups, og = wg.shape[:2]
+    gg = g.reshape(n, groups, og, *g.shape[2:])
+    gxg = np.zeros_like(xg)
+    gwg = np.zeros_like(wg)
+    for i, j, si, sj in taps:
+        if bug == "dilation":  # the tap's offset without the dilation
+            si = slice(i, i + si.stop - si.start, si.step)
+            sj = slice(j, j + sj.stop - sj.start, sj.step)
+        if bug == "stride":  # the window positions taken as consecutive: the stride forgotten
+            si = slice(si.start, si.start + gg.shape[-2])
+            sj = slice(sj.start, sj.start + gg.shape[-1])
+        xs = xg[..., si, sj]
+        if bug == "groups":  # every group correlates with the first group's input
+            xs = np.broadcast_to(xs[:, :1], xs.shape)
+        gwg[..., i, j] = np.einsum("ngohw,ngchw->goc", gg, xs)
+        gxg[..., si, sj] += np.einsum("ngohw,goc->ngchw", gg, wg[..., i, j])
+    full = gxg.reshape(n, c, *gxg.shape[3:])
+    gx = full[:, :, :h, :w] if bug == "padding" else full[:, :, ph:ph + h, pw:pw + w]
+    gw = gwg.reshape(-1, *wg.shape[2:])
+    return (gx, gw) + ((g.sum(axis=(0, 2, 3)),) if has_bias else ())
+
+
+def _conv2d_bug(bug):
+    return lambda cache, g: _conv_backward(cache, g, bug)
+
+
+def _conv1d_bug(bug):
+    def backward(cache, g):
+        grads = _conv_backward(cache, g[:, :, None, :], bug)
+        return (grads[0][:, :, 0, :], grads[1][:, :, 0, :]) + grads[2:]
+
+    return backward
+
+
+def max_pool_keep_input(x, kernel_size=2, stride=None, padding=0):
+    y, cache = layers.max_pool2d_forward(x, kernel_size, stride, padding)
+    ph, pw = cache[2]
+    return y, (cache, np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf))
+
+
+def max_pool_all_maxima(saved, g):
+    # every maximum of a window gets the gradient: a tie doubles it
+    (x_shape, xp_shape, (ph, pw), taps, winner), xp = saved
+    windows = np.stack([xp[..., si, sj] for si, sj in taps], axis=-1)
+    top = windows.max(axis=-1)
+    gxp = np.zeros(xp_shape, dtype=g.dtype)
+    for k, (si, sj) in enumerate(taps):
+        gxp[..., si, sj] += np.where(windows[..., k] == top, g, 0)
+    return (gxp[:, :, ph:ph + x_shape[2], pw:pw + x_shape[3]],)
+
+
+def avg_pool_exclude_pad_forward(x, kernel_size=2, stride=None, padding=0):
+    # count_include_pad=False, consistently in forward and backward: self-consistent,
+    # and not what the op is defined to do
+    y, cache = layers.avg_pool2d_forward(x, kernel_size, stride, padding)
+    ones = np.ones_like(x)
+    counts, _ = layers.avg_pool2d_forward(ones, kernel_size, stride, padding)
+    return y / counts, (cache, counts)
+
+
+def avg_pool_exclude_pad_backward(cache, g):
+    inner, counts = cache
+    return layers.avg_pool2d_backward(inner, g / counts)
+
+
+# ---------------------------------------------------------------- normalisation, activations, attention, losses
+
+
+def softmax_missing_term(cache, g):
+    y, dim = cache
+    return (y * g,)
+
+
+def log_softmax_missing_sum(cache, g):
+    y, dim = cache
+    return (g - np.exp(y) * g,)
+
+
+def layer_norm_missing_term(cache, g):
+    xhat, rstd, weight, axes = cache
+    lead = tuple(range(g.ndim - weight.ndim))
+    gxhat = g * weight
+    gx = rstd * (gxhat - gxhat.mean(axis=axes, keepdims=True))
+    return gx, (g * xhat).sum(axis=lead), g.sum(axis=lead)
+
+
+def batch_norm_missing_mean(cache, g):
+    xhat, rstd, w, axes = cache
+    gxhat = g * w
+    gx = rstd * (gxhat - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True))
+    return gx, (g * xhat).sum(axis=axes), g.sum(axis=axes)
+
+
+def sigmoid_wrong_derivative(y, g):
+    return (g * y,)
+
+
+def tanh_wrong_derivative(y, g):
+    return (g * (1 - y),)
+
+
+def gelu_tanh_missing_cubic(cache, g):
+    x, approximate, cdf, t = cache
+    if approximate == "tanh":
+        c = np.sqrt(2.0 / np.pi)
+        return (g * (0.5 * (1 + t) + 0.5 * x * (1 - t**2) * c),)
+    return activations.gelu_backward(cache, g)
+
+
+def elu_constant_negative_slope(cache, g):
+    pos, alpha, e = cache
+    return (np.where(pos, g, g * alpha),)
+
+
+def leaky_relu_swapped(cache, g):
+    pos, slope = cache
+    return (np.where(pos, slope * g, g),)
+
+
+def softplus_forward_keep_beta(x, beta=1.0, threshold=20.0):
+    y, (linear, z) = activations.softplus_forward(x, beta, threshold)
+    return y, (linear, z, beta)
+
+
+def softplus_ignores_beta(cache, g):
+    linear, z, beta = cache
+    return (np.where(linear, g, g / (1 + np.exp(-z / beta))),)
+
+
+def attention_key_unscaled(cache, g):
+    gq, gk, gv = layers.attention_backward(cache, g)
+    q, k, v, p, scale = cache
+    return gq, gk / scale, gv
+
+
+def cross_entropy_not_averaged(cache, g):
+    logp, target, count = cache
+    grad = np.exp(logp)
+    grad[np.arange(grad.shape[0]), target] -= 1
+    return g * grad, None
+
+
+def mse_missing_two(cache, g):
+    d, count = cache
+    gp = g * d / count
+    return gp, -gp
+
+
+def smooth_l1_positive_slope(cache, g):
+    d, pos, quad, beta, count = cache
+    slope = np.where(quad, d / beta, 1.0).astype(d.dtype)
+    gp = g * slope / count
+    return gp, -gp
+
+
+def bce_target_gradient_dropped(cache, g):
+    gx, gt = losses.bce_with_logits_backward(cache, g)
+    return gx, np.zeros_like(gt)
+
+
+# ---------------------------------------------------------------- consistent but wrong; torch plugs; engines
+
+
+def softsign_forward(x):
+    # tanh replaced by x / (1 + |x|), with the exact derivative of that: forward and
+    # backward agree with each other, and both are the wrong function
+    s = np.where(np.real(x) > 0, x, -x)
+    return x / (1 + s), s
+
+
+def softsign_backward(s, g):
+    return (g / (1 + s) ** 2,)
+
+
+def _torch_function(op, backward_bug):
+    def make():
+        import torch
+
+        class Fn(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, *args):
+                tensors = [a for a in args if isinstance(a, torch.Tensor)]
+                ctx.save_for_backward(*tensors)
+                ctx.hyper = [a for a in args if not isinstance(a, torch.Tensor)]
+                return backward_bug.forward(*tensors, *ctx.hyper)
+
+            @staticmethod
+            def backward(ctx, g):
+                grads = backward_bug.backward(g, *ctx.saved_tensors, *ctx.hyper)
+                return tuple(grads) + (None,) * len(ctx.hyper)
+
+        c = Candidate(f"zoo-torch-{op}")
+        c.op(op)(Fn)
+        return c
+
+    return make
+
+
+class _TorchLinearSign:
+    @staticmethod
+    def forward(x, w, b=None):
+        y = x @ w.T
+        return y if b is None else y + b
+
+    @staticmethod
+    def backward(g, x, w, b=None):
+        g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        grads = (g @ w, -(g2.T @ x2))  # sign error in the weight gradient
+        return grads + ((g2.sum(0),) if b is not None else ())
+
+
+class _TorchSoftmaxMissing:
+    @staticmethod
+    def forward(x, dim):
+        return x.softmax(dim)
+
+    @staticmethod
+    def backward(g, x, dim):
+        return (x.softmax(dim) * g,)  # missing - sum(g * y)
+
+
+def _overwriting_engine():
+    c = Candidate("zoo-engine-overwrite")
+
+    @c.engine
+    def loss_and_grads(graph, tensors):
+        values, caches = reference_impl.forward(graph.steps(), tensors)
+        grads = {graph.output: np.ones(())}
+        for name, op, inputs, _ in reversed(graph.steps()):
+            if name in grads:
+                for i, gi in zip(inputs, reference_impl.OPS[op].backward(caches[name], grads[name])):
+                    if gi is not None:
+                        grads[i] = gi  # overwrite at fan-out instead of accumulating
+        return float(values[graph.output]), {l.name: grads.get(l.name, np.zeros(l.shape))
+                                             for l in graph.differentiable_leaves}
+
+    return c
+
+
+ZOO = [
+    Bug("linear-sign-error-in-weight-gradient", "linear", "sign error", _numpy("linear", layers.linear_forward, linear_sign_weight)),
+    Bug("linear-missing-transpose", "linear", "missing transpose", _numpy("linear", layers.linear_forward, linear_missing_transpose)),
+    Bug("linear-bias-not-summed-over-batch", "linear", "bias gradient not summed", _numpy("linear", layers.linear_forward, linear_bias_not_summed)),
+    Bug("add-broadcast-not-reduced", "add", "wrong broadcast reduction", _numpy("add", structure.add_forward, add_no_broadcast_reduction)),
+    Bug("matmul-broadcast-not-reduced", "matmul", "wrong broadcast reduction", _numpy("matmul", layers.matmul_forward, matmul_no_broadcast_reduction)),
+    Bug("mul-wrong-operand", "mul", "wrong operand", _numpy("mul", structure.mul_forward, mul_wrong_operand)),
+    Bug("concat-pieces-reversed", "concat", "wrong split", _numpy("concat", structure.concat_forward, concat_pieces_reversed)),
+    Bug("conv2d-wrong-for-stride", "conv2d", "conv: only stride > 1", _numpy("conv2d", layers.conv2d_forward, _conv2d_bug("stride"))),
+    Bug("conv2d-wrong-for-dilation", "conv2d", "conv: only dilation > 1", _numpy("conv2d", layers.conv2d_forward, _conv2d_bug("dilation"))),
+    Bug("conv2d-wrong-for-groups", "conv2d", "conv: only groups > 1", _numpy("conv2d", layers.conv2d_forward, _conv2d_bug("groups"))),
+    Bug("conv2d-wrong-with-padding", "conv2d", "conv: only with padding", _numpy("conv2d", layers.conv2d_forward, _conv2d_bug("padding"))),
+    Bug("conv1d-wrong-for-stride", "conv1d", "conv: only stride > 1", _numpy("conv1d", layers.conv1d_forward, _conv1d_bug("stride"))),
+    Bug("max-pool-tie-gradient-to-every-maximum", "max_pool2d", "max-pool ties", _numpy("max_pool2d", max_pool_keep_input, max_pool_all_maxima)),
+    Bug("avg-pool-excludes-padding", "avg_pool2d", "forward and backward consistently wrong", _numpy("avg_pool2d", avg_pool_exclude_pad_forward, avg_pool_exclude_pad_backward)),
+    Bug("softmax-missing-term", "softmax", "missing term", _numpy("softmax", normalization.softmax_forward, softmax_missing_term)),
+    Bug("log-softmax-missing-sum", "log_softmax", "missing term", _numpy("log_softmax", normalization.log_softmax_forward, log_softmax_missing_sum)),
+    Bug("layer-norm-missing-term", "layer_norm", "missing term", _numpy("layer_norm", normalization.layer_norm_forward, layer_norm_missing_term)),
+    Bug("batch-norm-missing-mean", "batch_norm", "missing term", _numpy("batch_norm", normalization.batch_norm_forward, batch_norm_missing_mean)),
+    Bug("sigmoid-wrong-derivative", "sigmoid", "wrong activation derivative", _numpy("sigmoid", activations.sigmoid_forward, sigmoid_wrong_derivative)),
+    Bug("tanh-wrong-derivative", "tanh", "wrong activation derivative", _numpy("tanh", activations.tanh_forward, tanh_wrong_derivative)),
+    Bug("gelu-tanh-missing-cubic-term", "gelu", "wrong activation derivative", _numpy("gelu", activations.gelu_forward, gelu_tanh_missing_cubic)),
+    Bug("elu-constant-negative-slope", "elu", "wrong activation derivative", _numpy("elu", activations.elu_forward, elu_constant_negative_slope)),
+    Bug("leaky-relu-slopes-swapped", "leaky_relu", "wrong activation derivative", _numpy("leaky_relu", activations.leaky_relu_forward, leaky_relu_swapped)),
+    Bug("softplus-ignores-beta", "softplus", "wrong only in a rare setting", _numpy("softplus", softplus_forward_keep_beta, softplus_ignores_beta)),
+    Bug("dropout-not-rescaled", "dropout", "missing factor", _numpy("dropout", structure.dropout_forward, dropout_no_rescale)),
+    Bug("embedding-repeated-ids-overwrite", "embedding", "overwrite instead of accumulate", _numpy("embedding", layers.embedding_forward, embedding_overwrites)),
+    Bug("attention-key-gradient-unscaled", "attention", "missing factor", _numpy("attention", layers.attention_forward, attention_key_unscaled)),
+    Bug("cross-entropy-not-averaged", "cross_entropy", "missing factor", _numpy("cross_entropy", losses.cross_entropy_forward, cross_entropy_not_averaged)),
+    Bug("mse-missing-two", "mse", "missing factor", _numpy("mse", losses.mse_forward, mse_missing_two)),
+    Bug("smooth-l1-positive-slope-only", "smooth_l1", "sign error", _numpy("smooth_l1", losses.smooth_l1_forward, smooth_l1_positive_slope)),
+    Bug("bce-target-gradient-dropped", "bce_with_logits", "missing gradient", _numpy("bce_with_logits", losses.bce_with_logits_forward, bce_target_gradient_dropped)),
+    Bug("tanh-is-softsign-consistently", "tanh", "forward and backward consistently wrong", _numpy("tanh", softsign_forward, softsign_backward)),
+    Bug("linear-float16-weight-gradient-in-float32", "linear", "precision loss only in float32", _numpy("linear", layers.linear_forward, linear_float16_in_float32)),
+    Bug("torch-function-linear-sign-error", "linear", "sign error (torch autograd.Function)", _torch_function("linear", _TorchLinearSign)),
+    Bug("torch-function-softmax-missing-term", "softmax", "missing term (torch autograd.Function)", _torch_function("softmax", _TorchSoftmaxMissing)),
+    Bug("engine-overwrites-at-fan-out", "add", "gradient overwritten at fan-out (engine)", _overwriting_engine),
+]
