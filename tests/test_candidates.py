@@ -313,3 +313,12 @@ def test_pytest_suites_with_the_example_candidate_passes(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "gradcheck: candidate" in out.stdout and " passed" in out.stdout
+
+
+def test_pytest_isolate_runs_the_candidate_in_a_worker(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/test_ops.py", "-p", "no:cacheprovider", "--hypothesis-profile", "dev",
+         "--candidate", f"{EXAMPLE}:candidate", "--isolate", "-k", "sample and layer_norm", "-q"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "passed" in out.stdout
