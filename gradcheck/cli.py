@@ -10,44 +10,49 @@ from .graph import DTYPES
 
 __all__ = ["main"]
 
-_MARK = {"pass": "", "fail": " FAIL", "error": " ERROR", "nondifferentiable": " kink", "skipped": ""}
-
-
-def _cell(rel, status):
-    if status == "skipped":
-        return "n/a"
-    if status == "error":
-        return "ERROR"
-    return f"{rel:.1e}{_MARK[status]}"
-
-
 def cmd_run(args) -> int:
-    from .sweep import default_pairs, ops_to_run, sweep_op, worst
+    from .run import RunOptions, run_main_job
 
+    examples = args.examples
+    if examples is None:
+        examples = {"dev": 60, "ci": 1000, "thorough": 10000}[args.profile]
+    opts = RunOptions(dtype=args.dtype, device=args.device, seed=args.seed, examples=examples,
+                      ops=tuple(args.ops.split(",")) if args.ops else (), torch=not args.no_torch,
+                      candidate=args.candidate, out=args.out, csv=args.csv)
     try:
-        ops = ops_to_run(args.ops.split(",") if args.ops else None)
-        pairs = default_pairs(args.dtype, args.device, torch=not args.no_torch)
-    except (KeyError, ValueError, NotImplementedError) as e:
+        return run_main_job(opts)
+    except (KeyError, LookupError, ValueError, TypeError, NotImplementedError, FileNotFoundError) as e:
         print(f"gradcheck run: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    print(f"gradcheck run: {len(ops)} ops, dtype {args.dtype}, device {args.device}, seed {args.seed}")
-    print("cells: worst relative error max|a - b| / max|b| over each op's samples and tensors")
-    width = max(len(p.label) for p in pairs) + 2
-    print(f"{'op':18s}" + "".join(f"{p.label:>{width}s}" for p in pairs))
-    t0, failures = time.perf_counter(), []
-    for op in ops:
-        cells = []
-        for p in pairs:
-            records = sweep_op(op, [p], args.dtype, args.seed)
-            failures += [r for r in records if r.status in ("fail", "error")]
-            cells.append(_cell(*worst(records)))
-        print(f"{op:18s}" + "".join(f"{c:>{width}s}" for c in cells), flush=True)
-    print(f"\n{len(ops)} ops in {time.perf_counter() - t0:.1f}s; {len(failures)} failing checks")
-    for r in failures:
-        print(f"\n--- {r.op}: {r.tensor or '(whole case)'} [{r.source_a} vs {r.source_b}, {r.dtype}, case {r.case_id}]")
-        print(r.message)
-        print(f"replay: gradcheck run --ops {r.op} --dtype {args.dtype} --device {args.device} --seed {args.seed}")
-    return 1 if failures else 0
+
+
+def cmd_report(args) -> int:
+    from . import report
+
+    try:
+        if args.compare:
+            old, new = args.compare
+            regressions = report.compare_runs(old, new, growth=args.growth)
+            if regressions.empty:
+                print(f"no regressions from {old} to {new}")
+                return 0
+            print(f"{len(regressions)} regressions from {old} to {new}:")
+            for r in regressions.itertuples(index=False):
+                print(f"  {r.why:28s} op {r.op}, tensor {r.tensor or '-'} ({r.source_a} vs {r.source_b}, "
+                      f"{r.dtype}, {r.device}), case {r.case_id}: ratio {r.ratio_old:.3g} -> {r.ratio_new:.3g}")
+                if r.replay:
+                    print(f"      replay: gradcheck repro {r.replay}")
+            return 1
+        if not args.run:
+            print("gradcheck report: give a run folder, or --compare OLD NEW", file=sys.stderr)
+            return 2
+        paths = report.build_report(args.run, csv=args.csv)
+        for kind, path in paths.items():
+            print(f"{kind}: {path}")
+        return 0
+    except (OSError, ValueError, KeyError) as e:
+        print(f"gradcheck report: {e}", file=sys.stderr)
+        return 2
 
 
 def cmd_repro(args) -> int:
@@ -81,13 +86,29 @@ def cmd_repro(args) -> int:
 def build_parser():
     parser = argparse.ArgumentParser(prog="gradcheck", description="Check gradients against independent sources.")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="check every op of the catalogue against every source pair")
-    run.add_argument("--dtype", default="float64", choices=DTYPES)
+    run = sub.add_parser("run", help="the main job: the op catalogue and random graphs against every source "
+                                     "pair, with a report")
+    run.add_argument("--dtype", default="float64", choices=DTYPES,
+                     help="dtype of the sweep and of the torch source compared with the float64 reference")
     run.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0, help="seed of the values and of the graph draws")
+    run.add_argument("--examples", type=int, default=None, help="random graphs to check (default: by --profile)")
+    run.add_argument("--profile", default="ci", choices=("dev", "ci", "thorough"),
+                     help="size of the run when --examples is not given: 60, 1000 or 10000 graphs")
     run.add_argument("--ops", help="comma-separated op names (default: the whole catalogue)")
+    run.add_argument("--candidate", help="also check this candidate (module:attr, file.py:attr, entry point)")
     run.add_argument("--no-torch", action="store_true", help="skip the torch source")
+    run.add_argument("--out", default="reports", help="folder for the run's report folder (default reports/)")
+    run.add_argument("--csv", action="store_true", help="also write records.csv")
     run.set_defaults(func=cmd_run)
+    rep = sub.add_parser("report", help="rebuild a run's report files, or compare two runs")
+    rep.add_argument("run", nargs="?", help="a run folder (reports/<run-id>)")
+    rep.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"),
+                     help="list regressions from OLD to NEW; exit 1 when there are any")
+    rep.add_argument("--growth", type=float, default=10.0,
+                     help="an error/tolerance ratio growing more than this factor is a regression (default 10)")
+    rep.add_argument("--csv", action="store_true", help="also write records.csv")
+    rep.set_defaults(func=cmd_report)
     repro = sub.add_parser("repro", help="replay a failing case from its JSON file")
     repro.add_argument("case", help="a case file written by a failing check (reports/failures/*.json)")
     repro.add_argument("--a", help="source spec overriding the file's source_a")

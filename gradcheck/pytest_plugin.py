@@ -26,6 +26,7 @@ settings.register_profile("thorough", max_examples=2000, **_COMMON)
 
 PROFILES = ("dev", "ci", "thorough")
 _TALLY = pytest.StashKey()
+_SINK = pytest.StashKey()
 
 
 def default_profile() -> str:
@@ -45,7 +46,8 @@ def pytest_addoption(parser):
     group.addoption("--check-timeout", type=float, default=30.0, metavar="SECONDS",
                     help="time limit of one call into candidate code (default 30)")
     group.addoption("--gradcheck-report", metavar="DIR", default=None,
-                    help="where failing cases (DIR/failures/*.json) are written; default reports/")
+                    help="stream every check's record to DIR/<run-id>/ and build the report there at the end "
+                         "(failing cases go to its failures/); without it failing cases go to reports/failures/")
 
 
 class _Tally:
@@ -54,7 +56,7 @@ class _Tally:
     def __init__(self):
         self.cases, self.statuses = set(), {}
 
-    def __call__(self, records):
+    def __call__(self, records, replay=""):
         for r in records:
             self.cases.add((r.case_id, r.seed, r.dtype))
             self.statuses[r.status] = self.statuses.get(r.status, 0) + 1
@@ -70,18 +72,32 @@ def pytest_configure(config):
     if not config.getoption("hypothesis_profile", default=None):
         settings.load_profile(default_profile())
     report = config.getoption("gradcheck_report", default=None)
-    if report:
-        os.environ["GRADCHECK_REPORT_DIR"] = report
+    if report and not hasattr(config, "workerinput"):
+        from .report import RecordSink, new_run_dir
+
+        run_dir = new_run_dir(report)
+        os.environ["GRADCHECK_REPORT_DIR"] = str(run_dir)  # failing cases go to <run>/failures/
+        sink = RecordSink(run_dir)
+        config.stash[_SINK] = sink
+        RECORD_LISTENERS.append(_SinkListener(sink))
     if config.getoption("candidate", default=None):
         suite_plan(config)  # a candidate that does not load is a usage error, reported once, up front
+
+
+class _SinkListener:
+    def __init__(self, sink):
+        self.sink = sink
+
+    def __call__(self, records, replay=""):
+        self.sink.add(records, replay=replay)
 
 
 def pytest_unconfigure(config):
     from .testing import RECORD_LISTENERS
 
-    tally = config.stash.get(_TALLY, None)
-    if tally in RECORD_LISTENERS:
-        RECORD_LISTENERS.remove(tally)
+    RECORD_LISTENERS[:] = [listener for listener in RECORD_LISTENERS
+                           if listener is not config.stash.get(_TALLY, None)
+                           and getattr(listener, "sink", None) is not config.stash.get(_SINK, None)]
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -90,6 +106,14 @@ def pytest_terminal_summary(terminalreporter, config):
         counts = ", ".join(f"{n} {status}" for status, n in sorted(tally.statuses.items()))
         terminalreporter.write_line(f"gradcheck: {len(tally.cases)} cases (graph, seed, dtype) checked; "
                                     f"records: {counts}")
+    sink = config.stash.get(_SINK, None)
+    if sink is not None:
+        sink.close()
+        if sink.count:
+            from .report import build_report
+
+            paths = build_report(sink.dir)
+            terminalreporter.write_line(f"gradcheck: report {paths['html']} ({sink.count} records)")
 
 
 def pytest_report_header(config):

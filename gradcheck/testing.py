@@ -27,7 +27,8 @@ __all__ = ["GradientMismatch", "assert_gradients_agree", "write_case", "read_cas
 CASE_FORMAT = "gradcheck-case/1"
 MAX_SHOWN = 4
 
-# Callables given every record a check produces (the report sink registers here).
+# Callables given every batch of records a check produces, and the replay file of
+# a failing batch (the report sink and the session tally register here).
 RECORD_LISTENERS: list = []
 
 
@@ -94,14 +95,16 @@ def assert_gradients_agree(case: Case, a, b, *, outputs: bool = False, tolerance
     """Check ``a`` against ``b`` on ``case``; raise ``GradientMismatch`` on any
     ``fail`` or ``error`` record, else return the records."""
     records = check_pair(case, a, b, tolerance=tolerance, outputs=outputs)
-    for listener in RECORD_LISTENERS:
-        listener(records)
     if not any(r.status in ("fail", "error") for r in records):
+        for listener in RECORD_LISTENERS:
+            listener(records, "")
         return records
     text = describe_failure(case, records, a.name, b.name)
     a_spec, b_spec = getattr(a, "spec", ""), getattr(b, "spec", "")
     path = write_case(failures_dir() / f"{_slug(case)}.json", case, a_spec, b_spec,
                       [r for r in records if r.status in ("fail", "error")], outputs)
+    for listener in RECORD_LISTENERS:
+        listener(records, str(path))
     if a_spec and b_spec:
         text += f"\n\ncase written to {path}\nreplay: gradcheck repro {path}"
     else:

@@ -74,8 +74,9 @@ def test_a_broken_vjp_fails_with_a_shrunk_graph_and_a_replay_file_in_the_report_
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--gradcheck-report", "out")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*op sigmoid, tensor 'x1'*", "*Mismatched elements:*",
-                                 "*sigm_2 = sigmoid(x1)*", "*replay: gradcheck repro out/failures/*.json"])
-    (path,) = (pytester.path / "out" / "failures").glob("*.json")
+                                 "*sigm_2 = sigmoid(x1)*", "*replay: gradcheck repro out/*/failures/*.json"])
+    (path,) = (pytester.path / "out").glob("*/failures/*.json")
+    assert list((pytester.path / "out").glob("*/report.html"))  # the run's report, built at the end
     doc = json.loads(path.read_text())
     assert doc["source_a"] == "reference" and doc["source_b"] == "fd:central:full(reference)"
     assert any(n["op"] == "sigmoid" for n in doc["graph"]["nodes"])

@@ -1,0 +1,176 @@
+"""Reports: streaming, aggregation, the files, comparing runs, the main job."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from gradcheck.cli import main
+from gradcheck.compare import CheckRecord
+from gradcheck.report import RecordSink, build_report, compare_runs, read_records, summarize
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rec(op, status, ratio, tensor="x", pair=("reference", "central-fd(reference)"), dtype="float64", case="c1"):
+    return CheckRecord(case_id=case, graph="{}", seed=0, op=op, tensor=tensor, source_a=pair[0], source_b=pair[1],
+                       dtype=dtype, device="cpu", max_abs_err=ratio * 1e-9, max_rel_err=ratio * 1e-9, cosine=1.0,
+                       rtol=1e-8, atol=0.0, ratio=ratio, status=status, seconds=0.01,
+                       message="" if status == "pass" else f"{op} {status}")
+
+
+HAND_MADE = [
+    rec("linear", "pass", 0.01), rec("linear", "pass", 0.2, tensor="w"), rec("linear", "fail", 30.0, tensor="b"),
+    rec("relu", "nondifferentiable", 0.0), rec("relu", "pass", 0.5, tensor="y"),
+    rec("linear", "pass", 0.3, dtype="float32"),
+    rec("conv2d", "error", math.inf, tensor=""),
+    rec("conv2d", "skipped", math.nan, tensor="", pair=("reference", "complex-fd(reference)")),
+]
+
+
+def write_run(path, records, **extra):
+    with RecordSink(path) as sink:
+        sink.add(records, **extra)
+    return path
+
+
+def test_aggregating_hand_made_records_gives_the_expected_counts(tmp_path):
+    df = read_records(write_run(tmp_path, HAND_MADE))
+    s = summarize(df).set_index(["op", "pair", "dtype"])
+    row = s.loc[("linear", "reference vs central-fd(reference)", "float64")]
+    assert (row["pass"], row["fail"], row["error"]) == (2, 1, 0)
+    assert row["worst ratio"] == 30.0
+    assert s.loc[("linear", "reference vs central-fd(reference)", "float32")]["pass"] == 1
+    relu = s.loc[("relu", "reference vs central-fd(reference)", "float64")]
+    assert (relu["pass"], relu["nondifferentiable"], relu["worst ratio"]) == (1, 1, 0.5)
+    assert s.loc[("conv2d", "reference vs central-fd(reference)", "float64")]["error"] == 1
+    assert s.loc[("conv2d", "reference vs complex-fd(reference)", "float64")]["skipped"] == 1
+    # failures sort first
+    assert summarize(df).iloc[0]["op"] == "linear"
+
+
+def test_report_files_are_valid(tmp_path):
+    write_run(tmp_path, HAND_MADE, replay="")
+    paths = build_report(tmp_path, csv=True)
+    df = read_records(tmp_path)
+    back = pd.read_parquet(paths["parquet"])
+    pd.testing.assert_frame_equal(back, df.drop(columns=["pair"]), check_dtype=False)
+    assert len(pd.read_csv(paths["csv"])) == len(df)
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack, self.sections, self.images, self.errors = [], [], 0, []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag not in ("meta", "img", "br"):
+                self.stack.append(tag)
+            if tag == "section":
+                self.sections.append(attrs.get("id"))
+            if tag == "img" and attrs.get("src", "").startswith("data:image/png;base64,"):
+                self.images += 1
+
+        def handle_endtag(self, tag):
+            if not self.stack or self.stack.pop() != tag:
+                self.errors.append(tag)
+
+    parser = Collect()
+    parser.feed(paths["html"].read_text())
+    assert not parser.errors and not parser.stack, "unbalanced HTML"
+    assert sorted(parser.sections) == ["op-conv2d", "op-linear", "op-relu"]
+    assert parser.images == 3  # one plot per op, embedded: no network needed
+    assert "http" not in paths["html"].read_text().replace("http-equiv", "")
+    summary = paths["summary"].read_text()
+    assert "| linear | reference vs central-fd(reference) | float64 | cpu | 2 | 1 | 0 | 0 | 0 | 30 |" in summary
+    assert "### fail: op linear, tensor b" in summary
+
+
+def test_a_half_written_last_line_is_tolerated_but_damage_elsewhere_is_not(tmp_path):
+    write_run(tmp_path, HAND_MADE[:3])
+    with open(tmp_path / "records.jsonl", "a") as f:
+        f.write('{"case_id": "c9", "op": "lin')  # killed mid-write
+    assert len(read_records(tmp_path)) == 3
+    lines = (tmp_path / "records.jsonl").read_text().split("\n")
+    (tmp_path / "records.jsonl").write_text("\n".join([lines[0], "garbage", *lines[1:]]))
+    with pytest.raises(ValueError, match="unreadable lines"):
+        read_records(tmp_path)
+
+
+def test_compare_lists_new_failures_and_tenfold_growth_and_exits_nonzero(tmp_path, capsys):
+    old = write_run(tmp_path / "old", HAND_MADE)
+    worse = [replace(HAND_MADE[0], status="fail", ratio=3.0, message="now wrong"),  # passed, fails now
+             replace(HAND_MADE[1], ratio=2.5 * 10),  # 0.2 -> 25: grew 125x (and fails)
+             replace(HAND_MADE[4], ratio=0.9),  # 0.5 -> 0.9: fine
+             *HAND_MADE[2:4], *HAND_MADE[5:]]
+    new = write_run(tmp_path / "new", worse)
+    reg = compare_runs(old, new)
+    assert sorted(reg["tensor"]) == ["w", "x"]
+    assert main(["report", "--compare", str(old), str(new)]) == 1
+    out = capsys.readouterr().out
+    assert "2 regressions" in out and "now fails" in out
+    assert main(["report", "--compare", str(old), str(old)]) == 0
+    assert "no regressions" in capsys.readouterr().out
+
+
+def test_gradcheck_report_rebuilds_the_files(tmp_path, capsys):
+    write_run(tmp_path, HAND_MADE)
+    assert main(["report", str(tmp_path), "--csv"]) == 0
+    for name in ("records.parquet", "records.csv", "summary.md", "report.html"):
+        assert (tmp_path / name).exists()
+    assert main(["report", str(tmp_path / "nope")]) == 2
+
+
+def _records_in(out):
+    runs = list(Path(out).glob("*/records.jsonl"))
+    return runs[0] if runs else None
+
+
+def test_a_run_killed_mid_way_leaves_readable_records(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "gradcheck.cli", "run", "--examples", "5000", "--out", str(tmp_path),
+                             "--no-torch"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    path = None
+    while time.time() < deadline:
+        path = _records_in(tmp_path)
+        if path and path.stat().st_size > 200_000:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert path is not None, "the run wrote no records before it was killed"
+    df = read_records(path.parent)
+    assert len(df) > 100 and set(df["status"]) <= {"pass", "nondifferentiable", "skipped"}
+
+
+def test_the_main_job_writes_a_report_and_checks_random_graphs(tmp_path, capsys):
+    assert main(["run", "--examples", "40", "--out", str(tmp_path), "--ops", "conv2d,tanh,attention"]) == 0
+    out = capsys.readouterr().out
+    (run,) = list(tmp_path.iterdir())
+    df = read_records(run)
+    assert df["case_id"].nunique() > 40  # the sweep's cases and the random graphs
+    assert {"ref~central", "torch~ref", "torch~central"} <= set(df["pair_label"])
+    assert "report:" in out and str(run / "report.html") in out
+    assert "summary by op" in out and "0 failing checks" in out
+
+
+def test_the_main_job_exits_one_and_writes_replayable_cases_when_a_check_fails(tmp_path, monkeypatch, capsys):
+    import reference_impl
+    from reference_impl import Op, activations
+
+    monkeypatch.setitem(reference_impl.OPS, "tanh", Op(activations.tanh_forward, lambda y, g: (g * (1 - y),)))
+    assert main(["run", "--examples", "6", "--out", str(tmp_path), "--ops", "tanh", "--no-torch"]) == 1
+    (run,) = list(tmp_path.iterdir())
+    df = read_records(run)
+    failing = df[df["status"] == "fail"]
+    assert len(failing) and all(Path(p).exists() for p in failing["replay"])
+    assert "gradcheck repro" in (run / "summary.md").read_text()
