@@ -260,6 +260,7 @@ class Candidate:
         self.torch_ops: dict = {}  # op name -> torch callable
         self.new_ops: list = []  # OpDefs this candidate declared
         self.loss_and_grads = None
+        self.optimizers: dict = {}  # optimizer name -> NumPy step function or torch.optim.Optimizer subclass
         self.target = ""  # how it was loaded ("module:attr", "path.py:attr", entry point name)
 
     @property
@@ -304,6 +305,21 @@ class Candidate:
 
             TORCH_OPS[opdef.name] = formula
         return opdef
+
+    def optimizer(self, name: str):
+        """Decorator: an implementation of optimizer ``name`` (sgd, adam, adamw,
+        rmsprop, adagrad): a NumPy ``step(params, grads, state, **hyper) -> (params,
+        state)`` or a ``torch.optim.Optimizer`` subclass taking torch's arguments."""
+        from reference_impl.optimizers import OPTIMIZERS
+
+        if name not in OPTIMIZERS:
+            raise KeyError(f"unknown optimizer {name!r}; known: {sorted(OPTIMIZERS)}")
+
+        def register(impl):
+            self.optimizers[name] = impl
+            return impl
+
+        return register
 
     def engine(self, fn):
         """Decorator: a whole-model ``loss_and_grads(graph, tensors) -> (loss, grads)``."""
@@ -392,7 +408,7 @@ def candidate_sources(candidate: Candidate, device: str = "cpu", dtype: str = "f
         out.append(torch_candidate_source(candidate, device, dtype))
     if candidate.loss_and_grads:
         out.append(EngineSource(candidate))
-    if not out:
+    if not out and not candidate.optimizers:
         raise ValueError(f"{candidate!r} provides nothing to check")
     return out
 

@@ -18,7 +18,7 @@ def cmd_run(args) -> int:
         examples = {"dev": 60, "ci": 1000, "thorough": 10000}[args.profile]
     opts = RunOptions(dtype=args.dtype, device=args.device, seed=args.seed, examples=examples,
                       ops=tuple(args.ops.split(",")) if args.ops else (), torch=not args.no_torch,
-                      candidate=args.candidate, out=args.out, csv=args.csv)
+                      candidate=args.candidate, optimizer=args.optimizer, out=args.out, csv=args.csv)
     try:
         return run_main_job(opts)
     except (KeyError, LookupError, ValueError, TypeError, NotImplementedError, FileNotFoundError) as e:
@@ -97,7 +97,8 @@ def build_parser():
                      help="size of the run when --examples is not given: 60, 1000 or 10000 graphs")
     run.add_argument("--ops", help="comma-separated op names (default: the whole catalogue)")
     run.add_argument("--candidate", help="also check this candidate (module:attr, file.py:attr, entry point)")
-    run.add_argument("--no-torch", action="store_true", help="skip the torch source")
+    run.add_argument("--optimizer", help="also check this candidate's optimizers against the reference")
+    run.add_argument("--no-torch", action="store_true", help="skip the torch source and torch.optim")
     run.add_argument("--out", default="reports", help="folder for the run's report folder (default reports/)")
     run.add_argument("--csv", action="store_true", help="also write records.csv")
     run.set_defaults(func=cmd_run)

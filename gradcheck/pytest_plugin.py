@@ -38,6 +38,9 @@ def pytest_addoption(parser):
     group.addoption("--candidate", action="append", metavar="TARGET", default=[],
                     help="check this candidate instead of the built-in sources: module:attr, path/file.py:attr, "
                          "or an entry point name of the gradcheck.candidates group (repeatable)")
+    group.addoption("--optimizer", action="append", metavar="TARGET", default=[],
+                    help="check this candidate's optimizers (a Candidate with @candidate.optimizer, named like "
+                         "--candidate) instead of torch.optim (repeatable)")
     group.addoption("--device", default="cpu", help="torch device for torch sources: cpu, cuda, cuda:N")
     group.addoption("--dtype", default=None, choices=("float64", "float32", "float16", "bfloat16"),
                     help="dtype of the sources compared with the float64 reference (default: float64 and float32)")
@@ -80,7 +83,7 @@ def pytest_configure(config):
         sink = RecordSink(run_dir)
         config.stash[_SINK] = sink
         RECORD_LISTENERS.append(_SinkListener(sink))
-    if config.getoption("candidate", default=None):
+    if config.getoption("candidate", default=None) or config.getoption("optimizer", default=None):
         suite_plan(config)  # a candidate that does not load is a usage error, reported once, up front
 
 
@@ -152,9 +155,10 @@ class SuitePlan:
     (``vs_reference``, each with the case dtypes it runs on), torch candidates
     against torch's own ops, and the ops to target."""
 
-    def __init__(self, self_check, vs_reference, torch_candidates, ops, candidates):
+    def __init__(self, self_check, vs_reference, torch_candidates, ops, candidates, optimizers=()):
         self.self_check, self.vs_reference = self_check, vs_reference
         self.torch_candidates, self.ops, self.candidates = torch_candidates, ops, candidates
+        self.optimizers = list(optimizers)  # (label, optimizer name, factory of a fresh runner)
 
 
 _PLAN = pytest.StashKey()
@@ -167,7 +171,38 @@ def suite_plan(config) -> SuitePlan:
     return plan
 
 
+def _optimizer_plan(config):
+    from .candidates import load_candidate
+    from .optim import OPTIMIZERS, TorchRunner, optimizer_runners
+
+    device, dtype = config.getoption("device"), config.getoption("dtype")
+    targets = config.getoption("optimizer")
+    if not targets:
+        dtypes = (dtype,) if dtype in ("float64", "float32") else ("float64", "float32")
+        return [(f"torch.optim.{cls}-{d}", name, lambda name=name, d=d: TorchRunner(name, device, d))
+                for name, cls in OPTIMIZERS.items() for d in dtypes]
+    plan = []
+    for target in targets:
+        try:
+            candidate = load_candidate(target)
+        except (LookupError, TypeError, FileNotFoundError) as e:
+            raise pytest.UsageError(f"--optimizer {target}: {e}") from None
+        if not candidate.optimizers:
+            raise pytest.UsageError(f"--optimizer {target}: {candidate!r} declares no optimizer")
+        for runner in optimizer_runners(candidate, device, dtype or "float64"):
+            name = runner.optimizer
+            plan.append((runner.name, name, lambda c=candidate, n=name: next(
+                r for r in optimizer_runners(c, device, dtype or "float64") if r.optimizer == n)))
+    return plan
+
+
 def _make_plan(config) -> SuitePlan:
+    plan = _make_source_plan(config)
+    plan.optimizers = _optimizer_plan(config)
+    return plan
+
+
+def _make_source_plan(config) -> SuitePlan:
     from .backends.torch_autograd import TorchSource
     from .candidates import EngineSource, NumpyCandidateSource, load_candidate, torch_candidate_source
     from .ops import CATALOGUE

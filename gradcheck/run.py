@@ -31,6 +31,8 @@ class RunOptions:
     ops: tuple = ()
     torch: bool = True
     candidate: str | None = None
+    optimizer: str | None = None
+    trajectories: int = 20  # per optimizer
     out: str = "reports"
     csv: bool = False
     sweep_table: bool = True
@@ -136,6 +138,9 @@ def run_main_job(opts: RunOptions, console=None) -> int:
                 task = progress.add_task("random graphs", total=opts.examples, failures=failures)
                 _random_graphs(opts, ops, graph_pairs, emit, lambda: progress.update(task, advance=1,
                                                                                        failures=failures))
+        # 3. optimizers: torch.optim (and a candidate's) against the reference, step by step
+        if opts.torch or opts.optimizer:
+            _optimizers(opts, sink, console)
         checks = sink.count
 
     paths = report.build_report(run_dir, csv=opts.csv)
@@ -146,6 +151,39 @@ def run_main_job(opts: RunOptions, console=None) -> int:
                   f"{failures} failing checks")
     console.print(f"report: {paths['html']}\n        {paths['summary']}\n        {paths['parquet']}", soft_wrap=True)
     return 1 if failures else 0
+
+
+def _optimizers(opts, sink, console):
+    from hypothesis import HealthCheck, Phase, given, seed, settings
+
+    from .optim import OPTIMIZERS, ReferenceRunner, TorchRunner, compare_trajectories, optimizer_runners, trajectories
+
+    plan = []
+    if opts.torch:
+        plan += [(name, lambda name=name: TorchRunner(name, opts.device, "float64")) for name in OPTIMIZERS]
+    if opts.optimizer:
+        from .candidates import load_candidate
+
+        cand = load_candidate(opts.optimizer)
+        plan += [(r.optimizer, lambda c=cand, n=r.optimizer: next(x for x in optimizer_runners(c, opts.device)
+                                                                   if x.optimizer == n))
+                 for r in optimizer_runners(cand, opts.device)]
+    with _progress(console) as progress:
+        task = progress.add_task("optimizers", total=len(plan) * opts.trajectories, failures=0)
+        bad = 0
+        for name, make in plan:
+            @seed(opts.seed)
+            @settings(max_examples=opts.trajectories, database=None, deadline=None, phases=[Phase.generate],
+                      suppress_health_check=list(HealthCheck))
+            @given(t=trajectories(name))
+            def check_one(t):
+                nonlocal bad
+                records = compare_trajectories(t, make(), ReferenceRunner(name))
+                bad += sum(r.status in ("fail", "error") for r in records)
+                sink.add(records, replay="", pair_label=f"{name}~reference")
+                progress.update(task, advance=1, failures=bad)
+
+            check_one()
 
 
 def _progress(console):

@@ -24,6 +24,7 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("torch_candidate", plan.torch_candidates, ids=_ids(plan.torch_candidates))
     if "op" in names:
         metafunc.parametrize("op", plan.ops)
+    _parametrize_optimizers(metafunc, plan)
     if "sample" in names:
         from gradcheck.ops import CATALOGUE
 
@@ -34,3 +35,8 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(scope="session")
 def reference64():
     return ReferenceOrFormula()
+
+
+def _parametrize_optimizers(metafunc, plan):
+    if "optimizer_runner" in metafunc.fixturenames:
+        metafunc.parametrize("optimizer_runner", plan.optimizers, ids=[label for label, _, _ in plan.optimizers])

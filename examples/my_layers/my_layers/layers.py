@@ -111,3 +111,24 @@ def rms_norm_formula(x, weight, eps=1e-6):
 
 
 candidate.new_op(RMS_NORM, numpy=RMSNorm, formula=rms_norm_formula)
+
+
+# ---------------------------------------------------------------- an optimizer
+
+
+@candidate.optimizer("sgd")
+def sgd(params, grads, state, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+        maximize=False):
+    """SGD as torch.optim documents it; returns new parameters and state."""
+    new_params, new_state = {}, {}
+    for name, p in params.items():
+        g = -grads[name] if maximize else grads[name]
+        if weight_decay:
+            g = g + weight_decay * p
+        s = dict(state.get(name, {}))
+        if momentum:
+            buf = g if "momentum_buffer" not in s else momentum * s["momentum_buffer"] + (1 - dampening) * g
+            s["momentum_buffer"] = buf
+            g = g + momentum * buf if nesterov else buf
+        new_params[name], new_state[name] = p - lr * g, s
+    return new_params, new_state

@@ -1,0 +1,59 @@
+"""Optimizers: each implementation's trajectory against the NumPy reference, step by
+step (parameters and state), on drawn gradient sequences and on training random
+networks; and the properties every optimizer keeps.  Without --optimizer the
+implementations are torch.optim's (float64 and float32); with it, a candidate's."""
+
+from hypothesis import given, strategies as st
+
+from gradcheck.optim import (ReferenceRunner, check_descent, check_state_round_trip, check_zero_gradient,
+                             compare_trajectories, hyper_strategy, trajectories)
+from gradcheck.testing import share_of_profile
+
+
+def _assert_records(records):
+    bad = [r for r in records if r.status != "pass"]
+    assert not bad, "\n\n".join(f"[{r.status}] {r.source_a} against {r.source_b}, {r.dtype}:\n{r.message}"
+                                for r in bad[:3])
+
+
+@share_of_profile(1 / 2)
+@given(data=st.data())
+def test_trajectory_matches_the_reference(optimizer_runner, data):
+    label, name, make = optimizer_runner
+    t = data.draw(trajectories(name), label="trajectory")
+    _assert_records(compare_trajectories(t, make(), ReferenceRunner(name)))
+
+
+@share_of_profile(1 / 4)
+@given(data=st.data())
+def test_training_a_random_network_matches_the_reference(optimizer_runner, data):
+    label, name, make = optimizer_runner
+    t = data.draw(trajectories(name, graphs=True), label="trajectory")
+    _assert_records(compare_trajectories(t, make(), ReferenceRunner(name)))
+
+
+@share_of_profile(1 / 4)
+@given(data=st.data())
+def test_a_small_step_lowers_a_convex_quadratic(optimizer_runner, data):
+    label, name, make = optimizer_runner
+    hyper = data.draw(hyper_strategy(name), label="hyper")
+    problem = check_descent(make(), hyper, {"w": (3, 4), "b": (4,)}, seed=data.draw(st.integers(0, 1000)))
+    assert not problem, f"{label} with {hyper}: {problem}"
+
+
+@share_of_profile(1 / 4)
+@given(data=st.data())
+def test_a_zero_gradient_leaves_parameters_unchanged(optimizer_runner, data):
+    label, name, make = optimizer_runner
+    hyper = data.draw(hyper_strategy(name), label="hyper")
+    problem = check_zero_gradient(make(), hyper, {"w": (3, 4)}, seed=data.draw(st.integers(0, 1000)))
+    assert not problem, f"{label} with {hyper}: {problem}"
+
+
+@share_of_profile(1 / 4)
+@given(data=st.data())
+def test_state_survives_a_round_trip_and_the_trajectory_continues_identically(optimizer_runner, data):
+    label, name, make = optimizer_runner
+    hyper = data.draw(hyper_strategy(name), label="hyper")
+    problem = check_state_round_trip(make(), hyper, {"w": (2, 3)}, seed=data.draw(st.integers(0, 1000)))
+    assert not problem, f"{label} with {hyper}: {problem}"

@@ -1,0 +1,191 @@
+"""Seeded optimizer bugs: each is caught by the optimizer suite's checks under the
+ci profile, with a message that names the step, the parameter or buffer, and the
+values."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from reference_impl import optimizers as ref
+from gradcheck import Candidate
+from gradcheck.optim import ReferenceRunner, compare_trajectories, optimizer_runners, trajectories
+
+
+def adam_without_bias_correction(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                                 amsgrad=False, maximize=False):
+    def update(p, g, s):
+        g = -g if maximize else g
+        if weight_decay:
+            g = g + weight_decay * p
+        b1, b2 = betas
+        m = b1 * s.get("exp_avg", np.zeros_like(p)) + (1 - b1) * g
+        v = b2 * s.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
+        s.update(step=s.get("step", 0) + 1, exp_avg=m, exp_avg_sq=v)
+        if amsgrad:
+            v = np.maximum(s.get("max_exp_avg_sq", np.zeros_like(p)), v)
+            s["max_exp_avg_sq"] = v
+        return p - lr * m / (np.sqrt(v) + eps), s  # m and v used raw: no bias correction
+
+    return ref._each(params, grads, state, update)
+
+
+def adamw_with_l2(params, grads, state, weight_decay=1e-2, **hyper):
+    # "AdamW" that decays through the gradient, i.e. Adam with L2
+    return ref.adam(params, grads, state, weight_decay=weight_decay, **hyper)
+
+
+def adam_eps_inside_sqrt(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                         amsgrad=False, maximize=False):
+    def update(p, g, s):
+        g = -g if maximize else g
+        if weight_decay:
+            g = g + weight_decay * p
+        b1, b2 = betas
+        t = s.get("step", 0) + 1
+        m = b1 * s.get("exp_avg", np.zeros_like(p)) + (1 - b1) * g
+        v = b2 * s.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
+        s.update(step=t, exp_avg=m, exp_avg_sq=v)
+        if amsgrad:
+            v = np.maximum(s.get("max_exp_avg_sq", np.zeros_like(p)), v)
+            s["max_exp_avg_sq"] = v
+        return p - lr * (m / (1 - b1**t)) / np.sqrt(v / (1 - b2**t) + eps), s
+
+    return ref._each(params, grads, state, update)
+
+
+def _sgd_variant(bug):
+    def step(params, grads, state, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+             maximize=False):
+        def update(p, g, s):
+            g = -g if maximize else g
+            if weight_decay and bug != "decay-after-update":
+                g = g + weight_decay * p
+            if momentum:
+                if "momentum_buffer" not in s and bug != "zero-init":
+                    buf = g
+                else:
+                    buf = momentum * s.get("momentum_buffer", np.zeros_like(p)) + (1 - dampening) * g
+                s["momentum_buffer"] = buf
+                g = g + momentum * buf if nesterov and bug != "no-look-ahead" else buf
+            p = p - lr * g
+            if weight_decay and bug == "decay-after-update":
+                p = p - lr * weight_decay * p  # decay applied to the already-updated parameters
+            return p, s
+
+        return ref._each(params, grads, state, update)
+
+    return step
+
+
+def torch_adam_without_bias_correction():
+    import torch
+
+    class Adam(torch.optim.Optimizer):
+        def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                     maximize=False):
+            super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                                          maximize=maximize))
+
+        @torch.no_grad()
+        def step(self):
+            for group in self.param_groups:
+                b1, b2 = group["betas"]
+                for p in group["params"]:
+                    g = -p.grad if group["maximize"] else p.grad
+                    if group["weight_decay"]:
+                        g = g + group["weight_decay"] * p
+                    s = self.state[p]
+                    if not s:
+                        s["step"] = torch.tensor(0.0, dtype=p.dtype)
+                        s["exp_avg"], s["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+                        if group["amsgrad"]:
+                            s["max_exp_avg_sq"] = torch.zeros_like(p)
+                    s["step"] += 1
+                    s["exp_avg"].mul_(b1).add_(g, alpha=1 - b1)
+                    s["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
+                    v = s["exp_avg_sq"]
+                    if group["amsgrad"]:
+                        torch.maximum(s["max_exp_avg_sq"], v, out=s["max_exp_avg_sq"])
+                        v = s["max_exp_avg_sq"]
+                    p.addcdiv_(s["exp_avg"], v.sqrt() + group["eps"], value=-group["lr"])
+
+    return Adam
+
+
+BUGS = [
+    ("adam-without-bias-correction", "adam", adam_without_bias_correction),
+    ("adamw-decays-through-the-gradient", "adamw", adamw_with_l2),
+    ("sgd-nesterov-without-look-ahead", "sgd", _sgd_variant("no-look-ahead")),
+    ("adam-eps-inside-the-square-root", "adam", adam_eps_inside_sqrt),
+    ("sgd-momentum-buffer-not-initialised-with-the-first-gradient", "sgd", _sgd_variant("zero-init")),
+    ("sgd-weight-decay-after-the-update", "sgd", _sgd_variant("decay-after-update")),
+    ("torch-optimizer-adam-without-bias-correction", "adam", torch_adam_without_bias_correction),
+]
+
+
+def _candidate(bug_id, name, impl):
+    c = Candidate(f"zoo-{bug_id}")
+    c.optimizer(name)(impl() if bug_id.startswith("torch-") else impl)
+    return c
+
+
+@pytest.mark.parametrize("bug_id,name,impl", BUGS, ids=[b[0] for b in BUGS])
+def test_seeded_optimizer_bug_is_caught_with_a_per_step_message(bug_id, name, impl):
+    (runner,) = optimizer_runners(_candidate(bug_id, name, impl))
+    caught = []
+
+    @settings(settings.get_profile("ci"), database=None)
+    @given(t=trajectories(name))
+    def search(t):
+        bad = [r for r in compare_trajectories(t, runner, ReferenceRunner(name)) if r.status != "pass"]
+        if bad:
+            caught.append(bad[0])
+            raise AssertionError(bad[0].message)
+
+    with pytest.raises(AssertionError):
+        search()
+    first = caught[-1]  # the shrunk example
+    assert first.message.startswith("step ") and " of " in first.message.split("\n")[0]
+    assert "Mismatched elements" in first.message and "at index" in first.message
+    assert first.op == name and first.source_a.startswith("zoo-") and first.source_b == f"reference-{name}"
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad"])
+def test_the_reference_written_as_a_candidate_optimizer_passes(name):
+    c = Candidate("reference-as-candidate")
+    c.optimizer(name)(ref.OPTIMIZERS[name])
+    (runner,) = optimizer_runners(c)
+
+    @settings(settings.get_profile("ci"), database=None)
+    @given(t=trajectories(name))
+    def search(t):
+        assert {r.status for r in compare_trajectories(t, runner, ReferenceRunner(name))} == {"pass"}
+
+    search()
+
+
+def test_a_candidate_step_that_raises_is_an_error_record_naming_it():
+    def broken(params, grads, state, **hyper):
+        raise RuntimeError("no")
+
+    c = Candidate("broken")
+    c.optimizer("sgd")(broken)
+    (runner,) = optimizer_runners(c)
+    from gradcheck.optim import Trajectory
+
+    (r,) = compare_trajectories(Trajectory("sgd", {"lr": 0.1}, {"w": (2,)}, 3), runner, ReferenceRunner("sgd"))
+    assert r.status == "error" and "broken-sgd.step raised RuntimeError: no" in r.message
+
+
+def test_pytest_optimizer_option_checks_a_candidate_optimizer():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-m", "pytest", "suites/test_optimizers.py", "-p", "no:cacheprovider",
+                          "--hypothesis-profile", "dev", "--optimizer",
+                          "examples/my_layers/my_layers/layers.py:candidate", "-v"],
+                         cwd=root, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "my-layers-sgd" in out.stdout and "5 passed" in out.stdout
