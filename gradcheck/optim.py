@@ -255,7 +255,7 @@ def _record(t: Trajectory, a, b, tensor, av, bv, tol, step, seconds, dtype):
     r = _judge(av, bv, None, tol)
     status = "pass" if r["ratio"] <= 1 else "fail"
     message = "" if status == "pass" else (
-        f"step {step} of {t.steps}: {tensor} of {t.optimizer}({_hyper_text(t.hyper)}) differs\n"
+        f"step {step} of {t.steps}: {tensor.split(': ', 1)[-1]} of {t.optimizer}({_hyper_text(t.hyper)}) differs\n"
         + failure_message(r, tol, a.name, b.name))
     r.pop("allowed")
     return CheckRecord(**common, **r, status=status, message=message)
