@@ -13,6 +13,7 @@ from reference_impl import executor
 
 from .compare import PREDICTED_SAFETY, CheckRecord, Tolerance, coarser_dtype, compare
 from .graph import Graph, materialize, single_op_graph
+from . import numeric
 from .numeric import eps_of
 from .ops import get_op
 from .sources import ANALYTIC, FiniteDifferences, ReferenceSource, Unsupported
@@ -44,14 +45,16 @@ def error_record(case: Case, a_name: str, b_name: str, message: str, device="cpu
                        seconds=seconds, message=message)
 
 
-def check_pair(case: Case, a, b, *, tolerance: Tolerance | None = None, outputs: bool = False) -> list:
+def check_pair(case: Case, a, b, *, tolerance: Tolerance | None = None, outputs: bool = False,
+               tensors: dict | None = None) -> list:
     """Run sources ``a`` and ``b`` on ``case`` and compare them; a source that raises
-    or does not apply gives one ``error`` or ``skipped`` record instead."""
+    or does not apply gives one ``error`` or ``skipped`` record instead.
+    ``tensors``: the case's values when the caller has them already."""
     op = case.graph.ops[0] if case.graph.ops else ""
     if isinstance(b, FiniteDifferences) and not b.supports(case.graph):
         return [error_record(case, a.name, b.name, f"{b.name} does not apply: the forward takes no complex input",
                              op=op, status="skipped")]
-    tensors = case.tensors()
+    tensors = case.tensors() if tensors is None else tensors
     results = []
     for source in (a, b):
         t0 = time.perf_counter()
@@ -65,6 +68,8 @@ def check_pair(case: Case, a, b, *, tolerance: Tolerance | None = None, outputs:
                                  device=getattr(source, "device", "cpu"), op=op,
                                  seconds=time.perf_counter() - t0)]
     records = compare(case.graph, results[0], results[1], seed=case.seed, tolerance=tolerance, outputs=outputs)
+    if isinstance(b, FiniteDifferences) and results[1].joint is not None:
+        records, results = _localise(case, records, tensors, a, b, results, tolerance)
     records = _escalate(case, records, tensors, a, b, results, tolerance)
     if any(r.status == "fail" for r in records) and all(x.kind == ANALYTIC for x in results):
         dtype = coarser_dtype(results[0].dtype, results[1].dtype)
@@ -110,11 +115,43 @@ def _judge_against_rounding(case, records, tensors, results, tolerance, outputs,
             if r.tensor in again else r for r in records]
 
 
+def _localise(case, records, tensors, a, b, results, tolerance):
+    """A failing directional check (every tensor at once) becomes records per
+    tensor, and per element for the tensors that fail (``FiniteDifferences.localise``)."""
+    from .compare import JOINT
+
+    joint = [r for r in records if r.tensor == JOINT]
+    if not joint or joint[0].status != "fail":
+        return records, results
+    coarse, full = b.localise(case.graph, tensors, results[0], tolerance)
+    rest = [r for r in records if r.tensor != JOINT]
+    if full is None:
+        # No tensor fails on its own: judge the joint directions again with Richardson
+        # differences, whose two stencils bound the truncation a central one cannot see.
+        dirs, _ = results[1].joint
+        plain = (lambda t: b.of.forward(case.graph, t))
+        vals = [numeric.directional(plain, tensors, d, "richardson") for d in dirs]
+        refined = replace(results[1], kind="richardson", joint=(dirs, numeric.FDResult(
+            np.array([v.value for v in vals]), np.array([v.error for v in vals]), None)))
+        again = [r for r in compare(case.graph, results[0], refined, seed=case.seed, tolerance=tolerance)
+                 if r.tensor == JOINT][0]
+        note = ("no tensor fails on its own directions; judged again against Richardson differences"
+                + ("" if again.status == "pass" else ": the disagreement needs several tensors moving together"))
+        return [replace(again, message=(again.message + "\n" + note).strip())] + coarse + rest, results
+    fine = {r.tensor: r for r in compare(case.graph, results[0], full, seed=case.seed, tolerance=tolerance)}
+    note = "(localised from a directional check over every tensor)"
+    located = [replace(fine[r.tensor], message=(fine[r.tensor].message + "\n" + note).strip())
+               if r.tensor in fine else r for r in coarse]
+    return located + rest, [results[0], full]
+
+
 def _escalate(case, records, tensors, a, b, results, tolerance):
     """A tensor that fails against central differences is recomputed with Richardson
     extrapolation (Note [Finite-difference step]) and judged again: a failure must
     survive a finite difference that knows its own truncation error."""
-    if not (isinstance(b, FiniteDifferences) and b.mode == "full" and b.method == "central"):
+    if not isinstance(b, FiniteDifferences) or b.method != "central":
+        return records
+    if not results[1].grads:
         return records
     failed = [r.tensor for r in records if r.status == "fail" and r.tensor in results[1].grads]
     if not failed:

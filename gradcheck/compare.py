@@ -38,6 +38,7 @@ from .sources import ANALYTIC, SourceResult
 __all__ = ["Tolerance", "TOLERANCES", "tolerance_for", "CheckRecord", "compare", "STATUSES"]
 
 STATUSES = ("pass", "fail", "error", "nondifferentiable", "skipped")
+JOINT = "(all tensors)"  # the tensor of a record comparing directions over every tensor at once
 PREDICTED_SAFETY = 4.0
 
 
@@ -230,6 +231,11 @@ def compare(graph: Graph, a: SourceResult, b: SourceResult, *, seed: int = 0,
             dirs, fd = b.directional[name]
             proj = np.tensordot(dirs, np.asarray(a.grads[name], dtype=np.float64), axes=a.grads[name].ndim)
             records.append(_record(graph, seed, a, b, name, op, proj, fd.value, fd.error, tol, seconds, fd.kink))
+    if b.joint is not None:
+        dirs, fd = b.joint
+        proj = np.array([sum(float(np.sum(np.asarray(a.grads[n], dtype=np.float64) * d[n])) for n in d)
+                         for d in dirs])
+        records.append(_record(graph, seed, a, b, JOINT, "", proj, fd.value, fd.error, tol, seconds, fd.kink))
     if outputs:
         for node in graph.nodes:
             if node.name in a.outputs and node.name in b.outputs:

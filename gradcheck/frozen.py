@@ -26,20 +26,18 @@ def thaw_value(v):
 
 
 class Frozen(Mapping):
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_dict")
 
     def __init__(self, data=()):
         items = dict(data).items()
         object.__setattr__(self, "_items", tuple(sorted((str(k), freeze_value(v)) for k, v in items)))
+        object.__setattr__(self, "_dict", dict(self._items))
 
     def __getitem__(self, key):
-        for k, v in self._items:
-            if k == key:
-                return v
-        raise KeyError(key)
+        return self._dict[key]
 
     def __iter__(self):
-        return (k for k, _ in self._items)
+        return iter(self._dict)
 
     def __len__(self):
         return len(self._items)

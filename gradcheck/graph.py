@@ -152,8 +152,13 @@ class Graph:
         return tuple(leaf for leaf in self.leaves if leaf.differentiable)
 
     def steps(self):
-        """``(name, op, inputs, hyper)`` per node with defaults filled in: the executor's form."""
-        return [(n.name, n.op, n.inputs, get_op(n.op).full_hyper(n.hyper)) for n in self.nodes]
+        """``(name, op, inputs, hyper)`` per node with defaults filled in: the executor's form.
+        Computed once (a Graph is immutable); every forward of every check uses it."""
+        cached = self.__dict__.get("_steps")
+        if cached is None:
+            cached = [(n.name, n.op, n.inputs, get_op(n.op).full_hyper(n.hyper)) for n in self.nodes]
+            self.__dict__["_steps"] = cached
+        return [(name, op, inputs, dict(hyper)) for name, op, inputs, hyper in cached]
 
     def consumers(self, name) -> list:
         return [n for n in self.nodes if name in n.inputs]
@@ -182,7 +187,10 @@ class Graph:
 
     def to_json(self, indent=None) -> str:
         if indent is None:
-            return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+            cached = self.__dict__.get("_json")
+            if cached is None:
+                cached = self.__dict__["_json"] = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+            return cached
         return json.dumps(self.to_dict(), sort_keys=True, indent=indent)
 
     @classmethod

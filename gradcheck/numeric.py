@@ -34,11 +34,12 @@ through negative inputs is still caught.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["METHODS", "step_size", "FDResult", "jacobian", "directional"]
+__all__ = ["METHODS", "step_size", "FDResult", "jacobian", "jacobian_batched", "directional", "refine"]
 
 METHODS = ("central", "richardson", "complex")
 
@@ -226,8 +227,10 @@ def directional(f, tensors: dict, directions: dict, method: str = "central",
     tensors they perturb), all perturbed together in one stencil.  ``kink`` is a
     single boolean when ``with_branches`` (Note [Kinks]).
 
-    The step is h0 * max(1, max|x|) / max|v|, the largest element of any tensor
-    moving by h0 times its scale.
+    The step is h0 * max(1, max|x|) / ||v||_2: the point moves by h0 times its
+    scale in Euclidean distance, as one element does in ``jacobian``.  Scaling by
+    max|v| instead would move a million-element point a thousand times further,
+    and truncation (third derivatives summed along v) would grow with the size.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -237,10 +240,10 @@ def directional(f, tensors: dict, directions: dict, method: str = "central",
     dtype = xs[names[0]].dtype
     h0, eps = step_size(dtype, method), eps_of(dtype)
     xmax = max(float(np.max(np.abs(np.real(x)), initial=0.0)) for x in xs.values())
-    vmax = max(float(np.max(np.abs(v), initial=0.0)) for v in directions.values())
-    if vmax == 0:
+    vnorm = math.sqrt(sum(float(np.sum(np.abs(v) ** 2)) for v in directions.values()))
+    if vnorm == 0:
         raise ValueError("directional: every direction is zero")
-    h = h0 * max(1.0, xmax) / vmax
+    h = h0 * max(1.0, xmax) / vnorm
     probe = _Probe(f, tensors, with_branches)
 
     def kink():
@@ -263,3 +266,40 @@ def directional(f, tensors: dict, directions: dict, method: str = "central",
         return FDResult(d1, r1, kink())
     d2, _ = central(h / 2)
     return FDResult((4 * d2 - d1) / 3, 3 * r1 + _richardson_bound(d1, d2), kink())
+
+
+def jacobian_batched(batched, tensors: dict, wrt, method: str = "central", chunk_bytes: int = 32 << 20) -> dict:
+    """Like ``jacobian`` for a scalar ``f``, but evaluating perturbed copies in
+    batches: ``batched(name, index, steps)`` returns f at copies of tensor ``name``
+    whose flat element ``index[j]`` moved by ``steps[j]``, as many copies a batch
+    as fit in ``chunk_bytes``.  Central and Richardson only."""
+    if method not in ("central", "richardson"):
+        raise ValueError(f"batched differences take 'central' or 'richardson', not {method!r}")
+    out = {}
+    for name in wrt:
+        x = np.asarray(tensors[name])
+        h0 = step_size(x.dtype, "central" if method == "central" else "richardson")
+        eps = eps_of(x.dtype)
+        flat = x.reshape(-1)
+        values, errors = np.empty(x.size), np.empty(x.size)
+        chunk = max(1, min(x.size, chunk_bytes // max(x.nbytes, 1)))
+        for start in range(0, x.size, chunk):
+            idx = np.arange(start, min(start + chunk, x.size))
+            h = h0 * np.maximum(1.0, np.abs(flat[idx]))
+
+            def stencil(step):
+                step = step.astype(x.dtype)
+                # the step actually taken, after x +- h is rounded to x's dtype
+                taken = (flat[idx] + step).astype(np.float64) - (flat[idx] - step).astype(np.float64)
+                fp = np.asarray(batched(name, idx, step), dtype=np.float64)
+                fm = np.asarray(batched(name, idx, -step), dtype=np.float64)
+                return (fp - fm) / taken, eps * (np.abs(fp) + np.abs(fm)) / taken
+
+            d1, r1 = stencil(h)
+            if method == "central":
+                values[idx], errors[idx] = d1, r1
+            else:
+                d2, _ = stencil(h / 2)
+                values[idx], errors[idx] = (4 * d2 - d1) / 3, 3 * r1 + _richardson_bound(d1, d2)
+        out[name] = FDResult(values.reshape(x.shape), errors.reshape(x.shape), None)
+    return out

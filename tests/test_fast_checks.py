@@ -1,0 +1,97 @@
+"""Directional checks over every tensor at once, their localisation, and batched
+full Jacobians."""
+
+import numpy as np
+import pytest
+
+from reference_impl import Op, activations
+from gradcheck.check import Case, check_pair, op_cases
+from gradcheck.compare import JOINT
+from gradcheck.graph import GraphBuilder
+from gradcheck.sources import FiniteDifferences, ReferenceSource
+
+torch = pytest.importorskip("torch")
+from gradcheck.backends.torch_autograd import TorchSource  # noqa: E402
+
+
+def mlp(width=6):
+    b = GraphBuilder()
+    h = b.op("tanh", b.op("linear", b.input("x", (4, 5)), b.param("w1", (width, 5)), b.param("b1", (width,))))
+    h = b.op("linear", h, b.param("w2", (3, width)))
+    return b.build(b.op("mse", h, b.input("t", (4, 3)), name="loss"))
+
+
+BAD_TANH = ReferenceSource({"tanh": Op(activations.tanh_forward, lambda y, g: (g * (1 - y),))}, name="bad")
+
+
+@pytest.mark.parametrize("source", [ReferenceSource(), TorchSource()], ids=["reference", "torch"])
+def test_a_correct_source_passes_the_joint_directional_check(source):
+    records = check_pair(Case(mlp(), seed=1), source, FiniteDifferences(source, mode="directional", n_directions=3))
+    assert [r.tensor for r in records] == [JOINT] and records[0].status == "pass"
+    assert records[0].numel == 3  # one projection per direction
+
+
+def test_a_failing_directional_check_is_localised_to_the_tensor_and_element():
+    records = check_pair(Case(mlp(), seed=1), BAD_TANH, FiniteDifferences(BAD_TANH, mode="directional"))
+    by = {r.tensor: r for r in records}
+    assert JOINT not in by  # replaced by the per-tensor records
+    for name in ("x", "w1", "b1"):  # upstream of the bad tanh
+        assert by[name].status == "fail" and by[name].numel == np.prod(mlp().leaf(name).shape)
+        assert by[name].index.startswith("(") and "at index" in by[name].message
+    for name in ("w2", "t"):
+        assert by[name].status == "pass"
+
+
+def test_a_large_tensor_has_no_false_alarm_in_directional_mode():
+    # 200,000 elements: the step scales with ||v||_2, so truncation stays small
+    b = GraphBuilder()
+    h = b.op("tanh", b.op("mul", b.input("x", (400, 500)), b.param("s", (400, 500))))
+    g = b.build(b.op("weighted_sum", h, b.const("p", (400, 500)), name="loss"))
+    src = TorchSource()
+    (r,) = check_pair(Case(g, seed=0), src, FiniteDifferences(src, mode="directional", n_directions=2))
+    assert r.status == "pass" and r.max_rel_err < 1e-7
+
+
+def test_batched_full_differences_match_element_by_element_ones():
+    src = TorchSource()
+    case = Case(mlp(), seed=2)
+    t = case.tensors()
+    batched = FiniteDifferences(src, "central").run(case.graph, t)
+    plain = FiniteDifferences(ReferenceSource(), "central").run(case.graph, t)
+    for name in batched.grads:
+        np.testing.assert_allclose(batched.grads[name], plain.grads[name], rtol=1e-7, atol=1e-9)
+
+
+def test_batched_full_differences_catch_a_torch_bug_at_its_element():
+    class BadTanh(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = torch.tanh(x)
+            ctx.save_for_backward(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, g):
+            (y,) = ctx.saved_tensors
+            return g * (1 - y)
+
+    bad = TorchSource(ops={"tanh": BadTanh.apply}, name="torch-bad")
+    records = check_pair(Case(mlp(), seed=1), bad, FiniteDifferences(bad, "central"))
+    assert {r.tensor for r in records if r.status == "fail"} == {"x", "w1", "b1"}
+
+
+def test_auto_mode_is_full_for_small_graphs_and_directional_above_the_limit():
+    src = ReferenceSource()
+    case = Case(mlp(), seed=0)
+    small = FiniteDifferences(src, mode="auto", full_limit=10_000).run(case.graph, case.tensors())
+    large = FiniteDifferences(src, mode="auto", full_limit=10).run(case.graph, case.tensors())
+    assert small.grads and small.joint is None
+    assert large.joint is not None and not large.grads
+
+
+def test_every_catalogue_op_batches_under_vmap():
+    src = TorchSource()
+    for case in (c for op in ("conv2d", "batch_norm", "attention", "embedding", "max_pool2d", "layer_norm",
+                              "cross_entropy", "concat") for c in op_cases(op)):
+        assert {r.status for r in check_pair(case, src, FiniteDifferences(src))} <= {"pass", "nondifferentiable"}
+    assert not any(v is False for v in getattr(src, "_vmap_ok", {}).values())
