@@ -224,7 +224,9 @@ class TorchSource:
             if getattr(self, "_vmap_ok", {}).get(graph.case_id, True):
                 try:
                     return torch.func.vmap(loss_at)(xs).double().cpu().numpy()
-                except (RuntimeError, ValueError, NotImplementedError):
+                except Exception:
+                    # Anything vmap cannot batch (an autograd.Function without
+                    # setup_context, say) runs copy by copy; a real error recurs there.
                     self._vmap_ok = {**getattr(self, "_vmap_ok", {}), graph.case_id: False}
             return np.array([float(loss_at(xi)) for xi in xs])
 
