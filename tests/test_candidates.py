@@ -13,6 +13,7 @@ import reference_impl
 from reference_impl import activations, layers
 from gradcheck import Candidate, load_candidate
 from gradcheck.candidates import EngineSource, candidate_sources
+from zoo import _overwriting_engine as overwriting_engine, torch_bad_tanh
 from gradcheck.check import Case, check_pair, op_cases
 from gradcheck.sources import FiniteDifferences, ReferenceSource
 from gradcheck.strategies import cases, graphs
@@ -181,18 +182,7 @@ def test_an_nn_module_is_called_with_the_graphs_parameters_by_name():
 
 
 def test_a_torch_function_with_a_wrong_backward_fails_against_the_reference():
-    class BadTanh(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            y = torch.tanh(x)
-            ctx.save_for_backward(y)
-            return y
-
-        @staticmethod
-        def backward(ctx, g):
-            (y,) = ctx.saved_tensors
-            return g * (1 - y)
-
+    BadTanh = torch_bad_tanh()
     c = Candidate("bad")
     c.op("tanh")(BadTanh)
     (src,) = candidate_sources(c)
@@ -225,28 +215,17 @@ def test_an_engine_that_overwrites_at_fan_out_fails_and_a_correct_one_passes():
         loss, _, grads = reference_impl.loss_and_grads(graph.steps(), tensors, graph.output)
         return float(loss), {l.name: grads.get(l.name, np.zeros(l.shape)) for l in graph.differentiable_leaves}
 
-    def overwriting(graph, tensors):
-        values, caches = reference_impl.forward(graph.steps(), tensors)
-        grads = {graph.output: np.ones(())}
-        for name, op, inputs, _ in reversed(graph.steps()):
-            if name in grads:
-                for i, gi in zip(inputs, reference_impl.OPS[op].backward(caches[name], grads[name])):
-                    if gi is not None:
-                        grads[i] = gi
-        return float(values[graph.output]), {l.name: grads.get(l.name, np.zeros(l.shape))
-                                             for l in graph.differentiable_leaves}
-
     residual = find(cases(graphs(["mlp"], include="add")),
                     lambda c: any(n.op == "add" and n.inputs[0] in c.graph.node(n.inputs[1]).inputs
                                   for n in c.graph.nodes if n.op == "add" and n.inputs[1] in
                                   [m.name for m in c.graph.nodes]),
                     settings=settings(database=None, deadline=None, max_examples=500))
-    for fn, expected in ((correct, {"pass"}), (overwriting, {"fail"})):
-        c = Candidate("engine")
-        c.engine(fn)
+    right = Candidate("engine")
+    right.engine(correct)
+    for c, expected in ((right, {"pass"}), (overwriting_engine(), {"fail"})):
         src = EngineSource(c)
         statuses = {r.status for r in check_pair(residual, src, REF)}
-        assert expected <= statuses, (fn.__name__, statuses)
+        assert expected <= statuses, (c.name, statuses)
 
 
 # ---------------------------------------------------------------- loading

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from reference_impl import Op, activations
+from zoo import torch_bad_tanh
 from gradcheck.check import Case, check_pair, op_cases
 from gradcheck.compare import JOINT
 from gradcheck.graph import GraphBuilder
@@ -63,18 +64,7 @@ def test_batched_full_differences_match_element_by_element_ones():
 
 
 def test_batched_full_differences_catch_a_torch_bug_at_its_element():
-    class BadTanh(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            y = torch.tanh(x)
-            ctx.save_for_backward(y)
-            return y
-
-        @staticmethod
-        def backward(ctx, g):
-            (y,) = ctx.saved_tensors
-            return g * (1 - y)
-
+    BadTanh = torch_bad_tanh()
     bad = TorchSource(ops={"tanh": BadTanh.apply}, name="torch-bad")
     records = check_pair(Case(mlp(), seed=1), bad, FiniteDifferences(bad, "central"))
     assert {r.tensor for r in records if r.status == "fail"} == {"x", "w1", "b1"}

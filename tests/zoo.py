@@ -335,6 +335,25 @@ class _TorchSoftmaxMissing:
         return (x.softmax(dim) * g,)  # missing - sum(g * y)
 
 
+def torch_bad_tanh():
+    """A torch.autograd.Function for tanh whose backward uses 1 - y, not 1 - y**2."""
+    import torch
+
+    class BadTanh(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = torch.tanh(x)
+            ctx.save_for_backward(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, g):
+            (y,) = ctx.saved_tensors
+            return g * (1 - y)
+
+    return BadTanh
+
+
 def _overwriting_engine():
     c = Candidate("zoo-engine-overwrite")
 
