@@ -27,18 +27,25 @@ def main() -> int:
     parts = [
         ("cuda tests", [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
                         "tests/test_torch_source.py"]),
-        ("sweep float64", [sys.executable, "-m", "gradcheck.cli", "run", "--device", "cuda", "--dtype", "float64"]),
-        ("sweep float32", [sys.executable, "-m", "gradcheck.cli", "run", "--device", "cuda", "--dtype", "float32"]),
+        ("cuda suites", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-profile", "dev",
+                         "--device", "cuda", "suites/test_architectures.py", "suites/test_optimizers.py"]),
+        ("run float64", [sys.executable, "-m", "gradcheck.cli", "run", "--device", "cuda", "--dtype", "float64",
+                         "--examples", "200", "--out", "/tmp/gradcheck-gpu"]),
+        ("run float32", [sys.executable, "-m", "gradcheck.cli", "run", "--device", "cuda", "--dtype", "float32",
+                         "--examples", "200", "--out", "/tmp/gradcheck-gpu"]),
     ]
     summary = []
     for name, cmd in parts:
         t0 = time.perf_counter()
         print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
-        rc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=240).returncode
+        try:
+            rc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=150).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
         summary.append((name, rc, time.perf_counter() - t0))
     print("\n=== gpu-check summary")
     for name, rc, secs in summary:
-        print(f"  {name:15s} {'ok' if rc == 0 else f'FAILED (exit {rc})':18s} {secs:6.1f}s")
+        print(f"  {name:15s} {'ok' if rc == 0 else f'FAILED ({rc})':18s} {secs:6.1f}s")
     return 0 if all(rc == 0 for _, rc, _ in summary) else 1
 
 
