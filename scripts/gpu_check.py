@@ -17,7 +17,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main() -> int:
-    import torch
+    try:
+        import torch
+    except ImportError:
+        print("gpu-check: torch is not installed for this Python; this check is for a GPU machine that has it",
+              file=sys.stderr)
+        return 2
 
     if not torch.cuda.is_available():
         print("gpu-check: torch sees no CUDA device; nothing to check", file=sys.stderr)
