@@ -152,13 +152,17 @@ class Graph:
         return tuple(leaf for leaf in self.leaves if leaf.differentiable)
 
     def steps(self):
-        """``(name, op, inputs, hyper)`` per node with defaults filled in: the executor's form.
-        Computed once (a Graph is immutable); every forward of every check uses it."""
-        cached = self.__dict__.get("_steps")
+        """``(name, op, inputs, hyper)`` per node with defaults filled in: the executor's form."""
+        return [(name, op, inputs, dict(hyper)) for name, op, inputs, hyper in self.plan()]
+
+    def plan(self) -> tuple:
+        """``steps()`` computed once and shared (a Graph is immutable): the form every
+        forward of every check reads.  Its hyper dicts must not be modified."""
+        cached = self.__dict__.get("_plan")
         if cached is None:
-            cached = [(n.name, n.op, n.inputs, get_op(n.op).full_hyper(n.hyper)) for n in self.nodes]
-            self.__dict__["_steps"] = cached
-        return [(name, op, inputs, dict(hyper)) for name, op, inputs, hyper in cached]
+            cached = tuple((n.name, n.op, n.inputs, get_op(n.op).full_hyper(n.hyper)) for n in self.nodes)
+            self.__dict__["_plan"] = cached
+        return cached
 
     def consumers(self, name) -> list:
         return [n for n in self.nodes if name in n.inputs]

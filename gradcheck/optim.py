@@ -418,9 +418,13 @@ def trajectories(name, graphs=False):
     if graphs:
         from .strategies import graphs as graph_strategy
 
-        # include="linear": every trained network has weights
+        from .ops import BUILTIN_OPS
+
+        # include="linear": every trained network has weights; built-in ops only, as the
+        # reference computes the gradients
+        nets = graph_strategy(["mlp"], ops=tuple(sorted(BUILTIN_OPS)), include="linear", max_depth=2)
         return st.builds(lambda h, g, k, s: Trajectory(name, h, {}, k, s, graph=g.to_json()),
-                         hyper_strategy(name), graph_strategy(["mlp"], include="linear", max_depth=2), steps, seeds)
+                         hyper_strategy(name), nets, steps, seeds)
     shapes = st.dictionaries(st.sampled_from(["w", "b", "g"]),
                              st.lists(st.integers(1, 4), min_size=1, max_size=2).map(tuple), min_size=1)
     return st.builds(lambda h, sh, k, s, scale: Trajectory(name, h, sh, k, s, scale),

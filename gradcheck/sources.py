@@ -112,20 +112,20 @@ class ReferenceSource:
 
     def forward(self, graph: Graph, tensors: dict):
         self._require(graph)
-        values, _ = executor.forward(graph.steps(), self._cast(tensors), self.ops)
+        values, _ = executor.forward(graph.plan(), self._cast(tensors), self.ops)
         return values[graph.output]
 
     def forward_with_branches(self, graph: Graph, tensors: dict):
         """The loss and the branch signature of every kink op (Note [Kinks])."""
         self._require(graph)
-        values, _ = executor.forward(graph.steps(), self._cast(tensors), self.ops)
+        values, _ = executor.forward(graph.plan(), self._cast(tensors), self.ops)
         return values[graph.output], branch_signature(graph, values)
 
     def run(self, graph: Graph, tensors: dict) -> SourceResult:
         self._require(graph)
         t0 = time.perf_counter()
         tensors = self._cast(tensors)
-        steps = graph.steps()
+        steps = graph.plan()
         loss, values, grads = executor.loss_and_grads(steps, tensors, graph.output, self.ops)
         leaf_grads = {}
         for leaf in graph.differentiable_leaves:

@@ -178,7 +178,7 @@ class TorchSource:
         return out
 
     def _forward(self, graph, values, only=None):
-        for name, op, inputs, hyper in graph.steps():
+        for name, op, inputs, hyper in graph.plan():
             if only is not None and name not in only:
                 continue
             try:
@@ -196,6 +196,20 @@ class TorchSource:
         with torch.no_grad():
             values = self._forward(graph, self._leaves(graph, tensors, False))
         return values[graph.output].double().cpu().numpy()
+
+    def forward_with_branches(self, graph: Graph, tensors: dict):
+        """The loss and the branch signature of every kink op, from this source's own
+        forward values (Note [Kinks] in numeric.py)."""
+        from ..sources import branch_signature
+
+        torch = _torch()
+        if any(np.iscomplexobj(v) for v in tensors.values()):
+            raise Unsupported("the torch source takes no complex input")
+        with torch.no_grad():
+            values = self._forward(graph, self._leaves(graph, tensors, False))
+        host = {k: v.double().cpu().numpy() if v.dtype.is_floating_point else v.cpu().numpy()
+                for k, v in values.items()}
+        return host[graph.output], branch_signature(graph, host)
 
     def batched_forward(self, graph: Graph, tensors: dict, name: str, index, steps) -> np.ndarray:
         """The loss at copies of leaf ``name`` with element ``index[j]`` moved by
