@@ -222,10 +222,12 @@ def jacobian(f, tensors: dict, wrt=None, method: str = "central", with_branches:
 
 
 def directional(f, tensors: dict, directions: dict, method: str = "central",
-                with_branches: bool = False) -> FDResult:
+                with_branches: bool = False, along=None) -> FDResult:
     """The derivative of ``f`` along ``directions`` (a dict of arrays shaped like the
     tensors they perturb), all perturbed together in one stencil.  ``kink`` is a
-    single boolean when ``with_branches`` (Note [Kinks]).
+    single boolean when ``with_branches`` (Note [Kinks]).  ``along(steps)``, when
+    given, returns f at x + t * directions for each t in ``steps`` (a source that
+    can step along a direction itself, without a copy of every tensor a step).
 
     The step is h0 * max(1, max|x|) / ||v||_2: the point moves by h0 times its
     scale in Euclidean distance, as one element does in ``jacobian``.  Scaling by
@@ -251,6 +253,15 @@ def directional(f, tensors: dict, directions: dict, method: str = "central",
 
     def at(t):
         return probe({**tensors, **{n: xs[n] + t * directions[n] for n in names}})
+
+    if along is not None and method != "complex" and not with_branches:
+        steps = [h, -h] if method == "central" else [h, -h, h / 2, -h / 2]
+        fs = [np.asarray(v, dtype=np.float64) for v in along(steps)]
+        d1, r1 = (fs[0] - fs[1]) / (2 * h), eps * (np.abs(fs[0]) + np.abs(fs[1])) / (2 * h)
+        if method == "central":
+            return FDResult(d1, r1, None)
+        d2 = (fs[2] - fs[3]) / h
+        return FDResult((4 * d2 - d1) / 3, 3 * r1 + _richardson_bound(d1, d2), None)
 
     if method == "complex":
         cdt = _COMPLEX.get(str(dtype), np.complex128)

@@ -253,7 +253,10 @@ class FiniteDifferences:
             rng = np.random.default_rng(self.seed)
             dirs = [{n: _rademacher(rng, np.shape(tensors[n])) for n in names} for _ in range(self.n_directions)]
             plain = (lambda t: self.of.forward(graph, t))
-            vals = [numeric.directional(plain, tensors, d, self.method) for d in dirs]
+            step_along = getattr(self.of, "forward_along", None)
+            vals = [numeric.directional(plain, tensors, d, self.method,
+                                        along=(lambda steps, d=d: step_along(graph, tensors, d, steps))
+                                        if step_along else None) for d in dirs]
             result.joint = (dirs, numeric.FDResult(np.array([v.value for v in vals]),
                                                    np.array([v.error for v in vals]), None))
         else:

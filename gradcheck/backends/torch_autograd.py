@@ -197,6 +197,20 @@ class TorchSource:
             values = self._forward(graph, self._leaves(graph, tensors, False))
         return values[graph.output].double().cpu().numpy()
 
+    def forward_along(self, graph: Graph, tensors: dict, directions: dict, steps) -> list:
+        """The loss at x + t * directions for each t in ``steps``: the tensors and the
+        direction go to torch once, and each step is taken there."""
+        torch = _torch()
+        with torch.no_grad():
+            base = self._leaves(graph, tensors, False)
+            dirs = {n: torch.as_tensor(np.asarray(v), device=self.device).to(self.torch_dtype)
+                    for n, v in directions.items()}
+            out = []
+            for t in steps:
+                values = {**base, **{n: base[n] + t * v for n, v in dirs.items()}}
+                out.append(float(self._forward(graph, values)[graph.output]))
+        return out
+
     def forward_with_branches(self, graph: Graph, tensors: dict):
         """The loss and the branch signature of every kink op, from this source's own
         forward values (Note [Kinks] in numeric.py)."""
