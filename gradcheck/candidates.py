@@ -53,7 +53,6 @@ from pathlib import Path
 
 import numpy as np
 
-import reference_impl
 from reference_impl import Op
 
 from .ops import BUILTIN_OPS, CATALOGUE, OpDef, get_op, register_op

@@ -211,8 +211,3 @@ def op_cases(op_name: str, dtype: str = "float64", seed: int = 0):
     op = get_op(op_name)
     return [Case(single_op_graph(op_name, s), seed + i, dtype) for i, s in enumerate(op.samples)]
 
-
-def reference_vs_fd(op_name: str, method: str = "central", dtype: str = "float64", seed: int = 0) -> list:
-    ref = ReferenceSource()
-    fd = FiniteDifferences(ref, method)
-    return [r for case in op_cases(op_name, dtype, seed) for r in check_pair(case, ref, fd)]

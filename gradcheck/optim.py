@@ -224,7 +224,7 @@ def optimizer_runners(candidate, device="cpu", dtype="float64") -> list:
     step function or a torch.optim.Optimizer subclass)."""
     out = []
     for name, impl in candidate.optimizers.items():
-        if isinstance(impl, type) and "torch" in impl.__module__ or _is_torch_optimizer(impl):
+        if _is_torch_optimizer(impl):
             out.append(TorchClassRunner(name, impl, device, dtype, label=f"{candidate.name}-{name}"))
         else:
             out.append(NumpyStepRunner(name, impl, f"{candidate.name}-{name}"))

@@ -16,8 +16,8 @@ import math
 import time
 from dataclasses import dataclass
 
-from .check import Case, check_pair
-from .sweep import Pair, default_pairs, ops_to_run, sweep_op, worst
+from .check import Case, check_pair, op_cases
+from .sweep import Pair, default_pairs, ops_to_run, worst
 
 __all__ = ["RunOptions", "run_main_job"]
 
@@ -69,7 +69,6 @@ def _case_dtype(pair, opts):
 
 def run_main_job(opts: RunOptions, console=None) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from . import report
@@ -118,8 +117,6 @@ def run_main_job(opts: RunOptions, console=None) -> int:
             for op in ops:
                 cells = []
                 for p in sweep_pairs:
-                    from .check import op_cases
-
                     recs = []
                     for case in op_cases(op, opts.dtype if opts.dtype in ("float64", "float32") else "float64",
                                          opts.seed):
@@ -196,7 +193,6 @@ def _progress(console):
 
 def _random_graphs(opts, ops, pairs, emit, tick):
     from hypothesis import HealthCheck, Phase, given, seed, settings
-    from hypothesis import strategies as st
 
     from .strategies import cases, graphs
 

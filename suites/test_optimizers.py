@@ -3,6 +3,7 @@ step (parameters and state), on drawn gradient sequences and on training random
 networks; and the properties every optimizer keeps.  Without --optimizer the
 implementations are torch.optim's (float64 and float32); with it, a candidate's."""
 
+import pytest
 from hypothesis import given, strategies as st
 
 from gradcheck.optim import (ReferenceRunner, check_descent, check_state_round_trip, check_zero_gradient,
@@ -32,28 +33,19 @@ def test_training_a_random_network_matches_the_reference(optimizer_runner, data)
     _assert_records(compare_trajectories(t, make(), ReferenceRunner(name)))
 
 
+# Each property with the parameter shapes it runs on; the test id reads as the property.
+PROPERTIES = [
+    ("a_small_step_lowers_a_convex_quadratic", check_descent, {"w": (3, 4), "b": (4,)}),
+    ("a_zero_gradient_leaves_parameters_unchanged", check_zero_gradient, {"w": (3, 4)}),
+    ("state_survives_a_round_trip_and_the_trajectory_continues_identically", check_state_round_trip, {"w": (2, 3)}),
+]
+
+
+@pytest.mark.parametrize("check,shapes", [p[1:] for p in PROPERTIES], ids=[p[0] for p in PROPERTIES])
 @share_of_profile(1 / 4)
 @given(data=st.data())
-def test_a_small_step_lowers_a_convex_quadratic(optimizer_runner, data):
+def test_property_holds(optimizer_runner, check, shapes, data):
     label, name, make = optimizer_runner
     hyper = data.draw(hyper_strategy(name), label="hyper")
-    problem = check_descent(make(), hyper, {"w": (3, 4), "b": (4,)}, seed=data.draw(st.integers(0, 1000)))
-    assert not problem, f"{label} with {hyper}: {problem}"
-
-
-@share_of_profile(1 / 4)
-@given(data=st.data())
-def test_a_zero_gradient_leaves_parameters_unchanged(optimizer_runner, data):
-    label, name, make = optimizer_runner
-    hyper = data.draw(hyper_strategy(name), label="hyper")
-    problem = check_zero_gradient(make(), hyper, {"w": (3, 4)}, seed=data.draw(st.integers(0, 1000)))
-    assert not problem, f"{label} with {hyper}: {problem}"
-
-
-@share_of_profile(1 / 4)
-@given(data=st.data())
-def test_state_survives_a_round_trip_and_the_trajectory_continues_identically(optimizer_runner, data):
-    label, name, make = optimizer_runner
-    hyper = data.draw(hyper_strategy(name), label="hyper")
-    problem = check_state_round_trip(make(), hyper, {"w": (2, 3)}, seed=data.draw(st.integers(0, 1000)))
+    problem = check(make(), hyper, shapes, seed=data.draw(st.integers(0, 1000)))
     assert not problem, f"{label} with {hyper}: {problem}"

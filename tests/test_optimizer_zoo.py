@@ -4,53 +4,46 @@ values."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
 
 from reference_impl import optimizers as ref
 from gradcheck import Candidate
 from gradcheck.optim import ReferenceRunner, compare_trajectories, optimizer_runners, trajectories
 
 
-def adam_without_bias_correction(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                                 amsgrad=False, maximize=False):
-    def update(p, g, s):
-        g = -g if maximize else g
-        if weight_decay:
-            g = g + weight_decay * p
-        b1, b2 = betas
-        m = b1 * s.get("exp_avg", np.zeros_like(p)) + (1 - b1) * g
-        v = b2 * s.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
-        s.update(step=s.get("step", 0) + 1, exp_avg=m, exp_avg_sq=v)
-        if amsgrad:
-            v = np.maximum(s.get("max_exp_avg_sq", np.zeros_like(p)), v)
-            s["max_exp_avg_sq"] = v
-        return p - lr * m / (np.sqrt(v) + eps), s  # m and v used raw: no bias correction
+def _adam_variant(bug):
+    """Adam with one planted mistake: "no-bias-correction" or "eps-inside-sqrt"."""
 
-    return ref._each(params, grads, state, update)
+    def step(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+             maximize=False):
+        def update(p, g, s):
+            g = -g if maximize else g
+            if weight_decay:
+                g = g + weight_decay * p
+            b1, b2 = betas
+            t = s.get("step", 0) + 1
+            m = b1 * s.get("exp_avg", np.zeros_like(p)) + (1 - b1) * g
+            v = b2 * s.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
+            s.update(step=t, exp_avg=m, exp_avg_sq=v)
+            if amsgrad:
+                v = np.maximum(s.get("max_exp_avg_sq", np.zeros_like(p)), v)
+                s["max_exp_avg_sq"] = v
+            if bug == "no-bias-correction":  # m and v used raw
+                return p - lr * m / (np.sqrt(v) + eps), s
+            return p - lr * (m / (1 - b1**t)) / np.sqrt(v / (1 - b2**t) + eps), s  # eps inside the root
+
+        return ref._each(params, grads, state, update)
+
+    return step
+
+
+adam_without_bias_correction = _adam_variant("no-bias-correction")
+adam_eps_inside_sqrt = _adam_variant("eps-inside-sqrt")
 
 
 def adamw_with_l2(params, grads, state, weight_decay=1e-2, **hyper):
     # "AdamW" that decays through the gradient, i.e. Adam with L2
     return ref.adam(params, grads, state, weight_decay=weight_decay, **hyper)
-
-
-def adam_eps_inside_sqrt(params, grads, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                         amsgrad=False, maximize=False):
-    def update(p, g, s):
-        g = -g if maximize else g
-        if weight_decay:
-            g = g + weight_decay * p
-        b1, b2 = betas
-        t = s.get("step", 0) + 1
-        m = b1 * s.get("exp_avg", np.zeros_like(p)) + (1 - b1) * g
-        v = b2 * s.get("exp_avg_sq", np.zeros_like(p)) + (1 - b2) * g * g
-        s.update(step=t, exp_avg=m, exp_avg_sq=v)
-        if amsgrad:
-            v = np.maximum(s.get("max_exp_avg_sq", np.zeros_like(p)), v)
-            s["max_exp_avg_sq"] = v
-        return p - lr * (m / (1 - b1**t)) / np.sqrt(v / (1 - b2**t) + eps), s
-
-    return ref._each(params, grads, state, update)
 
 
 def _sgd_variant(bug):

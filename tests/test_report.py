@@ -1,8 +1,6 @@
 """Reports: streaming, aggregation, the files, comparing runs, the main job."""
 
-import json
 import math
-import os
 import signal
 import subprocess
 import sys
