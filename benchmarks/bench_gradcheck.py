@@ -86,6 +86,9 @@ def models(quick):
 
 
 def timed(fn, repeat=1, budget=None):
+    """Median seconds of ``repeat`` calls after one untimed call: first-call costs
+    (kernels chosen for a new shape, buffers first touched) are not the check's."""
+    fn()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -94,6 +97,20 @@ def timed(fn, repeat=1, budget=None):
         if budget and sum(times) > budget:
             break
     return statistics.median(times), result
+
+
+def interleaved(fns: dict, rounds: int):
+    """Median seconds of each of ``fns``, timed in turn within each of ``rounds``
+    rounds (after one untimed call of each): a slow spell of a shared machine
+    then falls on every method alike, and their ratios stay fair."""
+    results = {k: fn() for k, fn in fns.items()}
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            results[k] = fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}, results
 
 
 def torch_fn(graph, tensors, names):
@@ -114,22 +131,24 @@ def measure(name, graph, slow_limit, full_limit):
     names = [l.name for l in graph.differentiable_leaves]
     n = graph.size
     row = {"model": name, "params": n}
-    fb, _ = timed(lambda: src.run(graph, tensors), repeat=7)
-    row["fwd+bwd s"] = fb
-    d, recs = timed(lambda: check_pair(case, src, FiniteDifferences(src, "central", "directional", n_directions=2),
-                                       tensors=tensors), repeat=3)
-    assert {r.status for r in recs} <= {"pass", "nondifferentiable"}, [r.message for r in recs]
-    row["directional s"] = d
     inputs = [torch.tensor(tensors[k], dtype=torch.float64, requires_grad=True) for k in names]
     fn = torch_fn(graph, tensors, names)
-    tf, ok = timed(lambda: torch.autograd.gradcheck(fn, inputs, fast_mode=True), repeat=3)
-    row["torch fast s"] = tf
+    fd = FiniteDifferences(src, "central", "directional", n_directions=2)
+    times, results = interleaved({
+        "fwd+bwd s": lambda: src.run(graph, tensors),
+        "directional s": lambda: check_pair(case, src, fd, tensors=tensors),
+        "torch fast s": lambda: torch.autograd.gradcheck(fn, inputs, fast_mode=True),
+    }, rounds=9)
+    recs = results["directional s"]
+    assert {r.status for r in recs} <= {"pass", "nondifferentiable"}, [r.message for r in recs]
+    row.update(times)
     if n <= full_limit:
-        full, recs = timed(lambda: check_pair(case, src, FiniteDifferences(src, "central", "full"), tensors=tensors))
+        full, recs = timed(lambda: check_pair(case, src, FiniteDifferences(src, "central", "full"), tensors=tensors),
+                           repeat=3, budget=5.0)
         assert {r.status for r in recs} <= {"pass", "nondifferentiable"}, [r.message for r in recs]
         row["full s"] = full
     if n <= slow_limit:
-        ts, ok = timed(lambda: torch.autograd.gradcheck(fn, inputs, fast_mode=False))
+        ts, ok = timed(lambda: torch.autograd.gradcheck(fn, inputs, fast_mode=False), repeat=3, budget=5.0)
         row["torch slow s"] = ts
     return row
 

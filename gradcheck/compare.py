@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from .graph import Graph
+from .numeric import dot as numeric_dot
 from .sources import ANALYTIC, SourceResult
 
 __all__ = ["Tolerance", "TOLERANCES", "tolerance_for", "CheckRecord", "compare", "STATUSES"]
@@ -142,8 +143,8 @@ def _judge(a, b, predicted, tol, kink=None, case_scale=0.0):
         nondiff = int(np.sum(kink & (ratios > 1)))
         ratios = np.where(kink, 0.0, ratios)
     flat = int(np.argmax(ratios)) if ratios.size else 0
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    cosine = float(np.dot(a.ravel(), b.ravel()) / (na * nb)) if na > 0 and nb > 0 else float(na == nb)
+    na, nb = math.sqrt(numeric_dot(a, a)), math.sqrt(numeric_dot(b, b))
+    cosine = numeric_dot(a, b) / (na * nb) if na > 0 and nb > 0 else float(na == nb)
     return {
         "max_abs_err": float(np.max(diff, initial=0.0)),
         "max_rel_err": float(np.max(diff, initial=0.0) / bmax) if bmax > 0 else float(np.max(diff, initial=0.0)),
@@ -229,12 +230,13 @@ def compare(graph: Graph, a: SourceResult, b: SourceResult, *, seed: int = 0,
                                    seconds, kink, case_scale))
         elif name in a.grads and name in b.directional:
             dirs, fd = b.directional[name]
-            proj = np.tensordot(dirs, np.asarray(a.grads[name], dtype=np.float64), axes=a.grads[name].ndim)
+            g = np.asarray(a.grads[name], dtype=np.float64)
+            proj = np.array([numeric_dot(d, g) for d in dirs])
             records.append(_record(graph, seed, a, b, name, op, proj, fd.value, fd.error, tol, seconds, fd.kink))
     if b.joint is not None:
         dirs, fd = b.joint
-        proj = np.array([sum(float(np.sum(np.asarray(a.grads[n], dtype=np.float64) * d[n])) for n in d)
-                         for d in dirs])
+        grads = {n: np.asarray(a.grads[n], dtype=np.float64) for n in dirs[0]} if dirs else {}
+        proj = np.array([sum(numeric_dot(grads[n], d[n]) for n in d) for d in dirs])
         records.append(_record(graph, seed, a, b, JOINT, "", proj, fd.value, fd.error, tol, seconds, fd.kink))
     if outputs:
         for node in graph.nodes:

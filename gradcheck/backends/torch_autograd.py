@@ -197,18 +197,31 @@ class TorchSource:
             values = self._forward(graph, self._leaves(graph, tensors, False))
         return values[graph.output].double().cpu().numpy()
 
-    def forward_along(self, graph: Graph, tensors: dict, directions: dict, steps) -> list:
+    def forward_along(self, graph: Graph, tensors: dict, directions: dict, steps, memo=None) -> list:
         """The loss at x + t * directions for each t in ``steps``: the tensors and the
-        direction go to torch once, and each step is taken there."""
+        direction go to torch once, and each step is taken there.  ``memo``: a dict
+        the caller keeps for one graph and one set of tensors, so that the tensors
+        are converted, and buffers for the moved point allocated, once for all
+        directions."""
         torch = _torch()
+        memo = {} if memo is None else memo
         with torch.no_grad():
-            base = self._leaves(graph, tensors, False)
+            if "base" not in memo:
+                memo["base"] = self._leaves(graph, tensors, False)
+            base = memo["base"]
             dirs = {n: torch.as_tensor(np.asarray(v), device=self.device).to(self.torch_dtype)
                     for n, v in directions.items()}
+            # One buffer a tensor, rewritten at each step in one fused kernel: no fresh
+            # allocation (and page faults) the size of the model a forward.
+            moved = memo.setdefault("moved", {})
+            for n in dirs:
+                if n not in moved:
+                    moved[n] = torch.empty_like(base[n])
             out = []
             for t in steps:
-                values = {**base, **{n: base[n] + t * v for n, v in dirs.items()}}
-                out.append(float(self._forward(graph, values)[graph.output]))
+                for n, v in dirs.items():
+                    torch.add(base[n], v, alpha=t, out=moved[n])
+                out.append(float(self._forward(graph, {**base, **moved})[graph.output]))
         return out
 
     def forward_with_branches(self, graph: Graph, tensors: dict):
@@ -225,11 +238,12 @@ class TorchSource:
                 for k, v in values.items()}
         return host[graph.output], branch_signature(graph, host)
 
-    def batched_forward(self, graph: Graph, tensors: dict, name: str, index, steps) -> np.ndarray:
+    def batched_forward(self, graph: Graph, tensors: dict, name: str, index, steps, memo=None) -> np.ndarray:
         """The loss at copies of leaf ``name`` with element ``index[j]`` moved by
         ``steps[j]``, all copies in one ``torch.func.vmap`` call (built by one scatter
         in torch, never as NumPy copies); a graph with an op vmap cannot batch is
-        run copy by copy instead."""
+        run copy by copy instead.  ``memo``: a dict the caller keeps for one graph
+        and one set of tensors, so the unperturbed forward is made once."""
         torch = _torch()
         with torch.no_grad():
             base = self._leaves(graph, tensors, False)
@@ -241,8 +255,12 @@ class TorchSource:
                 np.asarray(steps), device=self.device, dtype=self.torch_dtype)
             xs = flat.reshape((n,) + tuple(x.shape))
             # Only nodes downstream of the perturbed leaf change: the rest come from one
-            # forward at the unperturbed point.
-            values = self._forward(graph, dict(base))
+            # forward at the unperturbed point, made once for every batch of this case.
+            if memo is None or "unperturbed" not in memo:
+                values = self._forward(graph, dict(base))
+                if memo is not None:
+                    memo["unperturbed"] = values
+            values = memo["unperturbed"] if memo is not None else values
             downstream = _downstream(graph, name)
             fixed = {k: v for k, v in values.items() if k not in downstream}
 
