@@ -247,6 +247,13 @@ def _record(t: Trajectory, a, b, tensor, av, bv, tol, step, seconds, dtype):
                   rtol=tol.rtol, atol=tol.atol, seconds=seconds)
     av = np.asarray(av, dtype=np.float64)
     bv = np.asarray(bv, dtype=np.float64)
+    if av.shape == bv.shape and not np.all(np.isfinite(av)) and _diverged(bv, dtype):
+        # Both went out of range: no optimizer, right or wrong, can be compared there.
+        biggest = float(np.max(np.abs(np.nan_to_num(bv, nan=np.inf)), initial=0.0))
+        return CheckRecord(**common, max_abs_err=math.nan, max_rel_err=math.nan, cosine=math.nan, ratio=math.nan,
+                           status="skipped", message=f"step {step} of {t.steps}, {tensor}: the trajectory diverged "
+                           f"({b.name} reached |x| = {biggest:.3g}, beyond the range of {dtype}); "
+                           "not compared from this step on")
     if av.shape != bv.shape or not np.all(np.isfinite(av)):
         why = (f"shape {av.shape} against {bv.shape}" if av.shape != bv.shape else
                f"{a.name} has non-finite values")
@@ -259,6 +266,13 @@ def _record(t: Trajectory, a, b, tensor, av, bv, tol, step, seconds, dtype):
         + failure_message(r, tol, a.name, b.name))
     r.pop("allowed")
     return CheckRecord(**common, **r, status=status, message=message)
+
+
+def _diverged(values, dtype) -> bool:
+    """Values non-finite, or within a factor 1e3 of the largest finite ``dtype``."""
+    limit = float(np.finfo(dtype).max) if dtype in ("float64", "float32", "float16") else 3.0e38
+    with np.errstate(invalid="ignore"):
+        return bool(np.any(~np.isfinite(values)) or np.max(np.abs(values), initial=0.0) > limit / 1e3)
 
 
 def _hyper_text(hyper):

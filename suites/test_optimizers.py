@@ -12,7 +12,8 @@ from gradcheck.testing import share_of_profile
 
 
 def _assert_records(records):
-    bad = [r for r in records if r.status != "pass"]
+    # "skipped": the trajectory diverged beyond the dtype's range, where nothing compares
+    bad = [r for r in records if not r.passed]
     assert not bad, "\n\n".join(f"[{r.status}] {r.source_a} against {r.source_b}, {r.dtype}:\n{r.message}"
                                 for r in bad[:3])
 

@@ -182,3 +182,41 @@ def test_pytest_optimizer_option_checks_a_candidate_optimizer():
                          cwd=root, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:]
     assert "my-layers-sgd" in out.stdout and "5 passed" in out.stdout
+
+
+DIVERGING = ('{"leaves":[{"dtype":"float","init":{"kind":"normal","std":1.0},"name":"x1","role":"input","shape":[1,3]},'
+             '{"dtype":"float","init":{"kind":"normal","std":0.5},"name":"p2","role":"param","shape":[3,2]},'
+             '{"dtype":"float","init":{"kind":"normal","std":0.5},"name":"p4","role":"param","shape":[1,2]},'
+             '{"dtype":"float","init":{"kind":"normal","std":0.5},"name":"p5","role":"param","shape":[1]},'
+             '{"dtype":"float","init":{"kind":"normal","std":1.0},"name":"target7","role":"input","shape":[1,1]}],'
+             '"nodes":[{"hyper":{},"inputs":["x1","p2"],"name":"matm_3","op":"matmul"},'
+             '{"hyper":{},"inputs":["matm_3","p4","p5"],"name":"line_6","op":"linear"},'
+             '{"hyper":{},"inputs":["line_6","target7"],"name":"loss","op":"mse"}],"output":"loss"}')
+
+
+def test_a_trajectory_that_diverges_beyond_float32_is_skipped_from_there_not_an_error():
+    # Gradient ascent on a product of parameters: float32 overflows at step 6, and so
+    # does the float64 reference's value range for float32; nothing can be compared.
+    from gradcheck.optim import Trajectory, TorchRunner
+
+    hyper = {"lr": 0.1, "weight_decay": 0.0, "maximize": True, "momentum": 0.9, "dampening": 0.0, "nesterov": True}
+    t = Trajectory("sgd", hyper, {}, 6, 6, graph=DIVERGING)
+    records = compare_trajectories(t, TorchRunner("sgd", dtype="float32"), ReferenceRunner("sgd"))
+    assert "error" not in {r.status for r in records} and "fail" not in {r.status for r in records}
+    skipped = [r for r in records if r.status == "skipped"]
+    assert skipped and all("diverged" in r.message and "beyond the range of float32" in r.message for r in skipped)
+    assert any(r.status == "pass" for r in records)  # the steps before it were compared
+
+
+def test_a_candidate_that_overflows_while_the_reference_stays_in_range_is_still_an_error():
+    def overflowing(params, grads, state, lr=0.1, **hyper):
+        with np.errstate(over="ignore"):
+            return {k: p * 1e308 * 1e10 for k, p in params.items()}, state
+
+    c = Candidate("overflowing")
+    c.optimizer("sgd")(overflowing)
+    (runner,) = optimizer_runners(c)
+    from gradcheck.optim import Trajectory
+
+    records = compare_trajectories(Trajectory("sgd", {"lr": 0.1}, {"w": (2,)}, 3), runner, ReferenceRunner("sgd"))
+    assert records[-1].status == "error" and "non-finite" in records[-1].message, records[-1].message
