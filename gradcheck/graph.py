@@ -164,6 +164,15 @@ class Graph:
             self.__dict__["_plan"] = cached
         return cached
 
+    def downstream(self, name) -> frozenset:
+        """Names of the nodes whose value depends on ``name`` (and ``name`` itself):
+        all a perturbation of it changes."""
+        out = {name}
+        for node in self.nodes:
+            if any(i in out for i in node.inputs):
+                out.add(node.name)
+        return frozenset(out)
+
     def consumers(self, name) -> list:
         return [n for n in self.nodes if name in n.inputs]
 

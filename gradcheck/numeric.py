@@ -311,7 +311,9 @@ def jacobian_batched(batched, tensors: dict, wrt, method: str = "central", chunk
     """Like ``jacobian`` for a scalar ``f``, but evaluating perturbed copies in
     batches: ``batched(name, index, steps)`` returns f at copies of tensor ``name``
     whose flat element ``index[j]`` moved by ``steps[j]``, as many copies a batch
-    as fit in ``chunk_bytes``.  Central and Richardson only."""
+    as fit in ``chunk_bytes``; or ``(f, crossed)`` with a boolean per copy that
+    left the branch of x, which becomes the result's ``kink`` (Note [Kinks]).
+    Central and Richardson only."""
     if method not in ("central", "richardson"):
         raise ValueError(f"batched differences take 'central' or 'richardson', not {method!r}")
     out = {}
@@ -321,18 +323,24 @@ def jacobian_batched(batched, tensors: dict, wrt, method: str = "central", chunk
         eps = eps_of(x.dtype)
         flat = x.reshape(-1)
         values, errors = np.empty(x.size), np.empty(x.size)
+        kinks = None
         chunk = max(1, min(x.size, chunk_bytes // max(2 * x.nbytes, 1)))  # 2 copies an element: + and -
         for start in range(0, x.size, chunk):
             idx = np.arange(start, min(start + chunk, x.size))
             h = h0 * np.maximum(1.0, np.abs(flat[idx]))
 
             def stencil(step):
+                nonlocal kinks
                 step = step.astype(x.dtype)
                 # the step actually taken, after x +- h is rounded to x's dtype
                 taken = (flat[idx] + step).astype(np.float64) - (flat[idx] - step).astype(np.float64)
                 # both sides of the stencil in one batch: one call, half the overhead
-                f = np.asarray(batched(name, np.concatenate([idx, idx]), np.concatenate([step, -step])),
-                               dtype=np.float64)
+                f = batched(name, np.concatenate([idx, idx]), np.concatenate([step, -step]))
+                if isinstance(f, tuple):
+                    f, crossed = f
+                    kinks = np.zeros(x.size, dtype=bool) if kinks is None else kinks
+                    kinks[idx] |= crossed[: len(idx)] | crossed[len(idx):]
+                f = np.asarray(f, dtype=np.float64)
                 fp, fm = f[: len(idx)], f[len(idx):]
                 return (fp - fm) / taken, eps * (np.abs(fp) + np.abs(fm)) / taken
 
@@ -342,5 +350,6 @@ def jacobian_batched(batched, tensors: dict, wrt, method: str = "central", chunk
             else:
                 d2, _ = stencil(h / 2)
                 values[idx], errors[idx] = (4 * d2 - d1) / 3, 3 * r1 + _richardson_bound(d1, d2)
-        out[name] = FDResult(values.reshape(x.shape), errors.reshape(x.shape), None)
+        out[name] = FDResult(values.reshape(x.shape), errors.reshape(x.shape),
+                             None if kinks is None else kinks.reshape(x.shape))
     return out

@@ -142,6 +142,43 @@ class ReferenceSource:
         values, _ = executor.forward(graph.plan(), self._cast(tensors), self.ops)
         return values[graph.output], branch_signature(graph, values)
 
+    def batched_forward(self, graph: Graph, tensors: dict, name: str, index, steps, memo=None) -> np.ndarray:
+        """The loss at copies of leaf ``name`` with flat element ``index[j]`` moved by
+        ``steps[j]`` (in the tensor's own dtype, before any cast), each copy running
+        only the nodes downstream of ``name``: the rest come from one unperturbed
+        forward, made once a graph when the caller keeps ``memo``.
+
+        Returns the losses, and when a kink op lies downstream also whether each
+        copy left the branch of the unperturbed point (Note [Kinks])."""
+        self._require(graph)
+        memo = {} if memo is None else memo
+        if "unperturbed" not in memo:
+            memo["unperturbed"] = executor.forward(graph.plan(), self._cast(tensors), self.ops)[0]
+        unperturbed = memo["unperturbed"]
+        downstream = graph.downstream(name)
+        fixed = {k: v for k, v in unperturbed.items() if k not in downstream}
+        steps_down = [s for s in graph.plan() if s[0] in downstream]
+        kinky = [s for s in steps_down if get_op(s[1]).branch is not None]
+
+        def signature(values):
+            return [get_op(op).branch(*(values[i] for i in inputs), **hyper).tobytes()
+                    for _, op, inputs, hyper in kinky]
+
+        base = signature(unperturbed)
+        x = np.array(tensors[name])
+        flat = x.reshape(-1)
+        out, crossed = np.empty(len(index)), np.zeros(len(index), dtype=bool)
+        for j, (i, step) in enumerate(zip(index, steps)):
+            old = flat[i]
+            flat[i] = old + step
+            moved = self._cast({name: x})[name]
+            values, _ = executor.forward(steps_down, {**fixed, name: moved}, self.ops)
+            out[j] = np.real(values[graph.output])
+            if kinky:
+                crossed[j] = signature(values) != base
+            flat[i] = old
+        return (out, crossed) if kinky else out
+
     def run(self, graph: Graph, tensors: dict) -> SourceResult:
         self._require(graph)
         t0 = time.perf_counter()
@@ -263,6 +300,8 @@ class FiniteDifferences:
             for name, r in numeric.jacobian_batched(lambda n, idx, steps: batched(graph, tensors, n, idx, steps, memo),
                                                     tensors, names, self.method).items():
                 result.grads[name], result.grad_errors[name] = r.value, r.error
+                if r.kink is not None:
+                    result.grad_kinks[name] = r.kink
         elif mode == "full":
             f, kinky = self._objective(graph)
             for name, r in numeric.jacobian(f, tensors, names, self.method, kinky).items():

@@ -111,15 +111,6 @@ class _LazyOps(dict):
 TORCH_OPS = _LazyOps()  # op name -> torch function(*tensors, **hyper); built on first use
 
 
-def _downstream(graph, leaf):
-    """Names of the nodes whose value depends on ``leaf``."""
-    out = {leaf}
-    for node in graph.nodes:
-        if any(i in out for i in node.inputs):
-            out.add(node.name)
-    return out
-
-
 class TorchSource:
     """Builds a graph from ``torch.nn.functional`` on ``device`` in ``dtype`` and
     differentiates it with autograd.
@@ -261,7 +252,7 @@ class TorchSource:
                 if memo is not None:
                     memo["unperturbed"] = values
             values = memo["unperturbed"] if memo is not None else values
-            downstream = _downstream(graph, name)
+            downstream = graph.downstream(name)
             fixed = {k: v for k, v in values.items() if k not in downstream}
 
             def loss_at(xi):
