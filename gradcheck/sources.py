@@ -144,39 +144,40 @@ class ReferenceSource:
 
     def batched_forward(self, graph: Graph, tensors: dict, name: str, index, steps, memo=None) -> np.ndarray:
         """The loss at copies of leaf ``name`` with flat element ``index[j]`` moved by
-        ``steps[j]`` (in the tensor's own dtype, before any cast), each copy running
-        only the nodes downstream of ``name``: the rest come from one unperturbed
-        forward, made once a graph when the caller keeps ``memo``.
+        ``steps[j]`` (in the tensor's own dtype, before any cast).  Only the nodes
+        downstream of ``name`` run, on the whole stack of copies at once
+        (``gradcheck.batching``); the rest come from one unperturbed forward, made
+        once a graph when the caller keeps ``memo``.
 
         Returns the losses, and when a kink op lies downstream also whether each
         copy left the branch of the unperturbed point (Note [Kinks])."""
+        from .batching import forward_copies, slices
+
         self._require(graph)
         memo = {} if memo is None else memo
         if "unperturbed" not in memo:
             memo["unperturbed"] = executor.forward(graph.plan(), self._cast(tensors), self.ops)[0]
         unperturbed = memo["unperturbed"]
         downstream = graph.downstream(name)
-        fixed = {k: v for k, v in unperturbed.items() if k not in downstream}
         steps_down = [s for s in graph.plan() if s[0] in downstream]
+        x = np.asarray(tensors[name])
+        index = np.asarray(index)
+        copies = np.repeat(x.reshape(1, -1), len(index), axis=0)
+        copies[np.arange(len(index)), index] += np.asarray(steps, dtype=x.dtype)
+        copies = self._cast({name: copies.reshape((len(index),) + x.shape)})[name]
+        fixed = {k: v for k, v in unperturbed.items() if k not in downstream}
         kinky = [s for s in steps_down if get_op(s[1]).branch is not None]
-
-        def signature(values):
-            return [get_op(op).branch(*(values[i] for i in inputs), **hyper).tobytes()
-                    for _, op, inputs, hyper in kinky]
-
-        base = signature(unperturbed)
-        x = np.array(tensors[name])
-        flat = x.reshape(-1)
+        base = [get_op(op).branch(*(unperturbed[i] for i in inputs), **hyper).tobytes()
+                for _, op, inputs, hyper in kinky]
+        per_copy = sum(np.asarray(unperturbed[k]).nbytes for k in downstream)
         out, crossed = np.empty(len(index)), np.zeros(len(index), dtype=bool)
-        for j, (i, step) in enumerate(zip(index, steps)):
-            old = flat[i]
-            flat[i] = old + step
-            moved = self._cast({name: x})[name]
-            values, _ = executor.forward(steps_down, {**fixed, name: moved}, self.ops)
-            out[j] = np.real(values[graph.output])
-            if kinky:
-                crossed[j] = signature(values) != base
-            flat[i] = old
+        for part in slices(len(index), per_copy):
+            values, stacked = forward_copies(steps_down, fixed, name, copies[part], self.ops)
+            out[part] = np.real(values[graph.output])
+            for j in range(part.stop - part.start) if kinky else ():
+                crossed[part.start + j] = base != [
+                    get_op(op).branch(*(values[i][j] if i in stacked else values[i] for i in inputs),
+                                      **hyper).tobytes() for _, op, inputs, hyper in kinky]
         return (out, crossed) if kinky else out
 
     def run(self, graph: Graph, tensors: dict) -> SourceResult:

@@ -1,4 +1,6 @@
-"""Losses: a scalar from predictions and targets.  ``reduction`` is 'mean' or 'sum'."""
+"""Losses: a scalar from predictions and targets.  ``reduction`` is 'mean' or 'sum';
+'none' gives the per-element losses (graphs end in a scalar, but a stack of
+perturbed copies is reduced copy by copy from them)."""
 
 import numpy as np
 
@@ -10,7 +12,9 @@ def _reduce(per_element, reduction):
         return per_element.mean(), per_element.size
     if reduction == "sum":
         return per_element.sum(), 1
-    raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if reduction == "none":
+        return per_element, 1
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
 def mse_forward(pred, target, reduction="mean"):
@@ -71,7 +75,7 @@ def cross_entropy_backward(cache, g):
     logp, target, count = cache
     grad = np.exp(logp)
     grad[np.arange(grad.shape[0]), target] -= 1
-    return g * grad / count, None
+    return np.reshape(g, (-1, 1)) * grad / count, None  # g: a scalar, or one a row (reduction "none")
 
 
 def weighted_sum_forward(x, weight):

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from ..batching import slices
 from ..graph import Graph
 from ..sources import ANALYTIC, SourceResult, Unsupported
 
@@ -260,7 +261,9 @@ class TorchSource:
 
             if getattr(self, "_vmap_ok", {}).get(graph.case_id, True):
                 try:
-                    return torch.func.vmap(loss_at)(xs).double().cpu().numpy()
+                    per_copy = sum(v.element_size() * v.numel() for k, v in values.items() if k in downstream)
+                    return np.concatenate([torch.func.vmap(loss_at)(xs[part]).double().cpu().numpy()
+                                           for part in slices(n, per_copy)])
                 except Exception:
                     # Anything vmap cannot batch (an autograd.Function without
                     # setup_context, say) runs copy by copy; a real error recurs there.

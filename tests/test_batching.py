@@ -1,0 +1,136 @@
+"""The NumPy reference's vectorised forwards over stacks of perturbed copies agree
+with running each copy on its own, for every op, sample and moved input; and full
+differences built on them agree with the element-by-element ones."""
+
+import numpy as np
+import pytest
+
+import reference_impl
+from reference_impl import Op, executor, losses
+from gradcheck import batching
+from gradcheck.check import Case, op_cases
+from gradcheck.graph import GraphBuilder
+from gradcheck.ops import BUILTIN_OPS
+from gradcheck.sources import FiniteDifferences, ReferenceSource
+
+
+def _cases():
+    for op in sorted(BUILTIN_OPS):
+        for i, case in enumerate(op_cases(op)):
+            for leaf in case.graph.differentiable_leaves:
+                yield pytest.param(case, leaf.name, id=f"{op}-{i}-{leaf.name}")
+
+
+def _one_by_one(graph, tensors, name, copies):
+    return np.array([executor.forward(graph.plan(), {**tensors, name: c})[0][graph.output] for c in copies])
+
+
+@pytest.mark.parametrize("case,name", list(_cases()))
+def test_stacked_copies_give_each_copy_its_own_loss(case, name):
+    graph, tensors = case.graph, case.tensors()
+    x = tensors[name]
+    rng = np.random.default_rng(0)
+    copies = x[None] + 1e-3 * rng.standard_normal((5,) + x.shape)
+    down = graph.downstream(name)
+    unperturbed = executor.forward(graph.plan(), tensors)[0]
+    values, stacked = batching.forward_copies([s for s in graph.plan() if s[0] in down],
+                                              {k: v for k, v in unperturbed.items() if k not in down},
+                                              name, copies, reference_impl.OPS)
+    expected = _one_by_one(graph, tensors, name, copies)
+    assert values[graph.output].shape == (5,)
+    np.testing.assert_allclose(values[graph.output], expected, rtol=1e-13, atol=1e-15)
+
+
+def test_every_op_with_a_rule_is_applied_by_it_not_copy_by_copy(monkeypatch):
+    calls = []
+    monkeypatch.setattr(batching, "_loop", lambda *a: calls.append(a) or np.zeros(a[-1]))
+    x = np.random.default_rng(1).standard_normal((3, 2, 4))
+    out = batching.apply("tanh", reference_impl.OPS["tanh"].forward, [x], [True], {}, 3)
+    assert not calls and np.array_equal(out, np.tanh(x))
+    # a candidate's forward (not the reference's) goes copy by copy even where a rule exists
+    batching.apply("tanh", lambda x: (np.tanh(x), None), [x], [True], {}, 3)
+    assert len(calls) == 1
+
+
+def test_losses_with_reduction_none_give_the_elements_the_mean_averages():
+    p, t = np.random.default_rng(2).standard_normal((2, 4, 3))
+    per, _ = losses.mse_forward(p, t, reduction="none")
+    assert per.shape == (4, 3) and np.isclose(per.mean(), losses.mse_forward(p, t)[0])
+    logits, target = p, np.array([0, 2, 1, 1])
+    per, cache = losses.cross_entropy_forward(logits, target, reduction="none")
+    assert per.shape == (4,) and np.isclose(per.sum(), losses.cross_entropy_forward(logits, target, "sum")[0])
+    # its VJP with one cotangent a row equals the sum-reduced VJP scaled row by row
+    g = np.array([1.0, 2.0, 0.5, -1.0])
+    gx, _ = losses.cross_entropy_backward(cache, g)
+    _, cache_sum = losses.cross_entropy_forward(logits, target, "sum")
+    rows = [losses.cross_entropy_backward(cache_sum, 1.0)[0][i] * g[i] for i in range(4)]
+    np.testing.assert_allclose(gx, np.array(rows))
+    with pytest.raises(ValueError, match="'mean', 'sum' or 'none'"):
+        losses.mse_forward(p, t, reduction="avg")
+
+
+def _cnn():
+    b = GraphBuilder()
+    h = b.op("relu", b.op("conv2d", b.input("x", (2, 3, 6, 6)), b.param("k", (4, 3, 3, 3)), b.param("c", (4,)),
+                          padding=1))
+    h = b.op("flatten", b.op("max_pool2d", h, kernel_size=2))
+    h = b.op("linear", h, b.param("w", (5, 36)), b.param("bw", (5,)))
+    return b.build(b.op("cross_entropy", h, b.const("y", (2,), dtype="int", init={"kind": "randint", "high": 5}),
+                        name="loss"))
+
+
+def test_batched_full_differences_of_the_reference_match_element_by_element_ones():
+    case = Case(_cnn(), seed=3)
+    tensors, ref = case.tensors(), ReferenceSource()
+    batched = FiniteDifferences(ref).run(case.graph, tensors)
+
+    class Plain:  # the same reference without batched_forward: one forward an element
+        name = "plain"
+        forward = staticmethod(ref.forward)
+        forward_with_branches = staticmethod(ref.forward_with_branches)
+
+    plain = FiniteDifferences(Plain()).run(case.graph, tensors)
+    for name in batched.grads:
+        np.testing.assert_allclose(batched.grads[name], plain.grads[name], rtol=1e-9, atol=1e-10)
+        # kinks found the same way: a copy whose relu or max-pool branch changed
+        np.testing.assert_array_equal(batched.grad_kinks.get(name, False), plain.grad_kinks.get(name, False))
+
+
+def test_a_candidate_numpy_op_runs_copy_by_copy_and_its_bug_is_still_found():
+    bad = ReferenceSource({"relu": Op(reference_impl.OPS["relu"].forward, lambda pos, g: (g,))}, name="bad-relu")
+    case = Case(_cnn(), seed=3)
+    from gradcheck.check import check_pair
+
+    records = check_pair(case, bad, FiniteDifferences(bad))
+    assert any(r.status == "fail" and r.tensor in ("x", "k", "c") for r in records)
+
+
+def test_slices_hold_as_many_copies_as_the_budget_allows():
+    assert batching.slices(10, 30, budget=100) == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 10)]
+    assert batching.slices(3, 10**9, budget=100) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+
+
+def _first_input_cases():
+    for op in sorted(batching.RULES):
+        for i, case in enumerate(op_cases(op)):
+            node = case.graph.nodes[0]
+            first = node.inputs[0]
+            if first in {leaf.name for leaf in case.graph.differentiable_leaves}:
+                yield pytest.param(case, node, id=f"{op}-{i}")
+
+
+@pytest.mark.parametrize("case,node", list(_first_input_cases()))
+def test_ops_with_a_rule_never_fall_back_to_the_loop_when_their_first_input_is_stacked(case, node, monkeypatch):
+    def no_loop(*a):
+        raise AssertionError(f"{node.op} ran copy by copy")
+
+    monkeypatch.setattr(batching, "_loop", no_loop)
+    tensors = case.tensors()
+    args = [tensors[i] for i in node.inputs]
+    stacked = np.stack([args[0], args[0] * 1.001, args[0] - 0.5])
+    hyper = case.graph.plan()[0][3]
+    out = batching.apply(node.op, reference_impl.OPS[node.op].forward, [stacked] + args[1:],
+                         [True] + [False] * (len(args) - 1), hyper, 3)
+    for j in range(3):
+        alone = reference_impl.OPS[node.op].forward(stacked[j], *args[1:], **hyper)[0]
+        np.testing.assert_allclose(out[j], alone, rtol=1e-13, atol=1e-15)
