@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from gradcheck.check import Case, check_pair  # noqa: E402
 from gradcheck.graph import GraphBuilder  # noqa: E402
-from gradcheck.sources import FiniteDifferences  # noqa: E402
+from gradcheck.sources import FiniteDifferences, ReferenceSource  # noqa: E402
 from gradcheck.backends.torch_autograd import TorchSource  # noqa: E402
 
 
@@ -150,13 +150,26 @@ def measure(name, graph, slow_limit, full_limit):
     if n <= slow_limit:
         ts, ok = timed(lambda: torch.autograd.gradcheck(fn, inputs, fast_mode=False), repeat=3, budget=5.0)
         row["torch slow s"] = ts
+    # The NumPy reference as the source under test: its own fwd+bwd is the unit.
+    ref = ReferenceSource()
+    ref_fd = FiniteDifferences(ref, "central", "directional", n_directions=2)
+    times, results = interleaved({"ref fwd+bwd s": lambda: ref.run(graph, tensors),
+                                  "ref directional s": lambda: check_pair(case, ref, ref_fd, tensors=tensors)},
+                                 rounds=5)
+    assert {r.status for r in results["ref directional s"]} <= {"pass", "nondifferentiable"}
+    row.update(times)
+    if n <= full_limit:
+        full, recs = timed(lambda: check_pair(case, ref, FiniteDifferences(ref, "central", "full"), tensors=tensors),
+                           repeat=3, budget=5.0)
+        assert {r.status for r in recs} <= {"pass", "nondifferentiable"}, [r.message for r in recs]
+        row["ref full s"] = full
     return row
 
 
 def memory_of_directional(model_name, width):
     """Peak resident memory added by a directional check, in a fresh process."""
     code = f"""
-import resource, sys
+import sys
 sys.path.insert(0, {str(ROOT)!r})
 from benchmarks.bench_gradcheck import {model_name}
 from gradcheck.check import Case, check_pair
@@ -165,12 +178,18 @@ from gradcheck.backends.torch_autograd import TorchSource
 g = {model_name}({width})
 case = Case(g, seed=0)
 src = TorchSource()
-src.run(g, case.tensors())  # warm: libraries loaded, one forward+backward done
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-check_pair(case, src, FiniteDifferences(src, "central", "directional", n_directions=2), tensors=case.tensors())
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-model = sum(v.nbytes for v in case.tensors().values())
-print(before * 1024, after * 1024, model)
+tensors = case.tensors()
+src.run(g, tensors)  # warm: libraries loaded, one forward+backward done
+def status(key):
+    line = [l for l in open("/proc/self/status") if l.startswith(key)][0]
+    return int(line.split()[1]) * 1024
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak (VmHWM) to what is resident now
+before = status("VmRSS:")
+check_pair(case, src, FiniteDifferences(src, "central", "directional", n_directions=2), tensors=tensors)
+after = status("VmHWM:")
+model = sum(v.nbytes for v in tensors.values())
+print(before, after, model)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     before, after, model = map(int, out.stdout.split())
@@ -205,14 +224,22 @@ def main():
         lines.append(f"| {r['model']} | {r['params']:,} | {fb * 1e3:.2f} ms | {ratio(r['directional s'], fb)} | "
                      f"{ratio(r['torch fast s'], fb)} | {ratio(r.get('full s'), fb)} | "
                      f"{ratio(r.get('torch slow s'), fb)} | {ratio(r.get('torch slow s'), r.get('full s'))} |")
+    lines += ["", "The NumPy reference as the source under test (its own forward+backward as the unit):", "",
+              "| model | params | fwd+bwd | directional / fwd+bwd | full | full / fwd+bwd | torch slow / full |",
+              "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fb = r["ref fwd+bwd s"]
+        full = f"{r['ref full s']:.3f} s" if r.get("ref full s") else "-"
+        lines.append(f"| {r['model']} | {r['params']:,} | {fb * 1e3:.2f} ms | {ratio(r['ref directional s'], fb)} | "
+                     f"{full} | {ratio(r.get('ref full s'), fb)} | {ratio(r.get('torch slow s'), r.get('ref full s'))} |")
     if not args.quick:
         big = max(rows, key=lambda r: r["params"])
         before, after, model = memory_of_directional("mlp", 990)
         lines += ["", f"Largest model ({big['model']}, {big['params']:,} parameters): directional check "
                   f"{big['directional s']:.2f} s.",
-                  f"Memory, MLP of {mlp(990).size:,} parameters ({model / 1e6:.1f} MB of tensors): peak RSS "
-                  f"{before / 1e6:.0f} MB after one forward+backward, {after / 1e6:.0f} MB after the "
-                  f"directional check: {(after - before) / model:.2f} times the model's own bytes added."]
+                  f"Memory, MLP of {mlp(990).size:,} parameters ({model / 1e6:.1f} MB of tensors): resident "
+                  f"{before / 1e6:.0f} MB before the directional check, peak {after / 1e6:.0f} MB during it: "
+                  f"{max(0, after - before) / model:.2f} times the model's own bytes added at the peak."]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     Path(args.out).write_text(text)

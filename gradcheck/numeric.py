@@ -237,7 +237,9 @@ def dot(a, b) -> float:
     rather than np.dot: np.dot calls a threaded BLAS, whose threads fight torch's
     own for the cores (a 1e5-element np.dot right after a torch op took 8 ms on
     two cores, einsum 0.07 ms)."""
-    return float(np.real(np.einsum("i,i->", np.ravel(a), np.ravel(b))))
+    a, b = np.ravel(a), np.ravel(b)
+    # accumulated in float64 (or complex) whatever the inputs: int8 signs do not overflow
+    return float(np.real(np.einsum("i,i->", a, b, dtype=np.result_type(a, b, np.float64))))
 
 
 def _sq_norm(v) -> float:
@@ -264,7 +266,6 @@ def directional(f, tensors: dict, directions: dict, method: str = "central",
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     names = list(directions)
     xs = {n: np.asarray(tensors[n]) for n in names}
-    directions = {n: np.asarray(directions[n], dtype=xs[n].dtype) for n in names}
     dtype = xs[names[0]].dtype
     h0, eps = step_size(dtype, method), eps_of(dtype)
     if xmax is None:
@@ -274,14 +275,6 @@ def directional(f, tensors: dict, directions: dict, method: str = "central",
     if vnorm == 0:
         raise ValueError("directional: every direction is zero")
     h = h0 * max(1.0, xmax) / vnorm
-    probe = _Probe(f, tensors, with_branches)
-
-    def kink():
-        return np.asarray(probe.crossed) if with_branches else None
-
-    def at(t):
-        return probe({**tensors, **{n: xs[n] + t * directions[n] for n in names}})
-
     if along is not None and method != "complex" and not with_branches:
         steps = [h, -h] if method == "central" else [h, -h, h / 2, -h / 2]
         fs = [np.asarray(v, dtype=np.float64) for v in along(steps)]
@@ -290,6 +283,16 @@ def directional(f, tensors: dict, directions: dict, method: str = "central",
             return FDResult(d1, r1, None)
         d2 = (fs[2] - fs[3]) / h
         return FDResult((4 * d2 - d1) / 3, 3 * r1 + _richardson_bound(d1, d2), None)
+
+    # in each tensor's own dtype, so that x + t v keeps it
+    directions = {n: np.asarray(directions[n], dtype=xs[n].dtype) for n in names}
+    probe = _Probe(f, tensors, with_branches)
+
+    def kink():
+        return np.asarray(probe.crossed) if with_branches else None
+
+    def at(t):
+        return probe({**tensors, **{n: xs[n] + t * directions[n] for n in names}})
 
     if method == "complex":
         cdt = _COMPLEX.get(str(dtype), np.complex128)

@@ -85,3 +85,21 @@ def test_every_catalogue_op_batches_under_vmap():
                               "cross_entropy", "concat") for c in op_cases(op)):
         assert {r.status for r in check_pair(case, src, FiniteDifferences(src))} <= {"pass", "nondifferentiable"}
     assert not any(v is False for v in getattr(src, "_vmap_ok", {}).values())
+
+
+def _w1_as_constant():
+    b = GraphBuilder()
+    h = b.op("linear", b.input("x", (4, 5)), b.const("w1", (6, 5)), b.param("b1", (6,)))
+    return b.build(b.op("mse", h, b.input("t", (4, 6)), name="loss"))
+
+
+@pytest.mark.parametrize("source", [ReferenceSource(), TorchSource()], ids=["reference", "torch"])
+def test_one_finite_differences_object_reused_across_graphs_gives_what_a_fresh_one_gives(source):
+    # Scratch buffers for the moved point live on from run to run; a leaf of one
+    # graph ("w1", moved) must not leak into another where it is a constant.
+    fd = FiniteDifferences(source, mode="directional", n_directions=2)
+    for graph in (mlp(6), _w1_as_constant(), mlp(3), _w1_as_constant()):
+        tensors = Case(graph, seed=2).tensors()
+        reused = fd.run(graph, tensors).joint[1].value
+        fresh = FiniteDifferences(source, mode="directional", n_directions=2).run(graph, tensors).joint[1].value
+        np.testing.assert_array_equal(reused, fresh)
