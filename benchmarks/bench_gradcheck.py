@@ -183,17 +183,19 @@ src.run(g, tensors)  # warm: libraries loaded, one forward+backward done
 def status(key):
     line = [l for l in open("/proc/self/status") if l.startswith(key)][0]
     return int(line.split()[1]) * 1024
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")  # reset the peak (VmHWM) to what is resident now
-before = status("VmRSS:")
-check_pair(case, src, FiniteDifferences(src, "central", "directional", n_directions=2), tensors=tensors)
-after = status("VmHWM:")
-model = sum(v.nbytes for v in tensors.values())
-print(before, after, model)
+def peak_added(fn):
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to what is resident now
+    before = status("VmRSS:")
+    fn()
+    return status("VmHWM:") - before
+fwd_bwd = peak_added(lambda: src.run(g, tensors))
+check = peak_added(lambda: check_pair(case, src, FiniteDifferences(src, "central", "directional", n_directions=2),
+                                      tensors=tensors))
+print(fwd_bwd, check, sum(v.nbytes for v in tensors.values()))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    before, after, model = map(int, out.stdout.split())
-    return before, after, model
+    return tuple(map(int, out.stdout.split()))  # bytes added at the peak: fwd+bwd, check; the model's bytes
 
 
 def main():
@@ -234,12 +236,13 @@ def main():
                      f"{full} | {ratio(r.get('ref full s'), fb)} | {ratio(r.get('torch slow s'), r.get('ref full s'))} |")
     if not args.quick:
         big = max(rows, key=lambda r: r["params"])
-        before, after, model = memory_of_directional("mlp", 990)
+        fwd_bwd, check, model = memory_of_directional("mlp", 990)
         lines += ["", f"Largest model ({big['model']}, {big['params']:,} parameters): directional check "
                   f"{big['directional s']:.2f} s.",
-                  f"Memory, MLP of {mlp(990).size:,} parameters ({model / 1e6:.1f} MB of tensors): resident "
-                  f"{before / 1e6:.0f} MB before the directional check, peak {after / 1e6:.0f} MB during it: "
-                  f"{max(0, after - before) / model:.2f} times the model's own bytes added at the peak."]
+                  f"Memory, MLP of {mlp(990).size:,} parameters ({model / 1e6:.1f} MB of tensors), peak resident "
+                  f"memory added over what was resident before: one forward+backward {fwd_bwd / model:.2f} times "
+                  f"the model's own bytes, the directional check (its forward+backward included) "
+                  f"{check / model:.2f} times."]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     Path(args.out).write_text(text)
