@@ -226,9 +226,10 @@ def largest_magnitude(arrays) -> float:
     """max |x| over every element of ``arrays`` (real parts): the scale of a point.
     From max and min, so no |x| array the size of the model is made."""
     out = 0.0
-    for x in map(np.real, arrays):
-        if np.size(x):
-            out = max(out, float(np.max(x)), -float(np.min(x)))
+    for x in arrays:
+        x = np.real(np.asarray(x))
+        if x.size:
+            out = max(out, float(x.max()), -float(x.min()))  # methods: no dispatch wrapper a call
     return out
 
 

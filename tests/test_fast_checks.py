@@ -93,13 +93,31 @@ def _w1_as_constant():
     return b.build(b.op("mse", h, b.input("t", (4, 6)), name="loss"))
 
 
+@pytest.mark.parametrize("fuse_limit", [1 << 16, 0], ids=["one-flat-add", "add-per-tensor"])
 @pytest.mark.parametrize("source", [ReferenceSource(), TorchSource()], ids=["reference", "torch"])
-def test_one_finite_differences_object_reused_across_graphs_gives_what_a_fresh_one_gives(source):
+def test_one_finite_differences_object_reused_across_graphs_gives_what_a_fresh_one_gives(source, fuse_limit,
+                                                                                          monkeypatch):
     # Scratch buffers for the moved point live on from run to run; a leaf of one
     # graph ("w1", moved) must not leak into another where it is a constant.
+    from gradcheck.backends import torch_autograd
+
+    monkeypatch.setattr(torch_autograd, "FUSE_LIMIT", fuse_limit)
     fd = FiniteDifferences(source, mode="directional", n_directions=2)
     for graph in (mlp(6), _w1_as_constant(), mlp(3), _w1_as_constant()):
         tensors = Case(graph, seed=2).tensors()
         reused = fd.run(graph, tensors).joint[1].value
         fresh = FiniteDifferences(source, mode="directional", n_directions=2).run(graph, tensors).joint[1].value
         np.testing.assert_array_equal(reused, fresh)
+
+
+def test_the_flat_add_of_small_models_moves_every_tensor_as_the_add_per_tensor_does(monkeypatch):
+    from gradcheck.backends import torch_autograd
+
+    graph = mlp(6)
+    tensors = Case(graph, seed=4).tensors()
+    src = TorchSource()
+    values = {}
+    for limit in (1 << 16, 0):
+        monkeypatch.setattr(torch_autograd, "FUSE_LIMIT", limit)
+        values[limit] = FiniteDifferences(src, mode="directional", n_directions=3).run(graph, tensors).joint[1].value
+    np.testing.assert_array_equal(values[1 << 16], values[0])
