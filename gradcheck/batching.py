@@ -4,8 +4,9 @@ Full finite differences evaluate the loss at many copies of the inputs, each wit
 one element moved.  ``forward_copies`` runs the reference's own forwards once on
 the whole stack (a leading copy axis on every value that depends on the moved
 leaf) instead of once a copy.  Each op is applied to stacked arguments by a rule
-in ``RULES`` that only reshapes, aligns or folds the copy axis and then calls the
-op's forward; an op without a rule, or whose forward is not the reference's (a
+in ``RULES`` that only reshapes, aligns or folds the copy axis (into the batch,
+or for stacked weights into the output features) and then calls the op's
+forward; an op without a rule, or whose forward is not the reference's (a
 candidate's op), runs copy by copy.  ``tests/test_batching.py`` checks every rule
 against the copy-by-copy loop on every catalogue sample.
 """
@@ -80,11 +81,43 @@ def _trailing(forward, args, hyper, n):
     return np.asarray(forward(*args, **hyper)[0])
 
 
-@_first_only
-def _linear(forward, args, hyper, n):
-    # x (copies, ..., in) W^T + b: the forward acts on the last axis.  A stacked
-    # weight goes copy by copy (the forward's W.T would transpose the copy axis).
-    return np.asarray(forward(*args, **hyper)[0])
+def _stack_rows(a, is_stacked, n):
+    """Copies of a weight (or bias) one after another along its first axis: the
+    stacked copies reshaped, or the one unstacked tensor repeated."""
+    if is_stacked:
+        return a.reshape((-1,) + a.shape[2:])
+    return np.concatenate([a] * n, axis=0)
+
+
+def _out_features(forward, args, stacked, hyper, n, axis):
+    """x unstacked, its weight and/or bias stacked: the copies' output features
+    (or channels) side by side in one call, n * out of them, then split off along
+    ``axis`` of the output and moved to the front."""
+    x, w, *b = args
+    rows = [_stack_rows(w, stacked[1], n)] + [_stack_rows(v, s, n) for v, s in zip(b, stacked[2:])]
+    y = np.asarray(forward(x, *rows, **hyper)[0])
+    out = w.shape[1] if stacked[1] else w.shape[0]
+    y = y.reshape(y.shape[:axis] + (n, out) + y.shape[axis + 1:])
+    return np.moveaxis(y, axis, 0)
+
+
+def _linear(forward, args, stacked, hyper, n):
+    if stacked[0] and not any(stacked[1:]):
+        # x (copies, ..., in) W^T + b: the forward acts on the last axis
+        return np.asarray(forward(*args, **hyper)[0])
+    if not stacked[0]:
+        # x W_j^T for every copy j is x (W_1; ...; W_n)^T: one call, features side by side
+        return _out_features(forward, args, stacked, hyper, n, axis=np.ndim(args[0]) - 1)
+    return _loop(forward, args, stacked, hyper, n)
+
+
+def _conv(forward, args, stacked, hyper, n):
+    if stacked[0] and not any(stacked[1:]):
+        return _per_sample(forward, args, stacked, hyper, n)
+    if not stacked[0] and hyper.get("groups", 1) == 1:
+        # each copy's output channels side by side: one convolution with n * out channels
+        return _out_features(forward, args, stacked, hyper, n, axis=1)
+    return _loop(forward, args, stacked, hyper, n)
 
 
 def _reshape(forward, args, stacked, hyper, n):
@@ -112,7 +145,8 @@ def _cross_entropy(forward, args, stacked, hyper, n):
 RULES = {
     **dict.fromkeys(["relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu",
                      "add", "mul", "dropout", "matmul", "attention"], _broadcasting),
-    **dict.fromkeys(["conv1d", "conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool"], _per_sample),
+    **dict.fromkeys(["conv1d", "conv2d"], _conv),
+    **dict.fromkeys(["max_pool2d", "avg_pool2d", "global_avg_pool"], _per_sample),
     "softmax": _shift_dims("dim"),
     "log_softmax": _shift_dims("dim"),
     "flatten": _shift_dims("start_dim", "end_dim"),

@@ -134,3 +134,33 @@ def test_ops_with_a_rule_never_fall_back_to_the_loop_when_their_first_input_is_s
     for j in range(3):
         alone = reference_impl.OPS[node.op].forward(stacked[j], *args[1:], **hyper)[0]
         np.testing.assert_allclose(out[j], alone, rtol=1e-13, atol=1e-15)
+
+
+def _weight_cases():
+    for op in ("linear", "conv1d", "conv2d"):
+        for i, case in enumerate(op_cases(op)):
+            node = case.graph.nodes[0]
+            if case.graph.plan()[0][3].get("groups", 1) != 1:
+                continue
+            for k in range(1, len(node.inputs)):
+                yield pytest.param(case, node, k, id=f"{op}-{i}-{node.inputs[k]}")
+
+
+@pytest.mark.parametrize("case,node,k", list(_weight_cases()))
+def test_a_stacked_weight_or_bias_runs_as_one_call_with_the_copies_features_side_by_side(case, node, k,
+                                                                                        monkeypatch):
+    def no_loop(*a):
+        raise AssertionError(f"{node.op} ran copy by copy")
+
+    monkeypatch.setattr(batching, "_loop", no_loop)
+    args = [case.tensors()[i] for i in node.inputs]
+    hyper = case.graph.plan()[0][3]
+    rng = np.random.default_rng(k)
+    stacked = args[k][None] + 0.1 * rng.standard_normal((4,) + args[k].shape)
+    flags = [j == k for j in range(len(args))]
+    out = batching.apply(node.op, reference_impl.OPS[node.op].forward,
+                         [stacked if j == k else a for j, a in enumerate(args)], flags, hyper, 4)
+    for j in range(4):
+        alone = reference_impl.OPS[node.op].forward(*[stacked[j] if i == k else a for i, a in enumerate(args)],
+                                                    **hyper)[0]
+        np.testing.assert_allclose(out[j], alone, rtol=1e-13, atol=1e-15)
