@@ -166,6 +166,28 @@ def measure(name, graph, slow_limit, full_limit):
     return row
 
 
+def localisation_at_scale(width=990, where=(500, 700)):
+    """Seconds for a directional check to name one wrong element of the weight
+    gradient of a 1e6-parameter MLP (a NumPy linear whose backward adds 0.5 to it)."""
+    from reference_impl import Op, layers
+
+    def backward(cache, g):
+        gx, gw, *gb = layers.linear_backward(cache, g)
+        if gw.shape == (width, width):
+            gw = gw.copy()
+            gw[where] += 0.5
+        return (gx, gw, *gb)
+
+    bad = ReferenceSource({"linear": Op(layers.linear_forward, backward)}, name="bad-linear")
+    case = Case(mlp(width), seed=0)
+    tensors = case.tensors()
+    t, records = timed(lambda: check_pair(case, bad, FiniteDifferences(bad, "central", "directional", n_directions=2),
+                                          tensors=tensors), repeat=3)
+    (w2,) = [r for r in records if r.tensor == "w2"]
+    assert w2.status == "fail" and w2.index == str(where), w2
+    return t, w2
+
+
 def memory_of_directional(model_name, width):
     """Peak resident memory added by a directional check, in a fresh process."""
     code = f"""
@@ -237,6 +259,11 @@ def main():
     if not args.quick:
         big = max(rows, key=lambda r: r["params"])
         fwd_bwd, check, model = memory_of_directional("mlp", 990)
+        seconds, w2 = localisation_at_scale()
+        lines += ["", f"Localisation, MLP of {mlp(990).size:,} parameters with one wrong element of w2's gradient "
+                  f"(NumPy reference with a planted bug): the directional check names w2{w2.index} "
+                  f"(|diff| {abs(w2.value_a - w2.value_b):.3g}) in {seconds:.2f} s, "
+                  f"{w2.message.splitlines()[-2]}."]
         lines += ["", f"Largest model ({big['model']}, {big['params']:,} parameters): directional check "
                   f"{big['directional s']:.2f} s.",
                   f"Memory, MLP of {mlp(990).size:,} parameters ({model / 1e6:.1f} MB of tensors), peak resident "

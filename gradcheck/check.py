@@ -123,9 +123,9 @@ def _localise(case, records, tensors, a, b, results, tolerance):
     joint = [r for r in records if r.tensor == JOINT]
     if not joint or joint[0].status != "fail":
         return records, results
-    coarse, full = b.localise(case.graph, tensors, results[0], tolerance)
+    coarse, full, bisected = b.localise(case.graph, tensors, results[0], tolerance)
     rest = [r for r in records if r.tensor != JOINT]
-    if full is None:
+    if full is None and not bisected:
         # No tensor fails on its own: judge the joint directions again with Richardson
         # differences, whose two stencils bound the truncation a central one cannot see.
         dirs, _ = results[1].joint
@@ -138,11 +138,13 @@ def _localise(case, records, tensors, a, b, results, tolerance):
         note = ("no tensor fails on its own directions; judged again against Richardson differences"
                 + ("" if again.status == "pass" else ": the disagreement needs several tensors moving together"))
         return [replace(again, message=(again.message + "\n" + note).strip())] + coarse + rest, results
-    fine = {r.tensor: r for r in compare(case.graph, results[0], full, seed=case.seed, tolerance=tolerance)}
+    fine = {r.tensor: r for r in compare(case.graph, results[0], full, seed=case.seed, tolerance=tolerance)
+            } if full is not None else {}
+    fine.update({t: replace(r, seed=case.seed) for t, r in bisected.items()})
     note = "(localised from a directional check over every tensor)"
     located = [replace(fine[r.tensor], message=(fine[r.tensor].message + "\n" + note).strip())
                if r.tensor in fine else r for r in coarse]
-    return located + rest, [results[0], full]
+    return located + rest, [results[0], full if full is not None else results[1]]
 
 
 def _escalate(case, records, tensors, a, b, results, tolerance):

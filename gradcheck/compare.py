@@ -157,6 +157,7 @@ def _judge(a, b, predicted, tol, kink=None, case_scale=0.0):
         "numel": int(a.size),
         "nondifferentiable": nondiff,
         "allowed": float(allowed.flat[flat]) if a.size else 0.0,
+        "flat": flat,
     }
 
 
@@ -172,7 +173,14 @@ def failure_message(r: dict, tol: Tolerance, a_name: str, b_name: str) -> str:
     )
 
 
-def _record(graph, seed, a, b, tensor, op, av, bv, predicted, tol, seconds, kink=None, case_scale=0.0) -> CheckRecord:
+def _record(graph, seed, a, b, tensor, op, av, bv, predicted, tol, seconds, kink=None, case_scale=0.0,
+            positions=None) -> CheckRecord:
+    """``positions``: (shape, flat indices) when ``av`` and ``bv`` hold only those
+    elements of a tensor of that shape; indices are then given in the tensor."""
+
+    def where(flat, shape):
+        return _fmt_index(positions[0], int(positions[1][flat])) if positions else _fmt_index(shape, flat)
+
     common = dict(case_id=graph.case_id, graph=graph.to_json(), seed=int(seed), op=op, tensor=tensor,
                   source_a=a.source, source_b=b.source, dtype=coarser_dtype(a.dtype, b.dtype),
                   device=a.device if a.device != "cpu" else b.device,
@@ -183,15 +191,18 @@ def _record(graph, seed, a, b, tensor, op, av, bv, predicted, tol, seconds, kink
         name, v = bad[0]
         flat = int(np.argmax(~np.isfinite(v).ravel()))
         return CheckRecord(**common, max_abs_err=math.nan, max_rel_err=math.nan, cosine=math.nan,
-                           ratio=math.inf, status="error", index=_fmt_index(v.shape, flat),
+                           ratio=math.inf, status="error", index=where(flat, v.shape),
                            numel=int(v.size), mismatched=int(np.sum(~np.isfinite(v))),
                            message=f"{name} gave non-finite values for {tensor!r}: "
-                                   f"{int(np.sum(~np.isfinite(v)))} of {v.size}, first at {_fmt_index(v.shape, flat)}")
+                                   f"{int(np.sum(~np.isfinite(v)))} of {v.size}, first at {where(flat, v.shape)}")
     try:
         r = _judge(av, bv, predicted, tol, kink, case_scale)
     except ValueError as e:
         return CheckRecord(**common, max_abs_err=math.nan, max_rel_err=math.nan, cosine=math.nan,
                            ratio=math.inf, status="error", message=f"{tensor!r}: {e}")
+    flat = r.pop("flat")
+    if positions:
+        r["index"] = where(flat, None)
     if r["ratio"] > 1.0:
         status, message = "fail", failure_message(r, tol, a.source, b.source)
     elif r["nondifferentiable"]:
@@ -202,6 +213,16 @@ def _record(graph, seed, a, b, tensor, op, av, bv, predicted, tol, seconds, kink
         status, message = "pass", ""
     r.pop("allowed")
     return CheckRecord(**common, **r, status=status, message=message)
+
+
+def record_for_elements(graph: Graph, a: SourceResult, b_name: str, b_kind: str, tensor: str, shape, elements,
+                        av, fd, tol: Tolerance, seconds: float, seed: int = 0) -> CheckRecord:
+    """A record comparing only the flat ``elements`` of ``tensor`` (of ``shape``):
+    analytic values ``av`` against finite differences ``fd`` (an ``FDResult``), the
+    worst element named by its index in the whole tensor."""
+    b = SourceResult(b_name, b_kind, math.nan, {}, dtype=a.dtype, device=a.device)
+    return _record(graph, seed, a, b, tensor, graph.op_of(tensor), np.asarray(av), fd.value, fd.error, tol,
+                   seconds, fd.kink, positions=(tuple(shape), np.asarray(elements)))
 
 
 def compare(graph: Graph, a: SourceResult, b: SourceResult, *, seed: int = 0,

@@ -160,9 +160,10 @@ def _converging(f, tensors, name, x, flat_index, h0, eps):
     return (4 * d4 - d2) / 3, 3 * rounding + _richardson_bound(d2, d4), ~converged
 
 
-def refine(f, tensors: dict, wrt, with_branches: bool = False) -> dict:
+def refine(f, tensors: dict, wrt, with_branches: bool = False, elements=None) -> dict:
     """Richardson at h/2 and h/4 with a convergence check: ``{name: FDResult}``
-    whose ``kink`` also marks elements where the differences did not converge."""
+    whose ``kink`` also marks elements where the differences did not converge.
+    ``elements``: flat indices to differentiate (results then 1-D, one per index)."""
     probe = _Probe(f, tensors, with_branches)
     out = {}
     for name in wrt:
@@ -171,7 +172,7 @@ def refine(f, tensors: dict, wrt, with_branches: bool = False) -> dict:
         # than the central step assumed, so a larger Richardson step would not do.
         h0, eps = step_size(x.dtype, "central"), eps_of(x.dtype)
         values, errors, bad = [], [], []
-        for i in range(x.size):
+        for i in range(x.size) if elements is None else elements:
             probe.crossed = False
             d, e, unconverged = _converging(probe, tensors, name, x, i, h0, eps)
             values.append(d)
@@ -179,17 +180,20 @@ def refine(f, tensors: dict, wrt, with_branches: bool = False) -> dict:
             bad.append(bool(np.any(unconverged)) or probe.crossed)
         v = np.moveaxis(np.asarray(values), 0, -1)
         e = np.moveaxis(np.asarray(errors), 0, -1)
-        out[name] = FDResult(v.reshape(v.shape[:-1] + x.shape), e.reshape(e.shape[:-1] + x.shape),
-                             np.asarray(bad).reshape(x.shape))
+        shape = x.shape if elements is None else (len(elements),)
+        out[name] = FDResult(v.reshape(v.shape[:-1] + shape), e.reshape(e.shape[:-1] + shape),
+                             np.asarray(bad).reshape(shape))
     return out
 
 
-def jacobian(f, tensors: dict, wrt=None, method: str = "central", with_branches: bool = False) -> dict:
+def jacobian(f, tensors: dict, wrt=None, method: str = "central", with_branches: bool = False,
+             elements=None) -> dict:
     """d f / d tensors[name] for each name in ``wrt`` (default: every float tensor).
 
     Returns ``{name: FDResult}`` whose value has shape ``f_out.shape + x.shape``.
     With ``with_branches``, ``f`` returns ``(value, signature)`` and each result has
-    a ``kink`` mask shaped like x (Note [Kinks]).
+    a ``kink`` mask shaped like x (Note [Kinks]).  ``elements``: flat indices to
+    differentiate, the same for every name (the last axis is then one per index).
 
         >>> import numpy as np
         >>> r = jacobian(lambda t: (t["x"] ** 3).sum(), {"x": np.array([1.0, 2.0])})
@@ -208,7 +212,7 @@ def jacobian(f, tensors: dict, wrt=None, method: str = "central", with_branches:
             raise TypeError(f"cannot differentiate {name!r}: dtype {x.dtype} is not floating point")
         h0, eps = step_size(x.dtype, method), eps_of(x.dtype)
         values, errors, kinks = [], [], []
-        for i in range(x.size):
+        for i in range(x.size) if elements is None else elements:
             probe.crossed = False
             d, e = _derivative(probe, tensors, name, x, i, method, h0, eps)
             values.append(d)
@@ -217,8 +221,9 @@ def jacobian(f, tensors: dict, wrt=None, method: str = "central", with_branches:
         # stack gives (x.size, *out); move the perturbed axis last, then unflatten it.
         v = np.moveaxis(np.asarray(values), 0, -1)
         e = np.moveaxis(np.asarray(errors), 0, -1)
-        kink = np.asarray(kinks).reshape(x.shape) if with_branches else None
-        out[name] = FDResult(v.reshape(v.shape[:-1] + x.shape), e.reshape(e.shape[:-1] + x.shape), kink)
+        shape = x.shape if elements is None else (len(elements),)
+        kink = np.asarray(kinks).reshape(shape) if with_branches else None
+        out[name] = FDResult(v.reshape(v.shape[:-1] + shape), e.reshape(e.shape[:-1] + shape), kink)
     return out
 
 

@@ -121,3 +121,50 @@ def test_the_flat_add_of_small_models_moves_every_tensor_as_the_add_per_tensor_d
         monkeypatch.setattr(torch_autograd, "FUSE_LIMIT", limit)
         values[limit] = FiniteDifferences(src, mode="directional", n_directions=3).run(graph, tensors).joint[1].value
     np.testing.assert_array_equal(values[1 << 16], values[0])
+
+
+def _wide_layer():
+    b = GraphBuilder()
+    h = b.op("tanh", b.op("linear", b.input("x", (4, 300)), b.param("w", (200, 300)), b.param("bias", (200,))))
+    return b.build(b.op("weighted_sum", h, b.const("p", (4, 200)), name="loss"))
+
+
+def _linear_with_bad_weight_gradient(where):
+    from reference_impl import layers
+
+    def backward(cache, g):
+        gx, gw, gb = layers.linear_backward(cache, g)
+        gw = gw.copy()
+        gw[where] += 0.5  # one element of a 60,000-element weight gradient is wrong
+        return gx, gw, gb
+
+    return ReferenceSource({"linear": Op(layers.linear_forward, backward)}, name="bad-linear")
+
+
+@pytest.mark.parametrize("where", [(17, 42), (199, 299), (0, 0)])
+def test_a_large_failing_tensor_is_bisected_down_to_the_wrong_element(where):
+    bad = _linear_with_bad_weight_gradient(where)
+    fd = FiniteDifferences(bad, mode="directional", n_directions=2)
+    records = check_pair(Case(_wide_layer(), seed=5), bad, fd)
+    by = {r.tensor: r for r in records}
+    assert by["w"].status == "fail" and by["w"].index == str(where)
+    assert "bisected over its 60,000 elements" in by["w"].message
+    assert abs(by["w"].value_a - by["w"].value_b) == pytest.approx(0.5, rel=1e-6)
+    assert by["w"].numel <= 32  # only the last block was differentiated element by element
+    assert by["x"].status == "pass" and by["bias"].status == "pass"
+
+
+def test_bisection_of_a_correct_source_finds_nothing_and_a_wrong_scale_is_found_anywhere():
+    from reference_impl import layers
+
+    def scaled(cache, g):
+        gx, gw, gb = layers.linear_backward(cache, g)
+        return gx, gw * 1.01, gb
+
+    bad = ReferenceSource({"linear": Op(layers.linear_forward, scaled)}, name="scaled-linear")
+    records = check_pair(Case(_wide_layer(), seed=6), bad, FiniteDifferences(bad, mode="directional"))
+    w = {r.tensor: r for r in records}["w"]
+    assert w.status == "fail" and "bisected" in w.message and w.mismatched >= 1
+    ref = ReferenceSource()
+    assert {r.status for r in check_pair(Case(_wide_layer(), seed=6), ref,
+                                         FiniteDifferences(ref, mode="directional"))} == {"pass"}
