@@ -410,6 +410,8 @@ class FiniteDifferences:
             step_along = getattr(self.of, "forward_along", None)
             xmax = numeric.largest_magnitude(tensors[n] for n in names)
             vnorm = math.sqrt(sum(np.size(tensors[n]) for n in names))  # every element is +1 or -1
+            for key in [k for k in self._scratch if k not in names and k != ("flat",)]:
+                del self._scratch[key]  # buffers of another graph's leaves
             memo = {"moved": self._scratch}  # + the tensors in the source's own form
             vals = [numeric.directional(plain, tensors, d, self.method, xmax=xmax, vnorm=vnorm,
                                         along=(lambda steps, d=d: step_along(graph, tensors, d, steps, memo))

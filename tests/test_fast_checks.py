@@ -168,3 +168,17 @@ def test_bisection_of_a_correct_source_finds_nothing_and_a_wrong_scale_is_found_
     ref = ReferenceSource()
     assert {r.status for r in check_pair(Case(_wide_layer(), seed=6), ref,
                                          FiniteDifferences(ref, mode="directional"))} == {"pass"}
+
+
+@pytest.mark.parametrize("fuse_limit", [1 << 16, 0], ids=["one-flat-add", "add-per-tensor"])
+def test_scratch_buffers_do_not_pile_up_over_many_graphs(fuse_limit, monkeypatch):
+    from gradcheck.backends import torch_autograd
+
+    monkeypatch.setattr(torch_autograd, "FUSE_LIMIT", fuse_limit)
+    fd = FiniteDifferences(TorchSource(), mode="directional", n_directions=1)
+    for graph in [mlp(width) for width in range(2, 12)] + [_w1_as_constant()]:
+        fd.run(graph, Case(graph, seed=0).tensors())
+    leaves = {leaf.name for leaf in _w1_as_constant().differentiable_leaves}
+    assert set(fd._scratch) <= leaves | {("flat",)}  # no buffer left for w1, w2 of the MLPs
+    flat = fd._scratch.get(("flat",))
+    assert flat is None or flat[1].numel() == _w1_as_constant().size  # the latest layout only

@@ -209,20 +209,21 @@ class TorchSource:
                 # of which the tensors are views (per-call overhead, not arithmetic,
                 # is the cost here).  The same sums element by element as below.
                 if "flat" not in memo:
-                    # the buffers and their views are scratch kept across runs, keyed by layout
-                    key = ("flat", tuple((n, tuple(base[n].shape)) for n in names), base[names[0]].dtype,
-                           base[names[0]].device)
-                    if key not in moved:
+                    # the buffers and their views are scratch kept across runs for the
+                    # latest layout only (one layout after another would otherwise pile up)
+                    layout = (tuple((n, tuple(base[n].shape)) for n in names), base[names[0]].dtype,
+                              base[names[0]].device)
+                    if moved.get(("flat",), (None,))[0] != layout:
                         size = sum(base[n].numel() for n in names)
-                        flat, buf = (torch.empty(size, dtype=key[2], device=key[3]) for _ in range(2))
+                        flat, buf = (torch.empty(size, dtype=layout[1], device=layout[2]) for _ in range(2))
                         views, start = {}, 0
                         for n in names:
                             views[n] = buf[start:start + base[n].numel()].view(base[n].shape)
                             start += base[n].numel()
-                        moved[key] = (flat, buf, views)
-                    flat, buf, views = moved[key]
+                        moved[("flat",)] = (layout, flat, buf, views)
+                    _, flat, buf, views = moved[("flat",)]
                     torch.cat([base[n].reshape(-1) for n in names], out=flat)
-                    memo["flat"] = moved[key]
+                    memo["flat"] = (flat, buf, views)
                 flat, buf, views = memo["flat"]
                 d = torch.as_tensor(np.concatenate([np.ravel(directions[n]) for n in names]), device=self.device)
                 out = []
