@@ -139,14 +139,10 @@ def measure(name, graph, slow_limit, full_limit):
         "directional s": lambda: check_pair(case, src, fd, tensors=tensors),
         "torch fast s": lambda: torch.autograd.gradcheck(fn, inputs, fast_mode=True),
     }, rounds=9)
-    recs = results["directional s"]
-    assert {r.status for r in recs} <= {"pass", "nondifferentiable"}, [r.message for r in recs]
+    _passed(results["directional s"])
     row.update(times)
     if n <= full_limit:
-        full, recs = timed(lambda: check_pair(case, src, FiniteDifferences(src, "central", "full"), tensors=tensors),
-                           repeat=3, budget=5.0)
-        assert {r.status for r in recs} <= {"pass", "nondifferentiable"}, [r.message for r in recs]
-        row["full s"] = full
+        row["full s"] = timed_full(case, src, tensors)
     if n <= slow_limit:
         ts, ok = timed(lambda: torch.autograd.gradcheck(fn, inputs, fast_mode=False), repeat=3, budget=5.0)
         row["torch slow s"] = ts
@@ -156,14 +152,23 @@ def measure(name, graph, slow_limit, full_limit):
     times, results = interleaved({"ref fwd+bwd s": lambda: ref.run(graph, tensors),
                                   "ref directional s": lambda: check_pair(case, ref, ref_fd, tensors=tensors)},
                                  rounds=5)
-    assert {r.status for r in results["ref directional s"]} <= {"pass", "nondifferentiable"}
+    _passed(results["ref directional s"])
     row.update(times)
     if n <= full_limit:
-        full, recs = timed(lambda: check_pair(case, ref, FiniteDifferences(ref, "central", "full"), tensors=tensors),
-                           repeat=3, budget=5.0)
-        assert {r.status for r in recs} <= {"pass", "nondifferentiable"}, [r.message for r in recs]
-        row["ref full s"] = full
+        row["ref full s"] = timed_full(case, ref, tensors)
     return row
+
+
+def _passed(records):
+    assert {r.status for r in records} <= {"pass", "nondifferentiable"}, [r.message for r in records]
+
+
+def timed_full(case, source, tensors):
+    """Median seconds of a full-Jacobian check of ``source`` (which must pass)."""
+    seconds, records = timed(lambda: check_pair(case, source, FiniteDifferences(source, "central", "full"),
+                                                tensors=tensors), repeat=3, budget=5.0)
+    _passed(records)
+    return seconds
 
 
 def localisation_at_scale(width=990, where=(500, 700)):
