@@ -7,7 +7,7 @@
     {'pass'}
 """
 
-from .candidates import Candidate, CandidateError, TorchCandidate, load_candidate
+from .candidates import Candidate, CandidateError, load_candidate
 from .check import Case, check_pair, op_cases
 from .compare import TOLERANCES, CheckRecord, Tolerance, compare, tolerance_for
 from .graph import Graph, GraphBuilder, GraphError, Leaf, Node, materialize, single_op_graph
@@ -15,7 +15,7 @@ from .ops import CATALOGUE, OpDef, Sample, TensorArg, get_op, register_op
 from .sources import FiniteDifferences, ReferenceSource, SourceResult, Unsupported
 
 __all__ = [
-    "CATALOGUE", "Candidate", "CandidateError", "TorchCandidate", "load_candidate", "Case", "CheckRecord", "FiniteDifferences", "Graph", "GraphBuilder", "GraphError", "Leaf",
+    "CATALOGUE", "Candidate", "CandidateError", "load_candidate", "Case", "CheckRecord", "FiniteDifferences", "Graph", "GraphBuilder", "GraphError", "Leaf",
     "Node", "OpDef", "ReferenceSource", "Sample", "SourceResult", "TOLERANCES", "TensorArg", "Tolerance",
     "TorchSource", "Unsupported", "check_pair", "compare", "get_op", "materialize", "op_cases", "register_op",
     "single_op_graph", "tolerance_for",

@@ -48,7 +48,9 @@ import signal
 import sys
 import threading
 import time
+import zlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,52 +58,82 @@ import numpy as np
 from reference_impl import Op
 
 from .ops import BUILTIN_OPS, CATALOGUE, OpDef, get_op, register_op
-from .sources import ANALYTIC, ReferenceSource, SourceResult
+from .sources import ANALYTIC, ReferenceSource, SourceResult, Unsupported
 
-__all__ = ["Candidate", "TorchCandidate", "CandidateError", "load_candidate", "candidate_sources",
-           "EngineSource", "time_limit", "ENTRY_POINT_GROUP"]
+__all__ = ["Candidate", "CandidateError", "OpOptions", "load_candidate", "candidate_sources", "candidate_source",
+           "NumpyCandidateSource", "EngineSource", "torch_candidate_source", "time_limit", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "gradcheck.candidates"
 
 
 class CandidateError(Exception):
-    """Candidate code misbehaved: the message names the op and what was wrong."""
+    """Candidate code misbehaved: the message names the op and what was wrong;
+    ``op`` and ``phase`` (forward, backward, loss_and_grads) say where."""
+
+    def __init__(self, message: str, op: str = "", phase: str = ""):
+        super().__init__(message)
+        self.op, self.phase = op, phase
 
 
 # ---------------------------------------------------------------- time limit
 
 
 @contextmanager
-def time_limit(seconds: float | None, what: str):
+def time_limit(seconds: float | None, what: str, op: str = "", phase: str = ""):
     """Raise ``CandidateError`` in this thread when the block runs past ``seconds``
-    (SIGALRM; on the main thread of a POSIX process, else no limit).  A hard hang
-    in C code that never returns to Python needs ``isolate=True`` instead."""
+    (SIGALRM; on the main thread of a POSIX process, else no limit).  A timer
+    already running outside (pytest-timeout's, say) is kept: if its deadline
+    comes first its own handler runs, and it is re-armed with what is left of it
+    afterwards.  A hard hang in C code that never returns to Python needs
+    isolation instead."""
     usable = (seconds and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread())
     if not usable:
         yield
         return
+    start = time.monotonic()
+    outer_handler = signal.getsignal(signal.SIGALRM)
+    outer_delay, outer_interval = signal.getitimer(signal.ITIMER_REAL)
+    outer_first = 0 < outer_delay <= seconds
 
     def on_alarm(signum, frame):
-        raise CandidateError(f"{what} did not finish within the time limit of {seconds:g} s")
+        if outer_first and callable(outer_handler):
+            outer_handler(signum, frame)  # the outer deadline came first: it decides what happens
+            left = seconds - (time.monotonic() - start)
+            if left > 0:  # its handler returned: our own limit still runs
+                signal.setitimer(signal.ITIMER_REAL, left)
+                return
+        raise CandidateError(f"{what} did not finish within the time limit of {seconds:g} s", op=op, phase=phase)
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, min(seconds, outer_delay) if outer_first else seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGALRM, outer_handler)
+        if outer_delay > 0:
+            left = outer_delay - (time.monotonic() - start)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), outer_interval)
 
 
 # ---------------------------------------------------------------- guarding NumPy ops
+#
+# Note [Guarding a NumPy op]
+# A candidate's forward and backward get private copies of the arrays they are
+# handed (inputs, grad_out), so a write into any of them, also through ``.base``
+# or after ``setflags(write=True)``, changes only the copy; comparing the copy
+# with the original afterwards names the argument that was written.  Above
+# COPY_BUDGET bytes the arrays go as read-only views instead, with a checksum
+# of each compared after the call.  The arrays in ``saved`` are compared before
+# and after the backward, and the backward is called a second time on the same
+# saved values: a backward that changes what it saved, or keeps state between
+# calls, gives a different answer the second time.  Gradients may pass
+# ``grad_out`` through (a reshape's backward is a view of it), but must not share
+# memory with each other, with the inputs or with the saved values: a caller
+# that accumulates gradients in place would then change two of them at once.
 
-
-def _readonly(a):
-    if isinstance(a, np.ndarray):
-        v = a.view()
-        v.setflags(write=False)
-        return v
-    return a
+COPY_BUDGET = 64 << 20
+_TooHard = getattr(np, "exceptions", np).TooHardError
 
 
 def _describe_exc(op, phase, e):
@@ -109,23 +141,28 @@ def _describe_exc(op, phase, e):
         return e
     text = str(e)
     if isinstance(e, ValueError) and "read-only" in text:
-        return CandidateError(f"{op}.{phase} wrote into one of its inputs in place ({text}); "
-                              f"inputs are shared with the rest of the graph and must not be modified")
-    return CandidateError(f"{op}.{phase} raised {type(e).__name__}: {text}")
+        return CandidateError(f"{op}.{phase} wrote into an array it was given ({text}); inputs, grad_out and "
+                              f"saved values are shared with the rest of the graph and must not be modified",
+                              op=op, phase=phase)
+    return CandidateError(f"{op}.{phase} raised {type(e).__name__}: {text}", op=op, phase=phase)
 
 
-def _check_array(op, what, value, shape, dtype):
+def _check_array(op, what, value, shape, dtype, phase=""):
     if not isinstance(value, np.ndarray) and not np.isscalar(value):
-        raise CandidateError(f"{op}: {what} is a {type(value).__name__}, not an array")
+        raise CandidateError(f"{op}: {what} is a {type(value).__name__}, not an array", op=op, phase=phase)
     value = np.asarray(value)
     if tuple(value.shape) != tuple(shape):
-        raise CandidateError(f"{op}: {what} has shape {tuple(value.shape)}, expected {tuple(shape)}")
+        raise CandidateError(f"{op}: {what} has shape {tuple(value.shape)}, expected {tuple(shape)}", op=op,
+                             phase=phase)
     if dtype is not None and value.dtype != dtype and not np.iscomplexobj(value):
-        raise CandidateError(f"{op}: {what} has dtype {value.dtype}, expected {dtype}")
+        raise CandidateError(f"{op}: {what} has dtype {value.dtype}, expected {dtype}", op=op, phase=phase)
+    if value.dtype.kind not in "fciub":
+        raise CandidateError(f"{op}: {what} has dtype {value.dtype}, not a number", op=op, phase=phase)
     if not np.all(np.isfinite(value)):
         bad = int(np.sum(~np.isfinite(value)))
         first = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0]) if value.ndim else ()
-        raise CandidateError(f"{op}: {what} has {bad} non-finite value(s) (NaN or Inf), first at {first}")
+        raise CandidateError(f"{op}: {what} has {bad} non-finite value(s) (NaN or Inf), first at {first}", op=op,
+                             phase=phase)
     return value
 
 
@@ -136,49 +173,187 @@ def _float_dtype(tensors):
     return None
 
 
+def _checksum(a) -> int:
+    return zlib.crc32(np.ascontiguousarray(a).view(np.uint8).reshape(-1)) if a.size else 0
+
+
+class _Handed:
+    """The arrays handed to one call: private copies (or, above the budget,
+    read-only views and checksums), and which of them the call changed."""
+
+    def __init__(self, arrays):
+        self.originals = arrays
+        self.copies = sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)) <= COPY_BUDGET
+        if self.copies:
+            self.given = [a.copy() if isinstance(a, np.ndarray) else a for a in arrays]
+            self.sums = None
+        else:
+            self.given = [_readonly(a) for a in arrays]
+            self.sums = [_checksum(a) if isinstance(a, np.ndarray) else None for a in arrays]
+
+    def changed(self):
+        """``(position, elements changed, first index)`` for each array written."""
+        out = []
+        for i, (orig, given) in enumerate(zip(self.originals, self.given)):
+            if not isinstance(orig, np.ndarray):
+                continue
+            if self.copies:
+                differs = ~((given == orig) | (np.isnan(given) & np.isnan(orig))) if orig.dtype.kind in "fc" else (
+                    given != orig)
+                if np.any(differs):
+                    first = tuple(int(j) for j in np.argwhere(differs)[0]) if differs.ndim else ()
+                    out.append((i, int(np.sum(differs)), first))
+            elif _checksum(orig) != self.sums[i]:
+                out.append((i, -1, None))
+        return out
+
+
+def _readonly(a):
+    if isinstance(a, np.ndarray):
+        v = a.view()
+        v.setflags(write=False)
+        return v
+    return a
+
+
+def _saved_arrays(saved, path="saved", depth=0, out=None):
+    """``(path, array)`` for the arrays inside ``saved`` (tuples, lists, dicts)."""
+    out = [] if out is None else out
+    if isinstance(saved, np.ndarray):
+        out.append((path, saved))
+    elif depth < 4 and isinstance(saved, (tuple, list)):
+        for i, v in enumerate(saved):
+            _saved_arrays(v, f"{path}[{i}]", depth + 1, out)
+    elif depth < 4 and isinstance(saved, dict):
+        for k, v in saved.items():
+            _saved_arrays(v, f"{path}[{k!r}]", depth + 1, out)
+    return out
+
+
+def _written(changes):
+    k, n, first = changes
+    return "its checksum changed" if n < 0 else f"{n} element(s) changed, first at {first}"
+
+
+def _shares(a, b) -> bool:
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or not a.size or not b.size:
+        return False
+    if not np.may_share_memory(a, b):
+        return False
+    try:
+        return bool(np.shares_memory(a, b, max_work=100_000))
+    except _TooHard:
+        return True  # too costly to decide exactly: overlapping bounds count as shared
+
+
+def _arg_names(opdef, n):
+    args = opdef.bind(n)
+    counts = {}
+    names = []
+    for a in args:
+        if a.variadic:
+            counts[a.name] = counts.get(a.name, -1) + 1
+            names.append(f"{a.name}[{counts[a.name]}]")
+        else:
+            names.append(a.name)
+    return args, names
+
+
 def guard_numpy_op(name: str, forward, backward, opdef: OpDef, limit: float | None = None) -> Op:
     """Wrap a candidate's NumPy forward/backward so every way it can misbehave
-    becomes a ``CandidateError`` that names the op."""
+    becomes a ``CandidateError`` that names the op, the phase and the argument
+    (Note [Guarding a NumPy op])."""
+
+    def call(fn, phase, *args, **kwargs):
+        try:
+            with time_limit(limit, f"{name}.{phase}", name, phase):
+                return fn(*args, **kwargs)
+        except Exception as e:
+            raise _describe_exc(name, phase, e) from e
+
+    def fail(phase, text):
+        raise CandidateError(f"{name}.{phase} {text}", op=name, phase=phase)
 
     def guarded_forward(*tensors, **hyper):
         shapes = [np.shape(t) for t in tensors]
-        try:
-            with time_limit(limit, f"{name}.forward"):
-                result = forward(*(_readonly(t) for t in tensors), **hyper)
-        except Exception as e:
-            raise _describe_exc(name, "forward", e) from e
+        args, names = _arg_names(opdef, len(tensors))
+        handed = _Handed(list(tensors))
+        result = call(forward, "forward", *handed.given, **hyper)
+        for changes in handed.changed():
+            fail("forward", f"wrote into its input {names[changes[0]]!r} in place ({_written(changes)}); "
+                            f"inputs are shared with the rest of the graph and must not be modified")
         if not (isinstance(result, tuple) and len(result) == 2):
-            raise CandidateError(f"{name}.forward must return (output, saved), got {type(result).__name__}"
-                                 + (f" of length {len(result)}" if isinstance(result, tuple) else ""))
+            fail("forward", f"must return (output, saved), got {type(result).__name__}"
+                 + (f" of length {len(result)}" if isinstance(result, tuple) else ""))
         out, saved = result
         expected = opdef.shape(*shapes, **opdef.full_hyper(hyper))
         dtype = _float_dtype(tensors)
-        out = _check_array(name, "forward output", out, expected, dtype)
-        return out, (saved, tensors, dtype)
+        out = _check_array(name, "forward output", out, expected, dtype, "forward")
+        if any(_shares(out, t) for t in tensors):
+            out = out.copy()  # a view of an input (reshape) is fine, but the graph's value must not alias it
+        return out, (saved, tensors, handed.given, dtype)
 
-    def guarded_backward(cache, grad_out):
-        saved, tensors, dtype = cache
-        try:
-            with time_limit(limit, f"{name}.backward"):
-                grads = backward(saved, _readonly(grad_out))
-        except Exception as e:
-            raise _describe_exc(name, "backward", e) from e
+    def run_backward(saved, grad_out):
+        handed = _Handed([np.asarray(grad_out)])
+        grads = call(backward, "backward", saved, handed.given[0])
+        for changes in handed.changed():
+            fail("backward", f"wrote into grad_out in place ({_written(changes)}); grad_out belongs to the "
+                             f"caller and must not be modified")
+        return grads, handed.given[0]
+
+    def validate(grads, tensors, dtype):
         if not isinstance(grads, (tuple, list)):
             grads = (grads,)
         grads = tuple(grads)
+        args, names = _arg_names(opdef, len(tensors))
         if len(grads) != len(tensors):
-            raise CandidateError(f"{name}.backward returned {len(grads)} gradient(s) for {len(tensors)} tensor "
-                                 f"input(s) ({', '.join(a.name for a in opdef.bind(len(tensors)))}); "
-                                 f"give None for a non-differentiable one")
+            fail("backward", f"returned {len(grads)} gradient(s) for {len(tensors)} tensor input(s) "
+                             f"({', '.join(a.name for a in args)}); give None for a non-differentiable one")
         checked = []
-        for arg, t, g in zip(opdef.bind(len(tensors)), tensors, grads):
+        for arg, arg_name, t, g in zip(args, names, tensors, grads):
             if not arg.differentiable:
                 checked.append(None)
                 continue
             if g is None:
-                raise CandidateError(f"{name}.backward gave None for {arg.name!r}, which is differentiable")
-            checked.append(_check_array(name, f"gradient of {arg.name!r}", g, np.shape(t), dtype))
-        return tuple(checked)
+                fail("backward", f"gave None for {arg_name!r}, which is differentiable")
+            checked.append(_check_array(name, f"gradient of {arg_name!r}", g, np.shape(t), dtype, "backward"))
+        return tuple(checked), names
+
+    def guarded_backward(cache, grad_out):
+        saved, tensors, given, dtype = cache
+        snapshot = _saved_arrays(saved)
+        if sum(a.nbytes for _, a in snapshot) <= COPY_BUDGET:
+            before = [(path, a, a.copy()) for path, a in snapshot]
+        else:
+            before = [(path, a, _checksum(a)) for path, a in snapshot]
+        grads, g_given = run_backward(saved, grad_out)
+        for path, a, kept in before:
+            same = _checksum(a) == kept if isinstance(kept, int) else np.array_equal(a, kept, equal_nan=True)
+            if not same:
+                fail("backward", f"wrote into its saved values ({path}) in place; a second backward on the same "
+                                 f"forward (a retained graph, a double backward) would then be wrong")
+        checked, names = validate(grads, tensors, dtype)
+        # aliasing: among the gradients, and with the inputs or saved values
+        pairs = [(i, j) for i in range(len(checked)) for j in range(i + 1, len(checked))]
+        for i, j in pairs:
+            if _shares(checked[i], checked[j]):
+                fail("backward", f"returned gradients of {names[i]!r} and {names[j]!r} that share memory; a caller "
+                                 f"that accumulates gradients in place would change both: return a copy for one")
+        for i, g in enumerate(checked):
+            for what, arrays in (("the input", list(tensors) + list(given)), ("a saved value", [a for _, a in
+                                                                                                 snapshot])):
+                if g is not None and any(_shares(g, a) for a in arrays):
+                    fail("backward", f"returned a gradient of {names[i]!r} that shares memory with {what}; a caller "
+                                     f"that accumulates gradients in place would change it: return a fresh array")
+        # the same saved values, the same grad_out: the same gradients
+        again, _ = validate(run_backward(saved, grad_out)[0], tensors, dtype)
+        for arg_name, g1, g2 in zip(names, checked, again):
+            if g1 is not None and not np.array_equal(g1, g2, equal_nan=True):
+                diff = float(np.max(np.abs(np.asarray(g1, dtype=np.complex128) - g2)))
+                fail("backward", f"is not repeatable: a second call on the same saved values and grad_out gave a "
+                                 f"gradient of {arg_name!r} differing by up to {diff:.3g} (it keeps state between "
+                                 f"calls, changes what it saved, or is nondeterministic)")
+        return checked
 
     return Op(guarded_forward, guarded_backward)
 
@@ -219,28 +394,32 @@ def _torch_callable(name: str, impl, opdef: OpDef):
 
 
 def guard_torch_op(name: str, fn, opdef: OpDef, limit: float | None = None):
+    def fail(text):
+        raise CandidateError(f"{name}: {text}" if not text.startswith(".") else f"{name}{text}", op=name,
+                             phase="forward")
+
     def guarded(*tensors, **hyper):
         import torch
 
         before = [t.detach().clone() if t.dtype.is_floating_point else t.clone() for t in tensors]
         try:
-            with time_limit(limit, f"{name}.forward"):
+            with time_limit(limit, f"{name}.forward", name, "forward"):
                 out = fn(*tensors, **hyper)
         except Exception as e:
             raise _describe_exc(name, "forward", e) from e
         if not isinstance(out, torch.Tensor):
-            raise CandidateError(f"{name}: forward returned {type(out).__name__}, not a tensor")
-        for arg, t, b in zip(opdef.bind(len(tensors)), tensors, before):
+            fail(f"forward returned {type(out).__name__}, not a tensor")
+        for arg_name, t, b in zip(_arg_names(opdef, len(tensors))[1], tensors, before):
             if not torch.equal(t.detach(), b):
-                raise CandidateError(f"{name}.forward wrote into its input {arg.name!r} in place")
+                fail(f".forward wrote into its input {arg_name!r} in place")
         expected = tuple(opdef.shape(*(tuple(t.shape) for t in tensors), **opdef.full_hyper(hyper)))
         if tuple(out.shape) != expected:
-            raise CandidateError(f"{name}: forward output has shape {tuple(out.shape)}, expected {expected}")
+            fail(f"forward output has shape {tuple(out.shape)}, expected {expected}")
         floats = [t for t in tensors if t.dtype.is_floating_point]
         if floats and out.dtype != floats[0].dtype:
-            raise CandidateError(f"{name}: forward output has dtype {out.dtype}, expected {floats[0].dtype}")
+            fail(f"forward output has dtype {out.dtype}, expected {floats[0].dtype}")
         if not bool(torch.isfinite(out).all()):
-            raise CandidateError(f"{name}: forward output has non-finite values (NaN or Inf)")
+            fail("forward output has non-finite values (NaN or Inf)")
         return out
 
     return guarded
@@ -249,15 +428,70 @@ def guard_torch_op(name: str, fn, opdef: OpDef, limit: float | None = None):
 # ---------------------------------------------------------------- the Candidate
 
 
-class Candidate:
-    """A named set of implementations to check (see the module docstring)."""
+@dataclass(frozen=True)
+class OpOptions:
+    """What a candidate's op says about itself.
 
-    def __init__(self, name: str, *, time_limit: float | None = 30.0):
+    supports: a predicate ``supports(hyper, shapes) -> bool`` on the full
+    hyperparameters and the input shapes, or a dict ``{hyper name: allowed
+    values}``; settings outside it are never drawn into random graphs, and a
+    check that needs them is ``skipped`` (never ``error``).  dtypes: the float
+    dtypes the op takes (``("float32",)`` for float32-only code: its finite
+    differences then run in float32, judged by float32's error model).
+    complex_step: True when the forward is complex-analytic (the complex-step
+    check then runs), False when it is not; None (the default) has a probe
+    decide (Note [Complex-step probe] in sources.py).
+    """
+
+    supports: object = None
+    dtypes: tuple | None = None
+    complex_step: bool | None = None
+
+    def refuses(self, op: str, hyper: dict, shapes) -> str:
+        """Why this op would not take these settings, or ""."""
+        if self.supports is None:
+            return ""
+        if isinstance(self.supports, dict):
+            bad = {k: hyper.get(k) for k, allowed in self.supports.items() if _frozen(hyper.get(k)) not in
+                   {_frozen(v) for v in allowed}}
+            if bad:
+                return f"{op} is declared only for " + ", ".join(
+                    f"{k} in {list(self.supports[k])}" for k in bad) + f"; this node has " + ", ".join(
+                    f"{k}={v!r}" for k, v in bad.items())
+            return ""
+        try:
+            ok = self.supports(dict(hyper), tuple(tuple(s) for s in shapes))
+        except Exception as e:  # a predicate that raises refuses, and says why
+            return f"{op}'s supports predicate raised {type(e).__name__}: {e}"
+        return "" if ok else f"{op} is declared not to support {_hyper_text(hyper) or 'its defaults'} on inputs " \
+                             f"{', '.join(str(tuple(s)) for s in shapes)}"
+
+
+def _frozen(v):
+    return tuple(_frozen(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def _hyper_text(hyper):
+    return ", ".join(f"{k}={v!r}" for k, v in sorted(dict(hyper).items()))
+
+
+class Candidate:
+    """A named set of implementations to check (see the module docstring).
+
+    ``exclude``: ops never placed into the random graphs this candidate is
+    checked on (an engine that does not implement them, say).  ``version``: said
+    in replay files, so a replay against another version of the code says so.
+    """
+
+    def __init__(self, name: str, *, time_limit: float | None = 30.0, exclude=(), version: str = ""):
         self.name = name
+        self.version = version
         self.time_limit = time_limit
         self.numpy_ops: dict = {}  # op name -> (forward, backward)
         self.torch_ops: dict = {}  # op name -> torch callable
+        self.options: dict = {}  # op name -> OpOptions
         self.new_ops: list = []  # OpDefs this candidate declared
+        self.exclude = frozenset(exclude)
         self.loss_and_grads = None
         self.optimizers: dict = {}  # optimizer name -> NumPy step function or torch.optim.Optimizer subclass
         self.target = ""  # how it was loaded ("module:attr", "path.py:attr", entry point name)
@@ -266,21 +500,31 @@ class Candidate:
     def ops(self) -> tuple:
         return tuple(sorted(set(self.numpy_ops) | set(self.torch_ops)))
 
-    def op(self, name: str):
-        """Decorator: the implementation of catalogue op ``name``."""
+    def _register(self, name, impl, options):
+        if hasattr(impl, "forward") and hasattr(impl, "backward") and not (
+                _is_subclass(impl, "torch", "autograd.Function") or _is_subclass(impl, "torch", "nn.Module")):
+            self.numpy_ops[name] = (impl.forward, impl.backward)
+            declared = getattr(impl, "complex_step", None)  # a class may say it on itself
+            if options.complex_step is None and isinstance(declared, bool):
+                options = OpOptions(options.supports, options.dtypes, declared)
+        else:
+            self.torch_ops[name] = _torch_callable(name, impl, get_op(name))
+        self.options[name] = options
+
+    def op(self, name: str, *, supports=None, dtypes=None, complex_step=None):
+        """Decorator: the implementation of catalogue op ``name`` (see ``OpOptions``
+        for what the keywords declare)."""
         get_op(name)  # an unknown name fails here, naming the catalogue
+        options = _options(name, supports, dtypes, complex_step)
 
         def register(impl):
-            if hasattr(impl, "forward") and hasattr(impl, "backward") and not (
-                    _is_subclass(impl, "torch", "autograd.Function") or _is_subclass(impl, "torch", "nn.Module")):
-                self.numpy_ops[name] = (impl.forward, impl.backward)
-            else:
-                self.torch_ops[name] = _torch_callable(name, impl, get_op(name))
+            self._register(name, impl, options)
             return impl
 
         return register
 
-    def new_op(self, opdef: OpDef, *, numpy=None, torch=None, formula=None):
+    def new_op(self, opdef: OpDef, *, numpy=None, torch=None, formula=None, supports=None, dtypes=None,
+               complex_step=None):
         """Declare an op the catalogue lacks.
 
         numpy: a class with NumPy forward/backward (checked as this candidate's);
@@ -295,10 +539,12 @@ class Candidate:
         CATALOGUE.pop(opdef.name, None)
         register_op(opdef)
         self.new_ops.append(opdef)
+        options = _options(opdef.name, supports, dtypes, complex_step)
         if numpy is not None:
-            self.numpy_ops[opdef.name] = (numpy.forward, numpy.backward)
+            self._register(opdef.name, numpy, options)
         if torch is not None:
             self.torch_ops[opdef.name] = _torch_callable(opdef.name, torch, opdef)
+            self.options[opdef.name] = options
         if formula is not None:
             from .backends.torch_autograd import TORCH_OPS
 
@@ -325,18 +571,84 @@ class Candidate:
         self.loss_and_grads = fn
         return fn
 
+    def options_of(self, op: str) -> OpOptions:
+        return self.options.get(op, _NO_OPTIONS)
+
+    def refuses_node(self, op: str, hyper, shapes) -> str:
+        """Why a node of ``op`` with these settings is not this candidate's to check, or ""."""
+        if op in self.exclude:
+            return f"{self.name} excludes {op} from its graphs"
+        return self.options_of(op).refuses(op, hyper, shapes)
+
+    def refuses(self, graph, dtype: str, ops=None) -> str:
+        """Why this candidate does not claim ``graph`` in ``dtype`` (considering the
+        nodes of ``ops``, default its own), or "": such a check is ``skipped``."""
+        mine = set(self.ops) if ops is None else set(ops)
+        for name, op, inputs, hyper in graph.plan():
+            why = self.refuses_node(op, hyper, [graph.shapes[i] for i in inputs]) if (
+                op in mine or op in self.exclude) else ""
+            if why:
+                return f"{why} ({name})"
+            dtypes = self.options_of(op).dtypes if op in mine else None
+            if dtypes and dtype not in dtypes:
+                return f"{self.name}'s {op} is declared for {', '.join(dtypes)} only, not {dtype}"
+        return ""
+
+    def float_dtypes(self, default=("float64", "float32")) -> tuple:
+        """The case dtypes to check this candidate's ops in."""
+        declared = [self.options_of(o).dtypes for o in self.ops if self.options_of(o).dtypes]
+        if not declared:
+            return tuple(default)
+        return tuple(d for d in ("float64", "float32", "float16", "bfloat16") if any(d in ds for ds in declared))
+
     def sources(self, device: str = "cpu", dtype: str = "float64") -> list:
         """The sources that run this candidate's code."""
         return candidate_sources(self, device, dtype)
 
+    @property
+    def identity(self) -> dict:
+        """What a replay file says about the candidate it was written for."""
+        return {"name": self.name, "version": self.version, "target": _portable_target(self.target),
+                "ops": list(self.ops), "new_ops": [o.name for o in self.new_ops]}
+
     def __repr__(self):
         kinds = [f"numpy ops {sorted(self.numpy_ops)}" if self.numpy_ops else "",
                  f"torch ops {sorted(self.torch_ops)}" if self.torch_ops else "",
-                 "an engine" if self.loss_and_grads else ""]
+                 "an engine" if self.loss_and_grads else "",
+                 f"optimizers {sorted(self.optimizers)}" if self.optimizers else ""]
         return f"Candidate({self.name!r}: {', '.join(k for k in kinds if k) or 'empty'})"
 
 
-TorchCandidate = Candidate  # one class takes both; the name reads well for torch-only candidates
+_NO_OPTIONS = OpOptions()
+
+
+def _options(name, supports, dtypes, complex_step):
+    if supports is not None and not (callable(supports) or isinstance(supports, dict)):
+        raise TypeError(f"candidate op {name!r}: supports must be a predicate (hyper, shapes) -> bool or a dict "
+                        f"of allowed values, got {type(supports).__name__}")
+    if isinstance(supports, dict):
+        opdef = get_op(name)
+        unknown = sorted(set(supports) - set(opdef.hyper))
+        if unknown:
+            raise ValueError(f"candidate op {name!r}: supports names {unknown[0]!r}, which is not a hyperparameter "
+                             f"of {name} (it takes {sorted(opdef.hyper) or 'none'})")
+    if dtypes is not None:
+        dtypes = (dtypes,) if isinstance(dtypes, str) else tuple(dtypes)
+        bad = [d for d in dtypes if d not in ("float64", "float32", "float16", "bfloat16")]
+        if bad or not dtypes:
+            raise ValueError(f"candidate op {name!r}: dtypes {list(dtypes)!r}: choose among float64, float32, "
+                             f"float16, bfloat16")
+    if complex_step not in (None, True, False):
+        raise TypeError(f"candidate op {name!r}: complex_step must be True, False or None")
+    return OpOptions(supports, dtypes, complex_step)
+
+
+def _portable_target(target: str) -> str:
+    """A target that loads from any folder: a file path made absolute."""
+    module_part, sep, attr = target.rpartition(":")
+    if sep and (module_part.endswith(".py") or "/" in module_part):
+        return f"{Path(module_part).resolve()}:{attr}"
+    return target
 
 
 class NumpyCandidateSource(ReferenceSource):
@@ -347,29 +659,65 @@ class NumpyCandidateSource(ReferenceSource):
                for name, (f, b) in candidate.numpy_ops.items()}
         super().__init__(ops, name=candidate.name, compute_dtype=compute_dtype)
         self.candidate = candidate
+        self.provides = frozenset(candidate.numpy_ops)
 
     @property
     def spec(self) -> str:
-        if not self.candidate.target:
-            return ""
-        return f"candidate:{self.candidate.target}:numpy" + (f":{self.compute_dtype}" if self.compute_dtype else "")
+        return "candidate:numpy" + (f":{self.compute_dtype}" if self.compute_dtype else "")
+
+    def accepts(self, op, hyper, shapes) -> bool:
+        return not self.candidate.refuses_node(op, hyper, shapes)
+
+    def _require(self, graph, tensors=None):
+        super()._require(graph)
+        dtype = _dtype_of_tensors(graph, tensors) if tensors is not None else "float64"
+        why = self.candidate.refuses(graph, self.compute_dtype or dtype, self.provides)
+        if why:
+            raise Unsupported(why)
+
+    def complex_claim(self, graph) -> bool | None:
+        """True when every op of ``graph`` says its forward is complex-analytic, False
+        when one says it is not, None when a candidate op says nothing (a probe decides)."""
+        claims = []
+        for node in graph.nodes:
+            if node.op in self.provides:
+                claims.append(self.candidate.options_of(node.op).complex_step)
+            else:
+                claims.append(get_op(node.op).supports_complex_step(node.hyper))
+        if False in claims:
+            return False
+        return None if None in claims else True
+
+
+def _dtype_of_tensors(graph, tensors):
+    for leaf in graph.differentiable_leaves:
+        return str(np.asarray(tensors[leaf.name]).dtype)
+    return "float64"
 
 
 class EngineSource:
     """A whole-model engine: ``loss_and_grads(graph, tensors) -> (loss, grads)``."""
 
+    accepts = None
+
     def __init__(self, candidate: Candidate):
         self.candidate = candidate
         self.name = f"{candidate.name}-engine"
         self.fn = candidate.loss_and_grads
+        self.provides = frozenset(CATALOGUE) - candidate.exclude  # an engine runs every op itself
+        self.accepts = (lambda op, hyper, shapes: op not in candidate.exclude)
 
-    @property
-    def spec(self) -> str:
-        return f"candidate:{self.candidate.target}:engine" if self.candidate.target else ""
+    spec = "candidate:engine"
+
+    def complex_claim(self, graph):
+        return None
 
     def _call(self, graph, tensors):
+        why = self.candidate.refuses(graph, _dtype_of_tensors(graph, tensors), ())
+        if why:
+            raise Unsupported(why)
         try:
-            with time_limit(self.candidate.time_limit, "loss_and_grads"):
+            with time_limit(self.candidate.time_limit, "engine.loss_and_grads", "", "loss_and_grads"):
                 return self.fn(graph, {k: _readonly(np.asarray(v)) for k, v in tensors.items()})
         except Exception as e:
             raise _describe_exc("engine", "loss_and_grads", e) from e
@@ -381,17 +729,17 @@ class EngineSource:
         t0 = time.perf_counter()
         result = self._call(graph, tensors)
         if not (isinstance(result, tuple) and len(result) == 2):
-            raise CandidateError("engine: loss_and_grads must return (loss, grads)")
+            raise CandidateError("engine: loss_and_grads must return (loss, grads)", phase="loss_and_grads")
         loss, grads = result
         if not np.isfinite(loss):
-            raise CandidateError(f"engine: loss is {loss}")
-        dtype = next((str(np.asarray(tensors[l.name]).dtype) for l in graph.differentiable_leaves), "float64")
+            raise CandidateError(f"engine: loss is {loss}", phase="loss_and_grads")
+        dtype = _dtype_of_tensors(graph, tensors)
         checked = {}
         for leaf in graph.differentiable_leaves:
             if leaf.name not in grads:
-                raise CandidateError(f"engine: no gradient for {leaf.name!r}")
+                raise CandidateError(f"engine: no gradient for {leaf.name!r}", phase="loss_and_grads")
             checked[leaf.name] = _check_array("engine", f"gradient of {leaf.name!r}", grads[leaf.name],
-                                              leaf.shape, None)
+                                              leaf.shape, None, "loss_and_grads")
         return SourceResult(self.name, ANALYTIC, float(loss), checked, dtype=dtype,
                             seconds=time.perf_counter() - t0)
 
@@ -417,9 +765,7 @@ def torch_candidate_source(candidate: Candidate, device="cpu", dtype="float64"):
 
     ops = {name: guard_torch_op(name, fn, get_op(name), candidate.time_limit)
            for name, fn in candidate.torch_ops.items()}
-    src = TorchSource(device, dtype, ops=ops, name=f"{candidate.name}-torch")
-    src.candidate_spec = f"candidate:{candidate.target}:torch:{device}:{dtype}" if candidate.target else ""
-    return src
+    return TorchSource(device, dtype, ops=ops, name=f"{candidate.name}-torch", candidate=candidate)
 
 
 # ---------------------------------------------------------------- loading
@@ -427,7 +773,8 @@ def torch_candidate_source(candidate: Candidate, device="cpu", dtype="float64"):
 
 def load_candidate(target: str) -> Candidate:
     """A Candidate from ``module:attr``, ``path/to/file.py:attr`` or the name of an
-    entry point in the ``gradcheck.candidates`` group."""
+    entry point in the ``gradcheck.candidates`` group.  What is found there must
+    be a ``Candidate``: nothing found by name is ever called."""
     obj = None
     module_part, _, attr = target.rpartition(":") if ":" in target else ("", "", "")
     try:
@@ -455,26 +802,22 @@ def load_candidate(target: str) -> Candidate:
         raise LookupError(f"candidate {target!r}: {e}") from None
     except ImportError as e:
         raise LookupError(f"candidate {target!r}: cannot import: {e}") from None
-    if callable(obj) and not isinstance(obj, Candidate):
-        obj = obj()  # a factory
     if not isinstance(obj, Candidate):
         raise TypeError(f"candidate {target!r} is a {type(obj).__name__}, not a gradcheck.Candidate")
     obj.target = target
     return obj
 
 
-def source_from_spec(spec: str):
-    """``candidate:<target>[:numpy[:dtype]|:torch:<device>:<dtype>|:engine]`` -> source."""
-    body = spec[len("candidate:"):]
-    for marker in (":numpy", ":torch:", ":engine"):
-        if marker in body:
-            target, _, rest = body.partition(marker)
-            candidate = load_candidate(target)
-            if marker == ":numpy":
-                return NumpyCandidateSource(candidate, compute_dtype=rest.lstrip(":") or None)
-            if marker == ":engine":
-                return EngineSource(candidate)
-            device, _, dtype = rest.rpartition(":")
-            return torch_candidate_source(candidate, device or "cpu", dtype or "float64")
-    return candidate_sources(load_candidate(body))[0]
-
+def candidate_source(spec: str, candidate: Candidate):
+    """The source of ``candidate`` that a spec names: ``candidate:numpy[:dtype]``,
+    ``candidate:torch:<device>:<dtype>`` or ``candidate:engine``."""
+    kind, _, rest = spec[len("candidate:"):].partition(":")
+    if kind == "numpy":
+        return NumpyCandidateSource(candidate, compute_dtype=rest or None)
+    if kind == "engine":
+        return EngineSource(candidate)
+    if kind == "torch":
+        device, _, dtype = rest.rpartition(":")
+        return torch_candidate_source(candidate, device or "cpu", dtype or "float64")
+    raise ValueError(f"cannot read candidate source spec {spec!r}: expected candidate:numpy[:DTYPE], "
+                     f"candidate:torch:DEVICE:DTYPE or candidate:engine")

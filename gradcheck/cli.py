@@ -54,22 +54,49 @@ def cmd_report(args) -> int:
         return 2
 
 
+def _repro_candidate(replay, target):
+    """The candidate the command line names, checked against the one the file expects."""
+    from .candidates import load_candidate
+    from .replay import ReplayError
+
+    expected = replay.candidate
+    if expected and not target:
+        hint = f" (it was written for --candidate {expected['target']})" if expected.get("target") else ""
+        raise ReplayError(f"{replay.path} checks candidate {expected['name']!r}: give --candidate TARGET{hint}")
+    if not target:
+        return None
+    candidate = load_candidate(target)
+    if expected and candidate.name != expected["name"]:
+        raise ReplayError(f"{replay.path} was written for candidate {expected['name']!r}, but {target} is "
+                          f"{candidate.name!r}")
+    if expected and expected.get("version") and candidate.version != expected["version"]:
+        print(f"note: the file was written for version {expected['version']!r} of {candidate.name!r}; this is "
+              f"version {candidate.version!r}", file=sys.stderr)
+    return candidate
+
+
 def cmd_repro(args) -> int:
-    from .check import check_pair
-    from .sources import parse_source
-    from .testing import describe_failure, read_case
+    from .replay import ReplayError, read_replay
 
     try:
-        case, a_spec, b_spec, outputs = read_case(args.case)
-        a_spec, b_spec = args.a or a_spec, args.b or b_spec
+        replay = read_replay(args.case)
+        candidate = _repro_candidate(replay, args.candidate)
+        a_spec, b_spec = args.a or replay.specs[0], args.b or replay.specs[1]
         if not a_spec or not b_spec:
-            raise ValueError("the file names no source to replay with; give --a SPEC and --b SPEC "
-                             "(e.g. --a reference --b 'fd:central:full(reference)')")
-        a, b = parse_source(a_spec), parse_source(b_spec)
-    except (OSError, ValueError, KeyError) as e:
-        print(f"gradcheck repro: {e}", file=sys.stderr)
+            raise ReplayError("the file names no source to replay with; give --a SPEC and --b SPEC "
+                              "(e.g. --a reference --b 'fd:central:full(reference)')")
+        if replay.kind == "optimizer":
+            return _repro_optimizer(replay, a_spec, b_spec, candidate)
+        from .check import check_pair
+        from .sources import parse_source
+        from .testing import describe_failure
+
+        case = replay.case()
+        a, b = parse_source(a_spec, candidate), parse_source(b_spec, candidate)
+    except (OSError, ValueError, KeyError, LookupError, TypeError) as e:
+        print(f"gradcheck repro: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    records = check_pair(case, a, b, outputs=outputs)
+    records = check_pair(case, a, b, outputs=bool(replay.doc.get("outputs", False)))
     print(f"replaying case {case.graph.case_id}: {a_spec} against {b_spec}")
     for r in records:
         print(f"  {r.status:17s} {r.op:16s} {r.tensor:12s} max rel err {r.max_rel_err:.3g}, "
@@ -79,6 +106,22 @@ def cmd_repro(args) -> int:
         print(describe_failure(case, records, a.name, b.name))
         return 1
     print("every check passes on this case")
+    return 0
+
+
+def _repro_optimizer(replay, a_spec, b_spec, candidate) -> int:
+    from .optim import compare_trajectories, parse_runner
+
+    trajectory = replay.trajectory()
+    a, b = parse_runner(a_spec, candidate), parse_runner(b_spec, candidate)
+    records = compare_trajectories(trajectory, a, b)
+    print(f"replaying trajectory {trajectory.case_id}: {a_spec} against {b_spec}")
+    bad = [r for r in records if r.status in ("fail", "error")]
+    for r in bad[:5]:
+        print(f"\n[{r.status}] {r.message}")
+    if bad:
+        return 1
+    print(f"every check passes on this trajectory ({len(records)} checks)")
     return 0
 
 
@@ -110,7 +153,10 @@ def build_parser():
     rep.add_argument("--csv", action="store_true", help="also write records.csv")
     rep.set_defaults(func=cmd_report)
     repro = sub.add_parser("repro", help="replay a failing case from its JSON file")
-    repro.add_argument("case", help="a case file written by a failing check (reports/failures/*.json)")
+    repro.add_argument("case", help="a case file written by a failing check (<report dir>/cases/*.json)")
+    repro.add_argument("--candidate", metavar="TARGET",
+                       help="the candidate whose code the case checks (module:attr, file.py:attr, entry point); "
+                            "the file says which it expects but never loads code itself")
     repro.add_argument("--a", help="source spec overriding the file's source_a")
     repro.add_argument("--b", help="source spec overriding the file's source_b")
     repro.set_defaults(func=cmd_repro)

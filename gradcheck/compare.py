@@ -85,7 +85,7 @@ class CheckRecord:
     case_id: str
     graph: str  # JSON
     seed: int
-    op: str
+    op: str  # the op under test: a candidate's op, or the op the disagreement localises to
     tensor: str
     source_a: str
     source_b: str
@@ -107,6 +107,7 @@ class CheckRecord:
     nondifferentiable: int = 0  # elements beyond tolerance whose stencil crossed a kink
     nondeterminism: float = 0.0  # largest difference between two backward passes of a source
     message: str = ""
+    consumer: str = ""  # the op that consumes the tensor (a leaf's first consumer; a node's own op)
 
     def to_dict(self):
         return asdict(self)
@@ -181,7 +182,7 @@ def _record(graph, seed, a, b, tensor, op, av, bv, predicted, tol, seconds, kink
     def where(flat, shape):
         return _fmt_index(positions[0], int(positions[1][flat])) if positions else _fmt_index(shape, flat)
 
-    common = dict(case_id=graph.case_id, graph=graph.to_json(), seed=int(seed), op=op, tensor=tensor,
+    common = dict(case_id=graph.case_id, graph=graph.to_json(), seed=int(seed), op=op, consumer=op, tensor=tensor,
                   source_a=a.source, source_b=b.source, dtype=coarser_dtype(a.dtype, b.dtype),
                   device=a.device if a.device != "cpu" else b.device,
                   rtol=tol.rtol, atol=tol.atol, seconds=seconds)

@@ -2,10 +2,11 @@
 (a segfault in an extension, ``os.abort``) or hangs inside C code costs one
 ``error`` record, not the run.
 
-    IsolatedSource("candidate:mypkg.layers:candidate:numpy", timeout=60)
+    IsolatedSource("candidate:numpy", "mypkg.layers:candidate", timeout=60)
 
-The worker is started with ``spawn`` and rebuilds the source from its spec; it
-is reused across checks and restarted after a crash or a time-out.
+The worker is started with ``spawn``, loads the candidate from its target (the
+one given on the command line) and rebuilds the source from its spec; it is
+reused across checks and restarted after a crash or a time-out.
 """
 
 from __future__ import annotations
@@ -23,23 +24,31 @@ class WorkerFailure(Exception):
     """The worker process died or did not answer in time."""
 
 
-def _worker(conn, spec):
+def _worker(conn, spec, target, time_limit):
     from .sources import parse_source
 
     try:
-        source = parse_source(spec)
+        candidate = None
+        if target:
+            from .candidates import load_candidate
+
+            candidate = load_candidate(target)
+            candidate.time_limit = time_limit
+        source = parse_source(spec, candidate)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send(("err", f"cannot build source {spec!r}: {type(e).__name__}: {e}", False))
         return
-    conn.send(("ready", source.name, getattr(source, "device", "cpu"), getattr(source, "complex_step", True),
+    conn.send(("ready", source.name, getattr(source, "device", "cpu"), sorted(source.provides),
                getattr(source, "dtype", None)))
+    methods = {"run": source.run, "forward": source.forward,
+               "complex_claim": lambda graph, tensors: source.complex_claim(graph)}
     while True:
         msg = conn.recv()
         if msg is None:
             return
         method, graph_json, tensors = msg
         try:
-            conn.send(("ok", getattr(source, method)(Graph.from_json(graph_json), tensors)))
+            conn.send(("ok", methods[method](Graph.from_json(graph_json), tensors)))
         except BaseException as e:  # noqa: BLE001 - every failure goes back as data
             conn.send(("err", f"{type(e).__name__}: {e}", isinstance(e, Unsupported)))
 
@@ -56,18 +65,29 @@ def _describe_exit(code):
 
 
 class IsolatedSource:
-    def __init__(self, spec: str, timeout: float = 60.0, start_timeout: float = 120.0):
+    """A source run in a worker process: ``spec`` names it (``parse_source``), and
+    ``target`` the candidate whose code it runs, loaded in the worker.
+    ``time_limit``: the candidate's own limit for one call there; ``timeout``: how
+    long the parent waits for one answer before killing the worker."""
+
+    accepts = None
+
+    def __init__(self, spec: str, target: str = "", timeout: float = 60.0, start_timeout: float = 120.0,
+                 time_limit: float | None = None):
         if not spec:
             raise ValueError("IsolatedSource needs a source spec; a source built in code cannot be isolated")
-        self.spec, self.timeout, self.start_timeout = spec, timeout, start_timeout
+        self.spec, self.target, self.timeout, self.start_timeout = spec, target, timeout, start_timeout
+        self.time_limit = timeout if time_limit is None else time_limit
         self._proc = self._conn = None
         self.dtype = None
-        self.name, self.device, self.complex_step = self._start()
+        self.name, self.device, provides = self._start()
+        self.provides = frozenset(provides)
 
     def _start(self):
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_worker, args=(child, self.spec), daemon=True)
+        self._proc = ctx.Process(target=_worker, args=(child, self.spec, self.target, self.time_limit),
+                                 daemon=True)
         self._proc.start()
         child.close()
         msg = self._receive(self.start_timeout, "starting")
@@ -113,6 +133,9 @@ class IsolatedSource:
 
     def forward(self, graph, tensors):
         return self._call("forward", graph, tensors)
+
+    def complex_claim(self, graph):
+        return self._call("complex_claim", graph, None)
 
     def close(self):
         if self._proc is not None and self._proc.is_alive():

@@ -34,7 +34,7 @@ from .sources import ANALYTIC
 
 __all__ = ["OPTIMIZERS", "Trajectory", "ReferenceRunner", "TorchRunner", "NumpyStepRunner", "TorchClassRunner",
            "compare_trajectories", "check_descent", "check_zero_gradient", "check_state_round_trip",
-           "optimizer_runners", "OptimizerError", "hyper_strategy", "trajectories"]
+           "optimizer_runners", "parse_runner", "OptimizerError", "hyper_strategy", "trajectories"]
 
 # name -> the torch.optim class name; every hyperparameter keeps torch's name.
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad"}
@@ -69,6 +69,14 @@ class Trajectory:
     def case_id(self):
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
+    @classmethod
+    def from_dict(cls, d) -> "Trajectory":
+        """The inverse of ``to_json`` (a replay file's ``trajectory``)."""
+        hyper = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(d["hyper"]).items()}
+        return cls(str(d["optimizer"]), hyper, {k: tuple(v) for k, v in dict(d.get("shapes") or {}).items()},
+                   int(d["steps"]), int(d["seed"]), float(d.get("grad_scale", 1.0)),
+                   json.dumps(d["graph"], sort_keys=True) if d.get("graph") else "", str(d.get("dtype", "float64")))
+
     def initial(self):
         """Initial parameters and the gradient function ``grads(step, params)``."""
         if self.graph:
@@ -101,6 +109,8 @@ def _plain(hyper):
 class ReferenceRunner:
     """The NumPy reference optimizer ``name`` (state kept explicitly)."""
 
+    candidate = None
+
     def __init__(self, name, step=None, label=None):
         if step is None and name not in ref_optim.OPTIMIZERS:
             raise KeyError(f"unknown optimizer {name!r}; known: {sorted(ref_optim.OPTIMIZERS)}")
@@ -108,6 +118,13 @@ class ReferenceRunner:
         self.fn = step or ref_optim.OPTIMIZERS[name]
         self.name = label or f"reference-{name}"
         self.dtype = "float64"
+
+    @property
+    def spec(self) -> str:
+        """How ``parse_runner`` rebuilds this runner (a replay file names it)."""
+        if self.candidate is not None:
+            return f"candidate:{self.optimizer}"
+        return f"reference:{self.optimizer}" if self.fn is ref_optim.OPTIMIZERS.get(self.optimizer) else ""
 
     def start(self, params, hyper):
         self.p = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
@@ -162,12 +179,19 @@ class TorchClassRunner:
     """A ``torch.optim.Optimizer`` class (torch's own or a candidate's) on a device
     and dtype; the parameters' ``.grad`` is set and ``step()`` called."""
 
+    candidate = None
+
     def __init__(self, name, cls, device="cpu", dtype="float64", label=None):
         import torch
 
         self.torch, self.optimizer, self.cls = torch, name, cls
         self.device, self.dtype = device, dtype
         self.name = label or f"torch-{name}"
+
+    @property
+    def spec(self) -> str:
+        kind = "candidate" if self.candidate is not None else "torch.optim"
+        return f"{kind}:{self.optimizer}:{self.device}:{self.dtype}"
 
     def start(self, params, hyper):
         t = self.torch
@@ -225,10 +249,33 @@ def optimizer_runners(candidate, device="cpu", dtype="float64") -> list:
     out = []
     for name, impl in candidate.optimizers.items():
         if _is_torch_optimizer(impl):
-            out.append(TorchClassRunner(name, impl, device, dtype, label=f"{candidate.name}-{name}"))
+            runner = TorchClassRunner(name, impl, device, dtype, label=f"{candidate.name}-{name}")
         else:
-            out.append(NumpyStepRunner(name, impl, f"{candidate.name}-{name}"))
+            runner = NumpyStepRunner(name, impl, f"{candidate.name}-{name}")
+        runner.candidate = candidate
+        out.append(runner)
     return out
+
+
+def parse_runner(spec: str, candidate=None):
+    """The runner a spec names: ``reference:adam``, ``torch.optim:adam:cpu:float64``,
+    or ``candidate:adam[:device:dtype]`` (the given candidate's optimizer)."""
+    kind, _, rest = spec.partition(":")
+    name, _, where = rest.partition(":")
+    device, _, dtype = where.partition(":")
+    if kind == "reference":
+        return ReferenceRunner(name)
+    if kind == "torch.optim":
+        return TorchRunner(name, device or "cpu", dtype or "float64")
+    if kind == "candidate":
+        if candidate is None:
+            raise ValueError(f"runner {spec!r} runs a candidate's optimizer: give the candidate (--candidate TARGET)")
+        for runner in optimizer_runners(candidate, device or "cpu", dtype or "float64"):
+            if runner.optimizer == name:
+                return runner
+        raise ValueError(f"candidate {candidate.name!r} has no optimizer {name!r} (it has {sorted(candidate.optimizers)})")
+    raise ValueError(f"cannot read runner spec {spec!r}: expected reference:NAME, torch.optim:NAME:DEVICE:DTYPE "
+                     f"or candidate:NAME")
 
 
 def _is_torch_optimizer(obj):

@@ -1,13 +1,21 @@
 """The gradcheck pytest plugin (registered through the ``pytest11`` entry point).
 
-Registers the Hypothesis profiles ``dev``, ``ci`` and ``thorough``; loads ``ci``
-when the environment says CI=true and ``dev`` otherwise, unless
-``--hypothesis-profile`` picks one; prints the profile and seed in the header.
+Registers the Hypothesis profiles ``gradcheck-dev``, ``gradcheck-ci`` and
+``gradcheck-thorough`` and applies one of them to the harness's own checks only
+(the suites, and tests that opt in with ``gradcheck.testing.suite``): ``ci``
+when the environment says CI=true, ``dev`` otherwise, unless
+``--gradcheck-profile`` picks one.  Every other
+Hypothesis test of the repository keeps the settings it had.  The header
+prints the profile and the concrete seed of the run (``--gradcheck-seed`` to
+replay it).  A test whose checks were all skipped is reported as skipped, with
+the reasons, not as passed.
 """
 
 from __future__ import annotations
 
 import os
+import random
+from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
@@ -16,21 +24,40 @@ from hypothesis import HealthCheck, Phase, settings
 # gradcheck's own failure message already says what failed, where and by how much.
 _COMMON = dict(deadline=None, print_blob=True,
                phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
-               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 
 # ci: the whole of `pytest suites/` within 3 minutes on 2 cores, the same examples
 # every run (derandomized: a red CI is never a coincidence of the draw).
-settings.register_profile("dev", max_examples=10, **_COMMON)
-settings.register_profile("ci", max_examples=100, derandomize=True, **_COMMON)
-settings.register_profile("thorough", max_examples=2000, **_COMMON)
+# Built on Hypothesis's own defaults, not on whatever profile is loaded (under CI
+# Hypothesis loads one of its own that derandomizes everything).
+# The names are namespaced: a profile called "ci" would replace the one Hypothesis
+# itself loads under CI for every test of the repository.
+_BASE = settings.get_profile("default")
+settings.register_profile("gradcheck-dev", _BASE, max_examples=10, **_COMMON)
+settings.register_profile("gradcheck-ci", _BASE, max_examples=100, derandomize=True, **_COMMON)
+settings.register_profile("gradcheck-thorough", _BASE, max_examples=2000, **_COMMON)
 
 PROFILES = ("dev", "ci", "thorough")
 _TALLY = pytest.StashKey()
 _SINK = pytest.StashKey()
+_CHECKS = pytest.StashKey()
+
+# The harness profile and run seed of this session (set in pytest_configure).
+_SESSION = {"profile": None, "seed": None}
 
 
 def default_profile() -> str:
     return "ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev"
+
+
+def harness_profile():
+    """The Hypothesis settings the harness's checks run under in this session."""
+    return settings.get_profile(f"gradcheck-{_SESSION['profile'] or default_profile()}")
+
+
+def run_seed():
+    """The seed of this session's harness checks, or None when derandomized."""
+    return None if harness_profile().derandomize else _SESSION["seed"]
 
 
 def pytest_addoption(parser):
@@ -48,21 +75,40 @@ def pytest_addoption(parser):
                     help="run candidates in a worker process: a crash or hang costs one error record")
     group.addoption("--check-timeout", type=float, default=30.0, metavar="SECONDS",
                     help="time limit of one call into candidate code (default 30)")
+    group.addoption("--gradcheck-profile", choices=PROFILES, default=None,
+                    help="Hypothesis profile of the harness's checks: dev (10 examples a test), ci (100, "
+                         "derandomized) or thorough (2000); default ci under CI=true, else dev")
+    group.addoption("--gradcheck-seed", type=int, default=None, metavar="N",
+                    help="seed of the harness's random draws (default: a fresh one, printed in the header)")
+    parser.addini("gradcheck_profile_everywhere", type="bool", default=False,
+                  help="apply gradcheck's Hypothesis profile (dev, or ci under CI=true) to every Hypothesis test of "
+                       "the repository, not only to the harness's checks (opt-in)")
     group.addoption("--gradcheck-report", metavar="DIR", default=None,
                     help="stream every check's record to DIR/<run-id>/ and build the report there at the end "
-                         "(failing cases go to its failures/); without it failing cases go to reports/failures/")
+                         "(failing cases go to its cases/); without it failing cases go to reports/cases/")
 
 
 class _Tally:
     """Counts what the session checked, for the terminal summary."""
 
     def __init__(self):
-        self.cases, self.statuses = set(), {}
+        self.cases, self.statuses, self.skipped = set(), Counter(), Counter()
 
     def __call__(self, records, replay=""):
         for r in records:
             self.cases.add((r.case_id, r.seed, r.dtype))
-            self.statuses[r.status] = self.statuses.get(r.status, 0) + 1
+            self.statuses[r.status] += 1
+            if r.status == "skipped":
+                self.skipped[_reason(r.message)] += 1
+        current = _SESSION.get("item")
+        if current is not None:
+            current.stash.setdefault(_CHECKS, []).extend((r.status, r.message) for r in records)
+
+
+def _reason(message: str) -> str:
+    """A skip reason without the node it was found at, so reasons group."""
+    text = message.strip().splitlines()[0] if message.strip() else "no reason given"
+    return text.rsplit(" (", 1)[0] if text.endswith(")") and " (" in text else text
 
 
 def pytest_configure(config):
@@ -72,14 +118,24 @@ def pytest_configure(config):
     config.stash[_TALLY] = tally
     RECORD_LISTENERS.append(tally)
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped with the reason where none is visible)")
-    if not config.getoption("hypothesis_profile", default=None):
-        settings.load_profile(default_profile())
+    chosen = config.getoption("hypothesis_profile", default=None) or ""
+    _SESSION["profile"] = (config.getoption("gradcheck_profile", default=None)
+                           or (chosen[len("gradcheck-"):] if chosen.startswith("gradcheck-") else None)
+                           or default_profile())
+    seed = config.getoption("gradcheck_seed", default=None)
+    if seed is None:
+        seed = config.getoption("hypothesis_seed", default=None)
+    if seed is None and hasattr(config, "workerinput"):
+        seed = config.workerinput.get("gradcheck_seed")
+    _SESSION["seed"] = int(seed) if seed is not None else random.SystemRandom().randrange(2**32)
+    if config.getini("gradcheck_profile_everywhere") and not chosen:
+        settings.load_profile(f"gradcheck-{_SESSION['profile']}")
     report = config.getoption("gradcheck_report", default=None)
     if report and not hasattr(config, "workerinput"):
         from .report import RecordSink, new_run_dir
 
         run_dir = new_run_dir(report)
-        os.environ["GRADCHECK_REPORT_DIR"] = str(run_dir)  # failing cases go to <run>/failures/
+        os.environ["GRADCHECK_REPORT_DIR"] = str(run_dir)  # failing cases go to <run>/cases/
         sink = RecordSink(run_dir)
         config.stash[_SINK] = sink
         RECORD_LISTENERS.append(_SinkListener(sink))
@@ -101,6 +157,28 @@ def pytest_unconfigure(config):
     RECORD_LISTENERS[:] = [listener for listener in RECORD_LISTENERS
                            if listener is not config.stash.get(_TALLY, None)
                            and getattr(listener, "sink", None) is not config.stash.get(_SINK, None)]
+    _SESSION.update(profile=None, seed=None, item=None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    _SESSION["item"] = item
+    try:
+        return (yield)
+    finally:
+        _SESSION["item"] = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    checks = item.stash.get(_CHECKS, None)
+    if call.when == "call" and report.passed and checks and all(status == "skipped" for status, _ in checks):
+        reasons = Counter(_reason(message) for _, message in checks)
+        text = "; ".join(f"{why}" + (f" (x{n})" if n > 1 else "") for why, n in reasons.most_common(3))
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), (item.location[1] or 0) + 1, f"Skipped: compared nothing: {text}")
+    return report
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -109,6 +187,8 @@ def pytest_terminal_summary(terminalreporter, config):
         counts = ", ".join(f"{n} {status}" for status, n in sorted(tally.statuses.items()))
         terminalreporter.write_line(f"gradcheck: {len(tally.cases)} cases (graph, seed, dtype) checked; "
                                     f"records: {counts}")
+        for why, n in tally.skipped.most_common(5):
+            terminalreporter.write_line(f"gradcheck: left unchecked ({n} skipped): {why}")
     sink = config.stash.get(_SINK, None)
     if sink is not None:
         sink.close()
@@ -123,13 +203,13 @@ def pytest_report_header(config):
     lines = []
     for target in config.getoption("candidate", default=[]) or []:
         lines.append(f"gradcheck: candidate {target} on {config.getoption('device')}")
-    profile = settings.default
-    seed = config.getoption("hypothesis_seed", default=None)
-    how = f"seed {seed}" if seed is not None else (
-        "derandomized: the same examples every run" if profile.derandomize else "random seed per run; "
-        "a failure prints how to reproduce it")
-    name = config.getoption("hypothesis_profile", default=None) or default_profile()
-    return lines + [f"gradcheck: hypothesis profile {name!r} (max_examples={profile.max_examples}), {how}"]
+    profile = harness_profile()
+    if profile.derandomize:
+        how = "derandomized: the same examples every run"
+    else:
+        how = f"seed {_SESSION['seed']} (replay this draw with --gradcheck-seed {_SESSION['seed']})"
+    return lines + [f"gradcheck: hypothesis profile {_SESSION['profile']!r} (max_examples={profile.max_examples}) "
+                    f"for the harness's checks, {how}"]
 
 
 def _cuda_available() -> bool:
@@ -151,9 +231,9 @@ def pytest_collection_modifyitems(config, items):
 
 class SuitePlan:
     """What the suites check: sources against finite differences of their own
-    forward (``self_check``), sources against the float64 reference
-    (``vs_reference``, each with the case dtypes it runs on), torch candidates
-    against torch's own ops, and the ops to target."""
+    forward (``self_check``: ``(source, case dtypes)``), sources against the
+    float64 reference (``vs_reference``, each with the case dtypes it runs on),
+    torch candidates against torch's own ops, and the ops to target."""
 
     def __init__(self, self_check, vs_reference, torch_candidates, ops, candidates, optimizers=()):
         self.self_check, self.vs_reference = self_check, vs_reference
@@ -171,8 +251,20 @@ def suite_plan(config) -> SuitePlan:
     return plan
 
 
-def _optimizer_plan(config):
+def _load(option, target):
     from .candidates import load_candidate
+
+    try:
+        return load_candidate(target)
+    except (LookupError, TypeError, FileNotFoundError) as e:
+        raise pytest.UsageError(f"{option} {target}: {e}") from None
+    except SyntaxError as e:
+        raise pytest.UsageError(f"{option} {target}: the candidate's code has a syntax error: {e}") from None
+    except Exception as e:  # noqa: BLE001 - the candidate's module raised while importing
+        raise pytest.UsageError(f"{option} {target}: importing it raised {type(e).__name__}: {e}") from None
+
+
+def _optimizer_plan(config):
     from .optim import OPTIMIZERS, TorchRunner, optimizer_runners
 
     device, dtype = config.getoption("device"), config.getoption("dtype")
@@ -183,10 +275,7 @@ def _optimizer_plan(config):
                 for name, cls in OPTIMIZERS.items() for d in dtypes]
     plan = []
     for target in targets:
-        try:
-            candidate = load_candidate(target)
-        except (LookupError, TypeError, FileNotFoundError) as e:
-            raise pytest.UsageError(f"--optimizer {target}: {e}") from None
+        candidate = _load("--optimizer", target)
         if not candidate.optimizers:
             raise pytest.UsageError(f"--optimizer {target}: {candidate!r} declares no optimizer")
         for runner in optimizer_runners(candidate, device, dtype or "float64"):
@@ -204,7 +293,7 @@ def _make_plan(config) -> SuitePlan:
 
 def _make_source_plan(config) -> SuitePlan:
     from .backends.torch_autograd import TorchSource
-    from .candidates import EngineSource, NumpyCandidateSource, load_candidate, torch_candidate_source
+    from .candidates import EngineSource, NumpyCandidateSource, torch_candidate_source
     from .ops import CATALOGUE
     from .sources import ReferenceSource
 
@@ -214,34 +303,37 @@ def _make_source_plan(config) -> SuitePlan:
     numpy_dtypes = tuple(d for d in dtypes if d in ("float64", "float32")) or ("float64",)
     targets = config.getoption("candidate")
     if not targets:
-        return SuitePlan([ReferenceSource(), TorchSource(device, "float64")],
+        return SuitePlan([(ReferenceSource(), ("float64",)), (TorchSource(device, "float64"), ("float64",))],
                          [(TorchSource(device, d), (d,)) for d in dtypes], [], sorted(CATALOGUE), [])
     timeout = config.getoption("check_timeout")
+    if not timeout > 0:
+        raise pytest.UsageError(f"--check-timeout {timeout:g}: give a positive number of seconds")
     self_check, vs_reference, torch_candidates, ops, candidates = [], [], [], set(), []
     for target in targets:
-        try:
-            candidate = load_candidate(target)
-        except (LookupError, TypeError, FileNotFoundError) as e:
-            raise pytest.UsageError(f"--candidate {target}: {e}") from None
+        candidate = _load("--candidate", target)
         candidate.time_limit = timeout
         candidates.append(candidate)
-        ops |= set(candidate.ops) if not candidate.loss_and_grads else set(CATALOGUE)
+        ops |= set(candidate.ops) if not candidate.loss_and_grads else set(CATALOGUE) - candidate.exclude
+        # differences of its own forward in the dtypes it declares (float64 unless it says
+        # it takes float32 only), against the reference in the dtypes asked for
+        own = tuple(d for d in candidate.float_dtypes(("float64",)) if d in ("float64", "float32")) or ("float64",)
+        against = tuple(d for d in numpy_dtypes if d in candidate.float_dtypes(numpy_dtypes)) or own
         if candidate.numpy_ops:
             src = NumpyCandidateSource(candidate)
-            self_check.append(src)
-            vs_reference.append((src, numpy_dtypes))
+            self_check.append((src, own))
+            vs_reference.append((src, against))
         if candidate.torch_ops:
-            self_check.append(torch_candidate_source(candidate, device, "float64"))
+            self_check.append((torch_candidate_source(candidate, device, "float64"), ("float64",)))
             for d in dtypes:
                 src = torch_candidate_source(candidate, device, d)
                 vs_reference.append((src, (d,)))
                 torch_candidates.append(src)
         if candidate.loss_and_grads:
             src = EngineSource(candidate)
-            self_check.append(src)
-            vs_reference.append((src, numpy_dtypes))
+            self_check.append((src, own))
+            vs_reference.append((src, against))
     if config.getoption("isolate"):
-        self_check = [_isolated(s, timeout) for s in self_check]
+        self_check = [(_isolated(s, timeout), d) for s, d in self_check]
         vs_reference = [(_isolated(s, timeout), d) for s, d in vs_reference]
         torch_candidates = [_isolated(s, timeout) for s in torch_candidates]
     return SuitePlan(self_check, vs_reference, torch_candidates, sorted(ops), candidates)
@@ -250,4 +342,10 @@ def _make_source_plan(config) -> SuitePlan:
 def _isolated(source, timeout):
     from .isolation import IsolatedSource
 
-    return IsolatedSource(source.spec, timeout=timeout)
+    isolated = IsolatedSource(source.spec, source.candidate.target, timeout=timeout + 30, time_limit=timeout)
+    isolated.candidate = source.candidate  # for its refusals and its identity in replay files
+    isolated.accepts = source.accepts
+    for attr in ("dtype", "torch_dtype"):
+        if hasattr(source, attr):
+            setattr(isolated, attr, getattr(source, attr))
+    return isolated

@@ -55,12 +55,15 @@ def _graph_pairs(opts, candidate_sources):
         if opts.dtype != "float64":
             pairs.append(Pair(f"torch-{opts.dtype}~ref", TorchSource(opts.device, opts.dtype), ref64, outputs=True))
     for src in candidate_sources:
-        pairs.append(Pair(f"{src.name}~central", src, FiniteDifferences(src, "central")))
-        pairs.append(Pair(f"{src.name}~ref", src, ref64, outputs=True))
+        own = src.candidate.float_dtypes(("float64",))[0]
+        pairs.append(Pair(f"{src.name}~central", src, FiniteDifferences(src, "central"), dtype=own))
+        pairs.append(Pair(f"{src.name}~ref", src, ref64, outputs=True, dtype=own))
     return pairs
 
 
 def _case_dtype(pair, opts):
+    if pair.dtype:
+        return pair.dtype
     src = pair.a
     if getattr(src, "torch_dtype", None) is not None:
         return src.dtype
@@ -72,21 +75,29 @@ def run_main_job(opts: RunOptions, console=None) -> int:
     from rich.table import Table
 
     from . import report
-    from .testing import write_case
+    from .replay import write_gradient_case
 
     import sys
 
     # Not on a terminal (CI logs, pipes), rich would wrap at 80 columns: tables and
     # paths read better unwrapped.
     console = console or (Console() if sys.stdout.isatty() else Console(width=140))
-    ops = ops_to_run(list(opts.ops) if opts.ops else None)
-    candidate_sources = []
+    candidate_sources, accept = [], None
     if opts.candidate:
         from .candidates import candidate_sources as sources_of, load_candidate
 
         cand = load_candidate(opts.candidate)
         candidate_sources = sources_of(cand, opts.device, "float64")
-        ops = sorted(set(cand.ops)) if not cand.loss_and_grads else ops
+        accept = (lambda op, hyper, shapes: not cand.refuses_node(op, hyper, shapes))
+        mine = sorted(set(cand.ops)) if not cand.loss_and_grads else None
+        if opts.ops:
+            unknown = [o for o in opts.ops if mine is not None and o not in mine]
+            if unknown:
+                raise ValueError(f"--ops {','.join(opts.ops)}: the candidate does not implement {unknown[0]!r} "
+                                 f"(it has {', '.join(mine)})")
+        ops = ops_to_run(list(opts.ops) if opts.ops else mine)
+    else:
+        ops = ops_to_run(list(opts.ops) if opts.ops else None)
     sweep_pairs = default_pairs(opts.dtype, opts.device, torch=opts.torch)
     graph_pairs = _graph_pairs(opts, candidate_sources)
     run_dir = report.new_run_dir(opts.out)
@@ -104,10 +115,8 @@ def run_main_job(opts: RunOptions, console=None) -> int:
             replay = ""
             if bad:
                 failures += len(bad)
-                spec_a, spec_b = getattr(pair.a, "spec", ""), getattr(pair.b, "spec", "")
                 path = run_dir / "cases" / f"{case.graph.case_id}-{case.seed}-{pair.label.replace('~', '-vs-')}.json"
-                write_case(path, case, spec_a, spec_b, bad, pair.outputs)
-                replay = str(path)
+                replay = str(write_gradient_case(path, case, pair.a, pair.b, bad, pair.outputs))
             sink.add(records, replay=replay, pair_label=pair.label)
 
         # 1. the catalogue sweep
@@ -134,10 +143,10 @@ def run_main_job(opts: RunOptions, console=None) -> int:
             with _progress(console) as progress:
                 task = progress.add_task("random graphs", total=opts.examples, failures=failures)
                 _random_graphs(opts, ops, graph_pairs, emit, lambda: progress.update(task, advance=1,
-                                                                                       failures=failures))
+                                                                                       failures=failures), accept)
         # 3. optimizers: torch.optim (and a candidate's) against the reference, step by step
         if opts.torch or opts.optimizer:
-            _optimizers(opts, sink, console)
+            failures += _optimizers(opts, sink, console, run_dir)
         checks = sink.count
 
     paths = report.build_report(run_dir, csv=opts.csv)
@@ -150,10 +159,12 @@ def run_main_job(opts: RunOptions, console=None) -> int:
     return 1 if failures else 0
 
 
-def _optimizers(opts, sink, console):
+def _optimizers(opts, sink, console, run_dir) -> int:
+    """Every optimizer's trajectories against the reference; returns the failing checks."""
     from hypothesis import HealthCheck, Phase, given, seed, settings
 
     from .optim import OPTIMIZERS, ReferenceRunner, TorchRunner, compare_trajectories, optimizer_runners, trajectories
+    from .replay import write_optimizer_case
 
     plan = []
     if opts.torch:
@@ -175,12 +186,19 @@ def _optimizers(opts, sink, console):
             @given(t=trajectories(name))
             def check_one(t):
                 nonlocal bad
-                records = compare_trajectories(t, make(), ReferenceRunner(name))
-                bad += sum(r.status in ("fail", "error") for r in records)
-                sink.add(records, replay="", pair_label=f"{name}~reference")
+                runner, reference = make(), ReferenceRunner(name)
+                records = compare_trajectories(t, runner, reference)
+                failing = [r for r in records if r.status in ("fail", "error")]
+                replay = ""
+                if failing:
+                    bad += len(failing)
+                    path = run_dir / "cases" / f"{t.case_id}-{name}.json"
+                    replay = str(write_optimizer_case(path, t, runner, reference, failing))
+                sink.add(records, replay=replay, pair_label=f"{name}~reference")
                 progress.update(task, advance=1, failures=bad)
 
             check_one()
+    return bad
 
 
 def _progress(console):
@@ -191,7 +209,7 @@ def _progress(console):
                     console=console, transient=False)
 
 
-def _random_graphs(opts, ops, pairs, emit, tick):
+def _random_graphs(opts, ops, pairs, emit, tick, accept=None):
     from hypothesis import HealthCheck, Phase, given, seed, settings
 
     from .strategies import cases, graphs
@@ -204,7 +222,7 @@ def _random_graphs(opts, ops, pairs, emit, tick):
         @seed(opts.seed)
         @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
                   suppress_health_check=list(HealthCheck))
-        @given(case=cases(graphs(include=op)))
+        @given(case=cases(graphs(include=op, accept=accept)))
         def check_one(case):
             for pair in pairs:
                 c = Case(case.graph, case.seed, _case_dtype(pair, opts), case.scale, case.quantize)

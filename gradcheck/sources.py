@@ -18,7 +18,7 @@ from reference_impl import executor
 
 from . import numeric
 from .graph import Graph
-from .ops import get_op
+from .ops import CATALOGUE, get_op
 
 __all__ = ["Source", "SourceResult", "ReferenceSource", "FiniteDifferences", "ANALYTIC", "Unsupported",
            "parse_source"]
@@ -113,10 +113,28 @@ class ReferenceSource:
     case); by default the reference computes in the dtype it is given.
     """
 
+    accepts = None  # every setting of every op it has
+
     def __init__(self, ops=None, name="reference", compute_dtype=None):
         self.name = name
         self.ops = {**reference_impl.OPS, **(ops or {})}
         self.compute_dtype = compute_dtype
+        self.provides = frozenset(self.ops)  # the ops whose VJP is this source's own
+
+    def with_dtype(self, dtype):
+        """The same ops computing in ``dtype``: for re-running a case as the check did."""
+        return ReferenceSource(self.ops, self.name, compute_dtype=dtype)
+
+    def local_op(self, op):
+        """The ``Op(forward, backward)`` this source runs for ``op``."""
+        try:
+            return self.ops[op]
+        except KeyError:
+            raise Unsupported(f"{self.name} has no implementation of {op}") from None
+
+    def complex_claim(self, graph) -> bool | None:
+        """Whether every forward of ``graph`` takes complex input (Note [Complex step])."""
+        return all(get_op(n.op).supports_complex_step(n.hyper) for n in graph.nodes)
 
     @property
     def spec(self) -> str:
@@ -131,19 +149,19 @@ class ReferenceSource:
         return {k: v.astype(self.compute_dtype) if np.issubdtype(np.asarray(v).dtype, np.floating) else v
                 for k, v in tensors.items()}
 
-    def _require(self, graph: Graph):
+    def _require(self, graph: Graph, tensors=None):
         missing = sorted(set(graph.ops) - set(self.ops))
         if missing:
             raise Unsupported(f"{self.name} has no implementation of {', '.join(missing)}")
 
     def forward(self, graph: Graph, tensors: dict):
-        self._require(graph)
+        self._require(graph, tensors)
         values, _ = executor.forward(graph.plan(), self._cast(tensors), self.ops)
         return values[graph.output]
 
     def forward_with_branches(self, graph: Graph, tensors: dict):
         """The loss and the branch signature of every kink op (Note [Kinks])."""
-        self._require(graph)
+        self._require(graph, tensors)
         values, _ = executor.forward(graph.plan(), self._cast(tensors), self.ops)
         return values[graph.output], branch_signature(graph, values)
 
@@ -151,7 +169,7 @@ class ReferenceSource:
         """The loss at x + t * directions for each t in ``steps``, the moved point
         written into buffers kept in ``memo`` (one set for every direction of a
         check) rather than into fresh arrays the size of the model a step."""
-        self._require(graph)
+        self._require(graph, tensors)
         memo = {} if memo is None else memo
         moved = memo.setdefault("moved", {})
         out = []
@@ -179,7 +197,7 @@ class ReferenceSource:
         copy left the branch of the unperturbed point (Note [Kinks])."""
         from .batching import forward_copies, slices
 
-        self._require(graph)
+        self._require(graph, tensors)
         memo = {} if memo is None else memo
         if "unperturbed" not in memo:
             memo["unperturbed"] = executor.forward(graph.plan(), self._cast(tensors), self.ops)[0]
@@ -207,7 +225,7 @@ class ReferenceSource:
         return (out, crossed) if kinky else out
 
     def run(self, graph: Graph, tensors: dict) -> SourceResult:
-        self._require(graph)
+        self._require(graph, tensors)
         t0 = time.perf_counter()
         tensors = self._cast(tensors)
         steps = graph.plan()
@@ -254,19 +272,59 @@ class FiniteDifferences:
 
     @property
     def spec(self) -> str:
-        inner = getattr(self.of, "spec", "")
+        """Every setting, so a replay runs the same differences (``parse_source``)."""
+        inner = self.of.spec
         if not inner:
             return ""
-        mode = "full" if self.mode == "full" else f"directional{self.n_directions}/{self.seed}"
-        return f"fd:{self.method}:{mode}({inner})"
+        return (f"fd:{self.method}:{self.mode}:n={self.n_directions},seed={self.seed},full={self.full_limit},"
+                f"bisect={self.bisect_above}({inner})")
 
-    def supports(self, graph: Graph) -> bool:
-        """The complex step needs every op's forward to accept complex input."""
+    def cannot_run(self, graph: Graph, tensors: dict) -> str:
+        """Why these differences do not apply to this case, or "" (then they do).
+
+        Note [Complex-step probe]
+        Im f(x + ih v) / h is the derivative along v only when the forward is
+        complex-analytic.  Ordinary code is not: it casts back to a real dtype,
+        accumulates into a real buffer, or calls abs, logaddexp or erf, and then
+        gives 0 or raises.  So the complex step runs only for a source that
+        declares its forwards complex-analytic (the reference, op by op), or,
+        when a source says nothing, after a probe: the complex-step derivative
+        along two random sign directions must match central differences of the
+        real forward along them.  A source that fails the probe, or declares no
+        complex support, has its complex-step checks ``skipped`` with the reason.
+        """
         if self.method != "complex":
-            return True
-        if not getattr(self.of, "complex_step", True):
-            return False
-        return all(get_op(n.op).supports_complex_step(n.hyper) for n in graph.nodes)
+            return ""
+        claim = self.of.complex_claim(graph)
+        if claim is False:
+            return f"{self.of.name}'s forward of this graph does not take complex input (declared)"
+        if claim is None:
+            return self._complex_probe(graph, tensors)
+        return ""
+
+    def _complex_probe(self, graph, tensors) -> str:
+        import warnings
+
+        rng = np.random.default_rng(self.seed + 1)
+        f = (lambda t: self.of.forward(graph, t))
+        # one direction a tensor: a forward may keep the imaginary part of one input
+        # and drop another's (a cast to the dtype of x)
+        for leaf in graph.differentiable_leaves:
+            d = {leaf.name: _rademacher(rng, np.shape(tensors[leaf.name])).astype(np.float64)}
+            try:
+                with warnings.catch_warnings(), np.errstate(all="ignore"):
+                    warnings.simplefilter("ignore")
+                    cs = numeric.directional(f, tensors, d, "complex")
+            except Exception as e:  # noqa: BLE001 - a forward that refuses complex input says so here
+                return (f"{self.of.name}'s forward does not take complex input, so the complex step does not "
+                        f"apply (probe: {type(e).__name__}: {str(e)[:200]})")
+            c = numeric.directional(f, tensors, d, "richardson")
+            cs_v, c_v = float(np.real(cs.value)), float(c.value)
+            if not abs(cs_v - c_v) <= 1e-6 * max(abs(c_v), 1.0) + 4 * float(c.error):
+                return (f"{self.of.name}'s forward is not complex-analytic in {leaf.name!r}, so the complex step "
+                        f"does not apply; declare complex_step=True on an op whose forward is (probe along a random "
+                        f"direction: complex step {cs_v:.6g}, differences of the real forward {c_v:.6g})")
+        return ""
 
     def forward(self, graph, tensors):
         return self.of.forward(graph, tensors)
@@ -369,13 +427,18 @@ class FiniteDifferences:
             return (lambda t: self.of.forward(graph, t)), False
         if hasattr(self.of, "forward_with_branches"):
             return (lambda t: self.of.forward_with_branches(graph, t)), True
-        # Where a kink lies is a property of the math: ask the reference which branch.
-        ref = ReferenceSource()
-        return (lambda t: (self.of.forward(graph, t), ref.forward_with_branches(graph, t)[1])), True
+        # A source that shows no intermediate values (an engine, a worker process):
+        # where a kink lies is a property of the math, so the reference (or a
+        # declared op's formula) says which branch.
+        branches = ReferenceOrFormula()
+        if not branches.can_run(graph):
+            return (lambda t: self.of.forward(graph, t)), False
+        return (lambda t: (self.of.forward(graph, t), branches.forward_with_branches(graph, t)[1])), True
 
     def run(self, graph: Graph, tensors: dict) -> SourceResult:
-        if not self.supports(graph):
-            raise ValueError(f"{self.name}: an op of this graph does not take complex input")
+        why = self.cannot_run(graph, tensors)
+        if why:
+            raise Unsupported(why)
         t0 = time.perf_counter()
         # The loss itself is not compared (the analytic side's is); no forward spent on it.
         loss = math.nan
@@ -437,20 +500,46 @@ class ReferenceOrFormula:
     reference does not implement but that have a torch formula (ops a user
     declared with one): the independent side of a comparison for any op."""
 
-    def __init__(self):
-        self.reference = ReferenceSource(compute_dtype="float64")
+    accepts = None
+
+    def __init__(self, dtype: str = "float64"):
+        self.dtype = dtype
+        self.reference = ReferenceSource(compute_dtype=dtype)
         self.name = "reference"
-        self.spec = "reference-or-formula"
+        self.spec = "reference-or-formula" + ("" if dtype == "float64" else f":{dtype}")
+        self.provides = frozenset(CATALOGUE)
         self._torch = None
+
+    def with_dtype(self, dtype):
+        return ReferenceOrFormula(dtype)
+
+    def _formula(self):
+        if self._torch is None:
+            from .backends.torch_autograd import TorchSource
+
+            self._torch = TorchSource("cpu", self.dtype, name="torch-formula")
+        return self._torch
 
     def _pick(self, graph):
         if set(graph.ops) <= set(self.reference.ops):
             return self.reference
-        if self._torch is None:
-            from .backends.torch_autograd import TorchSource
+        return self._formula()
 
-            self._torch = TorchSource("cpu", "float64", name="torch-formula")
-        return self._torch
+    def can_run(self, graph) -> bool:
+        """Whether every op of ``graph`` has a reference VJP or a torch formula."""
+        if set(graph.ops) <= set(self.reference.ops):
+            return True
+        from .backends.torch_autograd import TORCH_OPS
+
+        return all(op in self.reference.ops or op in TORCH_OPS for op in graph.ops)
+
+    def local_op(self, op):
+        if op in self.reference.ops:
+            return self.reference.ops[op]
+        return self._formula().local_op(op)
+
+    def complex_claim(self, graph):
+        return self.reference.complex_claim(graph) if self._pick(graph) is self.reference else False
 
     def run(self, graph, tensors):
         return self._pick(graph).run(graph, tensors)
@@ -458,14 +547,21 @@ class ReferenceOrFormula:
     def forward(self, graph, tensors):
         return self._pick(graph).forward(graph, tensors)
 
+    def forward_with_branches(self, graph, tensors):
+        return self._pick(graph).forward_with_branches(graph, tensors)
 
-def parse_source(spec: str):
+
+def parse_source(spec: str, candidate=None):
     """The source a spec names: ``reference``, ``reference:float64``,
-    ``torch:cpu:float32``, ``fd:central:full(<spec>)``,
-    ``fd:central:directional4/0(<spec>)``, ``candidate:<target>[:torch:cuda:float32]``."""
+    ``reference-or-formula``, ``torch:cpu:float32``,
+    ``fd:central:auto:n=4,seed=0,full=2000,bisect=4096(<spec>)``, or one of
+    ``candidate``'s: ``candidate:numpy``, ``candidate:torch:cpu:float32``,
+    ``candidate:engine``.  A spec never names code to load: a candidate's
+    source needs the ``Candidate`` itself, given by the caller."""
     spec = spec.strip()
-    if spec == "reference-or-formula":
-        return ReferenceOrFormula()
+    if spec == "reference-or-formula" or spec.startswith("reference-or-formula:"):
+        _, _, dtype = spec.partition(":")
+        return ReferenceOrFormula(dtype or "float64")
     if spec == "reference" or spec.startswith("reference:"):
         _, _, dtype = spec.partition(":")
         return ReferenceSource(compute_dtype=dtype or None)
@@ -477,13 +573,20 @@ def parse_source(spec: str):
         return TorchSource(device=device, dtype=parts[-1])
     if spec.startswith("fd:") and spec.endswith(")") and "(" in spec:
         head, inner = spec[3:-1].split("(", 1)
-        method, _, mode = head.partition(":")
-        if mode.startswith("directional"):
-            n, _, seed = mode[len("directional"):].partition("/")
-            return FiniteDifferences(parse_source(inner), method, "directional", int(n), int(seed or 0))
-        return FiniteDifferences(parse_source(inner), method)
+        method, _, rest = head.partition(":")
+        mode, _, settings = rest.partition(":")
+        kw = {}
+        for item in filter(None, settings.split(",")):
+            key, _, value = item.partition("=")
+            names = {"n": "n_directions", "seed": "seed", "full": "full_limit", "bisect": "bisect_above"}
+            if key not in names:
+                raise ValueError(f"cannot read source spec {spec!r}: unknown setting {key!r}")
+            kw[names[key]] = int(value)
+        return FiniteDifferences(parse_source(inner, candidate), method, mode or "full", **kw)
     if spec.startswith("candidate:"):
-        from .candidates import source_from_spec
+        if candidate is None:
+            raise ValueError(f"source {spec!r} runs a candidate's code: give the candidate (--candidate TARGET)")
+        from .candidates import candidate_source
 
-        return source_from_spec(spec)
+        return candidate_source(spec, candidate)
     raise ValueError(f"cannot read source spec {spec!r}")

@@ -72,8 +72,8 @@ class _NotHere(Exception):
 class _Ctx:
     """A graph under construction, with the shape of every tensor so far."""
 
-    def __init__(self, draw, max_dim, max_batch):
-        self.draw, self.max_dim, self.max_batch = draw, max_dim, max_batch
+    def __init__(self, draw, max_dim, max_batch, accept=None):
+        self.draw, self.max_dim, self.max_batch, self.accept = draw, max_dim, max_batch, accept
         self.b = GraphBuilder()
         self.shapes = {}
         self.history = []  # activations, in order, for residual branches
@@ -94,8 +94,22 @@ class _Ctx:
     def param(self, shape, init=None):
         return self.leaf("p", shape, "param", init=init)
 
+    def settings_for(self, op, inputs, hyper, name_prefix=None):
+        """``hyper``, or the op's defaults when ``accept`` refuses ``hyper`` (a candidate
+        declared those settings unsupported); _NotHere when it refuses both."""
+        if self.accept is None:
+            return hyper
+        opdef = get_op(op)
+        shapes = [self.shapes[i] for i in inputs]
+        if self.accept(op, opdef.full_hyper(hyper), shapes):
+            return hyper
+        if hyper and self.accept(op, opdef.full_hyper({}), shapes):
+            return {}
+        raise _NotHere
+
     def apply(self, op, *inputs, **hyper):
         opdef = get_op(op)
+        hyper = self.settings_for(op, inputs, hyper)
         shape = opdef.shape(*(self.shapes[i] for i in inputs), **opdef.full_hyper(hyper))
         name = self.b.op(op, *inputs, name=self.name(op[:4] + "_"), **hyper)
         self.shapes[name] = tuple(shape)
@@ -332,6 +346,11 @@ def _declared_ops(family):
             if name not in _BUILTIN and not od.is_loss and family in (od.families or FAMILIES)]
 
 
+def _declared_losses(family=None):
+    return [name for name, od in CATALOGUE.items()
+            if name not in _BUILTIN and od.is_loss and (family is None or family in (od.families or FAMILIES))]
+
+
 PLACERS = {
     "tanh": _activation("tanh"), "relu": _activation("relu"), "sigmoid": _activation("sigmoid"),
     "leaky_relu": _activation("leaky_relu", negative_slope=[0.01, 0.2]),
@@ -367,7 +386,10 @@ def _input(ctx, family, ops, force_embedding=False):
     if force_embedding or ("embedding" in ops and ctx.draw(st.booleans())):
         vocab = ctx.dim(2, ctx.max_dim + 2)
         ids = ctx.leaf("ids", (n, t), "const", "int", {"kind": "randint", "high": vocab})
-        return ctx.apply("embedding", ids, ctx.param((vocab, ctx.dim())))
+        try:
+            return ctx.apply("embedding", ids, ctx.param((vocab, ctx.dim())))
+        except _NotHere:
+            pass  # refused by the source under test: a plain sequence input instead
     return ctx.leaf("x", (n, t, ctx.dim()), "input")
 
 
@@ -375,6 +397,11 @@ def _head(ctx, x, losses):
     shape = ctx.shapes[x]
     usable = [l for l in losses if l != "cross_entropy" or (len(shape) == 2 and shape[1] >= 2)] or ["weighted_sum"]
     loss = ctx.draw(st.sampled_from(usable))
+    if loss not in LOSSES:
+        try:
+            return _declared_head(ctx, x, loss)
+        except (_NotHere, ShapeError):
+            loss = "weighted_sum"
     if loss == "weighted_sum":
         other = ctx.leaf("probe", shape, "const")
     elif loss == "cross_entropy":
@@ -388,7 +415,36 @@ def _head(ctx, x, losses):
         hyper["reduction"] = "sum"
     if loss == "smooth_l1" and ctx.draw(st.booleans()):
         hyper["beta"] = 0.5
+    try:
+        hyper = ctx.settings_for(loss, (x, other), hyper)
+    except _NotHere:
+        if loss == "weighted_sum":
+            raise
+        return _head(ctx, x, ["weighted_sum"])
     ctx.b.op(loss, x, other, name="loss", **hyper)
+
+
+def _declared_head(ctx, x, loss):
+    """A loss a user declared, as the head: x is its first input, the others fresh
+    leaves shaped by its ``arg_shapes`` (default: like x) in their declared roles."""
+    opdef = get_op(loss)
+    shape = ctx.shapes[x]
+    hyper = ctx.draw(opdef.hyper_strategy(shape)) if opdef.hyper_strategy else {}
+    shapes = opdef.arg_shapes(shape, hyper) if opdef.arg_shapes else {a.name: shape for a in opdef.inputs[1:]}
+    args = [x]
+    for arg in opdef.inputs[1:]:
+        if arg.name not in shapes:
+            if arg.optional:
+                continue
+            raise _NotHere
+        init = opdef.init.get(arg.name)
+        if arg.dtype == "int" and not init:
+            raise _NotHere
+        args.append(ctx.leaf(arg.name[:6], shapes[arg.name], arg.role, arg.dtype, init))
+    if opdef.shape(*(ctx.shapes[a] for a in args), **opdef.full_hyper(hyper)) != ():
+        raise _NotHere
+    hyper = ctx.settings_for(loss, args, hyper)
+    ctx.b.op(loss, *args, name="loss", **hyper)
 
 
 # ---------------------------------------------------------------- public strategies
@@ -402,7 +458,7 @@ def _check_positive_int(name, value, lo):
 
 
 def graphs(families=FAMILIES, ops=None, *, include=None, min_depth=0, max_depth=4, max_dim=5, max_batch=3,
-           losses=LOSSES, max_size=600) -> st.SearchStrategy:
+           losses=None, max_size=600, accept=None) -> st.SearchStrategy:
     """Valid random graphs.
 
     families: any of ``mlp`` (on (N, D)), ``cnn`` (on (N, C, H, W) or (N, C, L)),
@@ -413,8 +469,12 @@ def graphs(families=FAMILIES, ops=None, *, include=None, min_depth=0, max_depth=
     get as many draws as common ones this way.
     min_depth, max_depth: the number of blocks; max_dim: the largest feature,
     channel or spatial size; max_batch: the largest batch; losses: the heads to
-    choose from; max_size: the most differentiable scalars in a graph (the cost
-    of a full finite-difference check).
+    choose from (default: the built-in ones and any a user declared); max_size: the
+    most differentiable scalars in a graph (the cost of a full finite-difference
+    check); accept: ``accept(op, hyper, input_shapes) -> bool``, the settings a
+    source under test takes (a candidate's declared ``supports``): a refused
+    setting falls back to the op's defaults, and is left out if they are refused
+    too.
     """
     families = tuple(families)
     for f in families:
@@ -429,28 +489,37 @@ def graphs(families=FAMILIES, ops=None, *, include=None, min_depth=0, max_depth=
     _check_positive_int("max_dim", max_dim, 2)
     _check_positive_int("max_batch", max_batch, 1)
     _check_positive_int("max_size", max_size, 1)
-    losses = tuple(losses)
-    bad = [l for l in losses if l not in LOSSES]
+    known_losses = LOSSES + tuple(_declared_losses())
+    losses = known_losses if losses is None else tuple(losses)
+    bad = [l for l in losses if l not in known_losses]
     if bad or not losses:
-        raise InvalidArgument(f"losses={list(losses)!r}: choose one or more of {LOSSES}")
+        raise InvalidArgument(f"losses={list(losses)!r}: choose one or more of {known_losses}")
+    if accept is not None and not callable(accept):
+        raise InvalidArgument(f"accept={accept!r} must be a callable (op, hyper, shapes) -> bool")
     if ops is not None:
         ops = tuple(ops)
         unknown = [o for o in ops if o not in CATALOGUE]
         if unknown:
             raise InvalidArgument(f"ops contains unknown op {unknown[0]!r}; the catalogue has {sorted(CATALOGUE)}")
-        placeable = [o for o in ops if o in PLACERS or o == "embedding" or o in LOSSES or o not in _BUILTIN]
+        placeable = [o for o in ops if o in PLACERS or o == "embedding" or o in known_losses or o not in _BUILTIN]
         if not placeable:
             raise InvalidArgument(f"ops={list(ops)!r}: none of them can be placed in a graph body")
     usable = [f for f in families
-              if ops is None or set(ops) & (set(FAMILY_OPS[f]) | set(LOSSES) | set(_declared_ops(f)))]
+              if ops is None or set(ops) & (set(FAMILY_OPS[f]) | set(LOSSES) | set(_declared_ops(f))
+                                            | set(_declared_losses(f)))]
     if not usable:
         raise InvalidArgument(f"no family among {families} uses any of ops={list(ops)!r}")
     if include is not None:
-        if include in LOSSES:
+        if include in known_losses:
             if include not in losses:
                 raise InvalidArgument(f"include={include!r} is a loss not among losses={list(losses)!r}")
             if include == "cross_entropy":
                 usable = [f for f in usable if f == "mlp"] or usable
+            elif include not in LOSSES:
+                usable = [f for f in usable if f in (CATALOGUE[include].families or FAMILIES)]
+                if not usable:
+                    raise InvalidArgument(f"include={include!r} declares families {CATALOGUE[include].families}, "
+                                          f"none among {families}")
         elif include in _BUILTIN or include not in CATALOGUE:
             if include not in PLACERS and include != "embedding":
                 raise InvalidArgument(f"include={include!r} cannot be placed in a graph; "
@@ -468,15 +537,15 @@ def graphs(families=FAMILIES, ops=None, *, include=None, min_depth=0, max_depth=
                 raise InvalidArgument(f"include={include!r} declares families {CATALOGUE[include].families}, "
                                       f"none among {families}")
             min_depth, max_depth = max(min_depth, 1), max(max_depth, 1)
-    return _graphs(tuple(usable), ops, include, min_depth, max_depth, max_dim, max_batch, losses, max_size)
+    return _graphs(tuple(usable), ops, include, min_depth, max_depth, max_dim, max_batch, losses, max_size, accept)
 
 
 @st.composite
-def _graphs(draw, families, ops, include, min_depth, max_depth, max_dim, max_batch, losses, max_size):
+def _graphs(draw, families, ops, include, min_depth, max_depth, max_dim, max_batch, losses, max_size, accept):
     family = draw(st.sampled_from(families))
     blocks = {kind: [o for o in FAMILY_BLOCKS[family][kind] if ops is None or o in ops] for kind in BLOCK_KINDS}
     blocks["layer"] += [o for o in _declared_ops(family) if ops is None or o in ops]
-    ctx = _Ctx(draw, max_dim, max_batch)
+    ctx = _Ctx(draw, max_dim, max_batch, accept)
     x = _input(ctx, family, FAMILY_OPS[family] if ops is None else ops, force_embedding=include == "embedding")
     depth = draw(st.integers(min_depth, max_depth))
     pending = include if include in PLACERS or (include in CATALOGUE and include not in _BUILTIN
@@ -504,11 +573,17 @@ def _graphs(draw, families, ops, include, min_depth, max_depth, max_dim, max_bat
             pending = None
         except (_NotHere, ShapeError):
             pass
-    if include in LOSSES:
+    if include in losses:
         head_losses = (include,)
     else:
-        head_losses = tuple(l for l in losses if ops is None or l in ops or l == "weighted_sum") or ("weighted_sum",)
-    _head(ctx, x, head_losses)
+        head_losses = tuple(l for l in losses if (ops is None or l in ops or l == "weighted_sum")
+                            and (l in LOSSES or family in (CATALOGUE[l].families or FAMILIES))) or ("weighted_sum",)
+    try:
+        _head(ctx, x, head_losses)
+    except _NotHere:
+        from hypothesis import reject
+
+        reject()
     graph = ctx.b.build("loss")
     if include is not None and include not in graph.ops:
         from hypothesis import reject
@@ -537,6 +612,8 @@ def single_op_graphs(op: str, **kwargs) -> st.SearchStrategy:
     if op not in CATALOGUE:
         raise InvalidArgument(f"unknown op {op!r}; the catalogue has {sorted(CATALOGUE)}")
     if op not in _BUILTIN:
+        if CATALOGUE[op].is_loss:
+            return graphs(ops=(op,), include=op, min_depth=0, max_depth=0, **kwargs)
         return graphs(ops=(op,), include=op, min_depth=1, max_depth=1, **kwargs)
     if op in LOSSES:
         families = ("mlp",) if op == "cross_entropy" else FAMILIES  # cross_entropy takes (N, C)

@@ -12,7 +12,7 @@ from .check import check_pair, op_cases
 from .ops import CATALOGUE
 from .sources import FiniteDifferences, ReferenceSource
 
-__all__ = ["Pair", "default_pairs", "sweep_op", "worst", "ops_to_run"]
+__all__ = ["Pair", "default_pairs", "worst", "ops_to_run"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class Pair:
     a: object
     b: object
     outputs: bool = False
+    dtype: str | None = None  # the case dtype this pair runs in (default: the run's)
 
 
 def default_pairs(dtype="float64", device="cpu", torch=True, methods=("central", "richardson", "complex")):
@@ -36,15 +37,6 @@ def default_pairs(dtype="float64", device="cpu", torch=True, methods=("central",
         if dtype in ("float64", "float32"):
             pairs.append(Pair(f"{t.name}~central", t, FiniteDifferences(t, "central")))
     return pairs
-
-
-def sweep_op(op_name, pairs, dtype="float64", seed=0):
-    """All records of one op: every sample, every pair."""
-    records = []
-    for case in op_cases(op_name, dtype, seed):
-        for p in pairs:
-            records.extend(check_pair(case, p.a, p.b, outputs=p.outputs))
-    return records
 
 
 def worst(records) -> tuple:

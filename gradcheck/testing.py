@@ -6,25 +6,21 @@
     >>> records = assert_gradients_agree(op_cases("softmax")[0], ref, FiniteDifferences(ref))
 
 A failing check raises ``GradientMismatch`` whose message names the op, the
-tensor, the elements, the tolerance and the graph, writes the case to a JSON file
-under ``reports/failures/`` (or ``$GRADCHECK_REPORT_DIR/failures/``) and ends
-with the one command that replays it: ``gradcheck repro <file>``.
+tensor, the elements, the tolerance and the graph, writes the case to a replay
+file under ``reports/cases/`` (or ``$GRADCHECK_REPORT_DIR/cases/``) and ends
+with the one command that replays it from any folder.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-from pathlib import Path
 
 from .check import Case, check_pair
-from .graph import Graph
+from .replay import cases_dir, replay_command, slug, write_gradient_case, write_optimizer_case
 
-__all__ = ["GradientMismatch", "assert_gradients_agree", "write_case", "read_case", "failures_dir",
-           "RECORD_LISTENERS", "share_of_profile"]
+__all__ = ["GradientMismatch", "assert_gradients_agree", "assert_trajectories_agree", "describe_failure",
+           "RECORD_LISTENERS", "suite"]
 
-CASE_FORMAT = "gradcheck-case/1"
 MAX_SHOWN = 4
 
 # Callables given every batch of records a check produces, and the replay file of
@@ -36,43 +32,13 @@ class GradientMismatch(AssertionError):
     """Two gradient sources disagree beyond tolerance (or one of them failed)."""
 
 
-def failures_dir() -> Path:
-    return Path(os.environ.get("GRADCHECK_REPORT_DIR") or "reports") / "failures"
-
-
 def _slug(case: Case) -> str:
     test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
     if not test:
         return f"case-{case.graph.case_id}"
     # One file per test: Hypothesis replays the shrunk example last, so the file
     # left behind holds the smallest failing case.
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", test.replace(".py::", "__")).strip("_")[:150]
-
-
-def write_case(path, case: Case, a_spec: str, b_spec: str, records=(), outputs=False) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "format": CASE_FORMAT, "case_id": case.graph.case_id, "graph": case.graph.to_dict(),
-        "seed": case.seed, "dtype": case.dtype, "scale": case.scale, "quantize": case.quantize,
-        "source_a": a_spec, "source_b": b_spec, "outputs": outputs,
-        "test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0],
-        "records": [{k: v for k, v in r.to_dict().items() if k != "graph"} for r in records],
-    }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=str))
-    tmp.replace(path)
-    return path
-
-
-def read_case(path):
-    """``(case, source_a spec, source_b spec, outputs)`` from a replay file."""
-    doc = json.loads(Path(path).read_text())
-    if doc.get("format") != CASE_FORMAT:
-        raise ValueError(f"{path}: not a gradcheck case file (format {doc.get('format')!r}, expected {CASE_FORMAT!r})")
-    case = Case(Graph.from_dict(doc["graph"]), int(doc["seed"]), doc["dtype"], float(doc["scale"]),
-                float(doc.get("quantize", 0.0)))
-    return case, doc["source_a"], doc["source_b"], bool(doc.get("outputs", False))
+    return slug(test.replace(".py::", "__"))
 
 
 def describe_failure(case: Case, records, a_name: str, b_name: str) -> str:
@@ -82,7 +48,8 @@ def describe_failure(case: Case, records, a_name: str, b_name: str) -> str:
              + (f", data quantized to {case.quantize}" if case.quantize else "") + f", case {case.graph.case_id}"]
     for r in sorted(bad, key=lambda r: -r.ratio if r.ratio == r.ratio else 0)[:MAX_SHOWN]:
         where = f"tensor {r.tensor!r}" if r.tensor else "the whole case"
-        lines.append(f"\n[{r.status}] op {r.op or '?'}, {where}:")
+        consumer = f" (consumed by {r.consumer})" if r.consumer and r.consumer != r.op and r.tensor else ""
+        lines.append(f"\n[{r.status}] op {r.op or '?'}, {where}{consumer}:")
         lines.extend("  " + line for line in r.message.splitlines())
     if len(bad) > MAX_SHOWN:
         lines.append(f"\n... and {len(bad) - MAX_SHOWN} more")
@@ -100,22 +67,55 @@ def assert_gradients_agree(case: Case, a, b, *, outputs: bool = False, tolerance
             listener(records, "")
         return records
     text = describe_failure(case, records, a.name, b.name)
-    a_spec, b_spec = getattr(a, "spec", ""), getattr(b, "spec", "")
-    path = write_case(failures_dir() / f"{_slug(case)}.json", case, a_spec, b_spec,
-                      [r for r in records if r.status in ("fail", "error")], outputs)
+    path = write_gradient_case(cases_dir() / f"{_slug(case)}.json", case, a, b,
+                               [r for r in records if r.status in ("fail", "error")], outputs)
     for listener in RECORD_LISTENERS:
         listener(records, str(path))
-    if a_spec and b_spec:
-        text += f"\n\ncase written to {path}\nreplay: gradcheck repro {path}"
+    if a.spec and b.spec:
+        text += f"\n\ncase written to {path}\nreplay: {replay_command(path, a, b)}"
     else:
         text += (f"\n\ncase written to {path}\n(a source here was built in code, so the file names "
                  f"no source to replay it with: gradcheck repro {path} --a SPEC --b SPEC)")
     raise GradientMismatch(text)
 
 
-def share_of_profile(fraction: float, minimum: int = 5):
-    """Hypothesis settings with ``fraction`` of the active profile's examples: for
-    tests parametrized many ways (one per op), so a profile sets the whole budget."""
-    from hypothesis import settings
+def assert_trajectories_agree(trajectory, a, b) -> list:
+    """Run optimizer runners ``a`` and ``b`` on ``trajectory`` step by step; raise
+    ``GradientMismatch`` (with a replay file) on any ``fail`` or ``error`` record.
+    A trajectory that diverged beyond the dtype's range is ``skipped`` from there."""
+    from .optim import compare_trajectories
 
-    return settings(max_examples=max(minimum, int(settings.default.max_examples * fraction)))
+    records = compare_trajectories(trajectory, a, b)
+    bad = [r for r in records if r.status in ("fail", "error")]
+    path = ""
+    if bad:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+        name = slug(test.replace(".py::", "__")) if test else f"optimizer-{trajectory.case_id}"
+        path = write_optimizer_case(cases_dir() / f"{name}.json", trajectory, a, b, bad)
+    for listener in RECORD_LISTENERS:
+        listener(records, str(path))
+    if not bad:
+        return records
+    text = "\n\n".join(f"[{r.status}] {r.source_a} against {r.source_b}, {r.dtype}:\n{r.message}" for r in bad[:3])
+    if a.spec and b.spec:
+        text += f"\n\ncase written to {path}\nreplay: {replay_command(path, a, b)}"
+    raise GradientMismatch(text)
+
+
+def suite(fraction: float = 1.0, minimum: int = 5):
+    """Decorator (above ``@given``) putting a test under the harness's Hypothesis
+    profile and seed for this session (see ``gradcheck.pytest_plugin``), with
+    ``fraction`` of the profile's examples: for tests parametrized many ways (one
+    per op), so that a profile sets the whole budget.  Tests without it keep
+    their own settings."""
+    from hypothesis import seed, settings
+
+    from .pytest_plugin import harness_profile, run_seed
+
+    def apply(test):
+        profile = harness_profile()
+        test = settings(profile, max_examples=max(minimum, int(profile.max_examples * fraction)))(test)
+        chosen = run_seed()
+        return seed(chosen)(test) if chosen is not None else test
+
+    return apply

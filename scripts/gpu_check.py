@@ -32,7 +32,7 @@ def main() -> int:
     parts = [
         ("cuda tests", [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
                         "tests/test_torch_source.py"]),
-        ("cuda suites", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-profile", "dev",
+        ("cuda suites", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--gradcheck-profile", "dev",
                          "--device", "cuda", "suites/test_architectures.py", "suites/test_optimizers.py"]),
         ("run float64", [sys.executable, "-m", "gradcheck.cli", "run", "--device", "cuda", "--dtype", "float64",
                          "--examples", "200", "--out", "/tmp/gradcheck-gpu"]),

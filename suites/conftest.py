@@ -16,7 +16,7 @@ def pytest_generate_tests(metafunc):
     plan = suite_plan(metafunc.config)
     names = metafunc.fixturenames
     if "source" in names:
-        metafunc.parametrize("source", plan.self_check, ids=_ids(plan.self_check))
+        metafunc.parametrize("source,self_dtypes", plan.self_check, ids=_ids([s for s, _ in plan.self_check]))
     if "other_source" in names:
         sources = [s for s, _ in plan.vs_reference]
         metafunc.parametrize("other_source,case_dtypes", plan.vs_reference, ids=_ids(sources))

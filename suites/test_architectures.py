@@ -10,38 +10,40 @@ from hypothesis import given, strategies as st
 
 from gradcheck.sources import FiniteDifferences
 from gradcheck.strategies import FAMILIES, cases, graphs
-from gradcheck.testing import assert_gradients_agree, share_of_profile
+from gradcheck.testing import assert_gradients_agree, suite
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@suite()
 @given(data=st.data())
-def test_backward_matches_differences_of_its_own_forward(source, family, data):
-    case = data.draw(cases(graphs([family])), label="case")
+def test_backward_matches_differences_of_its_own_forward(source, self_dtypes, family, data):
+    case = data.draw(cases(graphs([family], accept=source.accepts), dtypes=self_dtypes), label="case")
     assert_gradients_agree(case, source, FiniteDifferences(source, "central"))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@suite()
 @given(data=st.data())
 def test_gradients_and_outputs_agree_with_the_reference(other_source, case_dtypes, reference64, family, data):
-    case = data.draw(cases(graphs([family]), dtypes=case_dtypes), label="case")
+    case = data.draw(cases(graphs([family], accept=other_source.accepts), dtypes=case_dtypes), label="case")
     assert_gradients_agree(case, other_source, reference64, outputs=True)
 
 
-@share_of_profile(1 / 4)
+@suite(1 / 4)
 @given(data=st.data())
-def test_graphs_containing_op_match_differences(source, op, data):
-    case = data.draw(cases(graphs(include=op)), label="case")
+def test_graphs_containing_op_match_differences(source, self_dtypes, op, data):
+    case = data.draw(cases(graphs(include=op, accept=source.accepts), dtypes=self_dtypes), label="case")
     assert_gradients_agree(case, source, FiniteDifferences(source, "central"))
 
 
-@share_of_profile(1 / 4)
+@suite(1 / 4)
 @given(data=st.data())
 def test_graphs_containing_op_agree_with_the_reference(other_source, case_dtypes, reference64, op, data):
-    case = data.draw(cases(graphs(include=op), dtypes=case_dtypes), label="case")
+    case = data.draw(cases(graphs(include=op, accept=other_source.accepts), dtypes=case_dtypes), label="case")
     assert_gradients_agree(case, other_source, reference64, outputs=True)
 
 
-@share_of_profile(1 / 4)
+@suite(1 / 4)
 @given(data=st.data())
 def test_torch_candidate_agrees_with_torch_builtin_ops(torch_candidate, op, data):
     from gradcheck.backends.torch_autograd import TORCH_OPS, TorchSource
@@ -49,12 +51,14 @@ def test_torch_candidate_agrees_with_torch_builtin_ops(torch_candidate, op, data
     if op not in TORCH_OPS:
         pytest.skip(f"torch has no built-in formula for {op}")
     builtin = TorchSource(torch_candidate.device, torch_candidate.dtype)
-    case = data.draw(cases(graphs(include=op), dtypes=(torch_candidate.dtype,)), label="case")
+    case = data.draw(cases(graphs(include=op, accept=torch_candidate.accepts), dtypes=(torch_candidate.dtype,)),
+                     label="case")
     assert_gradients_agree(case, torch_candidate, builtin, outputs=True)
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+@suite()
 @given(data=st.data())
 def test_cuda_agrees_with_the_reference(reference64, dtype, data):
     from gradcheck.backends.torch_autograd import TorchSource

@@ -7,31 +7,24 @@ import pytest
 from hypothesis import given, strategies as st
 
 from gradcheck.optim import (ReferenceRunner, check_descent, check_state_round_trip, check_zero_gradient,
-                             compare_trajectories, hyper_strategy, trajectories)
-from gradcheck.testing import share_of_profile
+                             hyper_strategy, trajectories)
+from gradcheck.testing import assert_trajectories_agree, suite
 
 
-def _assert_records(records):
-    # "skipped": the trajectory diverged beyond the dtype's range, where nothing compares
-    bad = [r for r in records if not r.passed]
-    assert not bad, "\n\n".join(f"[{r.status}] {r.source_a} against {r.source_b}, {r.dtype}:\n{r.message}"
-                                for r in bad[:3])
-
-
-@share_of_profile(1 / 2)
+@suite(1 / 2)
 @given(data=st.data())
 def test_trajectory_matches_the_reference(optimizer_runner, data):
     label, name, make = optimizer_runner
     t = data.draw(trajectories(name), label="trajectory")
-    _assert_records(compare_trajectories(t, make(), ReferenceRunner(name)))
+    assert_trajectories_agree(t, make(), ReferenceRunner(name))
 
 
-@share_of_profile(1 / 4)
+@suite(1 / 4)
 @given(data=st.data())
 def test_training_a_random_network_matches_the_reference(optimizer_runner, data):
     label, name, make = optimizer_runner
     t = data.draw(trajectories(name, graphs=True), label="trajectory")
-    _assert_records(compare_trajectories(t, make(), ReferenceRunner(name)))
+    assert_trajectories_agree(t, make(), ReferenceRunner(name))
 
 
 # Each property with the parameter shapes it runs on; the test id reads as the property.
@@ -43,7 +36,7 @@ PROPERTIES = [
 
 
 @pytest.mark.parametrize("check,shapes", [p[1:] for p in PROPERTIES], ids=[p[0] for p in PROPERTIES])
-@share_of_profile(1 / 4)
+@suite(1 / 4)
 @given(data=st.data())
 def test_property_holds(optimizer_runner, check, shapes, data):
     label, name, make = optimizer_runner

@@ -127,7 +127,7 @@ def test_seeded_optimizer_bug_is_caught_with_a_per_step_message(bug_id, name, im
     (runner,) = optimizer_runners(_candidate(bug_id, name, impl))
     caught = []
 
-    @settings(settings.get_profile("ci"), database=None)
+    @settings(settings.get_profile("gradcheck-ci"), database=None)
     @given(t=trajectories(name))
     def search(t):
         bad = [r for r in compare_trajectories(t, runner, ReferenceRunner(name)) if r.status != "pass"]
@@ -149,7 +149,7 @@ def test_the_reference_written_as_a_candidate_optimizer_passes(name):
     c.optimizer(name)(ref.OPTIMIZERS[name])
     (runner,) = optimizer_runners(c)
 
-    @settings(settings.get_profile("ci"), database=None)
+    @settings(settings.get_profile("gradcheck-ci"), database=None)
     @given(t=trajectories(name))
     def search(t):
         assert {r.status for r in compare_trajectories(t, runner, ReferenceRunner(name))} == {"pass"}
@@ -177,7 +177,7 @@ def test_pytest_optimizer_option_checks_a_candidate_optimizer():
 
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-m", "pytest", "suites/test_optimizers.py", "-p", "no:cacheprovider",
-                          "--hypothesis-profile", "dev", "--optimizer",
+                          "--gradcheck-profile", "dev", "--optimizer",
                           "examples/my_layers/my_layers/layers.py:candidate", "-v"],
                          cwd=root, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:]

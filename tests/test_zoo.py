@@ -32,7 +32,7 @@ def hunt(bug, fd_mode="full"):
     first, failing = [], []
     t0 = time.perf_counter()
 
-    @settings(settings.get_profile("ci"), database=None)
+    @settings(settings.get_profile("gradcheck-ci"), database=None)
     @given(data=st.data())
     def search(data):
         case = data.draw(cases(graphs(include=bug.op), dtypes=("float64", "float32")), label="case")

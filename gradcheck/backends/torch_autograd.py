@@ -16,7 +16,7 @@ from ..batching import slices
 from ..graph import Graph
 from ..sources import ANALYTIC, SourceResult, Unsupported
 
-__all__ = ["TorchSource", "TORCH_OPS", "Unsupported", "cuda_available"]
+__all__ = ["TorchSource", "TORCH_OPS", "Unsupported"]
 
 TORCH_DTYPES = ("float64", "float32", "float16", "bfloat16")
 FUSE_LIMIT = 1 << 16  # up to this many scalars, a directional step moves every tensor in one flat add
@@ -26,13 +26,6 @@ def _torch():
     import torch
 
     return torch
-
-
-def cuda_available() -> bool:
-    try:
-        return _torch().cuda.is_available()
-    except ImportError:
-        return False
 
 
 def _ops():
@@ -128,10 +121,8 @@ class TorchSource:
         ['x']
     """
 
-    complex_step = False  # a complex-step FD of this forward is not offered
-
     def __init__(self, device: str = "cpu", dtype: str = "float64", check_determinism: bool = False,
-                 ops: dict | None = None, name: str | None = None):
+                 ops: dict | None = None, name: str | None = None, candidate=None):
         torch = _torch()
         if dtype not in TORCH_DTYPES:
             raise ValueError(f"dtype must be one of {TORCH_DTYPES}, got {dtype!r}")
@@ -142,13 +133,67 @@ class TorchSource:
         self.torch_dtype = getattr(torch, dtype)
         self.check_determinism = check_determinism
         self.ops = ops  # overrides: op name -> torch function (a candidate's layers)
+        self.candidate = candidate  # whose ops these are, when they are a candidate's
+        self.provides = frozenset(ops or ())
         self.name = name or f"torch-{self.device.split(':')[0]}"
+        self._vmap_ok = {}
 
     @property
     def spec(self) -> str:
+        if self.candidate is not None:
+            return f"candidate:torch:{self.device}:{self.dtype}"
         if self.ops:
-            return getattr(self, "candidate_spec", "")  # a candidate's ops: named by the candidate
+            return ""  # ops swapped in code cannot be named in a file
         return f"torch:{self.device}:{self.dtype}"
+
+    def accepts(self, op, hyper, shapes) -> bool:
+        return self.candidate is None or not self.candidate.refuses_node(op, hyper, shapes)
+
+    def complex_claim(self, graph):
+        return False  # this source takes no complex input
+
+    def _require(self, graph):
+        if self.candidate is not None:
+            why = self.candidate.refuses(graph, self.dtype, self.provides)
+            if why:
+                raise Unsupported(why)
+
+    def local_op(self, op):
+        """``op`` of this source as a NumPy ``Op(forward, backward)`` (float64 in and
+        out), differentiated by autograd: for re-judging one node at a time."""
+        torch = _torch()
+        fn = self._fn(op)
+
+        def forward(*args, **hyper):
+            ts = []
+            for a in args:
+                a = np.asarray(a)
+                if a.dtype.kind in "iu":
+                    ts.append(torch.as_tensor(a, dtype=torch.long, device=self.device))
+                else:
+                    ts.append(torch.as_tensor(a, device=self.device).to(self.torch_dtype).requires_grad_(True))
+            with torch.enable_grad():
+                out = fn(*ts, **hyper)
+            return out.detach().to(torch.float64).cpu().numpy(), (ts, out)
+
+        def backward(saved, g):
+            ts, out = saved
+            wrt = [t for t in ts if t.requires_grad]
+            grads = torch.autograd.grad(out, wrt, torch.as_tensor(np.asarray(g), device=self.device).to(out.dtype),
+                                        allow_unused=True, retain_graph=True)
+            it = iter(grads)
+            res = []
+            for t in ts:
+                if not t.requires_grad:
+                    res.append(None)
+                    continue
+                gi = next(it)
+                res.append(np.zeros(tuple(t.shape)) if gi is None else gi.to(torch.float64).cpu().numpy())
+            return tuple(res)
+
+        from reference_impl import Op
+
+        return Op(forward, backward)
 
     def _fn(self, op):
         if self.ops and op in self.ops:
@@ -171,6 +216,7 @@ class TorchSource:
         return out
 
     def _forward(self, graph, values, only=None):
+        self._require(graph)
         for name, op, inputs, hyper in graph.plan():
             if only is not None and name not in only:
                 continue
@@ -291,7 +337,7 @@ class TorchSource:
             def loss_at(xi):
                 return self._forward(graph, {**fixed, name: xi}, only=downstream)[graph.output]
 
-            if getattr(self, "_vmap_ok", {}).get(graph.case_id, True):
+            if self._vmap_ok.get(graph.case_id, True):
                 try:
                     per_copy = sum(v.element_size() * v.numel() for k, v in values.items() if k in downstream)
                     return np.concatenate([torch.func.vmap(loss_at)(xs[part]).double().cpu().numpy()
@@ -299,7 +345,7 @@ class TorchSource:
                 except Exception:
                     # Anything vmap cannot batch (an autograd.Function without
                     # setup_context, say) runs copy by copy; a real error recurs there.
-                    self._vmap_ok = {**getattr(self, "_vmap_ok", {}), graph.case_id: False}
+                    self._vmap_ok[graph.case_id] = False
             return np.array([float(loss_at(xi)) for xi in xs])
 
     def run(self, graph: Graph, tensors: dict) -> SourceResult:

@@ -1,0 +1,579 @@
+"""Correct layers for every catalogue op, written the way people write them outside
+this project: NumPy forward/backward pairs with no thought of complex input.
+
+They cast with ``astype``, use ``np.abs``, ``np.logaddexp``, ``math.erf``,
+``x.var()`` and real scratch buffers, im2col instead of taps, and loops where
+loops are easy.  Every one is right for real input; none claims complex
+support.  The harness must pass all of them (tests/test_user_layers.py).
+"""
+
+import math
+
+import numpy as np
+
+from gradcheck import Candidate
+
+candidate = Candidate("ordinary-layers")
+op = candidate.op
+
+
+def _unbroadcast(g, shape):
+    g = g.sum(axis=tuple(range(g.ndim - len(shape)))) if g.ndim > len(shape) else g
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+# ---------------------------------------------------------------- dense layers
+
+
+@op("linear")
+class Linear:
+    @staticmethod
+    def forward(x, weight, bias=None):
+        y = np.einsum("...i,oi->...o", x, weight)
+        if bias is not None:
+            y = y + bias
+        return y.astype(x.dtype), (x, weight, bias is not None)
+
+    @staticmethod
+    def backward(saved, g):
+        x, weight, has_bias = saved
+        gx = np.einsum("...o,oi->...i", g, weight)
+        gw = g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
+        if has_bias:
+            return gx, gw, g.reshape(-1, g.shape[-1]).sum(axis=0)
+        return gx, gw
+
+
+@op("matmul")
+class MatMul:
+    @staticmethod
+    def forward(a, b):
+        return np.matmul(a, b), (a, b)
+
+    @staticmethod
+    def backward(saved, g):
+        a, b = saved
+        ga = np.matmul(g, np.swapaxes(b, -1, -2))
+        gb = np.matmul(np.swapaxes(a, -1, -2), g)
+        return _unbroadcast(ga, a.shape), _unbroadcast(gb, b.shape)
+
+
+def _im2col(xp, kh, kw, sh, sw, dh, dw, oh, ow):
+    """(N, C, Hp, Wp) -> (N, C, kh, kw, oh, ow) windows, copied."""
+    n, c = xp.shape[:2]
+    cols = np.empty((n, c, kh, kw, oh, ow), dtype=xp.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = xp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+    return cols
+
+
+@op("conv2d")
+class Conv2d:
+    @staticmethod
+    def forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+        n, c, h, w = x.shape
+        o, cg, kh, kw = weight.shape
+        oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+        xp[:, :, ph:ph + h, pw:pw + w] = x
+        cols = _im2col(xp, kh, kw, sh, sw, dh, dw, oh, ow).reshape(n, groups, cg, kh, kw, oh, ow)
+        wg = weight.reshape(groups, o // groups, cg, kh, kw)
+        y = np.einsum("ngcijhw,gocij->ngohw", cols, wg).reshape(n, o, oh, ow)
+        if bias is not None:
+            y = y + bias[None, :, None, None]
+        geometry = (x.shape, (sh, sw), (ph, pw), (dh, dw), groups)
+        return y, (cols, weight, bias is not None, geometry)
+
+    @staticmethod
+    def backward(saved, g):
+        cols, weight, has_bias, (x_shape, (sh, sw), (ph, pw), (dh, dw), groups) = saved
+        n, c, h, w = x_shape
+        o, cg, kh, kw = weight.shape
+        oh, ow = g.shape[2:]
+        gg = g.reshape(n, groups, o // groups, oh, ow)
+        wg = weight.reshape(groups, o // groups, cg, kh, kw)
+        gw = np.einsum("ngohw,ngcijhw->gocij", gg, cols).reshape(weight.shape)
+        gcols = np.einsum("ngohw,gocij->ngcijhw", gg, wg).reshape(n, c, kh, kw, oh, ow)
+        gxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=g.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                gxp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += gcols[:, :, i, j]
+        gx = gxp[:, :, ph:ph + h, pw:pw + w]
+        if has_bias:
+            return gx, gw, g.sum(axis=(0, 2, 3))
+        return gx, gw
+
+
+@op("conv1d")
+class Conv1d:
+    @staticmethod
+    def forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        y, saved = Conv2d.forward(x[:, :, None, :], weight[:, :, None, :], bias, (1, stride), (0, padding),
+                                  (1, dilation), groups)
+        return y[:, :, 0, :], saved
+
+    @staticmethod
+    def backward(saved, g):
+        grads = Conv2d.backward(saved, g[:, :, None, :])
+        return (grads[0][:, :, 0, :], grads[1][:, :, 0, :]) + tuple(grads[2:])
+
+
+def _windows(x, kernel_size, stride, padding, fill):
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(kernel_size if stride is None else stride), _pair(padding)
+    n, c, h, w = x.shape
+    xp = np.full((n, c, h + 2 * ph, w + 2 * pw), fill, dtype=x.dtype)
+    xp[:, :, ph:ph + h, pw:pw + w] = x
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    cols = _im2col(xp, kh, kw, sh, sw, 1, 1, oh, ow)  # (N, C, kh, kw, oh, ow)
+    return cols, (x.shape, xp.shape, (kh, kw), (sh, sw), (ph, pw), (oh, ow))
+
+
+def _scatter(gcols, geometry):
+    x_shape, xp_shape, (kh, kw), (sh, sw), (ph, pw), (oh, ow) = geometry
+    gxp = np.zeros(xp_shape, dtype=gcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            gxp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += gcols[:, :, i, j]
+    return gxp[:, :, ph:ph + x_shape[2], pw:pw + x_shape[3]]
+
+
+@op("max_pool2d")
+class MaxPool2d:
+    @staticmethod
+    def forward(x, kernel_size=2, stride=None, padding=0):
+        cols, geometry = _windows(x, kernel_size, stride, padding, -np.inf)
+        n, c, kh, kw, oh, ow = cols.shape
+        flat = cols.reshape(n, c, kh * kw, oh, ow)
+        winner = flat.argmax(axis=2)  # the first maximum of each window
+        return np.take_along_axis(flat, winner[:, :, None], axis=2)[:, :, 0], (winner, geometry)
+
+    @staticmethod
+    def backward(saved, g):
+        winner, geometry = saved
+        kh, kw = geometry[2]
+        onehot = (np.arange(kh * kw)[None, None, :, None, None] == winner[:, :, None]).astype(g.dtype)
+        gcols = (onehot * g[:, :, None]).reshape(g.shape[:2] + (kh, kw) + g.shape[2:])
+        return (_scatter(gcols, geometry),)
+
+
+@op("avg_pool2d")
+class AvgPool2d:
+    @staticmethod
+    def forward(x, kernel_size=2, stride=None, padding=0):
+        cols, geometry = _windows(x, kernel_size, stride, padding, 0.0)
+        return cols.mean(axis=(2, 3)).astype(x.dtype), geometry
+
+    @staticmethod
+    def backward(geometry, g):
+        kh, kw = geometry[2]
+        gcols = np.broadcast_to((g / (kh * kw))[:, :, None, None], g.shape[:2] + (kh, kw) + g.shape[2:])
+        return (_scatter(gcols, geometry),)
+
+
+@op("global_avg_pool")
+class GlobalAvgPool:
+    @staticmethod
+    def forward(x):
+        return x.reshape(x.shape[0], x.shape[1], -1).mean(axis=-1), x.shape
+
+    @staticmethod
+    def backward(shape, g):
+        count = int(np.prod(shape[2:]))
+        return (np.repeat(g[:, :, None] / count, count, axis=2).reshape(shape),)
+
+
+# ---------------------------------------------------------------- activations
+
+
+@op("relu")
+class ReLU:
+    @staticmethod
+    def forward(x):
+        return np.maximum(x, 0).astype(x.dtype), x
+
+    @staticmethod
+    def backward(x, g):
+        return (g * (x > 0),)
+
+
+@op("leaky_relu")
+class LeakyReLU:
+    @staticmethod
+    def forward(x, negative_slope=0.01):
+        slope = np.where(x > 0, 1.0, negative_slope).astype(x.dtype)
+        return x * slope, slope
+
+    @staticmethod
+    def backward(slope, g):
+        return (g * slope,)
+
+
+@op("elu")
+class ELU:
+    @staticmethod
+    def forward(x, alpha=1.0):
+        neg = alpha * np.expm1(np.minimum(x, 0))
+        return np.where(x > 0, x, neg).astype(x.dtype), (x, neg, alpha)
+
+    @staticmethod
+    def backward(saved, g):
+        x, neg, alpha = saved
+        return (g * np.where(x > 0, 1.0, neg + alpha).astype(g.dtype),)
+
+
+_erf = np.vectorize(math.erf)
+
+
+@op("gelu")
+class GELU:
+    @staticmethod
+    def forward(x, approximate="none"):
+        if approximate == "tanh":
+            k = math.sqrt(2 / math.pi)
+            t = np.tanh(k * (x + 0.044715 * x ** 3))
+            return (0.5 * x * (1 + t)).astype(x.dtype), (x, t, approximate)
+        cdf = 0.5 * (1 + _erf(x / math.sqrt(2)))
+        return (x * cdf).astype(x.dtype), (x, cdf, approximate)
+
+    @staticmethod
+    def backward(saved, g):
+        x, aux, approximate = saved
+        if approximate == "tanh":
+            k = math.sqrt(2 / math.pi)
+            d = 0.5 * (1 + aux) + 0.5 * x * (1 - aux ** 2) * k * (1 + 3 * 0.044715 * x ** 2)
+        else:
+            d = aux + x * np.exp(-0.5 * x ** 2) / math.sqrt(2 * math.pi)
+        return ((g * d).astype(g.dtype),)
+
+
+@op("sigmoid")
+class Sigmoid:
+    @staticmethod
+    def forward(x):
+        y = np.exp(-np.logaddexp(0, -x))
+        return y, y
+
+    @staticmethod
+    def backward(y, g):
+        return (g * y * (1 - y),)
+
+
+@op("tanh")
+class Tanh:
+    @staticmethod
+    def forward(x):
+        y = np.tanh(x).astype(x.dtype)
+        return y, y
+
+    @staticmethod
+    def backward(y, g):
+        return (g * (1 - y * y),)
+
+
+@op("softplus")
+class Softplus:
+    @staticmethod
+    def forward(x, beta=1.0, threshold=20.0):
+        linear = beta * x > threshold
+        y = np.where(linear, x, np.logaddexp(0, beta * x) / beta)
+        return y.astype(x.dtype), (x, beta, linear)
+
+    @staticmethod
+    def backward(saved, g):
+        x, beta, linear = saved
+        s = np.exp(-np.logaddexp(0, -beta * x))
+        return (np.where(linear, g, g * s).astype(g.dtype),)
+
+
+@op("silu")
+class SiLU:
+    @staticmethod
+    def forward(x):
+        s = np.exp(-np.logaddexp(0, -x))
+        return x * s, (x, s)
+
+    @staticmethod
+    def backward(saved, g):
+        x, s = saved
+        return (g * (s + x * s * (1 - s)),)
+
+
+# ---------------------------------------------------------------- normalisation
+
+
+@op("softmax")
+class Softmax:
+    @staticmethod
+    def forward(x, dim=-1):
+        e = np.exp(x - x.max(axis=dim, keepdims=True))
+        y = e / e.sum(axis=dim, keepdims=True)
+        return y, (y, dim)
+
+    @staticmethod
+    def backward(saved, g):
+        y, dim = saved
+        dot = np.sum(g * y, axis=dim, keepdims=True)
+        return (y * (g - dot),)
+
+
+@op("log_softmax")
+class LogSoftmax:
+    @staticmethod
+    def forward(x, dim=-1):
+        m = x.max(axis=dim, keepdims=True)
+        lse = m + np.log(np.sum(np.exp(x - m), axis=dim, keepdims=True))
+        return x - lse, (x - lse, dim)
+
+    @staticmethod
+    def backward(saved, g):
+        y, dim = saved
+        return (g - np.exp(y) * g.sum(axis=dim, keepdims=True),)
+
+
+@op("layer_norm")
+class LayerNorm:
+    @staticmethod
+    def forward(x, weight, bias, eps=1e-5):
+        axes = tuple(range(x.ndim - weight.ndim, x.ndim))
+        mu = x.mean(axis=axes, keepdims=True)
+        var = x.var(axis=axes, keepdims=True)
+        inv = 1.0 / np.sqrt(var + eps)
+        xhat = (x - mu) * inv
+        return xhat * weight + bias, (xhat, inv, weight, axes)
+
+    @staticmethod
+    def backward(saved, g):
+        xhat, inv, weight, axes = saved
+        n = math.prod(xhat.shape[a] for a in axes)
+        lead = tuple(range(xhat.ndim - weight.ndim))
+        gxhat = g * weight
+        gx = inv / n * (n * gxhat - gxhat.sum(axis=axes, keepdims=True)
+                        - xhat * (gxhat * xhat).sum(axis=axes, keepdims=True))
+        return gx, (g * xhat).sum(axis=lead), g.sum(axis=lead)
+
+
+@op("batch_norm")
+class BatchNorm:
+    @staticmethod
+    def forward(x, weight, bias, eps=1e-5):
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        mu = x.mean(axis=axes, keepdims=True)
+        var = x.var(axis=axes, keepdims=True)
+        inv = 1.0 / np.sqrt(var + eps)
+        xhat = (x - mu) * inv
+        return xhat * weight.reshape(shape) + bias.reshape(shape), (xhat, inv, weight.reshape(shape), axes)
+
+    @staticmethod
+    def backward(saved, g):
+        xhat, inv, w, axes = saved
+        n = g.size // g.shape[1]
+        gxhat = g * w
+        gx = inv / n * (n * gxhat - gxhat.sum(axis=axes, keepdims=True)
+                        - xhat * (gxhat * xhat).sum(axis=axes, keepdims=True))
+        return gx, (g * xhat).sum(axis=axes), g.sum(axis=axes)
+
+
+# ---------------------------------------------------------------- structure
+
+
+@op("add")
+class Add:
+    @staticmethod
+    def forward(a, b):
+        return a + b, (a.shape, b.shape)
+
+    @staticmethod
+    def backward(shapes, g):
+        # fresh arrays: a gradient passed through for both inputs would share memory
+        return _unbroadcast(g, shapes[0]).copy(), _unbroadcast(g, shapes[1]).copy()
+
+
+@op("mul")
+class Mul:
+    @staticmethod
+    def forward(a, b):
+        return a * b, (a, b)
+
+    @staticmethod
+    def backward(saved, g):
+        a, b = saved
+        return _unbroadcast(g * b, a.shape), _unbroadcast(g * a, b.shape)
+
+
+@op("concat")
+class Concat:
+    @staticmethod
+    def forward(*xs, dim=1):
+        return np.concatenate(xs, axis=dim), (dim, [x.shape[dim] for x in xs])
+
+    @staticmethod
+    def backward(saved, g):
+        dim, sizes = saved
+        bounds = np.cumsum([0] + sizes)
+        index = [slice(None)] * g.ndim
+        out = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            index[dim] = slice(lo, hi)
+            out.append(g[tuple(index)].copy())
+        return tuple(out)
+
+
+@op("reshape")
+class Reshape:
+    @staticmethod
+    def forward(x, shape):
+        return np.reshape(x, shape), x.shape
+
+    @staticmethod
+    def backward(shape, g):
+        return (np.reshape(g, shape),)
+
+
+@op("flatten")
+class Flatten:
+    @staticmethod
+    def forward(x, start_dim=1, end_dim=-1):
+        s, e = start_dim % x.ndim, end_dim % x.ndim
+        return x.reshape(x.shape[:s] + (-1,) + x.shape[e + 1:]), x.shape
+
+    @staticmethod
+    def backward(shape, g):
+        return (g.reshape(shape),)
+
+
+@op("dropout")
+class Dropout:
+    @staticmethod
+    def forward(x, mask, p=0.5):
+        keep = mask.astype(bool)
+        return np.where(keep, x / (1 - p), 0).astype(x.dtype), (keep, p)
+
+    @staticmethod
+    def backward(saved, g):
+        keep, p = saved
+        return np.where(keep, g / (1 - p), 0).astype(g.dtype), None
+
+
+@op("embedding")
+class Embedding:
+    @staticmethod
+    def forward(ids, table):
+        return table[ids], (ids, table.shape)
+
+    @staticmethod
+    def backward(saved, g):
+        ids, shape = saved
+        gt = np.zeros(shape, dtype=g.dtype)
+        flat = g.reshape(-1, shape[1])
+        for row, i in zip(flat, ids.reshape(-1)):
+            gt[i] += row
+        return None, gt
+
+
+@op("attention")
+class Attention:
+    @staticmethod
+    def forward(q, k, v, causal=False):
+        scale = 1 / math.sqrt(q.shape[-1])
+        s = np.einsum("...le,...se->...ls", q, k) * scale
+        if causal:
+            s = np.where(np.tri(s.shape[-2], s.shape[-1], dtype=bool), s, -np.inf)
+        p = np.exp(s - s.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        return np.einsum("...ls,...sd->...ld", p, v), (q, k, v, p, scale)
+
+    @staticmethod
+    def backward(saved, g):
+        q, k, v, p, scale = saved
+        gv = np.einsum("...ls,...ld->...sd", p, g)
+        gp = np.einsum("...ld,...sd->...ls", g, v)
+        gs = p * (gp - np.sum(gp * p, axis=-1, keepdims=True))
+        return np.einsum("...ls,...se->...le", gs, k) * scale, np.einsum("...ls,...le->...se", gs, q) * scale, gv
+
+
+# ---------------------------------------------------------------- losses
+
+
+@op("mse")
+class MSE:
+    @staticmethod
+    def forward(pred, target, reduction="mean"):
+        d = pred - target
+        n = d.size if reduction == "mean" else 1
+        return np.asarray(np.sum(d * d) / n, dtype=pred.dtype), (d, n)
+
+    @staticmethod
+    def backward(saved, g):
+        d, n = saved
+        gp = (2 * g / n) * d
+        return gp, -gp
+
+
+@op("smooth_l1")
+class SmoothL1:
+    @staticmethod
+    def forward(pred, target, beta=1.0, reduction="mean"):
+        d = pred - target
+        a = np.abs(d)
+        per = np.where(a < beta, 0.5 * d * d / beta, a - 0.5 * beta)
+        n = d.size if reduction == "mean" else 1
+        return np.asarray(per.sum() / n, dtype=pred.dtype), (d, beta, n)
+
+    @staticmethod
+    def backward(saved, g):
+        d, beta, n = saved
+        slope = np.where(np.abs(d) < beta, d / beta, np.sign(d)).astype(d.dtype)
+        gp = g * slope / n
+        return gp, -gp
+
+
+@op("bce_with_logits")
+class BCEWithLogits:
+    @staticmethod
+    def forward(logits, target, reduction="mean"):
+        per = np.logaddexp(0, logits) - logits * target
+        n = per.size if reduction == "mean" else 1
+        return np.asarray(per.sum() / n, dtype=logits.dtype), (logits, target, n)
+
+    @staticmethod
+    def backward(saved, g):
+        x, t, n = saved
+        s = np.exp(-np.logaddexp(0, -x))
+        return g * (s - t) / n, -g * x / n
+
+
+@op("cross_entropy")
+class CrossEntropy:
+    @staticmethod
+    def forward(logits, target, reduction="mean"):
+        m = logits.max(axis=1, keepdims=True)
+        logp = logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
+        picked = logp[np.arange(len(target)), target]
+        n = len(target) if reduction == "mean" else 1
+        return np.asarray(-picked.sum() / n, dtype=logits.dtype), (logp, target, n)
+
+    @staticmethod
+    def backward(saved, g):
+        logp, target, n = saved
+        onehot = np.eye(logp.shape[1], dtype=logp.dtype)[target]
+        return g * (np.exp(logp) - onehot) / n, None
+
+
+@op("weighted_sum")
+class WeightedSum:
+    @staticmethod
+    def forward(x, weight):
+        return np.asarray(np.sum(x * weight), dtype=x.dtype), weight
+
+    @staticmethod
+    def backward(weight, g):
+        return g * weight, None
