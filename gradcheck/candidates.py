@@ -666,7 +666,7 @@ class NumpyCandidateSource(ReferenceSource):
         return "candidate:numpy" + (f":{self.compute_dtype}" if self.compute_dtype else "")
 
     def accepts(self, op, hyper, shapes) -> bool:
-        return not self.candidate.refuses_node(op, hyper, shapes)
+        return op in self.ops and not self.candidate.refuses_node(op, hyper, shapes)
 
     def _require(self, graph, tensors=None):
         super()._require(graph)
@@ -704,8 +704,10 @@ class EngineSource:
         self.candidate = candidate
         self.name = f"{candidate.name}-engine"
         self.fn = candidate.loss_and_grads
-        self.provides = frozenset(CATALOGUE) - candidate.exclude  # an engine runs every op itself
-        self.accepts = (lambda op, hyper, shapes: op not in candidate.exclude)
+        # an engine runs every op itself: the built-in ones and its own declared ones
+        own = BUILTIN_OPS | {o.name for o in candidate.new_ops}
+        self.provides = frozenset(own) - candidate.exclude
+        self.accepts = (lambda op, hyper, shapes: op in self.provides)
 
     spec = "candidate:engine"
 
@@ -714,13 +716,16 @@ class EngineSource:
 
     def _call(self, graph, tensors):
         why = self.candidate.refuses(graph, _dtype_of_tensors(graph, tensors), ())
-        if why:
-            raise Unsupported(why)
+        others = sorted(set(graph.ops) - self.provides - self.candidate.exclude)
+        if why or others:
+            raise Unsupported(why or f"{self.name} does not run {', '.join(others)}, declared by another candidate")
         try:
             with time_limit(self.candidate.time_limit, "engine.loss_and_grads", "", "loss_and_grads"):
                 return self.fn(graph, {k: _readonly(np.asarray(v)) for k, v in tensors.items()})
         except Exception as e:
-            raise _describe_exc("engine", "loss_and_grads", e) from e
+            error = _describe_exc("engine", "loss_and_grads", e)
+            error.op = ""  # the whole model, not one op
+            raise error from e
 
     def forward(self, graph, tensors):
         return self._call(graph, tensors)[0]

@@ -16,6 +16,7 @@ from .compare import PREDICTED_SAFETY, CheckRecord, Tolerance, _judge, coarser_d
 from .graph import Graph, materialize, single_op_graph
 from .numeric import eps_of
 from .ops import get_op
+from .replay import candidate_of
 from .sources import ANALYTIC, FiniteDifferences, ReferenceOrFormula, Unsupported
 
 __all__ = ["Case", "check_pair", "op_cases", "error_record"]
@@ -62,7 +63,8 @@ def check_pair(case: Case, a, b, *, tolerance: Tolerance | None = None, outputs:
     record instead.  ``tensors``: the case's values when the caller has them."""
     tensors = case.tensors() if tensors is None else tensors
     mine = _under_test(case.graph, a)
-    label = mine[0] if len(mine) == 1 else ""
+    # a record that judged nothing names the op only when it is a candidate's own
+    label = mine[0] if len(mine) == 1 and candidate_of(a) is not None else ""
     if isinstance(b, FiniteDifferences):
         why = b.cannot_run(case.graph, tensors)
         if why:

@@ -315,6 +315,8 @@ class FiniteDifferences:
                 with warnings.catch_warnings(), np.errstate(all="ignore"):
                     warnings.simplefilter("ignore")
                     cs = numeric.directional(f, tensors, d, "complex")
+            except Unsupported as e:  # the source does not take this graph at all
+                return f"{self.of.name}: {e}"
             except Exception as e:  # noqa: BLE001 - a forward that refuses complex input says so here
                 return (f"{self.of.name}'s forward does not take complex input, so the complex step does not "
                         f"apply (probe: {type(e).__name__}: {str(e)[:200]})")

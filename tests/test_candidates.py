@@ -121,6 +121,50 @@ def test_writing_into_an_input_is_an_error():
     assert "tanh.forward wrote into its input 'x' in place (7 element(s) changed, first at (0,))" in msg
 
 
+def test_a_backward_that_overwrites_its_saved_values_is_an_error_naming_them():
+    from zoo import tanh_backward_reuses_saved
+
+    msg = error_of(run_one(numpy_candidate("tanh", activations.tanh_forward, tanh_backward_reuses_saved)))
+    assert "tanh.backward wrote into its saved values (saved) in place" in msg
+
+
+def test_gradients_that_share_memory_are_an_error_naming_both():
+    from zoo import add_backward_one_buffer
+    from reference_impl import structure
+
+    msg = error_of(run_one(numpy_candidate("add", structure.add_forward, add_backward_one_buffer), "add"))
+    assert "add.backward returned gradients of 'a' and 'b' that share memory" in msg
+
+
+def test_a_backward_writing_into_grad_out_is_an_error_naming_grad_out():
+    from zoo import relu_backward_zeroes_grad_out
+
+    msg = error_of(run_one(numpy_candidate("relu", activations.relu_forward, relu_backward_zeroes_grad_out),
+                           "relu"))
+    assert "relu.backward wrote into grad_out in place" in msg
+
+
+def test_writing_through_the_base_of_an_input_is_caught_and_named():
+    def forward(x):
+        if x.base is not None:
+            x.base[...] = 0  # around any read-only view
+        else:
+            x[...] = 0
+        return activations.tanh_forward(x)
+
+    msg = error_of(run_one(numpy_candidate("tanh", forward, activations.tanh_backward)))
+    assert "tanh.forward wrote into its input 'x' in place" in msg
+
+
+def test_a_gradient_that_is_a_view_of_grad_out_for_one_input_is_fine():
+    from reference_impl import structure
+
+    # reshape's backward returns grad_out reshaped: a view, for its only input
+    (r,) = [r for r in run_one(numpy_candidate("reshape", structure.reshape_forward, structure.reshape_backward),
+                               "reshape")]
+    assert r.status == "pass", r.message
+
+
 def test_a_forward_that_does_not_return_a_pair_is_an_error():
     msg = error_of(run_one(numpy_candidate("tanh", lambda x: np.tanh(x), activations.tanh_backward)))
     assert "tanh.forward must return (output, saved), got ndarray" in msg

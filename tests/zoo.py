@@ -274,6 +274,25 @@ def bce_target_gradient_dropped(cache, g):
     return gx, np.zeros_like(gt)
 
 
+# ---------------------------------------------------------------- effects beyond wrong values
+
+
+def tanh_backward_reuses_saved(y, g):
+    y **= 2  # the saved output reused as scratch: right once, wrong on a second backward
+    return (g * (1 - y),)
+
+
+def add_backward_one_buffer(shapes, g):
+    a_shape, b_shape = shapes
+    out = g.copy()  # one fresh buffer... handed out for both inputs when no broadcasting happened
+    return unbroadcast(out, a_shape), unbroadcast(out, b_shape)
+
+
+def relu_backward_zeroes_grad_out(pos, g):
+    g[~pos] = 0  # "saves an allocation": writes into the caller's grad_out
+    return (g,)
+
+
 # ---------------------------------------------------------------- consistent but wrong; torch plugs; engines
 
 
@@ -409,4 +428,7 @@ ZOO = [
     Bug("torch-function-linear-sign-error", "linear", "sign error (torch autograd.Function)", _torch_function("linear", _TorchLinearSign)),
     Bug("torch-function-softmax-missing-term", "softmax", "missing term (torch autograd.Function)", _torch_function("softmax", _TorchSoftmaxMissing)),
     Bug("engine-overwrites-at-fan-out", "add", "gradient overwritten at fan-out (engine)", _overwriting_engine),
+    Bug("tanh-backward-overwrites-its-saved-output", "tanh", "saved values mutated", _numpy("tanh", activations.tanh_forward, tanh_backward_reuses_saved)),
+    Bug("add-gradients-share-one-buffer", "add", "aliased gradients", _numpy("add", structure.add_forward, add_backward_one_buffer)),
+    Bug("relu-backward-writes-into-grad-out", "relu", "grad_out written", _numpy("relu", activations.relu_forward, relu_backward_zeroes_grad_out)),
 ]

@@ -134,7 +134,8 @@ class TorchSource:
         self.check_determinism = check_determinism
         self.ops = ops  # overrides: op name -> torch function (a candidate's layers)
         self.candidate = candidate  # whose ops these are, when they are a candidate's
-        self.provides = frozenset(ops or ())
+        # the ops whose VJP is this source's own: a candidate's, or every op torch has a formula for
+        self.provides = frozenset(ops) if ops else frozenset(TORCH_OPS)
         self.name = name or f"torch-{self.device.split(':')[0]}"
         self._vmap_ok = {}
 
@@ -147,7 +148,9 @@ class TorchSource:
         return f"torch:{self.device}:{self.dtype}"
 
     def accepts(self, op, hyper, shapes) -> bool:
-        return self.candidate is None or not self.candidate.refuses_node(op, hyper, shapes)
+        if self.candidate is None:
+            return True
+        return (op in self.provides or op in TORCH_OPS) and not self.candidate.refuses_node(op, hyper, shapes)
 
     def complex_claim(self, graph):
         return False  # this source takes no complex input
