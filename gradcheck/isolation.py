@@ -21,7 +21,12 @@ __all__ = ["IsolatedSource", "WorkerFailure"]
 
 
 class WorkerFailure(Exception):
-    """The worker process died or did not answer in time."""
+    """The worker process died, did not answer in time, or its source raised;
+    ``op`` names the candidate op that raised, when one did."""
+
+    def __init__(self, message, op=""):
+        super().__init__(message)
+        self.op = op
 
 
 def _worker(conn, spec, target, time_limit):
@@ -40,17 +45,24 @@ def _worker(conn, spec, target, time_limit):
         return
     conn.send(("ready", source.name, getattr(source, "device", "cpu"), sorted(source.provides),
                getattr(source, "dtype", None)))
-    methods = {"run": source.run, "forward": source.forward,
-               "complex_claim": lambda graph, tensors: source.complex_claim(graph)}
+    def local_vjp(op, args, hyper, g):
+        impl = source.local_op(op)
+        return impl.backward(impl.forward(*args, **hyper)[1], g)
+
+    methods = {"run": lambda graph, tensors: source.run(Graph.from_json(graph), tensors),
+               "forward": lambda graph, tensors: source.forward(Graph.from_json(graph), tensors),
+               "complex_claim": lambda graph: source.complex_claim(Graph.from_json(graph)),
+               "local_forward": lambda op, args, hyper: source.local_op(op).forward(*args, **hyper)[0],
+               "local_vjp": local_vjp}
     while True:
         msg = conn.recv()
         if msg is None:
             return
-        method, graph_json, tensors = msg
+        method, args = msg
         try:
-            conn.send(("ok", methods[method](Graph.from_json(graph_json), tensors)))
+            conn.send(("ok", methods[method](*args)))
         except BaseException as e:  # noqa: BLE001 - every failure goes back as data
-            conn.send(("err", f"{type(e).__name__}: {e}", isinstance(e, Unsupported)))
+            conn.send(("err", f"{type(e).__name__}: {e}", isinstance(e, Unsupported), getattr(e, "op", "")))
 
 
 def _describe_exit(code):
@@ -117,25 +129,38 @@ class IsolatedSource:
             self._proc.join(5)
             self._proc = None
 
-    def _call(self, method, graph, tensors):
+    def _call(self, method, *args, doing=None):
         if self._proc is None or not self._proc.is_alive():
             self._start()
-        self._conn.send((method, graph.to_json(), tensors))
-        msg = self._receive(self.timeout, f"running {method} on case {graph.case_id}")
+        self._conn.send((method, args))
+        msg = self._receive(self.timeout, doing or f"running {method}")
         if msg[0] == "ok":
             return msg[1]
         if msg[2]:
             raise Unsupported(msg[1])
-        raise WorkerFailure(msg[1])
+        raise WorkerFailure(msg[1], op=msg[3])
 
     def run(self, graph, tensors):
-        return self._call("run", graph, tensors)
+        return self._call("run", graph.to_json(), tensors, doing=f"running case {graph.case_id}")
 
     def forward(self, graph, tensors):
-        return self._call("forward", graph, tensors)
+        return self._call("forward", graph.to_json(), tensors, doing=f"running the forward of case {graph.case_id}")
 
     def complex_claim(self, graph):
-        return self._call("complex_claim", graph, None)
+        return self._call("complex_claim", graph.to_json())
+
+    def local_op(self, op):
+        """``op`` as the worker's source runs it, one call there a forward or VJP."""
+        from reference_impl import Op
+
+        def forward(*args, **hyper):
+            return self._call("local_forward", op, args, hyper, doing=f"running {op}.forward"), (args, hyper)
+
+        def backward(saved, g):
+            args, hyper = saved
+            return self._call("local_vjp", op, args, hyper, g, doing=f"running {op}.backward")
+
+        return Op(forward, backward)
 
     def close(self):
         if self._proc is not None and self._proc.is_alive():
