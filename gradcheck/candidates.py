@@ -60,8 +60,10 @@ from reference_impl import Op
 from .ops import BUILTIN_OPS, CATALOGUE, OpDef, get_op, register_op
 from .sources import ANALYTIC, ReferenceSource, SourceResult, Unsupported
 
-__all__ = ["Candidate", "CandidateError", "OpOptions", "load_candidate", "candidate_sources", "candidate_source",
-           "NumpyCandidateSource", "EngineSource", "torch_candidate_source", "time_limit", "ENTRY_POINT_GROUP"]
+__all__ = ["Candidate", "CandidateError", "CandidateLoadError", "OpOptions", "Breaker", "load_candidate",
+           "candidate_sources",
+           "candidate_source", "NumpyCandidateSource", "EngineSource", "torch_candidate_source", "guarded_call",
+           "time_limit", "CALL_LISTENERS", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "gradcheck.candidates"
 
@@ -116,6 +118,90 @@ def time_limit(seconds: float | None, what: str, op: str = "", phase: str = ""):
             signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), outer_interval)
 
 
+# ---------------------------------------------------------------- one guarded call
+#
+# Note [Guarded calls]
+# Every call into candidate code goes through ``guarded_call``: under the time
+# limit; with whatever it raises turned into a ``CandidateError`` naming the op
+# and the phase, BaseExceptions included (a candidate's own KeyboardInterrupt or
+# sys.exit is a fault of the candidate, while the user's Ctrl-C, seen by the
+# SIGINT handler installed for the call, still stops the run, and pytest's own
+# outcomes pass through); and behind a circuit breaker: an op that ran past the
+# time limit is not called again in this run, so a hang costs one time limit,
+# not one per Hypothesis example.
+
+_SIGINT = {"seen": False}
+CALL_LISTENERS: list = []  # called with (op, phase) before each guarded call (an isolated worker's heartbeat)
+
+
+class Breaker:
+    """The ops (and phases) of one candidate that timed out in this run."""
+
+    def __init__(self):
+        self.tripped = {}  # (op, phase) -> [message, calls not made since]
+
+    def check(self, op, phase):
+        entry = self.tripped.get((op, phase))
+        if entry is not None:
+            entry[1] += 1
+            raise CandidateError(f"{entry[0]}; not called again in this run (circuit breaker: {entry[1]} call(s) "
+                                 f"not made)", op=op, phase=phase)
+
+    def trip(self, op, phase, message):
+        self.tripped.setdefault((op, phase), [message, 0])
+
+    def lines(self) -> list:
+        return [f"{op}.{phase} timed out once and was not called again: {n} call(s) not made"
+                for (op, phase), (_, n) in sorted(self.tripped.items())]
+
+
+@contextmanager
+def _watching_sigint():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    outer = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        _SIGINT["seen"] = True
+        if callable(outer):
+            outer(signum, frame)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, outer)
+
+
+def guarded_call(fn, op: str, phase: str, limit: float | None, breaker: Breaker | None, *args, **kwargs):
+    """``fn(*args, **kwargs)`` as candidate code is called (Note [Guarded calls])."""
+    if breaker is not None:
+        breaker.check(op, phase)
+    for listener in CALL_LISTENERS:
+        listener(op, phase)
+    what = f"{op}.{phase}" if op else phase
+    _SIGINT["seen"] = False
+    try:
+        with _watching_sigint(), time_limit(limit, what, op, phase):
+            return fn(*args, **kwargs)
+    except CandidateError as e:
+        if breaker is not None and "did not finish within the time limit" in str(e) and e.op == op:
+            breaker.trip(op, phase, str(e))
+        raise
+    except KeyboardInterrupt:
+        if _SIGINT["seen"]:
+            raise  # the user's Ctrl-C
+        raise CandidateError(f"{what} raised KeyboardInterrupt (not a Ctrl-C: the candidate's own code raised it)",
+                             op=op, phase=phase) from None
+    except SystemExit as e:
+        raise CandidateError(f"{what} called sys.exit({e.code!r}); candidate code must return or raise, not end "
+                             f"the process", op=op, phase=phase) from None
+    except Exception as e:
+        raise _describe_exc(op, phase, e) from e
+
+
 # ---------------------------------------------------------------- guarding NumPy ops
 #
 # Note [Guarding a NumPy op]
@@ -140,15 +226,16 @@ def _describe_exc(op, phase, e):
     if isinstance(e, CandidateError):
         return e
     text = str(e)
+    what = f"{op}.{phase}" if op else phase
     if isinstance(e, ValueError) and "read-only" in text:
-        return CandidateError(f"{op}.{phase} wrote into an array it was given ({text}); inputs, grad_out and "
+        return CandidateError(f"{what} wrote into an array it was given ({text}); inputs, grad_out and "
                               f"saved values are shared with the rest of the graph and must not be modified",
                               op=op, phase=phase)
-    return CandidateError(f"{op}.{phase} raised {type(e).__name__}: {text}", op=op, phase=phase)
+    return CandidateError(f"{what} raised {type(e).__name__}: {text}", op=op, phase=phase)
 
 
 def _check_array(op, what, value, shape, dtype, phase=""):
-    if not isinstance(value, np.ndarray) and not np.isscalar(value):
+    if not isinstance(value, (np.ndarray, np.number, int, float, complex)) or isinstance(value, bool):
         raise CandidateError(f"{op}: {what} is a {type(value).__name__}, not an array", op=op, phase=phase)
     value = np.asarray(value)
     if tuple(value.shape) != tuple(shape):
@@ -259,17 +346,14 @@ def _arg_names(opdef, n):
     return args, names
 
 
-def guard_numpy_op(name: str, forward, backward, opdef: OpDef, limit: float | None = None) -> Op:
+def guard_numpy_op(name: str, forward, backward, opdef: OpDef, limit: float | None = None,
+                   breaker: Breaker | None = None) -> Op:
     """Wrap a candidate's NumPy forward/backward so every way it can misbehave
     becomes a ``CandidateError`` that names the op, the phase and the argument
     (Note [Guarding a NumPy op])."""
 
     def call(fn, phase, *args, **kwargs):
-        try:
-            with time_limit(limit, f"{name}.{phase}", name, phase):
-                return fn(*args, **kwargs)
-        except Exception as e:
-            raise _describe_exc(name, phase, e) from e
+        return guarded_call(fn, name, phase, limit, breaker, *args, **kwargs)
 
     def fail(phase, text):
         raise CandidateError(f"{name}.{phase} {text}", op=name, phase=phase)
@@ -393,7 +477,7 @@ def _torch_callable(name: str, impl, opdef: OpDef):
                     f"a function, or a class with NumPy forward/backward; got {impl!r}")
 
 
-def guard_torch_op(name: str, fn, opdef: OpDef, limit: float | None = None):
+def guard_torch_op(name: str, fn, opdef: OpDef, limit: float | None = None, breaker: Breaker | None = None):
     def fail(text):
         raise CandidateError(f"{name}: {text}" if not text.startswith(".") else f"{name}{text}", op=name,
                              phase="forward")
@@ -402,11 +486,7 @@ def guard_torch_op(name: str, fn, opdef: OpDef, limit: float | None = None):
         import torch
 
         before = [t.detach().clone() if t.dtype.is_floating_point else t.clone() for t in tensors]
-        try:
-            with time_limit(limit, f"{name}.forward", name, "forward"):
-                out = fn(*tensors, **hyper)
-        except Exception as e:
-            raise _describe_exc(name, "forward", e) from e
+        out = guarded_call(fn, name, "forward", limit, breaker, *tensors, **hyper)
         if not isinstance(out, torch.Tensor):
             fail(f"forward returned {type(out).__name__}, not a tensor")
         for arg_name, t, b in zip(_arg_names(opdef, len(tensors))[1], tensors, before):
@@ -495,6 +575,7 @@ class Candidate:
         self.loss_and_grads = None
         self.optimizers: dict = {}  # optimizer name -> NumPy step function or torch.optim.Optimizer subclass
         self.target = ""  # how it was loaded ("module:attr", "path.py:attr", entry point name)
+        self.breaker = Breaker()  # its ops that timed out in this run
 
     @property
     def ops(self) -> tuple:
@@ -655,7 +736,7 @@ class NumpyCandidateSource(ReferenceSource):
     """The reference executor with the candidate's NumPy ops swapped in, guarded."""
 
     def __init__(self, candidate: Candidate, compute_dtype=None):
-        ops = {name: guard_numpy_op(name, f, b, get_op(name), candidate.time_limit)
+        ops = {name: guard_numpy_op(name, f, b, get_op(name), candidate.time_limit, candidate.breaker)
                for name, (f, b) in candidate.numpy_ops.items()}
         super().__init__(ops, name=candidate.name, compute_dtype=compute_dtype)
         self.candidate = candidate
@@ -719,13 +800,8 @@ class EngineSource:
         others = sorted(set(graph.ops) - self.provides - self.candidate.exclude)
         if why or others:
             raise Unsupported(why or f"{self.name} does not run {', '.join(others)}, declared by another candidate")
-        try:
-            with time_limit(self.candidate.time_limit, "engine.loss_and_grads", "", "loss_and_grads"):
-                return self.fn(graph, {k: _readonly(np.asarray(v)) for k, v in tensors.items()})
-        except Exception as e:
-            error = _describe_exc("engine", "loss_and_grads", e)
-            error.op = ""  # the whole model, not one op
-            raise error from e
+        return guarded_call(self.fn, "", "engine.loss_and_grads", self.candidate.time_limit, self.candidate.breaker,
+                            graph, {k: _readonly(np.asarray(v)) for k, v in tensors.items()})
 
     def forward(self, graph, tensors):
         return self._call(graph, tensors)[0]
@@ -768,7 +844,7 @@ def candidate_sources(candidate: Candidate, device: str = "cpu", dtype: str = "f
 def torch_candidate_source(candidate: Candidate, device="cpu", dtype="float64"):
     from .backends.torch_autograd import TorchSource
 
-    ops = {name: guard_torch_op(name, fn, get_op(name), candidate.time_limit)
+    ops = {name: guard_torch_op(name, fn, get_op(name), candidate.time_limit, candidate.breaker)
            for name, fn in candidate.torch_ops.items()}
     return TorchSource(device, dtype, ops=ops, name=f"{candidate.name}-torch", candidate=candidate)
 
@@ -776,17 +852,24 @@ def torch_candidate_source(candidate: Candidate, device="cpu", dtype="float64"):
 # ---------------------------------------------------------------- loading
 
 
+class CandidateLoadError(LookupError):
+    """A candidate target that does not load: what was wrong, in one line."""
+
+
 def load_candidate(target: str) -> Candidate:
     """A Candidate from ``module:attr``, ``path/to/file.py:attr`` or the name of an
     entry point in the ``gradcheck.candidates`` group.  What is found there must
-    be a ``Candidate``: nothing found by name is ever called."""
-    obj = None
+    be a ``Candidate``: nothing found by name is ever called.  Any way the target
+    fails to load (no such file, a syntax error, an exception while importing,
+    another kind of object) is a ``CandidateLoadError`` saying which."""
+    if not isinstance(target, str) or not target.strip():
+        raise CandidateLoadError("give a candidate as module:attr, path/to/file.py:attr or an entry point name")
     module_part, _, attr = target.rpartition(":") if ":" in target else ("", "", "")
     try:
         if module_part and (module_part.endswith(".py") or "/" in module_part):
             path = Path(module_part)
-            if not path.exists():
-                raise FileNotFoundError(f"candidate file {module_part!r} does not exist")
+            if not path.is_file():
+                raise CandidateLoadError(f"candidate file {module_part!r} does not exist")
             spec = importlib.util.spec_from_file_location(f"gradcheck_candidate_{path.stem}", path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[spec.name] = module
@@ -800,15 +883,22 @@ def load_candidate(target: str) -> Candidate:
             found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == target]
             if not found:
                 names = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
-                raise LookupError(f"no candidate {target!r}: not module:attr, not file.py:attr, and not an entry "
-                                  f"point in {ENTRY_POINT_GROUP!r} (installed: {names or 'none'})")
+                raise CandidateLoadError(f"no candidate {target!r}: not module:attr, not file.py:attr, and not an "
+                                         f"entry point in {ENTRY_POINT_GROUP!r} (installed: {names or 'none'})")
             obj = found[0].load()
+    except CandidateLoadError:
+        raise
     except AttributeError as e:
-        raise LookupError(f"candidate {target!r}: {e}") from None
+        raise CandidateLoadError(f"candidate {target!r}: {e}") from None
+    except SyntaxError as e:
+        raise CandidateLoadError(f"candidate {target!r}: syntax error in {e.filename}, line {e.lineno}: "
+                                 f"{e.msg}") from None
     except ImportError as e:
-        raise LookupError(f"candidate {target!r}: cannot import: {e}") from None
+        raise CandidateLoadError(f"candidate {target!r}: cannot import: {e}") from None
+    except (Exception, SystemExit, KeyboardInterrupt) as e:  # noqa: BLE001 - the module raised while importing
+        raise CandidateLoadError(f"candidate {target!r}: importing it raised {type(e).__name__}: {e}") from None
     if not isinstance(obj, Candidate):
-        raise TypeError(f"candidate {target!r} is a {type(obj).__name__}, not a gradcheck.Candidate")
+        raise CandidateLoadError(f"candidate {target!r} is a {type(obj).__name__}, not a gradcheck.Candidate")
     obj.target = target
     return obj
 

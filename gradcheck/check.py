@@ -14,6 +14,7 @@ from reference_impl import executor
 from . import numeric
 from .compare import PREDICTED_SAFETY, CheckRecord, Tolerance, _judge, coarser_dtype, compare, tolerance_for
 from .graph import Graph, materialize, single_op_graph
+from .isolation import WorkerFailure
 from .numeric import eps_of
 from .ops import get_op
 from .replay import candidate_of
@@ -31,6 +32,18 @@ class Case:
     dtype: str = "float64"
     scale: float = 1.0
     quantize: float = 0.0  # > 0: data inputs rounded to multiples of it (ties, exact zeros)
+
+    def __post_init__(self):
+        from .graph import DTYPES
+
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be a finite number > 0, got {self.scale!r}")
+        if not (isinstance(self.quantize, (int, float)) and math.isfinite(self.quantize) and self.quantize >= 0):
+            raise ValueError(f"quantize must be a finite number >= 0, got {self.quantize!r}")
 
     def tensors(self):
         return materialize(self.graph, self.seed, self.dtype, self.scale, self.quantize)
@@ -78,7 +91,8 @@ def check_pair(case: Case, a, b, *, tolerance: Tolerance | None = None, outputs:
             return [error_record(case, a.name, b.name, f"{source.name}: {e}", op=label, status="skipped",
                                  device=getattr(source, "device", "cpu"))]
         except Exception as e:  # a failing source is a finding, not a crash of the run
-            return [error_record(case, a.name, b.name, f"{source.name} raised {type(e).__name__}: {e}",
+            what = str(e) if isinstance(e, WorkerFailure) else f"{type(e).__name__}: {e}"
+            return [error_record(case, a.name, b.name, f"{source.name} raised {what}",
                                  device=getattr(source, "device", "cpu"), op=getattr(e, "op", "") or label,
                                  seconds=time.perf_counter() - t0)]
     records = compare(case.graph, results[0], results[1], seed=case.seed, tolerance=tolerance, outputs=outputs)
@@ -93,7 +107,34 @@ def check_pair(case: Case, a, b, *, tolerance: Tolerance | None = None, outputs:
         records = _explain_kinks(case, records, tensors, results, dtype)
     if any(r.status == "fail" or (r.status == "nondifferentiable" and not analytic) for r in records):
         records = _exact_kinks(case, records, tensors, a, b, results)
+    if candidate_of(a) is not None and any(
+            r.status == "fail" or (r.status == "nondifferentiable" and not analytic) for r in records):
+        records = _nondeterminism(case, records, tensors, a, results[0])
     return _name_the_op(case, records, tensors, a, b, results, mine)
+
+
+def _nondeterminism(case, records, tensors, a, first):
+    """A failing check of candidate code runs that code once more on the same
+    inputs: a source whose two answers differ is ``nondeterministic``, and its
+    records say so (an error: nothing compared against it can be trusted)."""
+    try:
+        again = a.run(case.graph, tensors)
+    except Exception:  # noqa: BLE001 - a second call that raises is beside the point here
+        return records
+    worst, where = 0.0, ""
+    for kind, mine, theirs in (("gradient", first.grads, again.grads), ("output", first.outputs, again.outputs)):
+        for name in mine.keys() & theirs.keys():
+            x, y = np.asarray(mine[name], dtype=np.float64), np.asarray(theirs[name], dtype=np.float64)
+            if x.shape == y.shape and x.size:
+                d = float(np.max(np.abs(x - y)))
+                if d > worst:
+                    worst, where = d, f"the {kind} of {name!r}"
+    if worst == 0:
+        return records
+    note = (f"nondeterministic: two calls of {a.name} on the same inputs differ by up to {worst:.3g} ({where}); "
+            f"a comparison with them cannot be trusted")
+    return [replace(r, status="error", message=(note + "\n" + r.message).strip())
+            if r.status in ("fail", "nondifferentiable") else r for r in records]
 
 
 ROUNDING_SAFETY = 10.0
@@ -350,15 +391,17 @@ def _name_the_op(case, records, tensors, a, b, results, mine):
     the graph, else (several, or a source that implements every op) the op whose
     VJP the disagreement localises to when the ops are checked one by one.  An
     error that names its op keeps it; ``consumer`` keeps the tensor's consumer."""
+    def named(r):  # an error raised by candidate code, which said its op
+        return r.status == "error" and r.op and not r.tensor
+
     if len(mine) == 1:
-        return [r if r.status == "error" and r.op else replace(r, op=mine[0]) for r in records]
-    if not mine or not any(r.status in ("fail", "error") and not (r.status == "error" and r.op) for r in records):
+        return [r if named(r) else replace(r, op=mine[0]) for r in records]
+    if not mine or not any(r.status in ("fail", "error") and not named(r) for r in records):
         return records
     culprit = _localise_op(case, tensors, a, b, results, mine)
     if not culprit:
         return records
-    return [replace(r, op=culprit) if r.status in ("fail", "error") and not (r.status == "error" and r.op) else r
-            for r in records]
+    return [replace(r, op=culprit) if r.status in ("fail", "error") and not named(r) else r for r in records]
 
 
 def _localise_op(case, tensors, a, b, results, candidates) -> str:

@@ -1,26 +1,99 @@
-"""The ``gradcheck`` command."""
+"""The ``gradcheck`` command.
+
+Bad input is refused before any work starts, in one line that names what was
+wrong and what would be accepted, with exit code 2 (1 means a check failed,
+130 that the run was interrupted); nothing is written for refused input.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
+from pathlib import Path
 
 from .graph import DTYPES
 
 __all__ = ["main"]
 
+FULL_REPLAY_LIMIT = 200_000  # differentiable scalars a full finite-difference replay may perturb one by one
+
+
+class UsageError(Exception):
+    """Input the command refuses: the message is the one line it prints."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported in one line (no usage dump), exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+def _count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give a number >= 0")
+    return value
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} seconds: give a positive number")
+    return value
+
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
+
+
+def check_device(device: str) -> str:
+    """``device`` when torch can run there; UsageError naming what can."""
+    if not _DEVICE.match(device):
+        raise UsageError(f"--device {device}: not a device; give cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        try:
+            import torch
+        except ImportError:
+            raise UsageError(f"--device {device}: torch is not installed") from None
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: torch sees no CUDA device here; give cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def _check_out(out):
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out}: is a file; give a folder (it is created if missing)")
+    return out
+
+
 def cmd_run(args) -> int:
+    from .candidates import CandidateLoadError
     from .run import RunOptions, run_main_job
 
     examples = args.examples
     if examples is None:
         examples = {"dev": 60, "ci": 1000, "thorough": 10000}[args.profile]
-    opts = RunOptions(dtype=args.dtype, device=args.device, seed=args.seed, examples=examples,
-                      ops=tuple(args.ops.split(",")) if args.ops else (), torch=not args.no_torch,
-                      candidate=args.candidate, optimizer=args.optimizer, out=args.out, csv=args.csv)
     try:
+        check_device(args.device)
+        _check_out(args.out)
+        opts = RunOptions(dtype=args.dtype, device=args.device, seed=args.seed, examples=examples,
+                          ops=tuple(o.strip() for o in args.ops.split(",") if o.strip()) if args.ops else (),
+                          torch=not args.no_torch, candidates=tuple(args.candidate or ()), optimizer=args.optimizer,
+                          out=args.out, csv=args.csv, isolate=args.isolate, check_timeout=args.check_timeout)
         return run_main_job(opts)
-    except (KeyError, LookupError, ValueError, TypeError, NotImplementedError, FileNotFoundError) as e:
+    except (UsageError, CandidateLoadError, KeyError, LookupError, ValueError, TypeError) as e:
         print(f"gradcheck run: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
 
@@ -46,6 +119,9 @@ def cmd_report(args) -> int:
             print("gradcheck report: give a run folder, or --compare OLD NEW", file=sys.stderr)
             return 2
         paths = report.build_report(args.run, csv=args.csv)
+        skipped = paths.pop("skipped_lines", 0)
+        if skipped:
+            print(f"skipped {skipped} unreadable line(s) of records.jsonl; rebuilt from the rest", file=sys.stderr)
         for kind, path in paths.items():
             print(f"{kind}: {path}")
         return 0
@@ -76,6 +152,7 @@ def _repro_candidate(replay, target):
 
 
 def cmd_repro(args) -> int:
+    from .candidates import CandidateLoadError
     from .replay import ReplayError, read_replay
 
     try:
@@ -93,7 +170,8 @@ def cmd_repro(args) -> int:
 
         case = replay.case()
         a, b = parse_source(a_spec, candidate), parse_source(b_spec, candidate)
-    except (OSError, ValueError, KeyError, LookupError, TypeError) as e:
+        _check_replay_size(case, b, b_spec)
+    except (OSError, ValueError, KeyError, LookupError, TypeError, CandidateLoadError) as e:
         print(f"gradcheck repro: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     records = check_pair(case, a, b, outputs=bool(replay.doc.get("outputs", False)))
@@ -107,6 +185,16 @@ def cmd_repro(args) -> int:
         return 1
     print("every check passes on this case")
     return 0
+
+
+def _check_replay_size(case, b, b_spec):
+    from .replay import ReplayError
+    from .sources import FiniteDifferences
+
+    if isinstance(b, FiniteDifferences) and b.mode == "full" and case.graph.size > FULL_REPLAY_LIMIT:
+        raise ReplayError(f"the case has {case.graph.size:,} differentiable scalars: full differences would run "
+                          f"{2 * case.graph.size:,} forwards; replay with --b and mode auto or directional, e.g. "
+                          f"--b '{b_spec.replace(':full:', ':auto:', 1)}'")
 
 
 def _repro_optimizer(replay, a_spec, b_spec, candidate) -> int:
@@ -126,19 +214,25 @@ def _repro_optimizer(replay, a_spec, b_spec, candidate) -> int:
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="gradcheck", description="Check gradients against independent sources.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="gradcheck", description="Check gradients against independent sources.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="the main job: the op catalogue and random graphs against every source "
                                      "pair, with a report")
     run.add_argument("--dtype", default="float64", choices=DTYPES,
                      help="dtype of the sweep and of the torch source compared with the float64 reference")
     run.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
-    run.add_argument("--seed", type=int, default=0, help="seed of the values and of the graph draws")
-    run.add_argument("--examples", type=int, default=None, help="random graphs to check (default: by --profile)")
+    run.add_argument("--seed", type=_count, default=0, help="seed of the values and of the graph draws")
+    run.add_argument("--examples", type=_count, default=None, help="random graphs to check (default: by --profile)")
     run.add_argument("--profile", default="ci", choices=("dev", "ci", "thorough"),
                      help="size of the run when --examples is not given: 60, 1000 or 10000 graphs")
     run.add_argument("--ops", help="comma-separated op names (default: the whole catalogue)")
-    run.add_argument("--candidate", help="also check this candidate (module:attr, file.py:attr, entry point)")
+    run.add_argument("--candidate", action="append", metavar="TARGET",
+                     help="also check this candidate (module:attr, file.py:attr, entry point; repeatable)")
+    run.add_argument("--isolate", action="store_true",
+                     help="run candidates in worker processes: a crash, os._exit or a hang in C costs one error "
+                          "record, not the run")
+    run.add_argument("--check-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                     help="time limit of one call into candidate code (default 30)")
     run.add_argument("--optimizer", help="also check this candidate's optimizers against the reference")
     run.add_argument("--no-torch", action="store_true", help="skip the torch source and torch.optim")
     run.add_argument("--out", default="reports", help="folder for the run's report folder (default reports/)")
@@ -148,7 +242,7 @@ def build_parser():
     rep.add_argument("run", nargs="?", help="a run folder (reports/<run-id>)")
     rep.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"),
                      help="list regressions from OLD to NEW; exit 1 when there are any")
-    rep.add_argument("--growth", type=float, default=10.0,
+    rep.add_argument("--growth", type=_seconds, default=10.0,
                      help="an error/tolerance ratio growing more than this factor is a regression (default 10)")
     rep.add_argument("--csv", action="store_true", help="also write records.csv")
     rep.set_defaults(func=cmd_report)

@@ -29,12 +29,16 @@ from .ops import CONST, INPUT, PARAM, ROLES, Sample, ShapeError, get_op
 __all__ = ["Leaf", "Node", "Graph", "GraphBuilder", "GraphError", "materialize", "single_op_graph", "DTYPES"]
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
-LOW_PRECISION = ("float16", "bfloat16")  # values rounded to these, held as float32 (NumPy has no bfloat16)
+MAX_ELEMENTS = 50_000_000  # the most scalars a case may hold (400 MB in float64): a larger one is refused, not allocated
+MAX_NODES = 10_000
 
 
 class GraphError(ValueError):
     """A graph that cannot be built: unknown op, undefined input, bad shapes."""
 
+
+# init kind -> the settings it needs (others are optional: mean, std, low)
+INIT_KINDS = {"normal": (), "uniform": (), "randint": ("high",), "mask": ("p",)}
 
 DEFAULT_INIT = {
     PARAM: {"kind": "normal", "std": 0.5},
@@ -52,12 +56,31 @@ class Leaf:
     init: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise GraphError(f"a leaf name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.shape, (list, tuple)) or not all(
+                isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in self.shape):
+            raise GraphError(f"leaf {self.name!r}: shape must be a list of sizes >= 0, got {self.shape!r}")
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if not isinstance(self.init, Mapping):
+            raise GraphError(f"leaf {self.name!r}: init must be an object, got {self.init!r}")
         init = dict(self.init) or (DEFAULT_INIT[self.role] if self.role in DEFAULT_INIT else {})
         object.__setattr__(self, "init", Frozen(init))
         if self.role not in ROLES:
             raise GraphError(f"leaf {self.name!r}: role must be one of {ROLES}, got {self.role!r}")
-        if self.dtype == "int" and self.init.get("kind") != "randint":
+        if self.dtype not in ("float", "int"):
+            raise GraphError(f"leaf {self.name!r}: dtype must be 'float' or 'int', got {self.dtype!r}")
+        kind = self.init.get("kind", "normal")
+        if kind not in INIT_KINDS:
+            raise GraphError(f"leaf {self.name!r}: unknown init kind {kind!r}; known: {', '.join(INIT_KINDS)}")
+        for key in INIT_KINDS[kind]:
+            if key not in self.init:
+                raise GraphError(f"leaf {self.name!r}: init kind {kind!r} needs {key!r}")
+        for key, value in self.init.items():
+            if key != "kind" and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                      and math.isfinite(value)):
+                raise GraphError(f"leaf {self.name!r}: init {key!r} must be a finite number, got {value!r}")
+        if self.dtype == "int" and kind != "randint":
             raise GraphError(f"leaf {self.name!r}: an int leaf needs init kind 'randint' with 'high'")
 
     @property
@@ -102,6 +125,7 @@ class Graph:
             if leaf.name in shapes:
                 raise GraphError(f"name {leaf.name!r} is used twice")
             shapes[leaf.name], dtypes[leaf.name] = leaf.shape, leaf.dtype
+        self._check_size(shapes)  # before any shape rule: a huge leaf is refused by size, not by its mismatch
         for node in self.nodes:
             if node.name in shapes:
                 raise GraphError(f"name {node.name!r} is used twice")
@@ -124,11 +148,20 @@ class Graph:
             except ShapeError as e:
                 raise GraphError(f"node {node.name!r} ({node.op}): {e}") from None
             dtypes[node.name] = "float"
+        self._check_size(shapes)
         if self.output not in shapes or not self._is_node(self.output):
             raise GraphError(f"output {self.output!r} is not a node of the graph")
         if shapes[self.output] != ():
             raise GraphError(f"output {self.output!r} must be a scalar loss, has shape {shapes[self.output]}")
         return Frozen(shapes)
+
+    def _check_size(self, shapes):
+        if len(self.nodes) > MAX_NODES:
+            raise GraphError(f"the graph has {len(self.nodes):,} nodes, more than the {MAX_NODES:,} a case may have")
+        total = sum(math.prod(s) for s in shapes.values())
+        if total > MAX_ELEMENTS:
+            raise GraphError(f"the graph's tensors hold {total:,} scalars ({total * 8 / 2**30:.3g} GiB in float64), "
+                             f"more than the {MAX_ELEMENTS:,} a case may hold")
 
     def _is_node(self, name):
         return any(n.name == name for n in self.nodes)
@@ -213,7 +246,7 @@ class Graph:
                       for l in d["leaves"]]
             nodes = [Node(n["name"], n["op"], n["inputs"], n.get("hyper", {})) for n in d["nodes"]]
             return cls(leaves, nodes, d["output"])
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, AttributeError) as e:
             raise GraphError(f"not a graph description: missing or malformed {e}") from None
 
     @classmethod

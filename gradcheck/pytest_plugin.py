@@ -139,8 +139,24 @@ def pytest_configure(config):
         sink = RecordSink(run_dir)
         config.stash[_SINK] = sink
         RECORD_LISTENERS.append(_SinkListener(sink))
+    _check_options(config)
     if config.getoption("candidate", default=None) or config.getoption("optimizer", default=None):
         suite_plan(config)  # a candidate that does not load is a usage error, reported once, up front
+
+
+def _check_options(config):
+    """Options refused before anything runs, in one line each."""
+    from .cli import UsageError, check_device
+
+    device = config.getoption("device", default="cpu")
+    if device != "cpu":
+        try:
+            check_device(device)
+        except UsageError as e:
+            raise pytest.UsageError(str(e)) from None
+    timeout = config.getoption("check_timeout", default=30.0)
+    if not timeout > 0:
+        raise pytest.UsageError(f"--check-timeout {timeout:g}: give a positive number of seconds")
 
 
 class _SinkListener:
@@ -189,6 +205,10 @@ def pytest_terminal_summary(terminalreporter, config):
                                     f"records: {counts}")
         for why, n in tally.skipped.most_common(5):
             terminalreporter.write_line(f"gradcheck: left unchecked ({n} skipped): {why}")
+    plan = config.stash.get(_PLAN, None)
+    for candidate in plan.candidates if plan is not None else ():
+        for line in candidate.breaker.lines():
+            terminalreporter.write_line(f"gradcheck: circuit breaker ({candidate.name}): {line}")
     sink = config.stash.get(_SINK, None)
     if sink is not None:
         sink.close()
@@ -252,16 +272,12 @@ def suite_plan(config) -> SuitePlan:
 
 
 def _load(option, target):
-    from .candidates import load_candidate
+    from .candidates import CandidateLoadError, load_candidate
 
     try:
         return load_candidate(target)
-    except (LookupError, TypeError, FileNotFoundError) as e:
+    except CandidateLoadError as e:
         raise pytest.UsageError(f"{option} {target}: {e}") from None
-    except SyntaxError as e:
-        raise pytest.UsageError(f"{option} {target}: the candidate's code has a syntax error: {e}") from None
-    except Exception as e:  # noqa: BLE001 - the candidate's module raised while importing
-        raise pytest.UsageError(f"{option} {target}: importing it raised {type(e).__name__}: {e}") from None
 
 
 def _optimizer_plan(config):
@@ -306,8 +322,6 @@ def _make_source_plan(config) -> SuitePlan:
         return SuitePlan([(ReferenceSource(), ("float64",)), (TorchSource(device, "float64"), ("float64",))],
                          [(TorchSource(device, d), (d,)) for d in dtypes], [], sorted(CATALOGUE), [])
     timeout = config.getoption("check_timeout")
-    if not timeout > 0:
-        raise pytest.UsageError(f"--check-timeout {timeout:g}: give a positive number of seconds")
     self_check, vs_reference, torch_candidates, ops, candidates = [], [], [], set(), []
     for target in targets:
         candidate = _load("--candidate", target)
@@ -333,17 +347,26 @@ def _make_source_plan(config) -> SuitePlan:
             self_check.append((src, own))
             vs_reference.append((src, against))
     if config.getoption("isolate"):
-        self_check = [(_isolated(s, timeout), d) for s, d in self_check]
-        vs_reference = [(_isolated(s, timeout), d) for s, d in vs_reference]
-        torch_candidates = [_isolated(s, timeout) for s in torch_candidates]
+        workers = {}  # one worker a source, shared by the tests that use it
+
+        def isolated(source):
+            if id(source) not in workers:
+                workers[id(source)] = _isolated(source, timeout)
+            return workers[id(source)]
+
+        self_check = [(isolated(s), d) for s, d in self_check]
+        vs_reference = [(isolated(s), d) for s, d in vs_reference]
+        torch_candidates = [isolated(s) for s in torch_candidates]
     return SuitePlan(self_check, vs_reference, torch_candidates, sorted(ops), candidates)
 
 
 def _isolated(source, timeout):
     from .isolation import IsolatedSource
 
-    isolated = IsolatedSource(source.spec, source.candidate.target, timeout=timeout + 30, time_limit=timeout)
+    # the worker's own limit stops a hang in Python; the parent's, a little later, one in C
+    isolated = IsolatedSource(source.spec, source.candidate.target, timeout=timeout + 10, time_limit=timeout)
     isolated.candidate = source.candidate  # for its refusals and its identity in replay files
+    isolated.breaker = source.candidate.breaker  # a hang or crash in one worker stops its op in all
     isolated.accepts = source.accepts
     for attr in ("dtype", "torch_dtype"):
         if hasattr(source, attr):

@@ -107,10 +107,23 @@ class ReplayFile:
         from .check import Case
         from .graph import Graph, GraphError
 
+        def _number(v, what):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"{what} must be a number, got {v!r}")
+            return float(v)
+
         d = self.doc
+        for key in ("graph", "seed", "dtype", "scale"):
+            if key not in d:
+                raise ReplayError(f"{self.path}: the case has no {key!r}")
         try:
-            return Case(Graph.from_dict(d["graph"]), int(d["seed"]), str(d["dtype"]), float(d["scale"]),
-                        float(d.get("quantize", 0.0)))
+            seed = d["seed"]
+            if not isinstance(seed, int) or isinstance(seed, bool):
+                raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+            return Case(Graph.from_dict(d["graph"]), seed, str(d["dtype"]), _number(d["scale"], "scale"),
+                        _number(d.get("quantize", 0.0), "quantize"))
+        except GraphError as e:
+            raise ReplayError(f"{self.path}: not a valid graph: {e}") from None
         except (KeyError, TypeError, ValueError) as e:
             raise ReplayError(f"{self.path}: not a valid case: {e}") from None
 

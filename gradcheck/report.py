@@ -30,6 +30,7 @@ import io
 import json
 import math
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -88,24 +89,29 @@ def _jsonable(v):
 
 
 def read_records(directory) -> pd.DataFrame:
-    """The records of a run folder (or a records.jsonl path) as a DataFrame; a
-    truncated last line (a run killed mid-write) is skipped."""
+    """The records of a run folder (or a records.jsonl path) as a DataFrame.  A line
+    that does not parse (a run killed mid-write, a damaged file) is skipped; how
+    many were is in ``df.attrs["skipped_lines"]``."""
     path = Path(directory)
     path = path / RECORDS if path.is_dir() else path
+    if not path.is_file():
+        raise ValueError(f"{path}: no such records file (is {directory} a run folder?)")
     rows, bad = [], 0
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i < len(lines) - 2:  # only the last line may be cut short
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
                 bad += 1
-    if bad:
-        raise ValueError(f"{path}: {bad} unreadable lines before the last; the file is damaged")
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                bad += 1
     df = pd.DataFrame(rows)
+    df.attrs["skipped_lines"] = bad
     if df.empty:
         return df
     for col in ("max_abs_err", "max_rel_err", "cosine", "rtol", "atol", "ratio", "seconds", "value_a", "value_b"):
@@ -145,6 +151,23 @@ def _markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>&$~])")
+
+
+def _md(text) -> str:
+    """``text`` as literal Markdown inline text: every punctuation mark that could
+    start markup or raw HTML is backslash-escaped (CommonMark), newlines joined."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def _fenced(text) -> list:
+    """``text`` in a code fence longer than any run of backticks inside it, so
+    nothing in it can end the block (CommonMark)."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, text, fence]
+
+
 def _summary_md(df, title) -> str:
     total = len(df)
     counts = df["status"].value_counts()
@@ -156,14 +179,13 @@ def _summary_md(df, title) -> str:
     if worst.empty:
         parts.append("No check failed.")
     for r in worst.itertuples(index=False):
-        parts.append(f"### {r.status}: op {r.op}, tensor {r.tensor or '-'} ({r.pair}, {r.dtype}, {r.device}), "
-                     f"case {r.case_id}")
+        parts.append(f"### {_md(r.status)}: op {_md(r.op)}, tensor {_md(r.tensor or '-')} ({_md(r.pair)}, "
+                     f"{_md(r.dtype)}, {_md(r.device)}), case {_md(r.case_id)}")
         parts.append("")
-        parts.append("```")
-        parts.append(str(r.message).strip())
-        parts.append("```")
+        parts.extend(_fenced(str(r.message).strip()))
         if r.replay:
-            parts.append(f"replay: `gradcheck repro {r.replay}`")
+            parts.append("replay:")
+            parts.extend(_fenced(f"gradcheck repro {r.replay}"))
         parts.append("")
     return "\n".join(parts) + "\n"
 
@@ -178,6 +200,11 @@ def _plot_op(df_op, op) -> str:
 
     judged = df_op[df_op["status"].isin(["pass", "fail", "nondifferentiable"]) & df_op["ratio"].notna()]
     groups = list(judged.groupby(["pair", "dtype"]))
+    with plt.rc_context({"text.parse_math": False}):  # names are text: a "$" in one is no formula
+        return _draw_op(plt, groups, op)
+
+
+def _draw_op(plt, groups, op) -> str:
     fig, ax = plt.subplots(figsize=(7.5, 0.5 + 0.45 * max(len(groups), 1)), dpi=90)
     for y, ((pair, dtype), g) in enumerate(groups):
         ratio = g["ratio"].clip(lower=1e-12).astype(float)
@@ -243,6 +270,7 @@ def build_report(directory, csv=False, title=None) -> dict:
     df = read_records(directory)
     if df.empty:
         raise ValueError(f"{directory}: no records")
+    skipped = df.attrs.get("skipped_lines", 0)
     title = title or f"gradcheck report: {directory.name}"
     paths = {}
     table = df.drop(columns=["pair"])
@@ -255,6 +283,8 @@ def build_report(directory, csv=False, title=None) -> dict:
     paths["summary"].write_text(_summary_md(df, title))
     paths["html"] = directory / "report.html"
     paths["html"].write_text(_report_html(df, title))
+    if skipped:
+        paths["skipped_lines"] = skipped
     return paths
 
 
@@ -266,6 +296,9 @@ def compare_runs(old, new, growth=10.0) -> pd.DataFrame:
     fail (or error) now, and judged checks whose error/tolerance grew more than
     ``growth`` times."""
     a, b = read_records(old), read_records(new)
+    for name, df in ((old, a), (new, b)):
+        if df.empty:
+            raise ValueError(f"{name}: the run has no records to compare")
     merged = a[KEY + ["op", "status", "ratio"]].merge(b[KEY + ["op", "status", "ratio", "message", "replay"]],
                                                       on=KEY + ["op"], suffixes=("_old", "_new"))
     newly = merged["status_old"].eq("pass") & merged["status_new"].isin(["fail", "error"])

@@ -1,25 +1,29 @@
 """``gradcheck run``: the main job.
 
-1. The catalogue sweep: every op alone on its samples, every source pair; a
-   table of the worst relative error per op and pair.
-2. Random graphs: ``examples`` graphs drawn by Hypothesis, cycling through the
-   ops so that each is inside some (``graphs(include=op)``), every source pair.
+The catalogue sweep (every op alone on its samples, every source pair, and a
+table of the worst relative error per op and pair), then random graphs drawn
+by Hypothesis cycling through the ops so that each is inside some
+(``graphs(include=op)``), then optimizer trajectories against the reference.
 
 Every record is streamed to ``<out>/<run-id>/records.jsonl`` as it is made; a
-failing check also writes its case to ``cases/`` for ``gradcheck repro``.  At
-the end the report files are built and a summary table printed.
+failing check also writes its replay file to ``cases/``.  At the end, or when
+the run is interrupted (Ctrl-C: exit 130), the report files are built from
+what was checked and a summary table printed.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .check import Case, check_pair, op_cases
 from .sweep import Pair, default_pairs, ops_to_run, worst
 
 __all__ = ["RunOptions", "run_main_job"]
+
+INTERRUPTED = 130
 
 
 @dataclass
@@ -30,12 +34,42 @@ class RunOptions:
     examples: int = 400
     ops: tuple = ()
     torch: bool = True
-    candidate: str | None = None
+    candidates: tuple = ()  # targets: module:attr, file.py:attr, entry point names
     optimizer: str | None = None
     trajectories: int = 20  # per optimizer
     out: str = "reports"
     csv: bool = False
     sweep_table: bool = True
+    isolate: bool = False  # candidates run in worker processes
+    check_timeout: float = 30.0  # time limit of one call into candidate code
+
+
+@dataclass
+class _Plan:
+    """What a run checks: its ops, source pairs, the settings random graphs may draw."""
+
+    ops: list
+    sweep_pairs: list
+    graph_pairs: list
+    candidates: list = field(default_factory=list)
+    accept: object = None
+
+
+def _candidate_sources(opts, candidate):
+    from .candidates import candidate_sources
+
+    sources = candidate_sources(candidate, opts.device, "float64")
+    if not opts.isolate:
+        return sources
+    from .isolation import IsolatedSource
+
+    isolated = []
+    for src in sources:
+        iso = IsolatedSource(src.spec, candidate.target, timeout=opts.check_timeout + 10,
+                             time_limit=opts.check_timeout)
+        iso.candidate, iso.accepts, iso.breaker = candidate, src.accepts, candidate.breaker
+        isolated.append(iso)
+    return isolated
 
 
 def _graph_pairs(opts, candidate_sources):
@@ -61,6 +95,29 @@ def _graph_pairs(opts, candidate_sources):
     return pairs
 
 
+def _make_plan(opts) -> _Plan:
+    from .candidates import load_candidate
+
+    candidates = [load_candidate(t) for t in opts.candidates]
+    for c in candidates:
+        c.time_limit = opts.check_timeout
+    ops = None
+    if candidates and not any(c.loss_and_grads for c in candidates):
+        ops = sorted({o for c in candidates for o in c.ops})
+        unknown = [o for o in opts.ops if o not in ops]
+        if unknown:
+            raise ValueError(f"--ops {','.join(opts.ops)}: no candidate implements {unknown[0]!r} "
+                             f"(they have {', '.join(ops)})")
+    ops = ops_to_run(list(opts.ops) if opts.ops else ops)
+    sources = [s for c in candidates for s in _candidate_sources(opts, c)]
+    accept = None
+    if candidates:
+        def accept(op, hyper, shapes):  # every candidate takes the settings drawn
+            return not any(c.refuses_node(op, hyper, shapes) for c in candidates)
+    return _Plan(ops, default_pairs(opts.dtype, opts.device, torch=opts.torch), _graph_pairs(opts, sources),
+                 candidates, accept)
+
+
 def _case_dtype(pair, opts):
     if pair.dtype:
         return pair.dtype
@@ -70,101 +127,139 @@ def _case_dtype(pair, opts):
     return "float64" if opts.dtype not in ("float64", "float32") else opts.dtype
 
 
+class _Emitter:
+    """Streams records to the sink, writes replay files for failing checks, counts failures."""
+
+    def __init__(self, sink, run_dir):
+        self.sink, self.run_dir, self.failures = sink, run_dir, 0
+
+    def gradients(self, case, pair, records):
+        from .replay import write_gradient_case
+
+        bad = [r for r in records if r.status in ("fail", "error")]
+        replay = ""
+        if bad:
+            self.failures += len(bad)
+            path = self.run_dir / "cases" / f"{case.graph.case_id}-{case.seed}-{pair.label.replace('~', '-vs-')}.json"
+            replay = str(write_gradient_case(path, case, pair.a, pair.b, bad, pair.outputs))
+        self.sink.add(records, replay=replay, pair_label=pair.label)
+
+    def trajectory(self, trajectory, runner, reference, records):
+        from .replay import write_optimizer_case
+
+        bad = [r for r in records if r.status in ("fail", "error")]
+        replay = ""
+        if bad:
+            self.failures += len(bad)
+            path = self.run_dir / "cases" / f"{trajectory.case_id}-{trajectory.optimizer}.json"
+            replay = str(write_optimizer_case(path, trajectory, runner, reference, bad))
+        self.sink.add(records, replay=replay, pair_label=f"{trajectory.optimizer}~reference")
+
+
 def run_main_job(opts: RunOptions, console=None) -> int:
     from rich.console import Console
-    from rich.table import Table
 
     from . import report
-    from .replay import write_gradient_case
-
-    import sys
 
     # Not on a terminal (CI logs, pipes), rich would wrap at 80 columns: tables and
     # paths read better unwrapped.
     console = console or (Console() if sys.stdout.isatty() else Console(width=140))
-    candidate_sources, accept = [], None
-    if opts.candidate:
-        from .candidates import candidate_sources as sources_of, load_candidate
-
-        cand = load_candidate(opts.candidate)
-        candidate_sources = sources_of(cand, opts.device, "float64")
-        accept = (lambda op, hyper, shapes: not cand.refuses_node(op, hyper, shapes))
-        mine = sorted(set(cand.ops)) if not cand.loss_and_grads else None
-        if opts.ops:
-            unknown = [o for o in opts.ops if mine is not None and o not in mine]
-            if unknown:
-                raise ValueError(f"--ops {','.join(opts.ops)}: the candidate does not implement {unknown[0]!r} "
-                                 f"(it has {', '.join(mine)})")
-        ops = ops_to_run(list(opts.ops) if opts.ops else mine)
-    else:
-        ops = ops_to_run(list(opts.ops) if opts.ops else None)
-    sweep_pairs = default_pairs(opts.dtype, opts.device, torch=opts.torch)
-    graph_pairs = _graph_pairs(opts, candidate_sources)
+    plan = _make_plan(opts)
     run_dir = report.new_run_dir(opts.out)
     t0 = time.perf_counter()
-    failures = 0
-    console.print(f"gradcheck run: {len(ops)} ops, {opts.examples} random graphs, dtype {opts.dtype}, "
-                  f"device {opts.device}, seed {opts.seed}" + (f", candidate {opts.candidate}" if opts.candidate
-                                                               else "") + f"\nrecords: {run_dir}/records.jsonl",
+    targets = ", ".join(opts.candidates)
+    console.print(f"gradcheck run: {len(plan.ops)} ops, {opts.examples} random graphs, dtype {opts.dtype}, "
+                  f"device {opts.device}, seed {opts.seed}" + (f", candidate {targets}" if targets else "")
+                  + (" (isolated)" if opts.isolate and targets else "") + f"\nrecords: {run_dir}/records.jsonl",
                   soft_wrap=True)
-
+    interrupted = False
     with report.RecordSink(run_dir) as sink:
-        def emit(case, pair, records):
-            nonlocal failures
-            bad = [r for r in records if r.status in ("fail", "error")]
-            replay = ""
-            if bad:
-                failures += len(bad)
-                path = run_dir / "cases" / f"{case.graph.case_id}-{case.seed}-{pair.label.replace('~', '-vs-')}.json"
-                replay = str(write_gradient_case(path, case, pair.a, pair.b, bad, pair.outputs))
-            sink.add(records, replay=replay, pair_label=pair.label)
-
-        # 1. the catalogue sweep
-        table_rows = []
-        with _progress(console) as progress:
-            task = progress.add_task("catalogue", total=len(ops), failures=0)
-            for op in ops:
-                cells = []
-                for p in sweep_pairs:
-                    recs = []
-                    for case in op_cases(op, opts.dtype if opts.dtype in ("float64", "float32") else "float64",
-                                         opts.seed):
-                        r = check_pair(case, p.a, p.b, outputs=p.outputs)
-                        emit(case, p, r)
-                        recs += r
-                    cells.append(worst(recs))
-                table_rows.append((op, cells))
-                progress.update(task, advance=1, failures=failures)
-        if opts.sweep_table:
-            _print_sweep_table(console, sweep_pairs, table_rows)
-
-        # 2. random graphs, cycling through the ops
-        if opts.examples:
-            with _progress(console) as progress:
-                task = progress.add_task("random graphs", total=opts.examples, failures=failures)
-                _random_graphs(opts, ops, graph_pairs, emit, lambda: progress.update(task, advance=1,
-                                                                                       failures=failures), accept)
-        # 3. optimizers: torch.optim (and a candidate's) against the reference, step by step
-        if opts.torch or opts.optimizer:
-            failures += _optimizers(opts, sink, console, run_dir)
+        emit = _Emitter(sink, run_dir)
+        try:
+            _sweep(opts, plan, emit, console)
+            if opts.examples:
+                _random_graphs(opts, plan, emit, console)
+            if opts.torch or opts.optimizer:
+                _optimizers(opts, emit, console)
+        except KeyboardInterrupt:
+            interrupted = True
+            console.print("\n[bold]interrupted[/bold]: the report is built from the checks made so far")
+        finally:
+            for pair in plan.graph_pairs:
+                close = getattr(pair.a, "close", None)
+                if close is not None:
+                    close()
         checks = sink.count
-
+    for candidate in plan.candidates:
+        for line in candidate.breaker.lines():
+            console.print(f"circuit breaker ({candidate.name}): {line}")
+    if not checks:
+        console.print("no check was made; no report written")
+        return INTERRUPTED if interrupted else 0
     paths = report.build_report(run_dir, csv=opts.csv)
     df = report.read_records(run_dir)
-    _print_summary(console, df, Table)
+    _print_summary(console, df)
     wall = time.perf_counter() - t0
     console.print(f"\n{checks} checks on {df['case_id'].nunique()} graphs in {wall:.1f}s; "
-                  f"{failures} failing checks")
+                  f"{emit.failures} failing checks")
     console.print(f"report: {paths['html']}\n        {paths['summary']}\n        {paths['parquet']}", soft_wrap=True)
-    return 1 if failures else 0
+    if interrupted:
+        return INTERRUPTED
+    return 1 if emit.failures else 0
 
 
-def _optimizers(opts, sink, console, run_dir) -> int:
-    """Every optimizer's trajectories against the reference; returns the failing checks."""
+def _sweep(opts, plan, emit, console):
+    """Every op alone on its catalogue samples, against every sweep pair; a table."""
+    rows = []
+    dtype = opts.dtype if opts.dtype in ("float64", "float32") else "float64"
+    with _progress(console) as progress:
+        task = progress.add_task("catalogue", total=len(plan.ops), failures=0)
+        for op in plan.ops:
+            cells = []
+            for p in plan.sweep_pairs:
+                recs = []
+                for case in op_cases(op, dtype, opts.seed):
+                    r = check_pair(case, p.a, p.b, outputs=p.outputs)
+                    emit.gradients(case, p, r)
+                    recs += r
+                cells.append(worst(recs))
+            rows.append((op, cells))
+            progress.update(task, advance=1, failures=emit.failures)
+    if opts.sweep_table:
+        _print_sweep_table(console, plan.sweep_pairs, rows)
+
+
+def _random_graphs(opts, plan, emit, console):
+    from hypothesis import HealthCheck, Phase, given, seed, settings
+
+    from .strategies import cases, graphs
+
+    ops = plan.ops
+    per_op = [opts.examples // len(ops) + (1 if i < opts.examples % len(ops) else 0) for i in range(len(ops))]
+    with _progress(console) as progress:
+        task = progress.add_task("random graphs", total=opts.examples, failures=emit.failures)
+        for op, n in zip(ops, per_op):
+            if not n:
+                continue
+
+            @seed(opts.seed)
+            @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
+                      suppress_health_check=list(HealthCheck))
+            @given(case=cases(graphs(include=op, accept=plan.accept)))
+            def check_one(case):
+                for pair in plan.graph_pairs:
+                    c = Case(case.graph, case.seed, _case_dtype(pair, opts), case.scale, case.quantize)
+                    emit.gradients(c, pair, check_pair(c, pair.a, pair.b, outputs=pair.outputs))
+                progress.update(task, advance=1, failures=emit.failures)
+
+            check_one()
+
+
+def _optimizers(opts, emit, console):
+    """Every optimizer's trajectories against the reference, step by step."""
     from hypothesis import HealthCheck, Phase, given, seed, settings
 
     from .optim import OPTIMIZERS, ReferenceRunner, TorchRunner, compare_trajectories, optimizer_runners, trajectories
-    from .replay import write_optimizer_case
 
     plan = []
     if opts.torch:
@@ -178,27 +273,18 @@ def _optimizers(opts, sink, console, run_dir) -> int:
                  for r in optimizer_runners(cand, opts.device)]
     with _progress(console) as progress:
         task = progress.add_task("optimizers", total=len(plan) * opts.trajectories, failures=0)
-        bad = 0
+        before = emit.failures
         for name, make in plan:
             @seed(opts.seed)
             @settings(max_examples=opts.trajectories, database=None, deadline=None, phases=[Phase.generate],
                       suppress_health_check=list(HealthCheck))
             @given(t=trajectories(name))
             def check_one(t):
-                nonlocal bad
                 runner, reference = make(), ReferenceRunner(name)
-                records = compare_trajectories(t, runner, reference)
-                failing = [r for r in records if r.status in ("fail", "error")]
-                replay = ""
-                if failing:
-                    bad += len(failing)
-                    path = run_dir / "cases" / f"{t.case_id}-{name}.json"
-                    replay = str(write_optimizer_case(path, t, runner, reference, failing))
-                sink.add(records, replay=replay, pair_label=f"{name}~reference")
-                progress.update(task, advance=1, failures=bad)
+                emit.trajectory(t, runner, reference, compare_trajectories(t, runner, reference))
+                progress.update(task, advance=1, failures=emit.failures - before)
 
             check_one()
-    return bad
 
 
 def _progress(console):
@@ -207,29 +293,6 @@ def _progress(console):
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("failures so far: {task.fields[failures]}"), TimeElapsedColumn(),
                     console=console, transient=False)
-
-
-def _random_graphs(opts, ops, pairs, emit, tick, accept=None):
-    from hypothesis import HealthCheck, Phase, given, seed, settings
-
-    from .strategies import cases, graphs
-
-    per_op = [opts.examples // len(ops) + (1 if i < opts.examples % len(ops) else 0) for i in range(len(ops))]
-    for op, n in zip(ops, per_op):
-        if not n:
-            continue
-
-        @seed(opts.seed)
-        @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
-                  suppress_health_check=list(HealthCheck))
-        @given(case=cases(graphs(include=op, accept=accept)))
-        def check_one(case):
-            for pair in pairs:
-                c = Case(case.graph, case.seed, _case_dtype(pair, opts), case.scale, case.quantize)
-                emit(c, pair, check_pair(c, pair.a, pair.b, outputs=pair.outputs))
-            tick()
-
-        check_one()
 
 
 def _print_sweep_table(console, pairs, rows):
@@ -253,7 +316,10 @@ def _cell(rel, status):
     return {"fail": f"[red]{text} FAIL[/red]", "nondifferentiable": f"{text} kink"}.get(status, text)
 
 
-def _print_summary(console, df, Table):
+def _print_summary(console, df):
+    from rich.markup import escape
+    from rich.table import Table
+
     from .report import summarize
 
     summary = summarize(df)
@@ -264,6 +330,7 @@ def _print_summary(console, df, Table):
         table.add_column(col, justify="left" if col == "op" else "right")
     for op, row in by_op.sort_values(["fail", "error"], ascending=False).iterrows():
         style = "red" if row["fail"] or row["error"] else None
-        table.add_row(str(op), *(str(int(row[c])) for c in ["pass", "fail", "error", "nondifferentiable", "skipped"]),
+        table.add_row(escape(str(op) or "(whole case)"),
+                      *(str(int(row[c])) for c in ["pass", "fail", "error", "nondifferentiable", "skipped"]),
                       f"{row['worst ratio']:.2g}" if row["worst ratio"] == row["worst ratio"] else "-", style=style)
     console.print(table)

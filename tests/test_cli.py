@@ -48,4 +48,4 @@ def test_run_exits_one_and_explains_when_a_vjp_is_wrong(monkeypatch, capsys, tmp
     assert "FAIL" in out and "failing checks" in out
     (run,) = list(tmp_path.iterdir())
     summary = (run / "summary.md").read_text()
-    assert "Mismatched elements" in summary and "replay: `gradcheck repro" in summary
+    assert "Mismatched elements" in summary and "replay:\n```\ngradcheck repro " in summary

@@ -93,15 +93,20 @@ def test_report_files_are_valid(tmp_path):
     assert "### fail: op linear, tensor b" in summary
 
 
-def test_a_half_written_last_line_is_tolerated_but_damage_elsewhere_is_not(tmp_path):
+def test_damaged_lines_anywhere_are_skipped_counted_and_the_rest_rebuilt(tmp_path, capsys):
+    from gradcheck.cli import main
+
     write_run(tmp_path, HAND_MADE[:3])
     with open(tmp_path / "records.jsonl", "a") as f:
         f.write('{"case_id": "c9", "op": "lin')  # killed mid-write
     assert len(read_records(tmp_path)) == 3
     lines = (tmp_path / "records.jsonl").read_text().split("\n")
-    (tmp_path / "records.jsonl").write_text("\n".join([lines[0], "garbage", *lines[1:]]))
-    with pytest.raises(ValueError, match="unreadable lines"):
-        read_records(tmp_path)
+    (tmp_path / "records.jsonl").write_text("\n".join([lines[0], "garbage", "[1, 2]", *lines[1:]]))
+    df = read_records(tmp_path)
+    assert len(df) == 3 and df.attrs["skipped_lines"] == 3
+    assert main(["report", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "skipped 3 unreadable line(s)" in captured.err and "html:" in captured.out
 
 
 def test_compare_lists_new_failures_and_tenfold_growth_and_exits_nonzero(tmp_path, capsys):

@@ -351,6 +351,35 @@ class TorchSource:
                     self._vmap_ok[graph.case_id] = False
             return np.array([float(loss_at(xi)) for xi in xs])
 
+    def _backward(self, graph, values, loss, wrt):
+        """``autograd.grad`` of the loss; with a candidate's ops, guarded like any call
+        into its code (Note [Guarded calls]), the op whose backward was running named
+        by a hook on each candidate op's output."""
+        torch = _torch()
+
+        def grad():
+            return torch.autograd.grad(loss, wrt, allow_unused=True, retain_graph=self.check_determinism)
+
+        if self.candidate is None:
+            return grad()
+        from ..candidates import CandidateError, guarded_call
+
+        breaker = self.candidate.breaker
+        flight = {"op": ""}
+        for name, op, _, _ in graph.plan():
+            if op in self.provides:
+                breaker.check(op, "backward")
+                if isinstance(values[name], torch.Tensor) and values[name].requires_grad:
+                    values[name].register_hook(lambda g, op=op: flight.__setitem__("op", op))
+        try:
+            return guarded_call(grad, "", "backward", self.candidate.time_limit, None)
+        except CandidateError as e:
+            op = flight["op"]
+            text = f"{op}.{e}" if op and str(e).startswith("backward") else str(e)
+            if op and "did not finish within the time limit" in text:
+                breaker.trip(op, "backward", text)
+            raise CandidateError(text, op=op, phase="backward") from e
+
     def run(self, graph: Graph, tensors: dict) -> SourceResult:
         torch = _torch()
         t0 = time.perf_counter()
@@ -358,7 +387,7 @@ class TorchSource:
         loss = values[graph.output]
         diff_leaves = [leaf.name for leaf in graph.differentiable_leaves]
         wrt = [values[n] for n in diff_leaves]
-        grads = torch.autograd.grad(loss, wrt, allow_unused=True, retain_graph=self.check_determinism)
+        grads = self._backward(graph, values, loss, wrt)
         grads = [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, grads)]
         nondeterminism = None
         if self.check_determinism:
