@@ -62,6 +62,10 @@ def hunt(bug, fd_mode="full"):
                 graph=case.graph.describe(), ops=case.graph.ops, message=message)
 
 
+# the summary reads what the hunts recorded in this process: under pytest-xdist they share one worker
+pytestmark = pytest.mark.xdist_group("zoo")
+
+
 @pytest.mark.parametrize("bug", ZOO, ids=[b.id for b in ZOO])
 def test_seeded_bug_is_caught_and_shrunk(bug, tmp_path, monkeypatch):
     monkeypatch.setenv("GRADCHECK_REPORT_DIR", str(tmp_path))
