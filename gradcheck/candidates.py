@@ -235,21 +235,24 @@ def _describe_exc(op, phase, e):
 
 
 def _check_array(op, what, value, shape, dtype, phase=""):
+    where = f"{op}.{phase}" if phase and op != "engine" else op
+
+    def fail(text):
+        raise CandidateError(f"{where}: {what} {text}", op="" if op == "engine" else op, phase=phase)
+
     if not isinstance(value, (np.ndarray, np.number, int, float, complex)) or isinstance(value, bool):
-        raise CandidateError(f"{op}: {what} is a {type(value).__name__}, not an array", op=op, phase=phase)
+        fail(f"is a {type(value).__name__}, not an array")
     value = np.asarray(value)
     if tuple(value.shape) != tuple(shape):
-        raise CandidateError(f"{op}: {what} has shape {tuple(value.shape)}, expected {tuple(shape)}", op=op,
-                             phase=phase)
+        fail(f"has shape {tuple(value.shape)}, expected {tuple(shape)}")
     if dtype is not None and value.dtype != dtype and not np.iscomplexobj(value):
-        raise CandidateError(f"{op}: {what} has dtype {value.dtype}, expected {dtype}", op=op, phase=phase)
+        fail(f"has dtype {value.dtype}, expected {dtype}")
     if value.dtype.kind not in "fciub":
-        raise CandidateError(f"{op}: {what} has dtype {value.dtype}, not a number", op=op, phase=phase)
+        fail(f"has dtype {value.dtype}, not a number")
     if not np.all(np.isfinite(value)):
         bad = int(np.sum(~np.isfinite(value)))
         first = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0]) if value.ndim else ()
-        raise CandidateError(f"{op}: {what} has {bad} non-finite value(s) (NaN or Inf), first at {first}", op=op,
-                             phase=phase)
+        fail(f"has {bad} non-finite value(s) (NaN or Inf), first at {first}")
     return value
 
 

@@ -146,17 +146,18 @@ def _markdown_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
     for row in df.itertuples(index=False):
-        cells = [f"{v:.3g}" if isinstance(v, float) else str(v) for v in row]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        cells = [f"{v:.3g}" if isinstance(v, float) else _md(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>&$~])")
+# what can start inline markup, a link, raw HTML, a table cell or math, mid-line
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|<>&$~])")
 
 
 def _md(text) -> str:
-    """``text`` as literal Markdown inline text: every punctuation mark that could
-    start markup or raw HTML is backslash-escaped (CommonMark), newlines joined."""
+    """``text`` as literal Markdown inline text: every mark that could start markup,
+    a link or raw HTML is backslash-escaped (CommonMark), newlines joined."""
     return _MD_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
 
 

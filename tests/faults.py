@@ -88,12 +88,12 @@ _rng = np.random.default_rng()
 
 
 numpy_fault("raise", "tanh.backward", "ZeroDivisionError", backward=_raise)
-numpy_fault("nan", "tanh", "non-finite", backward=lambda y, g: (np.full_like(g, np.nan),))
-numpy_fault("inf", "tanh", "non-finite", forward=_fwd(lambda x, y: y / 0.0))
-numpy_fault("wrong-shape", "tanh", "shape", backward=lambda y, g: (g.reshape(-1)[:1],))
-numpy_fault("wrong-dtype", "tanh", "dtype", backward=lambda y, g: ((g * (1 - y**2)).astype(np.float16),))
+numpy_fault("nan", "tanh.backward", "non-finite", backward=lambda y, g: (np.full_like(g, np.nan),))
+numpy_fault("inf", "tanh.forward", "non-finite", forward=_fwd(lambda x, y: y / 0.0))
+numpy_fault("wrong-shape", "tanh.backward", "shape", backward=lambda y, g: (g.reshape(-1)[:1],))
+numpy_fault("wrong-dtype", "tanh.backward", "dtype", backward=lambda y, g: ((g * (1 - y**2)).astype(np.float16),))
 numpy_fault("wrong-count", "tanh.backward", "returned 2 gradient(s) for 1", backward=lambda y, g: (g, g))
-numpy_fault("not-an-array", "tanh", "not an array", backward=lambda y, g: ("gradient",))
+numpy_fault("not-an-array", "tanh.backward", "not an array", backward=lambda y, g: ("gradient",))
 numpy_fault("in-place-view", "tanh.forward", "wrote into its input 'x'",
             forward=lambda x: (np.tanh(x, out=x[...]), np.tanh(x)))
 numpy_fault("in-place-base", "tanh.forward", "wrote into its input 'x'",
@@ -143,7 +143,7 @@ def _torch_fault(name, backward, *expect):
 _torch_fault("raise", _raise, "tanh.backward", "ZeroDivisionError")
 _torch_fault("python-hang", _python_hang, "tanh.backward", "time limit")
 _torch_fault("nan", lambda y, g: g * float("nan"), "non-finite")
-_torch_fault("wrong-shape", lambda y, g: g.reshape(-1)[:1], "shape")
+_torch_fault("wrong-shape", lambda y, g: g.reshape(-1)[:1], "tanh.backward", "shape")
 _torch_fault("keyboard-interrupt", _interrupt, "tanh.backward", "KeyboardInterrupt")
 TORCH = tuple(name for name in FAULTS if name.startswith("torch-"))
 IN_PROCESS = IN_PROCESS + TORCH

@@ -74,7 +74,7 @@ def test_nan_in_a_gradient_is_an_error_with_its_position():
         return (out,)
 
     msg = error_of(run_one(numpy_candidate("tanh", activations.tanh_forward, backward)))
-    assert "tanh: gradient of 'x' has 1 non-finite value(s) (NaN or Inf), first at (1,)" in msg
+    assert "tanh.backward: gradient of 'x' has 1 non-finite value(s) (NaN or Inf), first at (1,)" in msg
 
 
 def test_inf_in_a_forward_output_is_an_error():
@@ -84,7 +84,7 @@ def test_inf_in_a_forward_output_is_an_error():
 
     with np.errstate(divide="ignore"):
         msg = error_of(run_one(numpy_candidate("tanh", forward, activations.tanh_backward)))
-    assert "tanh: forward output has" in msg and "non-finite" in msg
+    assert "tanh.forward: forward output has" in msg and "non-finite" in msg
 
 
 def test_a_wrong_output_shape_is_an_error():
@@ -93,7 +93,7 @@ def test_a_wrong_output_shape_is_an_error():
         return y.T, cache
 
     msg = error_of(run_one(numpy_candidate("linear", forward, layers.linear_backward), "linear"))
-    assert "linear: forward output has shape (5, 4), expected (4, 5)" in msg
+    assert "linear.forward: forward output has shape (5, 4), expected (4, 5)" in msg
 
 
 def test_a_wrong_gradient_dtype_is_an_error():

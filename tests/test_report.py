@@ -177,3 +177,15 @@ def test_the_main_job_exits_one_and_writes_replayable_cases_when_a_check_fails(t
     failing = df[df["status"] == "fail"]
     assert len(failing) and all(Path(p).exists() for p in failing["replay"])
     assert "gradcheck repro" in (run / "summary.md").read_text()
+
+
+def test_messages_and_names_cannot_break_out_of_the_report_files(tmp_path):
+    hostile = "```\n</pre><img src=x onerror=alert(1)>\n**bold** [link](http://x) $\\alpha$"
+    bad = replace(rec("linear", "fail", 30.0, tensor="b", pair=("$\\alpha$ {broken", "reference")),
+                  message=hostile, op="lin$ear<b>")
+    paths = build_report(write_run(tmp_path, [*HAND_MADE, bad]))  # mathtext would raise on "$\alpha$ {broken"
+    summary = paths["summary"].read_text()
+    assert "````\n" + hostile + "\n````" in summary  # a fence longer than any run of backticks inside
+    assert "### fail: op lin\\$ear\\<b\\>, tensor b" in summary and "<b>" not in summary
+    page = paths["html"].read_text()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
