@@ -27,10 +27,11 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from gradcheck.check import Case, check_pair  # noqa: E402
+from gradcheck.case import Case  # noqa: E402
+from gradcheck.judge import check_pair
 from gradcheck.graph import GraphBuilder  # noqa: E402
 from gradcheck.sources import FiniteDifferences, ReferenceSource  # noqa: E402
-from gradcheck.backends.torch_autograd import TorchSource  # noqa: E402
+from gradcheck.sources.torch_autograd import TorchSource  # noqa: E402
 
 
 # ---------------------------------------------------------------- models
@@ -199,9 +200,10 @@ def memory_of_directional(model_name, width):
 import sys
 sys.path.insert(0, {str(ROOT)!r})
 from benchmarks.bench_gradcheck import {model_name}
-from gradcheck.check import Case, check_pair
+from gradcheck.case import Case
+from gradcheck.judge import check_pair
 from gradcheck.sources import FiniteDifferences
-from gradcheck.backends.torch_autograd import TorchSource
+from gradcheck.sources.torch_autograd import TorchSource
 g = {model_name}({width})
 case = Case(g, seed=0)
 src = TorchSource()

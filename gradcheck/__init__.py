@@ -1,31 +1,38 @@
 """gradcheck: tells you, with evidence, whether a backward pass is right.
 
-    >>> from gradcheck import Case, FiniteDifferences, ReferenceSource, check_pair, op_cases
+    >>> from gradcheck import FiniteDifferences, ReferenceSource, check_pair, op_cases
     >>> ref = ReferenceSource()
     >>> records = check_pair(op_cases("conv2d")[0], ref, FiniteDifferences(ref, "central"))
     >>> {r.status for r in records}
     {'pass'}
+
+The public API is the list below; everything else is internal.  The pipeline,
+module by module: catalogue (OpDef records) -> graph, case -> strategies
+(Hypothesis) -> sources (reference, finite differences, torch, candidates) ->
+judge (tolerance, records, second opinions, check_pair) -> testing, report,
+run, cli, pytest_plugin.
 """
 
-from .candidates import Candidate, CandidateError, load_candidate
-from .check import Case, check_pair, op_cases
-from .compare import TOLERANCES, CheckRecord, Tolerance, compare, tolerance_for
-from .graph import Graph, GraphBuilder, GraphError, Leaf, Node, materialize, single_op_graph
-from .ops import CATALOGUE, OpDef, Sample, TensorArg, get_op, register_op
-from .sources import FiniteDifferences, ReferenceSource, SourceResult, Unsupported
+from .candidates import Candidate, CandidateError, CandidateLoadError, OpOptions, load_candidate
+from .case import DTYPES, Case, materialize, op_cases
+from .catalogue import CATALOGUE, OpDef, Placement, Sample, ShapeError, TensorArg, get_op
+from .graph import Graph, GraphBuilder, GraphError, Leaf, Node, single_op_graph
+from .judge import TOLERANCES, CheckRecord, Tolerance, check_pair, compare, tolerance_for
+from .sources import FiniteDifferences, ReferenceOrFormula, ReferenceSource, Source, SourceResult, Unsupported
 
 __all__ = [
-    "CATALOGUE", "Candidate", "CandidateError", "load_candidate", "Case", "CheckRecord", "FiniteDifferences", "Graph", "GraphBuilder", "GraphError", "Leaf",
-    "Node", "OpDef", "ReferenceSource", "Sample", "SourceResult", "TOLERANCES", "TensorArg", "Tolerance",
-    "TorchSource", "Unsupported", "check_pair", "compare", "get_op", "materialize", "op_cases", "register_op",
-    "single_op_graph", "tolerance_for",
+    "CATALOGUE", "Candidate", "CandidateError", "CandidateLoadError", "Case", "CheckRecord", "DTYPES",
+    "FiniteDifferences", "Graph", "GraphBuilder", "GraphError", "Leaf", "Node", "OpDef", "OpOptions", "Placement",
+    "ReferenceOrFormula", "ReferenceSource", "Sample", "ShapeError", "Source", "SourceResult", "TOLERANCES",
+    "TensorArg", "Tolerance", "TorchSource", "Unsupported", "check_pair", "compare", "get_op", "load_candidate",
+    "materialize", "op_cases", "single_op_graph", "tolerance_for",
 ]
 
 
 def __getattr__(name):
     # torch loads only when its source is asked for.
     if name == "TorchSource":
-        from .backends.torch_autograd import TorchSource
+        from .sources.torch_autograd import TorchSource
 
         return TorchSource
     raise AttributeError(f"module 'gradcheck' has no attribute {name!r}")

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from pathlib import Path
 
-from .graph import DTYPES
+from .case import DTYPES
 
 __all__ = ["main"]
 
@@ -51,26 +50,6 @@ def _seconds(text):
     return value
 
 
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
-
-
-def check_device(device: str) -> str:
-    """``device`` when torch can run there; UsageError naming what can."""
-    if not _DEVICE.match(device):
-        raise UsageError(f"--device {device}: not a device; give cpu, cuda or cuda:N")
-    if device.startswith("cuda"):
-        try:
-            import torch
-        except ImportError:
-            raise UsageError(f"--device {device}: torch is not installed") from None
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: torch sees no CUDA device here; give cpu")
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise UsageError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
 def _check_out(out):
     path = Path(out)
     if path.exists() and not path.is_dir():
@@ -85,8 +64,13 @@ def cmd_run(args) -> int:
     examples = args.examples
     if examples is None:
         examples = {"dev": 60, "ci": 1000, "thorough": 10000}[args.profile]
+    from .sources.torch_autograd import DeviceError, check_device
+
     try:
-        check_device(args.device)
+        try:
+            check_device(args.device)
+        except DeviceError as e:
+            raise UsageError(str(e)) from None
         _check_out(args.out)
         opts = RunOptions(dtype=args.dtype, device=args.device, seed=args.seed, examples=examples,
                           ops=tuple(o.strip() for o in args.ops.split(",") if o.strip()) if args.ops else (),
@@ -164,7 +148,7 @@ def cmd_repro(args) -> int:
                               "(e.g. --a reference --b 'fd:central:full(reference)')")
         if replay.kind == "optimizer":
             return _repro_optimizer(replay, a_spec, b_spec, candidate)
-        from .check import check_pair
+        from .judge import check_pair
         from .sources import parse_source
         from .testing import describe_failure
 
@@ -218,7 +202,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="the main job: the op catalogue and random graphs against every source "
                                      "pair, with a report")
-    run.add_argument("--dtype", default="float64", choices=DTYPES,
+    run.add_argument("--dtype", default="float64", choices=tuple(DTYPES),
                      help="dtype of the sweep and of the torch source compared with the float64 reference")
     run.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     run.add_argument("--seed", type=_count, default=0, help="seed of the values and of the graph draws")

@@ -17,18 +17,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import zlib
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 
 from .frozen import Frozen, thaw_value
-from .ops import CONST, INPUT, PARAM, ROLES, Sample, ShapeError, get_op
+from .catalogue import CONST, INPUT, PARAM, ROLES, Sample, ShapeError, get_op
 
-__all__ = ["Leaf", "Node", "Graph", "GraphBuilder", "GraphError", "materialize", "single_op_graph", "DTYPES"]
+__all__ = ["Leaf", "Node", "Graph", "GraphBuilder", "GraphError", "single_op_graph", "INIT_KINDS", "MAX_ELEMENTS",
+           "MAX_NODES"]
 
-DTYPES = ("float64", "float32", "float16", "bfloat16")
 MAX_ELEMENTS = 50_000_000  # the most scalars a case may hold (400 MB in float64): a larger one is refused, not allocated
 MAX_NODES = 10_000
 
@@ -321,62 +320,3 @@ def single_op_graph(op_name: str, sample: Sample) -> Graph:
     out = b.op(op_name, *names, name="out", **sample.hyper)
     shape = op.shape(*(b._leaves[i].shape for i in range(len(names))), **op.full_hyper(sample.hyper))
     return b.build(b.op("weighted_sum", out, b.const("probe", shape), name="loss"))
-
-
-# ---------------------------------------------------------------- values
-
-
-def _leaf_rng(seed: int, name: str):
-    # Each leaf draws from its own stream, so adding or removing one leaf does not
-    # change the values of the others (shrinking relies on this).
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode())])
-
-
-def _draw(leaf: Leaf, rng, scale: float):
-    init, shape = leaf.init, leaf.shape
-    kind = init.get("kind", "normal")
-    if kind == "normal":
-        s = scale if leaf.role != CONST else 1.0
-        return init.get("mean", 0.0) + s * init.get("std", 1.0) * rng.standard_normal(shape)
-    if kind == "uniform":
-        return rng.uniform(init.get("low", 0.0), init.get("high", 1.0), shape)
-    if kind == "randint":
-        return rng.integers(init.get("low", 0), init["high"], shape)
-    if kind == "mask":
-        return (rng.random(shape) >= init["p"]).astype(np.float64)
-    raise GraphError(f"leaf {leaf.name!r}: unknown init kind {kind!r}")
-
-
-def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
-    """``x`` rounded to ``dtype``; float16 and bfloat16 values come back as float32
-    arrays holding exactly the representable values."""
-    if dtype == "float16":
-        return x.astype(np.float16).astype(np.float32)
-    if dtype == "bfloat16":
-        # Round to nearest even on the upper 16 bits of the float32 pattern.
-        u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
-        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
-        return u.astype(np.uint32).view(np.float32)
-    return x.astype(dtype)
-
-
-def materialize(graph: Graph, seed: int, dtype: str = "float64", scale: float = 1.0, quantize: float = 0.0) -> dict:
-    """Arrays for every leaf, drawn from ``seed``; float leaves in ``dtype``.
-
-    Float values are drawn in float64 and rounded, so the float32 case is the
-    float64 case rounded to float32 and the two can be compared directly.  For
-    float16 and bfloat16 the rounded values are held in float32 arrays: every
-    source then starts from identical inputs, and a comparison measures only the
-    arithmetic, not the rounding of the inputs.  ``quantize`` > 0 rounds input
-    leaves (data, not parameters) to multiples of it, as integer-valued data
-    (pixels) would be: exact ties and exact zeros then occur.
-    """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    out = {}
-    for leaf in graph.leaves:
-        value = _draw(leaf, _leaf_rng(seed, leaf.name), scale)
-        if quantize and leaf.role == INPUT and leaf.dtype == "float":
-            value = np.round(value / quantize) * quantize
-        out[leaf.name] = value.astype(np.int64) if leaf.dtype == "int" else round_to(value, dtype)
-    return out

@@ -14,50 +14,17 @@ the reasons, not as passed.
 from __future__ import annotations
 
 import os
-import random
 from collections import Counter
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import settings
 
-# No "explain" phase: it re-runs a failing example many times to annotate it, and
-# gradcheck's own failure message already says what failed, where and by how much.
-_COMMON = dict(deadline=None, print_blob=True,
-               phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
-               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+from .profiles import PROFILES, default_profile, harness_profile, session, set_session
 
-# ci: the whole of `pytest suites/` within 3 minutes on 2 cores, the same examples
-# every run (derandomized: a red CI is never a coincidence of the draw).
-# Built on Hypothesis's own defaults, not on whatever profile is loaded (under CI
-# Hypothesis loads one of its own that derandomizes everything).
-# The names are namespaced: a profile called "ci" would replace the one Hypothesis
-# itself loads under CI for every test of the repository.
-_BASE = settings.get_profile("default")
-settings.register_profile("gradcheck-dev", _BASE, max_examples=10, **_COMMON)
-settings.register_profile("gradcheck-ci", _BASE, max_examples=100, derandomize=True, **_COMMON)
-settings.register_profile("gradcheck-thorough", _BASE, max_examples=2000, **_COMMON)
-
-PROFILES = ("dev", "ci", "thorough")
 _TALLY = pytest.StashKey()
 _SINK = pytest.StashKey()
 _CHECKS = pytest.StashKey()
-
-# The harness profile and run seed of this session (set in pytest_configure).
-_SESSION = {"profile": None, "seed": None}
-
-
-def default_profile() -> str:
-    return "ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev"
-
-
-def harness_profile():
-    """The Hypothesis settings the harness's checks run under in this session."""
-    return settings.get_profile(f"gradcheck-{_SESSION['profile'] or default_profile()}")
-
-
-def run_seed():
-    """The seed of this session's harness checks, or None when derandomized."""
-    return None if harness_profile().derandomize else _SESSION["seed"]
+_ITEM = {"current": None}  # the test running now, whose checks the tally counts
 
 
 def pytest_addoption(parser):
@@ -100,7 +67,7 @@ class _Tally:
             self.statuses[r.status] += 1
             if r.status == "skipped":
                 self.skipped[_reason(r.message)] += 1
-        current = _SESSION.get("item")
+        current = _ITEM["current"]
         if current is not None:
             current.stash.setdefault(_CHECKS, []).extend((r.status, r.message) for r in records)
 
@@ -119,17 +86,15 @@ def pytest_configure(config):
     RECORD_LISTENERS.append(tally)
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped with the reason where none is visible)")
     chosen = config.getoption("hypothesis_profile", default=None) or ""
-    _SESSION["profile"] = (config.getoption("gradcheck_profile", default=None)
-                           or (chosen[len("gradcheck-"):] if chosen.startswith("gradcheck-") else None)
-                           or default_profile())
     seed = config.getoption("gradcheck_seed", default=None)
     if seed is None:
         seed = config.getoption("hypothesis_seed", default=None)
     if seed is None and hasattr(config, "workerinput"):
         seed = config.workerinput.get("gradcheck_seed")
-    _SESSION["seed"] = int(seed) if seed is not None else random.SystemRandom().randrange(2**32)
+    set_session(config.getoption("gradcheck_profile", default=None)
+                or (chosen[len("gradcheck-"):] if chosen.startswith("gradcheck-") else None), seed)
     if config.getini("gradcheck_profile_everywhere") and not chosen:
-        settings.load_profile(f"gradcheck-{_SESSION['profile']}")
+        settings.load_profile(f"gradcheck-{session()[0]}")
     report = config.getoption("gradcheck_report", default=None)
     if report and not hasattr(config, "workerinput"):
         from .report import RecordSink, new_run_dir
@@ -146,13 +111,13 @@ def pytest_configure(config):
 
 def _check_options(config):
     """Options refused before anything runs, in one line each."""
-    from .cli import UsageError, check_device
+    from .sources.torch_autograd import DeviceError, check_device
 
     device = config.getoption("device", default="cpu")
     if device != "cpu":
         try:
             check_device(device)
-        except UsageError as e:
+        except DeviceError as e:
             raise pytest.UsageError(str(e)) from None
     timeout = config.getoption("check_timeout", default=30.0)
     if not timeout > 0:
@@ -173,16 +138,16 @@ def pytest_unconfigure(config):
     RECORD_LISTENERS[:] = [listener for listener in RECORD_LISTENERS
                            if listener is not config.stash.get(_TALLY, None)
                            and getattr(listener, "sink", None) is not config.stash.get(_SINK, None)]
-    _SESSION.update(profile=None, seed=None, item=None)
+    _ITEM["current"] = None
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    _SESSION["item"] = item
+    _ITEM["current"] = item
     try:
         return (yield)
     finally:
-        _SESSION["item"] = None
+        _ITEM["current"] = None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -224,11 +189,10 @@ def pytest_report_header(config):
     for target in config.getoption("candidate", default=[]) or []:
         lines.append(f"gradcheck: candidate {target} on {config.getoption('device')}")
     profile = harness_profile()
-    if profile.derandomize:
-        how = "derandomized: the same examples every run"
-    else:
-        how = f"seed {_SESSION['seed']} (replay this draw with --gradcheck-seed {_SESSION['seed']})"
-    return lines + [f"gradcheck: hypothesis profile {_SESSION['profile']!r} (max_examples={profile.max_examples}) "
+    name, seed = session()
+    how = ("derandomized: the same examples every run" if profile.derandomize
+           else f"seed {seed} (replay this draw with --gradcheck-seed {seed})")
+    return lines + [f"gradcheck: hypothesis profile {name!r} (max_examples={profile.max_examples}) "
                     f"for the harness's checks, {how}"]
 
 
@@ -308,67 +272,16 @@ def _make_plan(config) -> SuitePlan:
 
 
 def _make_source_plan(config) -> SuitePlan:
-    from .backends.torch_autograd import TorchSource
-    from .candidates import EngineSource, NumpyCandidateSource, torch_candidate_source
-    from .ops import CATALOGUE
-    from .sources import ReferenceSource
+    from .catalogue import CATALOGUE
+    from .pairs import suite_sources
 
-    device = config.getoption("device")
-    dtype = config.getoption("dtype")
-    dtypes = (dtype,) if dtype else ("float64", "float32")
-    numpy_dtypes = tuple(d for d in dtypes if d in ("float64", "float32")) or ("float64",)
     targets = config.getoption("candidate")
-    if not targets:
-        return SuitePlan([(ReferenceSource(), ("float64",)), (TorchSource(device, "float64"), ("float64",))],
-                         [(TorchSource(device, d), (d,)) for d in dtypes], [], sorted(CATALOGUE), [])
     timeout = config.getoption("check_timeout")
-    self_check, vs_reference, torch_candidates, ops, candidates = [], [], [], set(), []
-    for target in targets:
-        candidate = _load("--candidate", target)
+    candidates = [_load("--candidate", target) for target in targets]
+    ops = set(CATALOGUE) if not candidates else set()
+    for candidate in candidates:
         candidate.time_limit = timeout
-        candidates.append(candidate)
         ops |= set(candidate.ops) if not candidate.loss_and_grads else set(CATALOGUE) - candidate.exclude
-        # differences of its own forward in the dtypes it declares (float64 unless it says
-        # it takes float32 only), against the reference in the dtypes asked for
-        own = tuple(d for d in candidate.float_dtypes(("float64",)) if d in ("float64", "float32")) or ("float64",)
-        against = tuple(d for d in numpy_dtypes if d in candidate.float_dtypes(numpy_dtypes)) or own
-        if candidate.numpy_ops:
-            src = NumpyCandidateSource(candidate)
-            self_check.append((src, own))
-            vs_reference.append((src, against))
-        if candidate.torch_ops:
-            self_check.append((torch_candidate_source(candidate, device, "float64"), ("float64",)))
-            for d in dtypes:
-                src = torch_candidate_source(candidate, device, d)
-                vs_reference.append((src, (d,)))
-                torch_candidates.append(src)
-        if candidate.loss_and_grads:
-            src = EngineSource(candidate)
-            self_check.append((src, own))
-            vs_reference.append((src, against))
-    if config.getoption("isolate"):
-        workers = {}  # one worker a source, shared by the tests that use it
-
-        def isolated(source):
-            if id(source) not in workers:
-                workers[id(source)] = _isolated(source, timeout)
-            return workers[id(source)]
-
-        self_check = [(isolated(s), d) for s, d in self_check]
-        vs_reference = [(isolated(s), d) for s, d in vs_reference]
-        torch_candidates = [isolated(s) for s in torch_candidates]
-    return SuitePlan(self_check, vs_reference, torch_candidates, sorted(ops), candidates)
-
-
-def _isolated(source, timeout):
-    from .isolation import IsolatedSource
-
-    # the worker's own limit stops a hang in Python; the parent's, a little later, one in C
-    isolated = IsolatedSource(source.spec, source.candidate.target, timeout=timeout + 10, time_limit=timeout)
-    isolated.candidate = source.candidate  # for its refusals and its identity in replay files
-    isolated.breaker = source.candidate.breaker  # a hang or crash in one worker stops its op in all
-    isolated.accepts = source.accepts
-    for attr in ("dtype", "torch_dtype"):
-        if hasattr(source, attr):
-            setattr(isolated, attr, getattr(source, attr))
-    return isolated
+    sources = suite_sources(candidates, config.getoption("device"), config.getoption("dtype"),
+                            timeout if config.getoption("isolate") else None)
+    return SuitePlan(sources.self_check, sources.vs_reference, sources.torch_candidates, sorted(ops), candidates)

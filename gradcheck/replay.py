@@ -19,6 +19,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .case import Case
+from .graph import Graph, GraphError
+from .optim.trajectory import Trajectory
+from .sources.base import candidate_of
+
 __all__ = ["CASE_FORMAT", "ReplayFile", "ReplayError", "cases_dir", "write_gradient_case", "write_optimizer_case",
            "read_replay", "replay_command", "candidate_of"]
 
@@ -38,17 +43,6 @@ def cases_dir() -> Path:
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:150] or "case"
-
-
-def candidate_of(source):
-    """The ``Candidate`` whose code ``source`` runs (through finite differences and
-    isolation too), or None."""
-    while source is not None:
-        candidate = getattr(source, "candidate", None)
-        if candidate is not None:
-            return candidate
-        source = getattr(source, "of", None)
-    return None
 
 
 def _write(path, doc) -> Path:
@@ -78,7 +72,7 @@ def write_gradient_case(path, case, a, b, records=(), outputs=False) -> Path:
 
 def write_optimizer_case(path, trajectory, a, b, records=()) -> Path:
     """Write the replay file of an optimizer trajectory of runner ``a`` against ``b``."""
-    candidate = getattr(a, "candidate", None) or getattr(b, "candidate", None)
+    candidate = a.candidate or b.candidate
     doc = _common("optimizer", a.spec, b.spec, records, candidate)
     doc.update({"case_id": trajectory.case_id, "trajectory": json.loads(trajectory.to_json())})
     return _write(path, doc)
@@ -104,9 +98,6 @@ class ReplayFile:
     def case(self):
         """The ``Case`` (gradient checks); build it after loading any candidate, whose
         declared ops the graph may use."""
-        from .check import Case
-        from .graph import Graph, GraphError
-
         def _number(v, what):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ValueError(f"{what} must be a number, got {v!r}")
@@ -128,8 +119,6 @@ class ReplayFile:
             raise ReplayError(f"{self.path}: not a valid case: {e}") from None
 
     def trajectory(self):
-        from .optim import Trajectory
-
         try:
             return Trajectory.from_dict(self.doc["trajectory"])
         except (KeyError, TypeError, ValueError) as e:

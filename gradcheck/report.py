@@ -12,7 +12,8 @@ A run writes ``reports/<run-id>/``:
   error/tolerance ratios per source pair and dtype with the tolerance line drawn.
 
     >>> import tempfile
-    >>> from gradcheck.check import op_cases, check_pair
+    >>> from gradcheck.case import op_cases
+    >>> from gradcheck.judge import check_pair
     >>> from gradcheck.sources import FiniteDifferences, ReferenceSource
     >>> ref = ReferenceSource()
     >>> with tempfile.TemporaryDirectory() as d:

@@ -18,8 +18,21 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .check import Case, check_pair, op_cases
-from .sweep import Pair, default_pairs, ops_to_run, worst
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import report
+from .candidates import load_candidate
+from .case import Case, op_cases
+from .judge import check_pair
+from .optim import OPTIMIZERS, ReferenceRunner, TorchRunner, compare_trajectories, optimizer_runners, trajectories
+from .pairs import case_dtype, graph_pairs, isolate, ops_to_run, sweep_pairs, worst
+from .replay import write_gradient_case, write_optimizer_case
+from .sources.candidate import candidate_sources
+from .strategies import cases, graphs
 
 __all__ = ["RunOptions", "run_main_job"]
 
@@ -56,48 +69,11 @@ class _Plan:
 
 
 def _candidate_sources(opts, candidate):
-    from .candidates import candidate_sources
-
     sources = candidate_sources(candidate, opts.device, "float64")
-    if not opts.isolate:
-        return sources
-    from .isolation import IsolatedSource
-
-    isolated = []
-    for src in sources:
-        iso = IsolatedSource(src.spec, candidate.target, timeout=opts.check_timeout + 10,
-                             time_limit=opts.check_timeout)
-        iso.candidate, iso.accepts, iso.breaker = candidate, src.accepts, candidate.breaker
-        isolated.append(iso)
-    return isolated
-
-
-def _graph_pairs(opts, candidate_sources):
-    """Source pairs for random graphs: analytic sources against finite differences
-    of their own forward (float64) and against the float64 reference."""
-    from .sources import FiniteDifferences, ReferenceOrFormula, ReferenceSource
-
-    ref = ReferenceSource()
-    ref64 = ReferenceOrFormula()
-    pairs = [Pair("ref~central", ref, FiniteDifferences(ref, "central"))]
-    if opts.torch:
-        from .backends.torch_autograd import TorchSource
-
-        t64 = TorchSource(opts.device, "float64")
-        pairs.append(Pair("torch~central", t64, FiniteDifferences(t64, "central")))
-        pairs.append(Pair("torch~ref", t64, ref64, outputs=True))
-        if opts.dtype != "float64":
-            pairs.append(Pair(f"torch-{opts.dtype}~ref", TorchSource(opts.device, opts.dtype), ref64, outputs=True))
-    for src in candidate_sources:
-        own = src.candidate.float_dtypes(("float64",))[0]
-        pairs.append(Pair(f"{src.name}~central", src, FiniteDifferences(src, "central"), dtype=own))
-        pairs.append(Pair(f"{src.name}~ref", src, ref64, outputs=True, dtype=own))
-    return pairs
+    return [isolate(src, opts.check_timeout) for src in sources] if opts.isolate else sources
 
 
 def _make_plan(opts) -> _Plan:
-    from .candidates import load_candidate
-
     candidates = [load_candidate(t) for t in opts.candidates]
     for c in candidates:
         c.time_limit = opts.check_timeout
@@ -114,17 +90,8 @@ def _make_plan(opts) -> _Plan:
     if candidates:
         def accept(op, hyper, shapes):  # every candidate takes the settings drawn
             return not any(c.refuses_node(op, hyper, shapes) for c in candidates)
-    return _Plan(ops, default_pairs(opts.dtype, opts.device, torch=opts.torch), _graph_pairs(opts, sources),
-                 candidates, accept)
-
-
-def _case_dtype(pair, opts):
-    if pair.dtype:
-        return pair.dtype
-    src = pair.a
-    if getattr(src, "torch_dtype", None) is not None:
-        return src.dtype
-    return "float64" if opts.dtype not in ("float64", "float32") else opts.dtype
+    return _Plan(ops, sweep_pairs(opts.dtype, opts.device, torch=opts.torch),
+                 graph_pairs(opts.dtype, opts.device, opts.torch, sources), candidates, accept)
 
 
 class _Emitter:
@@ -134,8 +101,6 @@ class _Emitter:
         self.sink, self.run_dir, self.failures = sink, run_dir, 0
 
     def gradients(self, case, pair, records):
-        from .replay import write_gradient_case
-
         bad = [r for r in records if r.status in ("fail", "error")]
         replay = ""
         if bad:
@@ -145,8 +110,6 @@ class _Emitter:
         self.sink.add(records, replay=replay, pair_label=pair.label)
 
     def trajectory(self, trajectory, runner, reference, records):
-        from .replay import write_optimizer_case
-
         bad = [r for r in records if r.status in ("fail", "error")]
         replay = ""
         if bad:
@@ -157,10 +120,6 @@ class _Emitter:
 
 
 def run_main_job(opts: RunOptions, console=None) -> int:
-    from rich.console import Console
-
-    from . import report
-
     # Not on a terminal (CI logs, pipes), rich would wrap at 80 columns: tables and
     # paths read better unwrapped.
     console = console or (Console() if sys.stdout.isatty() else Console(width=140))
@@ -186,9 +145,7 @@ def run_main_job(opts: RunOptions, console=None) -> int:
             console.print("\n[bold]interrupted[/bold]: the report is built from the checks made so far")
         finally:
             for pair in plan.graph_pairs:
-                close = getattr(pair.a, "close", None)
-                if close is not None:
-                    close()
+                pair.a.close()
         checks = sink.count
     for candidate in plan.candidates:
         for line in candidate.breaker.lines():
@@ -230,10 +187,6 @@ def _sweep(opts, plan, emit, console):
 
 
 def _random_graphs(opts, plan, emit, console):
-    from hypothesis import HealthCheck, Phase, given, seed, settings
-
-    from .strategies import cases, graphs
-
     ops = plan.ops
     per_op = [opts.examples // len(ops) + (1 if i < opts.examples % len(ops) else 0) for i in range(len(ops))]
     with _progress(console) as progress:
@@ -248,7 +201,7 @@ def _random_graphs(opts, plan, emit, console):
             @given(case=cases(graphs(include=op, accept=plan.accept)))
             def check_one(case):
                 for pair in plan.graph_pairs:
-                    c = Case(case.graph, case.seed, _case_dtype(pair, opts), case.scale, case.quantize)
+                    c = Case(case.graph, case.seed, case_dtype(pair, opts.dtype), case.scale, case.quantize)
                     emit.gradients(c, pair, check_pair(c, pair.a, pair.b, outputs=pair.outputs))
                 progress.update(task, advance=1, failures=emit.failures)
 
@@ -257,16 +210,10 @@ def _random_graphs(opts, plan, emit, console):
 
 def _optimizers(opts, emit, console):
     """Every optimizer's trajectories against the reference, step by step."""
-    from hypothesis import HealthCheck, Phase, given, seed, settings
-
-    from .optim import OPTIMIZERS, ReferenceRunner, TorchRunner, compare_trajectories, optimizer_runners, trajectories
-
     plan = []
     if opts.torch:
         plan += [(name, lambda name=name: TorchRunner(name, opts.device, "float64")) for name in OPTIMIZERS]
     if opts.optimizer:
-        from .candidates import load_candidate
-
         cand = load_candidate(opts.optimizer)
         plan += [(r.optimizer, lambda c=cand, n=r.optimizer: next(x for x in optimizer_runners(c, opts.device)
                                                                    if x.optimizer == n))
@@ -288,16 +235,12 @@ def _optimizers(opts, emit, console):
 
 
 def _progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("failures so far: {task.fields[failures]}"), TimeElapsedColumn(),
                     console=console, transient=False)
 
 
 def _print_sweep_table(console, pairs, rows):
-    from rich.table import Table
-
     table = Table(title="catalogue: worst relative error max|a - b| / max|b| per op and source pair")
     table.add_column("op", no_wrap=True)
     for p in pairs:
@@ -317,12 +260,7 @@ def _cell(rel, status):
 
 
 def _print_summary(console, df):
-    from rich.markup import escape
-    from rich.table import Table
-
-    from .report import summarize
-
-    summary = summarize(df)
+    summary = report.summarize(df)
     by_op = summary.groupby("op")[["pass", "fail", "error", "nondifferentiable", "skipped"]].sum()
     by_op["worst ratio"] = summary.groupby("op")["worst ratio"].max()
     table = Table(title="summary by op (all source pairs and dtypes)")

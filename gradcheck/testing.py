@@ -1,6 +1,6 @@
 """Assertions for test suites, and replay files for the cases that fail them.
 
-    >>> from gradcheck.check import op_cases
+    >>> from gradcheck.case import op_cases
     >>> from gradcheck.sources import FiniteDifferences, ReferenceSource
     >>> ref = ReferenceSource()
     >>> records = assert_gradients_agree(op_cases("softmax")[0], ref, FiniteDifferences(ref))
@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import os
 
-from .check import Case, check_pair
+from .case import Case
+from .judge import check_pair
+from .optim import compare_trajectories
+from .profiles import harness_profile, run_seed
 from .replay import cases_dir, replay_command, slug, write_gradient_case, write_optimizer_case
 
 __all__ = ["GradientMismatch", "assert_gradients_agree", "assert_trajectories_agree", "describe_failure",
@@ -83,8 +86,6 @@ def assert_trajectories_agree(trajectory, a, b) -> list:
     """Run optimizer runners ``a`` and ``b`` on ``trajectory`` step by step; raise
     ``GradientMismatch`` (with a replay file) on any ``fail`` or ``error`` record.
     A trajectory that diverged beyond the dtype's range is ``skipped`` from there."""
-    from .optim import compare_trajectories
-
     records = compare_trajectories(trajectory, a, b)
     bad = [r for r in records if r.status in ("fail", "error")]
     path = ""
@@ -109,8 +110,6 @@ def suite(fraction: float = 1.0, minimum: int = 5):
     per op), so that a profile sets the whole budget.  Tests without it keep
     their own settings."""
     from hypothesis import seed, settings
-
-    from .pytest_plugin import harness_profile, run_seed
 
     def apply(test):
         profile = harness_profile()

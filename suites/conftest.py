@@ -20,7 +20,7 @@ def _own_ops(source, plan):
 def _with_ops(entries, plan, names):
     """``entries`` (tuples whose first item is a source) crossed with that
     source's own ops, or samples of them, as the test's names ask."""
-    from gradcheck.ops import CATALOGUE
+    from gradcheck.catalogue import CATALOGUE
 
     rows, ids = [], []
     for entry in entries:

@@ -4,9 +4,9 @@ candidate provides, run through the candidate."""
 
 from hypothesis import given, strategies as st
 
-from gradcheck.check import Case
+from gradcheck.case import Case
 from gradcheck.graph import single_op_graph
-from gradcheck.ops import CATALOGUE
+from gradcheck.catalogue import CATALOGUE
 from gradcheck.sources import FiniteDifferences
 from gradcheck.strategies import cases, single_op_graphs
 from gradcheck.testing import assert_gradients_agree, suite

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gradcheck.check import op_cases
+from gradcheck.case import op_cases
 from gradcheck.replay import write_gradient_case
 from gradcheck.sources import FiniteDifferences, ReferenceSource
 

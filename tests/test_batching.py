@@ -7,11 +7,13 @@ import pytest
 
 import reference_impl
 from reference_impl import Op, executor, losses
-from gradcheck import batching
-from gradcheck.check import Case, op_cases
+from gradcheck.catalogue import CATALOGUE
+from gradcheck.catalogue import batching as rules
+from gradcheck.sources import batching
+from gradcheck.case import Case, op_cases
 from gradcheck.graph import GraphBuilder
-from gradcheck.ops import BUILTIN_OPS
-from gradcheck.sources import FiniteDifferences, ReferenceSource
+from gradcheck.catalogue import BUILTIN_OPS
+from gradcheck.sources import FiniteDifferences, ReferenceSource, Source
 
 
 def _cases():
@@ -43,7 +45,7 @@ def test_stacked_copies_give_each_copy_its_own_loss(case, name):
 
 def test_every_op_with_a_rule_is_applied_by_it_not_copy_by_copy(monkeypatch):
     calls = []
-    monkeypatch.setattr(batching, "_loop", lambda *a: calls.append(a) or np.zeros(a[-1]))
+    monkeypatch.setattr(batching, "loop", lambda *a: calls.append(a) or np.zeros(a[-1]))
     x = np.random.default_rng(1).standard_normal((3, 2, 4))
     out = batching.apply("tanh", reference_impl.OPS["tanh"].forward, [x], [True], {}, 3)
     assert not calls and np.array_equal(out, np.tanh(x))
@@ -84,8 +86,9 @@ def test_batched_full_differences_of_the_reference_match_element_by_element_ones
     tensors, ref = case.tensors(), ReferenceSource()
     batched = FiniteDifferences(ref).run(case.graph, tensors)
 
-    class Plain:  # the same reference without batched_forward: one forward an element
+    class Plain(Source):  # the same reference without batched_forward: one forward an element
         name = "plain"
+        shows_branches = True
         forward = staticmethod(ref.forward)
         forward_with_branches = staticmethod(ref.forward_with_branches)
 
@@ -99,7 +102,7 @@ def test_batched_full_differences_of_the_reference_match_element_by_element_ones
 def test_a_candidate_numpy_op_runs_copy_by_copy_and_its_bug_is_still_found():
     bad = ReferenceSource({"relu": Op(reference_impl.OPS["relu"].forward, lambda pos, g: (g,))}, name="bad-relu")
     case = Case(_cnn(), seed=3)
-    from gradcheck.check import check_pair
+    from gradcheck.judge import check_pair
 
     records = check_pair(case, bad, FiniteDifferences(bad))
     assert any(r.status == "fail" and r.tensor in ("x", "k", "c") for r in records)
@@ -111,7 +114,7 @@ def test_slices_hold_as_many_copies_as_the_budget_allows():
 
 
 def _first_input_cases():
-    for op in sorted(batching.RULES):
+    for op in sorted(name for name, opdef in CATALOGUE.items() if opdef.batching is not None):
         for i, case in enumerate(op_cases(op)):
             node = case.graph.nodes[0]
             first = node.inputs[0]
@@ -124,7 +127,8 @@ def test_ops_with_a_rule_never_fall_back_to_the_loop_when_their_first_input_is_s
     def no_loop(*a):
         raise AssertionError(f"{node.op} ran copy by copy")
 
-    monkeypatch.setattr(batching, "_loop", no_loop)
+    monkeypatch.setattr(batching, "loop", no_loop)  # where apply falls back to it
+    monkeypatch.setattr(rules, "loop", no_loop)  # where a rule does
     tensors = case.tensors()
     args = [tensors[i] for i in node.inputs]
     stacked = np.stack([args[0], args[0] * 1.001, args[0] - 0.5])
@@ -152,7 +156,8 @@ def test_a_stacked_weight_or_bias_runs_as_one_call_with_the_copies_features_side
     def no_loop(*a):
         raise AssertionError(f"{node.op} ran copy by copy")
 
-    monkeypatch.setattr(batching, "_loop", no_loop)
+    monkeypatch.setattr(batching, "loop", no_loop)  # where apply falls back to it
+    monkeypatch.setattr(rules, "loop", no_loop)  # where a rule does
     args = [case.tensors()[i] for i in node.inputs]
     hyper = case.graph.plan()[0][3]
     rng = np.random.default_rng(k)

@@ -12,9 +12,10 @@ from hypothesis import find, settings
 import reference_impl
 from reference_impl import activations, layers
 from gradcheck import Candidate, load_candidate
-from gradcheck.candidates import EngineSource, candidate_sources
+from gradcheck.sources.candidate import EngineSource, candidate_sources
 from zoo import _overwriting_engine as overwriting_engine, torch_bad_tanh
-from gradcheck.check import Case, check_pair, op_cases
+from gradcheck.case import Case, op_cases
+from gradcheck.judge import check_pair
 from gradcheck.sources import FiniteDifferences, ReferenceSource
 from gradcheck.strategies import cases, graphs
 
@@ -24,16 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(autouse=True)
 def restore_catalogue():
     """Loading the example declares rms_norm; later tests see the built-in catalogue."""
-    from gradcheck.backends.torch_autograd import TORCH_OPS
-    from gradcheck.ops import CATALOGUE
+    from gradcheck.catalogue import CATALOGUE
 
-    TORCH_OPS._fill()  # dict() of an unfilled lazy table would copy nothing
-    ops, formulas = dict(CATALOGUE), dict(TORCH_OPS)
+    ops = dict(CATALOGUE)
     yield
     CATALOGUE.clear()
     CATALOGUE.update(ops)
-    TORCH_OPS.clear()
-    TORCH_OPS.update(formulas)
 EXAMPLE = ROOT / "examples" / "my_layers" / "my_layers" / "layers.py"
 REF = ReferenceSource()
 
@@ -285,8 +282,8 @@ def test_loading_by_module_attr_file_path_and_entry_point(monkeypatch):
 
 @pytest.mark.parametrize("target,message", [
     ("no/such/file.py:candidate", "does not exist"),
-    ("gradcheck.ops:candidate", "has no attribute 'candidate'"),
-    ("gradcheck.ops:CATALOGUE", "is a dict, not a gradcheck.Candidate"),
+    ("gradcheck.catalogue:candidate", "has no attribute 'candidate'"),
+    ("gradcheck.catalogue:CATALOGUE", "is a dict, not a gradcheck.Candidate"),
     ("no-such-candidate", "not an entry point in 'gradcheck.candidates'"),
 ])
 def test_a_bad_target_is_refused_with_what_was_wrong(target, message):
@@ -315,7 +312,7 @@ class Tanh:
 
 
 def test_a_crashing_candidate_in_isolation_is_one_error_record_and_the_run_goes_on(tmp_path):
-    from gradcheck.isolation import IsolatedSource
+    from gradcheck.sources.isolation import IsolatedSource
 
     path = tmp_path / "crashing.py"
     path.write_text(textwrap.dedent(CRASHING))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from reference_impl import Op, activations
-from gradcheck.compare import TOLERANCES, Tolerance, coarser_dtype, compare, tolerance_for
+from gradcheck.judge import TOLERANCES, Tolerance, coarser_dtype, compare, tolerance_for
 from gradcheck.graph import GraphBuilder
 from gradcheck.sources import FiniteDifferences, ReferenceSource, SourceResult
 

@@ -5,8 +5,10 @@ import pytest
 
 import reference_impl
 from reference_impl import Op, activations
-from gradcheck.check import Case, check_pair
-from gradcheck.graph import GraphBuilder, materialize
+from gradcheck.case import Case
+from gradcheck.judge import check_pair
+from gradcheck.graph import GraphBuilder
+from gradcheck.case import materialize
 from gradcheck.sources import FiniteDifferences, ReferenceSource
 
 

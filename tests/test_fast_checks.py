@@ -6,13 +6,14 @@ import pytest
 
 from reference_impl import Op, activations
 from zoo import torch_bad_tanh
-from gradcheck.check import Case, check_pair, op_cases
-from gradcheck.compare import JOINT
+from gradcheck.case import Case, op_cases
+from gradcheck.judge import check_pair
+from gradcheck.judge import JOINT
 from gradcheck.graph import GraphBuilder
 from gradcheck.sources import FiniteDifferences, ReferenceSource
 
 torch = pytest.importorskip("torch")
-from gradcheck.backends.torch_autograd import TorchSource  # noqa: E402
+from gradcheck.sources.torch_autograd import TorchSource  # noqa: E402
 
 
 def mlp(width=6):
@@ -99,7 +100,7 @@ def test_one_finite_differences_object_reused_across_graphs_gives_what_a_fresh_o
                                                                                           monkeypatch):
     # Scratch buffers for the moved point live on from run to run; a leaf of one
     # graph ("w1", moved) must not leak into another where it is a constant.
-    from gradcheck.backends import torch_autograd
+    from gradcheck.sources import torch_autograd
 
     monkeypatch.setattr(torch_autograd, "FUSE_LIMIT", fuse_limit)
     fd = FiniteDifferences(source, mode="directional", n_directions=2)
@@ -111,7 +112,7 @@ def test_one_finite_differences_object_reused_across_graphs_gives_what_a_fresh_o
 
 
 def test_the_flat_add_of_small_models_moves_every_tensor_as_the_add_per_tensor_does(monkeypatch):
-    from gradcheck.backends import torch_autograd
+    from gradcheck.sources import torch_autograd
 
     graph = mlp(6)
     tensors = Case(graph, seed=4).tensors()
@@ -172,13 +173,13 @@ def test_bisection_of_a_correct_source_finds_nothing_and_a_wrong_scale_is_found_
 
 @pytest.mark.parametrize("fuse_limit", [1 << 16, 0], ids=["one-flat-add", "add-per-tensor"])
 def test_scratch_buffers_do_not_pile_up_over_many_graphs(fuse_limit, monkeypatch):
-    from gradcheck.backends import torch_autograd
+    from gradcheck.sources import torch_autograd
 
     monkeypatch.setattr(torch_autograd, "FUSE_LIMIT", fuse_limit)
     fd = FiniteDifferences(TorchSource(), mode="directional", n_directions=1)
     for graph in [mlp(width) for width in range(2, 12)] + [_w1_as_constant()]:
         fd.run(graph, Case(graph, seed=0).tensors())
     leaves = {leaf.name for leaf in _w1_as_constant().differentiable_leaves}
-    assert set(fd._scratch) <= leaves | {("flat",)}  # no buffer left for w1, w2 of the MLPs
-    flat = fd._scratch.get(("flat",))
+    assert set(fd.scratch) <= leaves | {("flat",)}  # no buffer left for w1, w2 of the MLPs
+    flat = fd.scratch.get(("flat",))
     assert flat is None or flat[1].numel() == _w1_as_constant().size  # the latest layout only

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import faults
-from gradcheck.candidates import candidate_sources
-from gradcheck.check import check_pair, op_cases
+from gradcheck.sources.candidate import candidate_sources
+from gradcheck.judge import check_pair
+from gradcheck.case import op_cases
 from gradcheck.report import read_records
 from gradcheck.sources import ReferenceOrFormula
 

@@ -10,8 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from gradcheck.graph import Graph, GraphBuilder, GraphError, materialize, single_op_graph
-from gradcheck.ops import CATALOGUE
+from gradcheck.graph import Graph, GraphBuilder, GraphError, single_op_graph
+from gradcheck.case import materialize
+from gradcheck.catalogue import CATALOGUE
 
 
 def small_graph():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gradcheck import numeric
+from gradcheck.sources import numeric
 
 
 def f_poly(t):

@@ -2,9 +2,10 @@
 
 import pytest
 
-from gradcheck.check import Case, check_pair
+from gradcheck.case import Case
+from gradcheck.judge import check_pair
 from gradcheck.graph import single_op_graph
-from gradcheck.ops import CATALOGUE
+from gradcheck.catalogue import CATALOGUE
 from gradcheck.sources import FiniteDifferences, ReferenceSource
 
 SAMPLES = [(op.name, i) for op in CATALOGUE.values() for i in range(len(op.samples))]
@@ -75,7 +76,7 @@ def test_reference_impl_imports_neither_torch_nor_gradcheck():
 def test_reference_keeps_float32_in_every_output_and_gradient(op_name, i):
     import numpy as np
 
-    from gradcheck.graph import materialize
+    from gradcheck.case import materialize
 
     graph = single_op_graph(op_name, CATALOGUE[op_name].samples[i])
     r = REF.run(graph, materialize(graph, 0, "float32"))

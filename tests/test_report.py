@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from gradcheck.cli import main
-from gradcheck.compare import CheckRecord
+from gradcheck.judge import CheckRecord
 from gradcheck.report import RecordSink, build_report, compare_runs, read_records, summarize
 
 ROOT = Path(__file__).resolve().parent.parent

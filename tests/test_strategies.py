@@ -10,8 +10,9 @@ from hypothesis.errors import InvalidArgument
 import reference_impl
 from reference_impl import Op, activations
 from gradcheck.cli import main
-from gradcheck.graph import Graph, materialize
-from gradcheck.ops import CATALOGUE
+from gradcheck.graph import Graph
+from gradcheck.case import materialize
+from gradcheck.catalogue import CATALOGUE
 from gradcheck.sources import FiniteDifferences, ReferenceSource
 from gradcheck.strategies import FAMILY_OPS, LOSSES, cases, graphs, single_op_graphs
 from gradcheck.testing import GradientMismatch, assert_gradients_agree

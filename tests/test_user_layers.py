@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 
 from gradcheck import GraphBuilder
-from gradcheck.candidates import candidate_sources, load_candidate
-from gradcheck.check import Case, check_pair
+from gradcheck.sources.candidate import candidate_sources
+from gradcheck.candidates import load_candidate
+from gradcheck.case import Case
+from gradcheck.judge import check_pair
 from gradcheck.report import read_records
 from gradcheck.sources import FiniteDifferences, ReferenceOrFormula, ReferenceSource, parse_source
 
@@ -40,16 +42,12 @@ def records_of(report_root) -> pd.DataFrame:
 
 @pytest.fixture
 def restore_catalogue():
-    from gradcheck.backends.torch_autograd import TORCH_OPS
-    from gradcheck.ops import CATALOGUE
+    from gradcheck.catalogue import CATALOGUE
 
-    TORCH_OPS._fill()
-    ops, formulas = dict(CATALOGUE), dict(TORCH_OPS)
+    ops = dict(CATALOGUE)
     yield
     CATALOGUE.clear()
     CATALOGUE.update(ops)
-    TORCH_OPS.clear()
-    TORCH_OPS.update(formulas)
 
 
 # ---------------------------------------------------------------- correct code in other styles passes

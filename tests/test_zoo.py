@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gradcheck.candidates import candidate_sources, torch_candidate_source
+from gradcheck.sources.candidate import candidate_sources, torch_candidate_source
 from gradcheck.sources import FiniteDifferences, ReferenceOrFormula
 from gradcheck.strategies import cases, graphs
 from gradcheck.testing import GradientMismatch, assert_gradients_agree

@@ -8,7 +8,7 @@ import torch
 from hypothesis import strategies as st
 
 from gradcheck import Candidate, OpDef, Sample, TensorArg
-from gradcheck.ops import ShapeError
+from gradcheck.catalogue import ShapeError
 
 candidate = Candidate("declared-ops", version="1.0")
 

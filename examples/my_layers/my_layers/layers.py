@@ -69,7 +69,7 @@ class GELU(torch.autograd.Function):
 
 def _rms_norm_shape(x, weight, eps=1e-6):
     if tuple(weight) != (x[-1],):
-        from gradcheck.ops import ShapeError
+        from gradcheck.catalogue import ShapeError
 
         raise ShapeError(f"rms_norm: weight {weight} must be ({x[-1]},)")
     return tuple(x)

@@ -1,24 +1,50 @@
 """PyTorch autograd as a gradient source.
 
-Each catalogue op is written with ``torch.nn.functional`` and tensor ops; there is
-no hand-written backward here, autograd differentiates everything.  Runs on any
+Each op runs as its catalogue record's torch formula (``OpDef.torch``, written
+with ``torch.nn.functional``); there is no hand-written backward here, autograd
+differentiates everything.  Runs on any
 device torch sees (``cpu``, ``cuda``, ``cuda:N``) in float64, float32, float16 or
 bfloat16.  torch is imported when a source is made, not when gradcheck is.
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
 
-from ..batching import slices
+from ..case import DTYPES
+from ..catalogue import CATALOGUE, get_op
 from ..graph import Graph
-from ..sources import ANALYTIC, SourceResult, Unsupported
+from .base import ANALYTIC, Source, SourceResult, Unsupported, branch_signature
+from .batching import slices
 
-__all__ = ["TorchSource", "TORCH_OPS", "Unsupported"]
+__all__ = ["TorchSource", "check_device", "DeviceError"]
 
-TORCH_DTYPES = ("float64", "float32", "float16", "bfloat16")
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
+
+
+class DeviceError(ValueError):
+    """A device torch cannot run on here; the message says what can."""
+
+
+def check_device(device: str) -> str:
+    """``device`` when torch can run there, else DeviceError naming what can
+    (checked before any work starts)."""
+    if not _DEVICE.match(device):
+        raise DeviceError(f"--device {device}: not a device; give cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        try:
+            torch = _torch()
+        except ImportError:
+            raise DeviceError(f"--device {device}: torch is not installed") from None
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {device}: torch sees no CUDA device here; give cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return device
 FUSE_LIMIT = 1 << 16  # up to this many scalars, a directional step moves every tensor in one flat add
 
 
@@ -28,85 +54,7 @@ def _torch():
     return torch
 
 
-def _ops():
-    torch = _torch()
-    F = torch.nn.functional
-
-    def conv(fn):
-        return lambda x, w, b=None, stride=1, padding=0, dilation=1, groups=1: fn(
-            x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
-
-    return {
-        "linear": lambda x, w, b=None: F.linear(x, w, b),
-        "matmul": torch.matmul,
-        "conv1d": conv(F.conv1d),
-        "conv2d": conv(F.conv2d),
-        "max_pool2d": lambda x, kernel_size, stride, padding: F.max_pool2d(x, kernel_size, stride, padding),
-        "avg_pool2d": lambda x, kernel_size, stride, padding: F.avg_pool2d(x, kernel_size, stride, padding),
-        "global_avg_pool": lambda x: x.mean(dim=tuple(range(2, x.ndim))),
-        "relu": F.relu,
-        "leaky_relu": lambda x, negative_slope: F.leaky_relu(x, negative_slope),
-        "elu": lambda x, alpha: F.elu(x, alpha),
-        "gelu": lambda x, approximate: F.gelu(x, approximate=approximate),
-        "sigmoid": torch.sigmoid,
-        "tanh": torch.tanh,
-        "softplus": lambda x, beta, threshold: F.softplus(x, beta, threshold),
-        "silu": F.silu,
-        "softmax": lambda x, dim: F.softmax(x, dim),
-        "log_softmax": lambda x, dim: F.log_softmax(x, dim),
-        "layer_norm": lambda x, w, b, eps: F.layer_norm(x, tuple(w.shape), w, b, eps),
-        "batch_norm": lambda x, w, b, eps: F.batch_norm(x, None, None, w, b, training=True, eps=eps),
-        "add": torch.add,
-        "mul": torch.mul,
-        "concat": lambda *xs, dim: torch.cat(xs, dim),
-        "reshape": lambda x, shape: x.reshape(tuple(shape)),
-        "flatten": lambda x, start_dim, end_dim: torch.flatten(x, start_dim, end_dim),
-        # torch's dropout draws its own mask; with the mask given it is this product.
-        "dropout": lambda x, mask, p: x * mask / (1.0 - p),
-        "embedding": lambda ids, table: F.embedding(ids, table),
-        "attention": lambda q, k, v, causal: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
-        "mse": lambda p, t, reduction: F.mse_loss(p, t, reduction=reduction),
-        "smooth_l1": lambda p, t, beta, reduction: F.smooth_l1_loss(p, t, reduction=reduction, beta=beta),
-        "bce_with_logits": lambda x, t, reduction: F.binary_cross_entropy_with_logits(x, t, reduction=reduction),
-        "cross_entropy": lambda x, t, reduction: F.cross_entropy(x, t, reduction=reduction),
-        "weighted_sum": lambda x, w: (x * w).sum(),
-    }
-
-
-class _LazyOps(dict):
-    _filled = False
-
-    def _fill(self):
-        if not self._filled:
-            self._filled = True
-            for k, v in _ops().items():
-                dict.setdefault(self, k, v)
-
-    def __setitem__(self, k, v):
-        self._fill()
-        dict.__setitem__(self, k, v)
-
-    def __getitem__(self, k):
-        self._fill()
-        return dict.__getitem__(self, k)
-
-    def __contains__(self, k):
-        self._fill()
-        return dict.__contains__(self, k)
-
-    def __iter__(self):
-        self._fill()
-        return dict.__iter__(self)
-
-    def __len__(self):
-        self._fill()
-        return dict.__len__(self)
-
-
-TORCH_OPS = _LazyOps()  # op name -> torch function(*tensors, **hyper); built on first use
-
-
-class TorchSource:
+class TorchSource(Source):
     """Builds a graph from ``torch.nn.functional`` on ``device`` in ``dtype`` and
     differentiates it with autograd.
 
@@ -114,18 +62,20 @@ class TorchSource:
     difference between the two gradients (nondeterministic CUDA kernels such as
     atomic adds); the comparison then allows that much, and the record shows it.
 
-        >>> from gradcheck.check import op_cases
+        >>> from gradcheck.case import op_cases
         >>> case = op_cases("tanh")[0]
         >>> r = TorchSource().run(case.graph, case.tensors())
         >>> sorted(r.grads)
         ['x']
     """
 
+    steps_along = batches_copies = shows_branches = True
+
     def __init__(self, device: str = "cpu", dtype: str = "float64", check_determinism: bool = False,
                  ops: dict | None = None, name: str | None = None, candidate=None):
         torch = _torch()
-        if dtype not in TORCH_DTYPES:
-            raise ValueError(f"dtype must be one of {TORCH_DTYPES}, got {dtype!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         self.device = str(torch.device(device))
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise Unsupported(f"device {device!r} requested but torch sees no CUDA device")
@@ -134,8 +84,8 @@ class TorchSource:
         self.check_determinism = check_determinism
         self.ops = ops  # overrides: op name -> torch function (a candidate's layers)
         self.candidate = candidate  # whose ops these are, when they are a candidate's
-        # the ops whose VJP is this source's own: a candidate's, or every op torch has a formula for
-        self.provides = frozenset(ops) if ops else frozenset(TORCH_OPS)
+        # the ops whose VJP is this source's own: a candidate's, or every op with a torch formula
+        self.provides = frozenset(ops) if ops else frozenset(n for n, o in CATALOGUE.items() if o.torch)
         self.name = name or f"torch-{self.device.split(':')[0]}"
         self._vmap_ok = {}
 
@@ -147,10 +97,13 @@ class TorchSource:
             return ""  # ops swapped in code cannot be named in a file
         return f"torch:{self.device}:{self.dtype}"
 
-    def accepts(self, op, hyper, shapes) -> bool:
+    @property
+    def accepts(self):
+        """A candidate's declared settings; None (any) for torch's own ops."""
         if self.candidate is None:
-            return True
-        return (op in self.provides or op in TORCH_OPS) and not self.candidate.refuses_node(op, hyper, shapes)
+            return None
+        return lambda op, hyper, shapes: (op in self.provides or get_op(op).torch is not None) and not (
+            self.candidate.refuses_node(op, hyper, shapes))
 
     def complex_claim(self, graph):
         return False  # this source takes no complex input
@@ -201,10 +154,10 @@ class TorchSource:
     def _fn(self, op):
         if self.ops and op in self.ops:
             return self.ops[op]
-        try:
-            return TORCH_OPS[op]
-        except KeyError:
-            raise Unsupported(f"no torch formula for op {op!r}") from None
+        formula = get_op(op).torch
+        if formula is None:
+            raise Unsupported(f"no torch formula for op {op!r}")
+        return formula
 
     def _leaves(self, graph: Graph, tensors: dict, requires_grad: bool):
         torch = _torch()
@@ -300,8 +253,6 @@ class TorchSource:
     def forward_with_branches(self, graph: Graph, tensors: dict):
         """The loss and the branch signature of every kink op, from this source's own
         forward values (Note [Kinks] in numeric.py)."""
-        from ..sources import branch_signature
-
         torch = _torch()
         if any(np.iscomplexobj(v) for v in tensors.values()):
             raise Unsupported("the torch source takes no complex input")
@@ -362,7 +313,7 @@ class TorchSource:
 
         if self.candidate is None:
             return grad()
-        from ..candidates import CandidateError, guarded_call
+        from .._guards import CandidateError, guarded_call
 
         breaker = self.candidate.breaker
         flight = {"op": ""}

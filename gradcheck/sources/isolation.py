@@ -21,8 +21,9 @@ import os
 import signal
 import tempfile
 
-from .graph import Graph
-from .sources import Unsupported
+from .._guards import Breaker
+from ..graph import Graph
+from .base import Source, Unsupported
 
 __all__ = ["IsolatedSource", "WorkerFailure"]
 
@@ -45,12 +46,13 @@ def _worker(conn, spec, target, time_limit, log_path, in_flight):
     os.dup2(fd, 2)
     os.close(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what a Ctrl-C stops
-    from .sources import parse_source
+    from .specs import parse_source
 
     try:
         candidate = None
         if target:
-            from .candidates import CALL_LISTENERS, load_candidate
+            from .._guards import CALL_LISTENERS
+            from ..candidates import load_candidate  # the worker loads the candidate the command line named
 
             def heartbeat(op, phase):
                 text = f"{op}\t{phase}".encode()[:_SLOT - 1]
@@ -101,15 +103,12 @@ def _describe_exit(code):
     return f"exit code {code}"
 
 
-class IsolatedSource:
+class IsolatedSource(Source):
     """A source run in a worker process: ``spec`` names it (``parse_source``), and
     ``target`` the candidate whose code it runs, loaded in the worker.
     ``time_limit``: the candidate's own limit for one call there; ``timeout``: how
     long the parent waits for one answer before killing the worker (a hang in C
     code, where the time limit cannot interrupt it)."""
-
-    accepts = None
-    candidate = None
 
     def __init__(self, spec: str, target: str = "", timeout: float = 60.0, start_timeout: float = 120.0,
                  time_limit: float | None = None):
@@ -119,8 +118,6 @@ class IsolatedSource:
         self.time_limit = timeout if time_limit is None else time_limit
         self._proc = self._conn = None
         self.dtype = None
-        from .candidates import Breaker
-
         self.breaker = Breaker()  # ops that hung or crashed the worker: not called again (the candidate's, if set)
         self.log = os.path.join(tempfile.gettempdir(), f"gradcheck-worker-{os.getpid()}-{id(self)}.log")
         self.name, self.device, provides = self._start()

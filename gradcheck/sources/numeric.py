@@ -39,27 +39,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["METHODS", "step_size", "FDResult", "jacobian", "jacobian_batched", "directional", "refine",
-           "largest_magnitude"]
+from ..case import DTYPES, eps_of
+
+__all__ = ["METHODS", "step_size", "FDResult", "jacobian", "jacobian_batched", "directional", "refine", "richardson",
+           "largest_magnitude", "dot"]
 
 METHODS = ("central", "richardson", "complex")
 
-_EPS = {"float64": np.finfo(np.float64).eps, "float32": np.finfo(np.float32).eps,
-        "float16": np.finfo(np.float16).eps, "bfloat16": 2.0**-7}
-_COMPLEX = {"float64": np.complex128, "float32": np.complex64}
 
-
-def eps_of(dtype) -> float:
-    dtype = str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
-    try:
-        return float(_EPS[dtype])
-    except KeyError:
-        raise ValueError(f"no finite-difference step for dtype {dtype!r}; use one of {sorted(_EPS)}") from None
+def _complex(dtype):
+    return np.dtype(DTYPES[str(np.dtype(dtype))].complex or "complex128")
 
 
 def step_size(dtype, method: str = "central") -> float:
     """The base step h0 for ``method`` in ``dtype`` (see Note [Finite-difference step])."""
-    eps = eps_of(dtype)
+    try:
+        eps = eps_of(dtype)
+    except ValueError:
+        raise ValueError(f"no finite-difference step for dtype {dtype!r}; use one of {sorted(DTYPES)}") from None
     if method == "central":
         return eps ** (1 / 3)
     if method == "richardson":
@@ -100,12 +97,16 @@ class _Probe:
         return value
 
 
-def _richardson_bound(d1, d2):
-    # D(h) - D(h/2) = (3/4) c h^2 + O(h^4), so |D(h) - D(h/2)| / 3 is the error of
-    # D(h/2).  The extrapolated value is more accurate still; we report this bound,
-    # not a guess at the smaller h^4 remainder, so a high-curvature function is
-    # never judged against an error it cannot reach.
-    return np.abs(d2 - d1) / 3
+def richardson(d_h, d_half, rounding):
+    """Richardson extrapolation of central differences at h (``d_h``) and h/2
+    (``d_half``), whose rounding error at h is ``rounding``: the value, and its
+    error bound.
+
+    D(h) - D(h/2) = (3/4) c h^2 + O(h^4), so |D(h) - D(h/2)| / 3 is the error of
+    D(h/2).  The extrapolated value is more accurate still; we report this bound,
+    not a guess at the smaller h^4 remainder, so a high-curvature function is
+    never judged against an error it cannot reach."""
+    return (4 * d_half - d_h) / 3, 3 * rounding + np.abs(d_half - d_h) / 3
 
 
 def _evaluate(f, tensors, name, x):
@@ -126,7 +127,7 @@ def _derivative(f, tensors, name, x, flat_index, method, h0, eps):
     scale = max(1.0, abs(float(np.real(x.flat[flat_index]))))
     h = h0 * scale
     if method == "complex":
-        xc = x.astype(_COMPLEX.get(str(x.dtype), np.complex128))
+        xc = x.astype(_complex(x.dtype))
         xc.flat[flat_index] += 1j * h
         out = _evaluate(f, tensors, name, xc)
         # Rounding of f itself, carried into the imaginary part: tiny.
@@ -136,7 +137,7 @@ def _derivative(f, tensors, name, x, flat_index, method, h0, eps):
     if method == "central":
         return d1, rounding
     d2, _ = _central(f, tensors, name, x, flat_index, h / 2)
-    return (4 * d2 - d1) / 3, 3 * rounding + _richardson_bound(d1, d2)
+    return richardson(d1, d2, rounding)
 
 
 def _converging(f, tensors, name, x, flat_index, h0, eps):
@@ -157,7 +158,7 @@ def _converging(f, tensors, name, x, flat_index, h0, eps):
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = step12 / step24
     converged = (step24 <= noise) | ((ratio > 3) & (ratio < 5.5))
-    return (4 * d4 - d2) / 3, 3 * rounding + _richardson_bound(d2, d4), ~converged
+    return (*richardson(d2, d4, rounding), ~converged)
 
 
 def refine(f, tensors: dict, wrt, with_branches: bool = False, elements=None) -> dict:
@@ -288,7 +289,7 @@ def directional(f, tensors: dict, directions: dict, method: str = "central",
         if method == "central":
             return FDResult(d1, r1, None)
         d2 = (fs[2] - fs[3]) / h
-        return FDResult((4 * d2 - d1) / 3, 3 * r1 + _richardson_bound(d1, d2), None)
+        return FDResult(*richardson(d1, d2, r1), None)
 
     # in each tensor's own dtype, so that x + t v keeps it
     directions = {n: np.asarray(directions[n], dtype=xs[n].dtype) for n in names}
@@ -301,7 +302,7 @@ def directional(f, tensors: dict, directions: dict, method: str = "central",
         return probe({**tensors, **{n: xs[n] + t * directions[n] for n in names}})
 
     if method == "complex":
-        cdt = _COMPLEX.get(str(dtype), np.complex128)
+        cdt = _complex(dtype)
         out = probe({**tensors, **{n: xs[n].astype(cdt) + 1j * h * directions[n] for n in names}})
         return FDResult(np.imag(out) / h, eps * np.abs(np.imag(out)) / h, kink())
 
@@ -313,7 +314,7 @@ def directional(f, tensors: dict, directions: dict, method: str = "central",
     if method == "central":
         return FDResult(d1, r1, kink())
     d2, _ = central(h / 2)
-    return FDResult((4 * d2 - d1) / 3, 3 * r1 + _richardson_bound(d1, d2), kink())
+    return FDResult(*richardson(d1, d2, r1), kink())
 
 
 def jacobian_batched(batched, tensors: dict, wrt, method: str = "central", chunk_bytes: int = 32 << 20) -> dict:
@@ -358,7 +359,7 @@ def jacobian_batched(batched, tensors: dict, wrt, method: str = "central", chunk
                 values[idx], errors[idx] = d1, r1
             else:
                 d2, _ = stencil(h / 2)
-                values[idx], errors[idx] = (4 * d2 - d1) / 3, 3 * r1 + _richardson_bound(d1, d2)
+                values[idx], errors[idx] = richardson(d1, d2, r1)
         out[name] = FDResult(values.reshape(x.shape), errors.reshape(x.shape),
                              None if kinks is None else kinks.reshape(x.shape))
     return out

@@ -1,0 +1,171 @@
+"""Kinks: where an op is not differentiable, how far its inputs are from there,
+and what a right answer is exactly there.
+
+``branch(*inputs, **hyper)`` says which side of each kink the inputs are on
+(Note [Kinks] in sources/numeric.py); ``margin`` the smallest distance of any
+input to a kink; ``subgradient`` rules judge a candidate's VJP at an exact kink
+(Note [Exact kinks])."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reference_impl import OPS as _ref_ops
+from reference_impl import layers as _ref_layers
+
+from .opdef import get_op
+
+__all__ = ["sign_branch", "max_pool_branch", "smooth_l1_branch", "sign_margin", "max_pool_margin", "smooth_l1_margin", "elementwise_subgradient", "max_pool_subgradient"]
+from .shapes import pair
+
+def sign_branch(x, **_):
+    return np.real(x) > 0
+
+
+def max_pool_branch(x, **hyper):
+    return _ref_layers.max_pool2d_forward(x, **hyper)[1][-1]  # the winner of each window
+
+
+def smooth_l1_branch(pred, target, beta=1.0, **_):
+    d = np.real(pred - target)
+    return np.stack([d > 0, np.abs(d) < beta])
+
+
+def sign_margin(x, **_):
+    return float(np.min(np.abs(np.real(x)), initial=np.inf))
+
+
+def max_pool_margin(x, kernel_size=2, stride=None, padding=0):
+    # The gap between the two largest values of each window (padding excluded).
+    xp = np.pad(np.real(x).astype(np.float64), ((0, 0), (0, 0), (padding, padding), (padding, padding)) if
+                isinstance(padding, int) else ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2),
+                constant_values=-np.inf)
+    (kh, kw) = pair(kernel_size)
+    (sh, sw) = pair(kernel_size if stride is None else stride)
+    oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    windows = np.stack([xp[..., i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+                        for i in range(kh) for j in range(kw)], axis=-1)
+    if windows.shape[-1] < 2:
+        return np.inf
+    top2 = np.sort(windows, axis=-1)[..., -2:]
+    with np.errstate(invalid="ignore"):
+        gap = top2[..., 1] - top2[..., 0]
+    return float(np.min(np.where(np.isfinite(gap), gap, np.inf), initial=np.inf))
+
+
+def smooth_l1_margin(pred, target, beta=1.0, **_):
+    d = np.abs(np.real(pred - target))
+    return float(min(np.min(d, initial=np.inf), np.min(np.abs(d - beta), initial=np.inf)))
+
+
+# Note [Exact kinks]
+# With quantised data an input lands exactly on a kink (relu's 0), or a pool
+# window holds exact ties.  There the op is not differentiable and any element
+# of its subdifferential is a right answer: relu may give 0, 1 or anything
+# between times grad_out; a max-pool tie may send the window's gradient to any
+# of its maxima, or split it among them.  The reference takes one convention
+# (the left slope, the first maximum), so a correct candidate that takes
+# another differs from it.  When a check fails on a case with an exact kink,
+# the candidate's op is judged again at that node alone against the rule
+# below; if it lies in the subdifferential there (and agrees everywhere else),
+# the whole case is recomputed with the candidate's choice at that node, and a
+# candidate that then agrees is ``nondifferentiable``, not failing.  A rule that
+# is violated keeps the failure and says where and by how much.
+
+
+def _local_tolerance(g_ref, tol):
+    scale = float(np.max(np.abs(g_ref), initial=0.0))
+    return tol.atol + tol.rtol * (np.abs(g_ref) + scale)
+
+
+def _off_kink(name, arg, gc, gr, at, tol):
+    bad = ~at & (np.abs(gc - gr) > _local_tolerance(gr, tol))
+    if np.any(bad):
+        i = tuple(int(j) for j in np.argwhere(bad)[0])
+        return (f"{name}: the gradient of {arg!r} also differs away from the kink, at {i}: "
+                f"{gc[i]:.10g} against {gr[i]:.10g}")
+    return ""
+
+
+def elementwise_subgradient(name):
+    """The rule of an elementwise op with kinks: at each element exactly at a kink,
+    the gradient lies between grad_out times the left and the right slope (both
+    taken by one-sided differences of the reference forward); elsewhere it is the
+    reference's."""
+
+    def rule(inputs, hyper, g, gc, gr, tol):
+        (x,), (gc,), (gr,) = inputs, gc, gr
+        op = get_op(name)
+        delta = 1e-12 * np.maximum(1.0, np.abs(x))
+        at = op.branch(x + delta, **hyper) != op.branch(x - delta, **hyper)
+        off = _off_kink(name, "x", gc, gr, at, tol)
+        if off or not np.any(at):
+            return off, ""
+        forward = _ref_ops[name].forward
+        h = 1e-7 * np.maximum(1.0, np.abs(x)) * at
+        f0 = forward(x, **hyper)[0]
+        right = (forward(x + h, **hyper)[0] - f0) / np.where(at, h, 1.0)
+        left = (f0 - forward(x - h, **hyper)[0]) / np.where(at, h, 1.0)
+        lo, hi = np.minimum(g * left, g * right), np.maximum(g * left, g * right)
+        slack = 1e-5 * np.abs(g) * np.maximum(1.0, np.maximum(np.abs(left), np.abs(right))) + _local_tolerance(gr, tol)
+        outside = at & ((gc < lo - slack) | (gc > hi + slack))
+        if np.any(outside):
+            i = tuple(int(j) for j in np.argwhere(outside)[0])
+            return (f"{name}: x is exactly at the kink at {i}, where the subdifferential gives grad_out times a "
+                    f"slope between {left[i]:.6g} (left) and {right[i]:.6g} (right), so [{lo[i]:.10g}, {hi[i]:.10g}];"
+                    f" the candidate gave {gc[i]:.10g}"), ""
+        i = tuple(int(j) for j in np.argwhere(at)[0])
+        return ("", f"x of {name} is exactly at the kink at {int(np.sum(at))} element(s), e.g. {i}: the left slope "
+                    f"gives {g[i] * left[i]:.10g}, the right slope {g[i] * right[i]:.10g}, the candidate "
+                    f"{gc[i]:.10g}, reference {gr[i]:.10g}")
+
+    return rule
+
+
+def max_pool_subgradient(inputs, hyper, g, gc, gr, tol):
+    """A tie in a window may send its gradient to any of its maxima or split it
+    among them: the gradient of an element tied in some windows lies between the
+    sums of those windows' negative and positive gradients (plus what it gets as
+    the sole maximum of others), every (sample, channel) plane keeps the total,
+    and elements tied nowhere get exactly the reference's gradient."""
+    (x,), (gc,), (gr,) = inputs, gc, gr
+    kernel_size, stride, padding = hyper["kernel_size"], hyper["stride"], hyper["padding"]
+    (kh, kw), (sh, sw), (ph, pw) = pair(kernel_size), pair(kernel_size if stride is None else stride), pair(padding)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+    oh, ow = g.shape[2:]
+    taps = [(i, j) for i in range(kh) for j in range(kw)]
+    windows = np.stack([xp[..., i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] for i, j in taps], axis=-1)
+    top = windows.max(axis=-1, keepdims=True)
+    is_max = windows == top
+    tied = is_max & (is_max.sum(axis=-1, keepdims=True) > 1)
+    fixed, lo_var, hi_var = (np.zeros(xp.shape) for _ in range(3))
+    at = np.zeros(xp.shape, dtype=bool)
+    for k, (i, j) in enumerate(taps):
+        sl = (Ellipsis, slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw))
+        sole = is_max[..., k] & ~tied[..., k]
+        fixed[sl] += np.where(sole, g, 0)
+        lo_var[sl] += np.where(tied[..., k], np.minimum(g, 0), 0)
+        hi_var[sl] += np.where(tied[..., k], np.maximum(g, 0), 0)
+        at[sl] |= tied[..., k]
+    crop = (slice(None), slice(None), slice(ph, ph + x.shape[2]), slice(pw, pw + x.shape[3]))
+    fixed, lo_var, hi_var, at = fixed[crop], lo_var[crop], hi_var[crop], at[crop]
+    off = _off_kink("max_pool2d", "x", gc, gr, at, tol)
+    if off or not np.any(at):
+        return off, ""
+    slack = _local_tolerance(gr, tol)
+    lo, hi = fixed + lo_var - slack, fixed + hi_var + slack
+    outside = at & ((gc < lo) | (gc > hi))
+    if np.any(outside):
+        i = tuple(int(j) for j in np.argwhere(outside)[0])
+        return (f"max_pool2d: x at {i} is tied for the maximum of a window; its gradient may lie in "
+                f"[{lo[i] + slack[i]:.10g}, {hi[i] - slack[i]:.10g}], the candidate gave {gc[i]:.10g}"), ""
+    plane_c, plane_r = gc.sum(axis=(2, 3)), gr.sum(axis=(2, 3))
+    lost = np.abs(plane_c - plane_r) > _local_tolerance(plane_r, tol) * max(1, x.shape[2] * x.shape[3]) ** 0.5
+    if np.any(lost):
+        n, c = (int(j) for j in np.argwhere(lost)[0])
+        return (f"max_pool2d: the gradients of sample {n}, channel {c} add up to {plane_c[n, c]:.10g}, but every "
+                f"way of sharing tied windows' gradients among their maxima adds up to {plane_r[n, c]:.10g}"), ""
+    i = tuple(int(j) for j in np.argwhere(at)[0])
+    return ("", f"x of max_pool2d holds exact ties in its windows ({int(np.sum(at))} tied element(s), e.g. {i}): "
+                f"the candidate gave {gc[i]:.10g} there, the reference (first maximum) {gr[i]:.10g}; any share "
+                f"among the maxima is right")

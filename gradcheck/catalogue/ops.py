@@ -1,0 +1,197 @@
+"""The catalogue's records: one ``OpDef`` a built-in op, holding everything the
+harness knows about it (see ``opdef.py``).  Adding an op is one record here plus
+its forward and VJP in ``reference_impl``."""
+
+from __future__ import annotations
+
+from . import batching as copies
+from . import formulas
+from . import kinks as kink_rules
+from . import placement as place
+from . import shapes
+from .opdef import _BUILTIN, CATALOGUE, CONST, PARAM, OpDef, Placement, Sample, TensorArg, register_op
+
+__all__ = ["BUILTIN_OPS"]
+
+X = TensorArg("x")
+W = TensorArg("weight", PARAM)
+B = TensorArg("bias", PARAM)
+B_OPT = TensorArg("bias", PARAM, optional=True)
+
+
+def _S(shapes, hyper=None, init=None):
+    return Sample(shapes, hyper or {}, init or {})
+
+
+def _everywhere(rank):
+    return {"mlp": rank, "cnn": rank, "sequence": rank}
+
+
+def _activation(name, rank, hyper=None, kinks=False, complex_step=True, settings=({},), draws=None):
+    """An elementwise activation: kinks at 0 when it has them, batched by broadcasting,
+    drawn as an activation block in every family (``draws``: hyperparameter choices)."""
+    return OpDef(
+        name, (X,), shapes.same, hyper or {}, family="activation", kinks=kinks, complex_step=complex_step,
+        branch=kink_rules.sign_branch if kinks else None, margin=kink_rules.sign_margin if kinks else None,
+        subgradient=kink_rules.elementwise_subgradient(name) if kinks else None,
+        samples=tuple(_S({"x": shape}, h) for shape in ((7,), (3, 5), (2, 3, 4)) for h in settings),
+        torch=getattr(formulas, name), batching=copies.broadcasting,
+        placement=Placement("activation", _everywhere(rank), place.place_activation(name, **(draws or {}))),
+    )
+
+
+_OPS = [
+    OpDef("linear", (X, W, B_OPT), shapes.linear, samples=(
+        _S({"x": (4, 3), "weight": (5, 3), "bias": (5,)}),
+        _S({"x": (4, 3), "weight": (2, 3)}),
+        _S({"x": (2, 3, 6), "weight": (4, 6), "bias": (4,)}),
+    ), doc="y = x W^T + b",
+          torch=formulas.linear, batching=copies.linear, placement=Placement("layer", {"mlp": 0, "cnn": 4, "sequence": 0}, place.place_linear)),
+    OpDef("matmul", (TensorArg("a"), TensorArg("b")), shapes.matmul, samples=(
+        _S({"a": (3, 4), "b": (4, 2)}),
+        _S({"a": (2, 3, 4), "b": (2, 4, 5)}),
+        _S({"a": (2, 1, 3, 4), "b": (3, 4, 2)}),  # broadcast batch dims
+    ), doc="batched a @ b with broadcasting batch dims",
+          torch=formulas.matmul, batching=copies.broadcasting, placement=Placement("layer", {"mlp": 1, "sequence": 2}, place.place_matmul, place.rank_at_least(2))),
+    OpDef("conv1d", (X, W, B_OPT), shapes.conv(1),
+          {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}, samples=(
+        _S({"x": (2, 3, 9), "weight": (4, 3, 3), "bias": (4,)}),
+        _S({"x": (2, 4, 10), "weight": (6, 2, 3)}, {"stride": 2, "padding": 1, "dilation": 2, "groups": 2}),
+        _S({"x": (1, 2, 7), "weight": (2, 2, 2), "bias": (2,)}, {"stride": 3, "padding": 2}),
+    ),
+          torch=formulas.conv1d, batching=copies.conv, placement=Placement("layer", {"cnn": 1}, place.place_conv(1), place.rank_is(3))),
+    OpDef("conv2d", (X, W, B_OPT), shapes.conv(2),
+          {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}, samples=(
+        _S({"x": (2, 3, 5, 5), "weight": (4, 3, 3, 3), "bias": (4,)}),
+        _S({"x": (2, 2, 6, 7), "weight": (3, 2, 2, 3)}, {"stride": (2, 1), "padding": (1, 0)}),
+        _S({"x": (1, 4, 7, 7), "weight": (4, 2, 3, 3), "bias": (4,)}, {"dilation": 2, "groups": 2, "padding": 1}),
+        _S({"x": (2, 3, 6, 6), "weight": (3, 1, 2, 2)}, {"stride": 2, "groups": 3}),
+    ),
+          torch=formulas.conv2d, batching=copies.conv, placement=Placement("layer", {"cnn": 0}, place.place_conv(2), place.rank_is(4))),
+    OpDef("max_pool2d", (X,), shapes.pool("max_pool2d"),
+          {"kernel_size": 2, "stride": None, "padding": 0}, kinks=True, branch=kink_rules.max_pool_branch,
+          margin=kink_rules.max_pool_margin, subgradient=kink_rules.max_pool_subgradient, samples=(
+        _S({"x": (2, 2, 4, 4)}),
+        _S({"x": (1, 3, 5, 6)}, {"kernel_size": 3, "stride": 1, "padding": 1}),
+        _S({"x": (2, 1, 7, 5)}, {"kernel_size": (3, 2), "stride": (2, 1)}),
+    ),
+          torch=formulas.max_pool2d, batching=copies.per_sample, placement=Placement("layer", {"cnn": 3}, place.place_pool("max_pool2d"), place.spatial)),
+    OpDef("avg_pool2d", (X,), shapes.pool("avg_pool2d"),
+          {"kernel_size": 2, "stride": None, "padding": 0}, samples=(
+        _S({"x": (2, 2, 4, 4)}),
+        _S({"x": (1, 3, 5, 6)}, {"kernel_size": 3, "stride": 1, "padding": 1}),
+        _S({"x": (2, 1, 7, 5)}, {"kernel_size": (3, 2), "stride": (2, 1)}),
+    ),
+          torch=formulas.avg_pool2d, batching=copies.per_sample, placement=Placement("layer", {"cnn": 2}, place.place_pool("avg_pool2d"), place.spatial)),
+    OpDef("global_avg_pool", (X,), shapes.global_pool, samples=(
+        _S({"x": (2, 3, 4, 4)}), _S({"x": (3, 2, 5)}),
+    ),
+          torch=formulas.global_avg_pool, batching=copies.per_sample, placement=Placement("reshape", {"cnn": 0}, place.place_global_avg_pool, place.rank_at_least(3))),
+    _activation("relu", 1, kinks=True),
+    _activation("leaky_relu", 3, {"negative_slope": 0.01}, kinks=True, settings=({}, {"negative_slope": 0.2}),
+                draws={"negative_slope": [0.01, 0.2]}),
+    _activation("elu", 4, {"alpha": 1.0}, kinks=True, settings=({}, {"alpha": 0.5}), draws={"alpha": [1.0, 0.5]}),
+    # NumPy has no complex erf, so only the tanh form takes the complex step.
+    _activation("gelu", 5, {"approximate": "none"}, complex_step=lambda h: h["approximate"] == "tanh",
+                settings=({}, {"approximate": "tanh"}), draws={"approximate": ["none", "tanh"]}),
+    _activation("sigmoid", 2),
+    _activation("tanh", 0),
+    _activation("softplus", 6, {"beta": 1.0, "threshold": 20.0}, settings=({}, {"beta": 2.0}),
+                draws={"beta": [1.0, 2.0]}),
+    _activation("silu", 7),
+    OpDef("softmax", (X,), shapes.dim("softmax"), {"dim": -1}, family="normalization", samples=(
+        _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 1}), _S({"x": (6,)}, {"dim": 0}),
+    ),
+          torch=formulas.softmax, batching=copies.shift_dims("dim"), placement=Placement("normalization", {"mlp": 3, "sequence": 1}, place.place_softmax("softmax"))),
+    OpDef("log_softmax", (X,), shapes.dim("log_softmax"), {"dim": -1}, family="normalization", samples=(
+        _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 1}), _S({"x": (6,)}, {"dim": 0}),
+    ),
+          torch=formulas.log_softmax, batching=copies.shift_dims("dim"), placement=Placement("normalization", {"mlp": 4, "sequence": 2}, place.place_softmax("log_softmax"))),
+    OpDef("layer_norm", (X, W, B), shapes.layer_norm, {"eps": 1e-5}, family="normalization", samples=(
+        _S({"x": (4, 6), "weight": (6,), "bias": (6,)}),
+        _S({"x": (2, 3, 5), "weight": (5,), "bias": (5,)}),
+        _S({"x": (2, 3, 4), "weight": (3, 4), "bias": (3, 4)}, {"eps": 1e-3}),
+    ), init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
+          torch=formulas.layer_norm, batching=copies.trailing, placement=Placement("normalization", {"mlp": 0, "sequence": 0}, place.place_layer_norm)),
+    OpDef("batch_norm", (X, W, B), shapes.batch_norm, {"eps": 1e-5}, family="normalization", samples=(
+        _S({"x": (6, 3), "weight": (3,), "bias": (3,)}),
+        _S({"x": (3, 2, 4, 4), "weight": (2,), "bias": (2,)}),
+        _S({"x": (4, 3, 5), "weight": (3,), "bias": (3,)}, {"eps": 1e-3}),
+    ), init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
+          torch=formulas.batch_norm, placement=Placement("normalization", {"mlp": 1, "cnn": 0}, place.place_batch_norm, place.per_channel)),
+    OpDef("add", (TensorArg("a"), TensorArg("b")), shapes.broadcast("add"), family="structure", samples=(
+        _S({"a": (3, 4), "b": (3, 4)}), _S({"a": (2, 3, 4), "b": (4,)}), _S({"a": (2, 1, 4), "b": (3, 1)}),
+    ),
+          torch=formulas.add, batching=copies.broadcasting, placement=Placement("branch", _everywhere(0), place.place_binary("add"))),
+    OpDef("mul", (TensorArg("a"), TensorArg("b")), shapes.broadcast("mul"), family="structure", samples=(
+        _S({"a": (3, 4), "b": (3, 4)}), _S({"a": (2, 3, 4), "b": (4,)}), _S({"a": (2, 1, 4), "b": (3, 1)}),
+    ),
+          torch=formulas.mul, batching=copies.broadcasting, placement=Placement("branch", _everywhere(1), place.place_binary("mul"))),
+    OpDef("concat", (TensorArg("x", variadic=True),), shapes.concat, {"dim": 1}, family="structure", samples=(
+        _S({"x": [(2, 3), (2, 4)]}), _S({"x": [(2, 3, 2), (1, 3, 2), (3, 3, 2)]}, {"dim": 0}),
+        _S({"x": [(2, 2, 3), (2, 2, 1)]}, {"dim": -1}),
+    ),
+          torch=formulas.concat, placement=Placement("branch", _everywhere(2), place.place_concat)),
+    OpDef("reshape", (X,), shapes.reshape, {"shape": (-1,)}, family="structure", samples=(
+        _S({"x": (2, 3, 4)}, {"shape": (6, 4)}), _S({"x": (4, 6)}, {"shape": (2, -1, 3)}),
+    ),
+          torch=formulas.reshape, batching=copies.reshape, placement=Placement("reshape", {"mlp": 0, "sequence": 1}, place.place_reshape, place.reshapable)),
+    OpDef("flatten", (X,), shapes.flatten, {"start_dim": 1, "end_dim": -1}, family="structure", samples=(
+        _S({"x": (2, 3, 4, 2)}), _S({"x": (2, 3, 4, 2)}, {"start_dim": 0, "end_dim": 1}),
+    ),
+          torch=formulas.flatten, batching=copies.shift_dims("start_dim", "end_dim"), placement=Placement("reshape", {"mlp": 1, "cnn": 1, "sequence": 0}, place.place_flatten, place.rank_at_least(3))),
+    OpDef("dropout", (X, TensorArg("mask", CONST)), shapes.dropout, {"p": 0.5}, family="structure", samples=(
+        _S({"x": (4, 5), "mask": (4, 5)}, {"p": 0.5}, {"mask": {"kind": "mask", "p": 0.5}}),
+        _S({"x": (2, 3, 4), "mask": (2, 3, 4)}, {"p": 0.2}, {"mask": {"kind": "mask", "p": 0.2}}),
+    ),
+          torch=formulas.dropout, batching=copies.broadcasting, placement=Placement("normalization", {"mlp": 2, "cnn": 1, "sequence": 3}, place.place_dropout)),
+    OpDef("embedding", (TensorArg("ids", CONST, dtype="int"), TensorArg("table", PARAM)), shapes.embedding,
+          samples=(
+        _S({"ids": (5,), "table": (4, 3)}, init={"ids": {"kind": "randint", "high": 4}}),
+        _S({"ids": (3, 6), "table": (5, 2)}, init={"ids": {"kind": "randint", "high": 5}}),
+    ), doc="table[ids]; repeated ids accumulate gradient",
+          torch=formulas.embedding, placement=Placement("input", {"sequence": 0}, place.place_embedding)),
+    OpDef("attention", (TensorArg("q"), TensorArg("k"), TensorArg("v")), shapes.attention, {"causal": False},
+          samples=(
+        _S({"q": (4, 3), "k": (5, 3), "v": (5, 2)}),
+        _S({"q": (2, 4, 3), "k": (2, 4, 3), "v": (2, 4, 3)}, {"causal": True}),
+        _S({"q": (2, 2, 3, 4), "k": (2, 2, 5, 4), "v": (2, 2, 5, 3)}, {"causal": True}),
+    ), doc="scaled dot-product attention softmax(q k^T / sqrt(E)) v",
+          torch=formulas.attention, batching=copies.broadcasting, placement=Placement("layer", {"sequence": 1}, place.place_attention, place.rank_at_least(2))),
+    OpDef("mse", (TensorArg("pred"), TensorArg("target")), shapes.pairwise_loss("mse"),
+          {"reduction": "mean"}, family="loss", samples=(
+        _S({"pred": (4, 3), "target": (4, 3)}), _S({"pred": (5,), "target": (5,)}, {"reduction": "sum"}),
+    ),
+          torch=formulas.mse, batching=copies.loss, placement=Placement("head", _everywhere(1), place.head_targets("mse"))),
+    OpDef("smooth_l1", (TensorArg("pred"), TensorArg("target")), shapes.pairwise_loss("smooth_l1"),
+          {"beta": 1.0, "reduction": "mean"}, family="loss", kinks=True,
+          branch=kink_rules.smooth_l1_branch, margin=kink_rules.smooth_l1_margin, samples=(
+        _S({"pred": (4, 3), "target": (4, 3)}),
+        _S({"pred": (6,), "target": (6,)}, {"beta": 0.5, "reduction": "sum"}),
+    ),
+          torch=formulas.smooth_l1, batching=copies.loss, placement=Placement("head", _everywhere(4), place.head_targets("smooth_l1", betas=True))),
+    OpDef("bce_with_logits", (TensorArg("logits"), TensorArg("target")), shapes.pairwise_loss("bce_with_logits"),
+          {"reduction": "mean"}, family="loss", samples=(
+        _S({"logits": (4, 3), "target": (4, 3)}, init={"target": {"kind": "uniform", "low": 0.0, "high": 1.0}}),
+        _S({"logits": (6,), "target": (6,)}, {"reduction": "sum"},
+           init={"target": {"kind": "uniform", "low": 0.0, "high": 1.0}}),
+    ),
+          torch=formulas.bce_with_logits, batching=copies.loss, placement=Placement("head", _everywhere(3), place.head_targets("bce_with_logits", {"kind": "uniform", "low": 0.0, "high": 1.0}))),
+    OpDef("cross_entropy", (TensorArg("logits"), TensorArg("target", CONST, dtype="int")), shapes.cross_entropy,
+          {"reduction": "mean"}, family="loss", samples=(
+        _S({"logits": (4, 5), "target": (4,)}, init={"target": {"kind": "randint", "high": 5}}),
+        _S({"logits": (6, 3), "target": (6,)}, {"reduction": "sum"}, init={"target": {"kind": "randint", "high": 3}}),
+    ),
+          torch=formulas.cross_entropy, batching=copies.cross_entropy, placement=Placement("head", _everywhere(2), place.head_targets("cross_entropy", "classes"), place.classes)),
+    OpDef("weighted_sum", (X, TensorArg("weight", CONST)), shapes.weighted_sum, family="loss",
+          samples=(_S({"x": (3, 4), "weight": (3, 4)}),),
+          doc="sum(x * weight) with a fixed weight: the probe head of single-op graphs",
+          torch=formulas.weighted_sum, placement=Placement("head", _everywhere(0), place.head_probe)),
+]
+
+for _op in _OPS:
+    register_op(_op)
+    _BUILTIN.add(_op.name)
+del _op
+
+BUILTIN_OPS = frozenset(_BUILTIN)  # before any user declares an op

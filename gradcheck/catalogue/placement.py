@@ -1,0 +1,349 @@
+"""Placement: how random graphs apply each op to the tensor at hand.
+
+A placer ``place(ctx, x)`` applies its op to tensor ``x`` of the graph under
+construction (drawing the op's hyperparameters and creating the parameters and
+constants it needs through ``ctx``) and returns the new tensor's name, or raises
+``NotHere`` when the op does not fit; the precondition beside it says up front
+which shapes it can take.  A head ``place(ctx, x)`` ends the graph with its loss,
+named "loss".  Each catalogue record names its placer in ``OpDef.placement``;
+``place_declared`` and ``head_declared`` place the ops users declare.
+
+``ctx`` (``gradcheck.strategies``) offers: ``draw`` (Hypothesis's), ``dim``,
+``leaf``, ``param``, ``apply(op, *inputs, **hyper)``, ``settings_for``,
+``shapes`` (name -> shape), ``history`` (earlier activations) and ``b`` (the
+GraphBuilder).
+"""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import strategies as st
+
+from .opdef import ShapeError, get_op
+
+__all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place_conv", "place_pool",
+           "place_global_avg_pool", "place_flatten", "place_reshape", "place_softmax", "place_layer_norm",
+           "place_batch_norm", "place_dropout", "place_binary", "place_concat", "place_attention", "place_embedding",
+           "place_declared", "head_probe", "head_targets", "head_declared", "classes", "rank_at_least", "rank_is", "spatial",
+           "reshapable", "per_channel"]
+
+
+class NotHere(Exception):
+    """The op does not apply to the current tensor."""
+
+
+# ---------------------------------------------------------------- preconditions
+
+
+def rank_is(n):
+    return lambda shape: len(shape) == n
+
+
+def rank_at_least(n):
+    return lambda shape: len(shape) >= n
+
+
+def spatial(shape) -> bool:
+    """(N, C, H, W) with room for a 2 x 2 window."""
+    return len(shape) == 4 and min(shape[2:]) >= 2
+
+
+def reshapable(shape) -> bool:
+    return len(shape) >= 3 or (len(shape) == 2 and any(shape[1] % f == 0 for f in range(2, shape[1])))
+
+
+def per_channel(shape) -> bool:
+    """At least two values per channel (axis 1): batch statistics that are not constant."""
+    return len(shape) >= 2 and math.prod(shape) // shape[1] >= 2
+
+
+# ---------------------------------------------------------------- body ops
+
+
+def place_activation(op, **hyper_choices):
+    def place(ctx, x):
+        hyper = {k: ctx.draw(st.sampled_from(v)) for k, v in hyper_choices.items()}
+        return ctx.apply(op, x, **hyper)
+
+    return place
+
+
+def place_linear(ctx, x):
+    shape = ctx.shapes[x]
+    out = ctx.dim()
+    w = ctx.param((out, shape[-1]))
+    if ctx.draw(st.booleans()):
+        return ctx.apply("linear", x, w)
+    return ctx.apply("linear", x, w, ctx.param((out,)))
+
+
+def place_matmul(ctx, x):
+    shape = ctx.shapes[x]
+    if len(shape) < 2:
+        raise NotHere
+    return ctx.apply("matmul", x, ctx.param((shape[-1], ctx.dim())))
+
+
+def _fit_conv(ctx, sizes, in_ch, nd):
+    """Draw conv geometry that fits the spatial sizes; fall back to the simplest."""
+    k = ctx.draw(st.integers(1, 3))
+    stride = ctx.draw(st.integers(1, 2))
+    padding = ctx.draw(st.integers(0, 1))
+    dilation = ctx.draw(st.integers(1, 2))
+    divisors = [g for g in range(1, in_ch + 1) if in_ch % g == 0]
+    groups = ctx.draw(st.sampled_from(divisors))
+    if any(s + 2 * padding < dilation * (k - 1) + 1 for s in sizes):
+        k, dilation = 1, 1
+    out_ch = groups * ctx.draw(st.integers(1, max(1, ctx.max_dim // groups)))
+    hyper = {}
+    for key, v, default in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1),
+                            ("groups", groups, 1)):
+        if v != default:
+            hyper[key] = v
+    return (out_ch, in_ch // groups) + (k,) * nd, hyper
+
+
+def place_conv(nd):
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        if len(shape) != nd + 2:
+            raise NotHere
+        wshape, hyper = _fit_conv(ctx, shape[2:], shape[1], nd)
+        w = ctx.param(wshape)
+        if ctx.draw(st.booleans()):
+            return ctx.apply(f"conv{nd}d", x, w, **hyper)
+        return ctx.apply(f"conv{nd}d", x, w, ctx.param((wshape[0],)), **hyper)
+
+    return place
+
+
+def place_pool(op):
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        if len(shape) != 4 or min(shape[2:]) < 2:
+            raise NotHere
+        k = ctx.draw(st.integers(2, min(3, *shape[2:])))
+        hyper = {"kernel_size": k}
+        stride = ctx.draw(st.integers(1, k))
+        if stride != k:
+            hyper["stride"] = stride
+        padding = ctx.draw(st.integers(0, k // 2))
+        if padding:
+            hyper["padding"] = padding
+        return ctx.apply(op, x, **hyper)
+
+    return place
+
+
+def place_global_avg_pool(ctx, x):
+    if len(ctx.shapes[x]) < 3:
+        raise NotHere
+    return ctx.apply("global_avg_pool", x)
+
+
+def place_flatten(ctx, x):
+    if len(ctx.shapes[x]) < 3:
+        raise NotHere
+    return ctx.apply("flatten", x)
+
+
+def place_reshape(ctx, x):
+    shape = ctx.shapes[x]
+    if len(shape) >= 3:
+        return ctx.apply("reshape", x, shape=(shape[0], -1))
+    last = shape[-1]
+    factors = [f for f in range(2, last) if last % f == 0]
+    if len(shape) != 2 or not factors:
+        raise NotHere
+    f = ctx.draw(st.sampled_from(factors))
+    return ctx.apply("reshape", x, shape=(shape[0], f, last // f))
+
+
+def place_softmax(op):
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        nd = len(shape)
+        dim = ctx.draw(st.sampled_from([-1] + list(range(1, nd - 1))))
+        if shape[dim] < 2:  # a softmax over one value is the constant 1: degenerate
+            raise NotHere
+        return ctx.apply(op, x, **({} if dim == -1 else {"dim": dim}))
+
+    return place
+
+
+def place_layer_norm(ctx, x):
+    shape = ctx.shapes[x]
+    k = ctx.draw(st.integers(1, max(1, min(2, len(shape) - 1))))
+    norm = shape[-k:]
+    if math.prod(norm) < 2:  # normalising one value gives a constant: degenerate
+        raise NotHere
+    w = ctx.param(norm, init={"kind": "normal", "mean": 1.0, "std": 0.3})
+    return ctx.apply("layer_norm", x, w, ctx.param(norm))
+
+
+def place_batch_norm(ctx, x):
+    shape = ctx.shapes[x]
+    if len(shape) < 2 or math.prod(shape) // shape[1] < 2:
+        raise NotHere
+    w = ctx.param((shape[1],), init={"kind": "normal", "mean": 1.0, "std": 0.3})
+    return ctx.apply("batch_norm", x, w, ctx.param((shape[1],)))
+
+
+def place_dropout(ctx, x):
+    p = ctx.draw(st.sampled_from([0.5, 0.2]))
+    mask = ctx.leaf("mask", ctx.shapes[x], "const", init={"kind": "mask", "p": p})
+    return ctx.apply("dropout", x, mask, p=p)
+
+
+def _partner(ctx, x, fits):
+    """An earlier activation fitting ``fits`` (a residual branch), or x itself."""
+    earlier = [h for h in ctx.history if h != x and fits(ctx.shapes[h])]
+    return ctx.draw(st.sampled_from([x] + earlier))
+
+
+def place_binary(op):
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        kind = ctx.draw(st.sampled_from(["branch", "param"]))
+        if kind == "param":  # a broadcast parameter: a bias, a per-channel scale, a gate
+            nd = len(shape)
+            layouts = [shape[-1:], (1,) * nd] + ([(1, shape[1]) + (1,) * (nd - 2)] if nd >= 3 else [])
+            pshape = ctx.draw(st.sampled_from(layouts))
+            other = ctx.param(pshape, init={"kind": "normal", "mean": 1.0 if op == "mul" else 0.0, "std": 0.5})
+        else:
+            other = _partner(ctx, x, lambda s: s == shape)
+            if other == x:  # a fresh side branch: a transform of x, then combine
+                other = ctx.apply(ctx.draw(st.sampled_from(["tanh", "sigmoid"])), x)
+        return ctx.apply(op, x, other)
+
+    return place
+
+
+def place_concat(ctx, x):
+    shape = ctx.shapes[x]
+    dim = ctx.draw(st.sampled_from([1, -1])) if len(shape) > 2 else 1
+    d = dim % len(shape)
+    other = _partner(ctx, x, lambda s: len(s) == len(shape) and all(
+        a == b for i, (a, b) in enumerate(zip(s, shape)) if i != d))
+    return ctx.apply("concat", x, other, **({} if dim == 1 else {"dim": dim}))
+
+
+def place_attention(ctx, x):
+    shape = ctx.shapes[x]
+    if len(shape) < 2:
+        raise NotHere
+    if ctx.draw(st.booleans()):  # q, k, v projections
+        e = ctx.dim()
+        q, k, v = (ctx.apply("linear", x, ctx.param((e, shape[-1]))) for _ in range(3))
+    else:
+        q = k = v = x
+    causal = ctx.draw(st.booleans())
+    return ctx.apply("attention", q, k, v, **({"causal": True} if causal else {}))
+
+
+def place_declared(op):
+    """The generic rule for ops a user declares with their own OpDef: x is the
+    first tensor input; hyperparameters come from ``hyper_strategy(x_shape)``; the
+    other inputs are fresh leaves shaped by ``arg_shapes(x_shape, hyper)``."""
+
+    def place(ctx, x):
+        opdef = get_op(op)
+        shape = ctx.shapes[x]
+        hyper = ctx.draw(opdef.hyper_strategy(shape)) if opdef.hyper_strategy else {}
+        shapes = opdef.arg_shapes(shape, hyper) if opdef.arg_shapes else {a.name: shape for a in opdef.inputs[1:]}
+        args = [x]
+        for arg in opdef.inputs[1:]:
+            if arg.name not in shapes:
+                if arg.optional:
+                    continue
+                raise NotHere
+            init = opdef.init.get(arg.name)
+            if arg.dtype == "int" and not init:
+                raise NotHere
+            args.append(ctx.leaf(arg.name[:1] if arg.role != "param" else "p", shapes[arg.name], arg.role,
+                                 arg.dtype, init))
+        return ctx.apply(op, *args, **hyper)
+
+    return place
+
+
+def place_embedding(ctx, ids, vocab):
+    """The sequence family's input: integer ids through an embedding table."""
+    return ctx.apply("embedding", ids, ctx.param((vocab, ctx.dim())))
+
+
+# ---------------------------------------------------------------- loss heads
+
+
+def _finish(ctx, loss, args, hyper):
+    """The loss node, with settings the source under test takes, else a probe head."""
+    try:
+        hyper = ctx.settings_for(loss, args, hyper)
+    except NotHere:
+        if loss == "weighted_sum":
+            raise
+        return head_probe(ctx, args[0])
+    ctx.b.op(loss, *args, name="loss", **hyper)
+
+
+def head_probe(ctx, x):
+    """weighted_sum against a random constant: the VJP probed in a random direction."""
+    _finish(ctx, "weighted_sum", (x, ctx.leaf("probe", ctx.shapes[x], "const")), {})
+
+
+def head_targets(loss, target=None, betas=False):
+    """A loss of predictions against a target leaf (like x, with init ``target``; or
+    class ids when ``target`` is "classes"), its reduction (and smooth_l1's beta)
+    drawn."""
+
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        if target == "classes":
+            other = ctx.leaf("y", (shape[0],), "const", "int", {"kind": "randint", "high": shape[1]})
+        else:
+            other = ctx.leaf("target", shape, "input", init=target)
+        hyper = {}
+        if ctx.draw(st.booleans()):
+            hyper["reduction"] = "sum"
+        if betas and ctx.draw(st.booleans()):
+            hyper["beta"] = 0.5
+        _finish(ctx, loss, (x, other), hyper)
+
+    return place
+
+
+def classes(shape) -> bool:
+    """(N, C) logits with at least two classes."""
+    return len(shape) == 2 and shape[1] >= 2
+
+
+def head_declared(loss):
+    """A loss a user declared, as the head: x is its first input, the others fresh
+    leaves shaped by its ``arg_shapes`` (default: like x) in their declared roles;
+    a probe head when it does not fit."""
+
+    def place(ctx, x):
+        opdef = get_op(loss)
+        shape = ctx.shapes[x]
+        hyper = ctx.draw(opdef.hyper_strategy(shape)) if opdef.hyper_strategy else {}
+        shapes = opdef.arg_shapes(shape, hyper) if opdef.arg_shapes else {a.name: shape for a in opdef.inputs[1:]}
+        args = [x]
+        for arg in opdef.inputs[1:]:
+            if arg.name not in shapes:
+                if arg.optional:
+                    continue
+                return head_probe(ctx, x)
+            init = opdef.init.get(arg.name)
+            if arg.dtype == "int" and not init:
+                return head_probe(ctx, x)
+            args.append(ctx.leaf(arg.name[:6], shapes[arg.name], arg.role, arg.dtype, init))
+        try:
+            fits = opdef.shape(*(ctx.shapes[a] for a in args), **opdef.full_hyper(hyper)) == ()
+        except ShapeError:
+            fits = False
+        if not fits:
+            return head_probe(ctx, x)
+        _finish(ctx, loss, args, hyper)
+
+    return place

@@ -1,0 +1,188 @@
+"""Shape rules: ``rule(*input_shapes, **hyper) -> output shape``, or ShapeError
+naming what does not fit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .opdef import ShapeError
+
+__all__ = ["same", "pair", "linear", "matmul", "conv", "pool", "global_pool", "dim", "layer_norm", "batch_norm", "broadcast", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "pairwise_loss", "cross_entropy", "weighted_sum"]
+
+def _need(cond, msg):
+    if not cond:
+        raise ShapeError(msg)
+
+
+def pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _out(size, k, s, p, d=1):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def same(x, **_):
+    return tuple(x)
+
+
+def linear(x, weight, bias=None):
+    _need(len(x) >= 1 and len(weight) == 2, f"linear: x must have >= 1 dims and weight 2, got {x} and {weight}")
+    _need(x[-1] == weight[1], f"linear: x has {x[-1]} features but weight {weight} expects {weight[1]}")
+    _need(bias is None or tuple(bias) == (weight[0],), f"linear: bias {bias} must be ({weight[0]},)")
+    return tuple(x[:-1]) + (weight[0],)
+
+
+def matmul(a, b):
+    _need(len(a) >= 2 and len(b) >= 2, f"matmul: both operands need >= 2 dims, got {a} and {b}")
+    _need(a[-1] == b[-2], f"matmul: inner sizes differ: {a} @ {b}")
+    try:
+        batch = np.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2]))
+    except ValueError:
+        raise ShapeError(f"matmul: batch dims {a[:-2]} and {b[:-2]} do not broadcast") from None
+    return tuple(batch) + (a[-2], b[-1])
+
+
+def conv(nd):
+    def rule(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        name = f"conv{nd}d"
+        _need(len(x) == nd + 2 and len(weight) == nd + 2, f"{name}: x and weight need {nd + 2} dims, got {x}, {weight}")
+        geo = [(s, p, d) for s, p, d in zip(*(pair(v) if nd == 2 else (v,) for v in (stride, padding, dilation)))]
+        _need(groups >= 1 and x[1] % groups == 0 and weight[0] % groups == 0,
+              f"{name}: groups={groups} must divide in_channels={x[1]} and out_channels={weight[0]}")
+        _need(weight[1] * groups == x[1], f"{name}: weight {weight} with groups={groups} expects {weight[1] * groups} channels, x has {x[1]}")
+        _need(bias is None or tuple(bias) == (weight[0],), f"{name}: bias {bias} must be ({weight[0]},)")
+        spatial = []
+        for size, k, (s, p, d) in zip(x[2:], weight[2:], geo):
+            _need(s >= 1 and p >= 0 and d >= 1, f"{name}: need stride >= 1, padding >= 0, dilation >= 1")
+            o = _out(size, k, s, p, d)
+            _need(o >= 1, f"{name}: kernel {k} (dilation {d}) does not fit input {size} with padding {p}")
+            spatial.append(o)
+        return (x[0], weight[0], *spatial)
+
+    return rule
+
+
+def pool(name):
+    def rule(x, kernel_size=2, stride=None, padding=0):
+        _need(len(x) == 4, f"{name}: x must be (N, C, H, W), got {x}")
+        ks, ss, ps = pair(kernel_size), pair(kernel_size if stride is None else stride), pair(padding)
+        out = []
+        for size, k, s, p in zip(x[2:], ks, ss, ps):
+            _need(k >= 1 and s >= 1, f"{name}: kernel_size and stride must be >= 1")
+            _need(0 <= p <= k // 2, f"{name}: padding {p} must be at most half the kernel {k}")
+            o = _out(size, k, s, p)
+            _need(o >= 1, f"{name}: kernel {k} does not fit input {size}")
+            out.append(o)
+        return (x[0], x[1], *out)
+
+    return rule
+
+
+def global_pool(x):
+    _need(len(x) >= 3, f"global_avg_pool: x must be (N, C, *spatial), got {x}")
+    return (x[0], x[1])
+
+
+def dim(name):
+    def rule(x, dim=-1):
+        _need(-len(x) <= dim < len(x), f"{name}: dim {dim} out of range for {len(x)}-d input")
+        return tuple(x)
+
+    return rule
+
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    k = len(weight)
+    _need(k >= 1 and tuple(x[-k:]) == tuple(weight) and tuple(weight) == tuple(bias),
+          f"layer_norm: weight {weight} and bias {bias} must equal the trailing dims of x {x}")
+    return tuple(x)
+
+
+def batch_norm(x, weight, bias, eps=1e-5):
+    _need(len(x) >= 2, f"batch_norm: x must be (N, C, ...), got {x}")
+    _need(tuple(weight) == (x[1],) == tuple(bias), f"batch_norm: weight and bias must be ({x[1]},)")
+    _need(np.prod(x) // x[1] > 1, f"batch_norm: needs more than one value per channel, got {x}")
+    return tuple(x)
+
+
+def broadcast(name):
+    def rule(a, b):
+        try:
+            return tuple(np.broadcast_shapes(tuple(a), tuple(b)))
+        except ValueError:
+            raise ShapeError(f"{name}: shapes {a} and {b} do not broadcast") from None
+
+    return rule
+
+
+def concat(*xs, dim=1):
+    nd = len(xs[0])
+    _need(-nd <= dim < nd, f"concat: dim {dim} out of range for {nd}-d inputs")
+    d = dim % nd
+    for s in xs:
+        _need(len(s) == nd and all(a == b for i, (a, b) in enumerate(zip(s, xs[0])) if i != d),
+              f"concat: shapes {[tuple(s) for s in xs]} differ outside dim {dim}")
+    return tuple(xs[0][:d]) + (sum(s[d] for s in xs),) + tuple(xs[0][d + 1:])
+
+
+def reshape(x, shape):
+    shape = tuple(shape)
+    _need(shape.count(-1) <= 1, f"reshape: at most one -1 in {shape}")
+    known = math.prod(s for s in shape if s != -1)
+    total = math.prod(x)
+    if -1 in shape:
+        _need(known > 0 and total % known == 0, f"reshape: cannot view {x} as {shape}")
+        shape = tuple(total // known if s == -1 else s for s in shape)
+    _need(math.prod(shape) == total, f"reshape: cannot view {x} ({total} elements) as {shape}")
+    return shape
+
+
+def flatten(x, start_dim=1, end_dim=-1):
+    nd = len(x)
+    _need(-nd <= start_dim < nd and -nd <= end_dim < nd, f"flatten: dims out of range for {x}")
+    s, e = start_dim % nd, end_dim % nd
+    _need(s <= e, f"flatten: start_dim {start_dim} after end_dim {end_dim}")
+    return tuple(x[:s]) + (math.prod(x[s:e + 1]),) + tuple(x[e + 1:])
+
+
+def dropout(x, mask, p=0.5):
+    _need(tuple(mask) == tuple(x), f"dropout: mask {mask} must match x {x}")
+    _need(0 <= p < 1, f"dropout: p must be in [0, 1), got {p}")
+    return tuple(x)
+
+
+def embedding(ids, table):
+    _need(len(table) == 2, f"embedding: table must be (num_embeddings, dim), got {table}")
+    return tuple(ids) + (table[1],)
+
+
+def attention(q, k, v, causal=False):
+    _need(len(q) >= 2 and len(k) == len(q) == len(v), f"attention: q, k, v need the same rank >= 2, got {q}, {k}, {v}")
+    _need(tuple(q[:-2]) == tuple(k[:-2]) == tuple(v[:-2]), f"attention: batch dims differ: {q}, {k}, {v}")
+    _need(q[-1] == k[-1], f"attention: q and k need the same embedding size, got {q[-1]} and {k[-1]}")
+    _need(k[-2] == v[-2], f"attention: k and v need the same length, got {k[-2]} and {v[-2]}")
+    return tuple(q[:-1]) + (v[-1],)
+
+
+def pairwise_loss(name):
+    def rule(pred, target, **hyper):
+        _need(tuple(pred) == tuple(target), f"{name}: pred {pred} and target {target} must have the same shape")
+        _need(hyper.get("reduction", "mean") in ("mean", "sum"), f"{name}: reduction must be 'mean' or 'sum'")
+        _need(hyper.get("beta", 1.0) > 0, f"{name}: beta must be > 0")
+        return ()
+
+    return rule
+
+
+def cross_entropy(logits, target, reduction="mean"):
+    _need(len(logits) == 2 and tuple(target) == (logits[0],), f"cross_entropy: logits (N, C) and target (N,), got {logits}, {target}")
+    _need(reduction in ("mean", "sum"), "cross_entropy: reduction must be 'mean' or 'sum'")
+    return ()
+
+
+def weighted_sum(x, weight):
+    _need(tuple(x) == tuple(weight), f"weighted_sum: weight {weight} must match x {x}")
+    return ()

@@ -1,0 +1,504 @@
+"""Second opinions: what could explain a disagreement without a bug, asked before
+a failure is reported, in this order (``check_pair`` runs them):
+
+1. localisation: a failing directional check narrowed to the tensor and element;
+2. richardson: a tensor failing against central differences judged again
+   against Richardson extrapolation (Note [Finite-difference step]);
+3. conditioning: a low-precision analytic failure judged against the
+   reference's own rounding on the case (Note [Conditioning]);
+4. kinks-across-precisions: a failure next to a kink, within rounding of it
+   (Note [Kinks across precisions]);
+5. exact-kinks: a candidate taking another element of the subdifferential at an
+   exact kink (Note [Exact kinks] in catalogue/kinks.py);
+6. nondeterminism: candidate code whose two answers on the same inputs differ;
+7. the op under test: the op the disagreement localises to.
+
+Each writes what it concluded into the record's ``opinions`` (and a line in its
+message), so the record carries the whole judgement.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from reference_impl import executor
+
+from ..case import eps_of
+from ..catalogue import get_op
+from ..graph import Graph
+from ..sources import numeric
+from ..sources.base import ANALYTIC, SourceResult, Unsupported, candidate_of, dtype_of, rademacher
+from ..sources.finite_differences import FiniteDifferences
+from ..sources.reference import ReferenceOrFormula
+from .compare import compare, record_for_elements
+from .record import JOINT, with_opinion
+from .tolerance import PREDICTED_SAFETY, coarser_dtype, judge, tolerance_for
+
+__all__ = ["localise", "escalate", "conditioning", "kinks_across_precisions", "exact_kinks", "nondeterminism",
+           "name_the_op", "under_test", "BISECT_LEAF"]
+
+BISECT_LEAF = 32  # bisection stops at a block of this many elements, then differentiates each
+
+
+def under_test(graph, source) -> list:
+    """The ops of ``graph`` whose implementation is ``source``'s own, in graph order."""
+    seen = []
+    for op in graph.ops:
+        if op in source.provides and op not in seen:
+            seen.append(op)
+    return seen
+
+
+def _position(flat, shape) -> tuple:
+    return tuple(int(i) for i in np.unravel_index(flat, shape))
+
+
+# ---------------------------------------------------------------- 1. localisation
+
+
+def localise_directional(differences, graph: Graph, tensors: dict, a_result, tolerance=None, seed=0):
+    """After a failing directional check: directions tensor by tensor find the
+    failing tensors.  A failing tensor of up to ``bisect_above`` elements is then
+    differentiated element by element; a larger one is bisected (``_bisect``)
+    down to a block of ``BISECT_LEAF`` elements, which alone are differentiated.
+    Either way the records name the element and its two values.
+
+    Returns the per-tensor records, a result holding the full Jacobians (or
+    None), and ``{tensor: record}`` for the bisected tensors."""
+    per_tensor = FiniteDifferences(differences.of, differences.method, "per-tensor", differences.n_directions, seed)
+    coarse = compare(graph, a_result, per_tensor.run(graph, tensors), tolerance=tolerance)
+    failing = [r.tensor for r in coarse if r.status == "fail"]
+    if not failing:
+        return coarse, None, {}
+    f, kinky = differences.objective(graph)
+    small = [n for n in failing if np.size(tensors[n]) <= differences.bisect_above]
+    full = SourceResult(differences.name, differences.method, a_result.loss, {}, dtype=a_result.dtype)
+    for name, r in numeric.jacobian(f, tensors, small, differences.method, kinky).items():
+        full.grads[name], full.grad_errors[name] = r.value, r.error
+        if r.kink is not None:
+            full.grad_kinks[name] = r.kink
+    tol = tolerance or tolerance_for(a_result.kind, differences.method, coarser_dtype(a_result.dtype, dtype_of(
+        graph, tensors)))
+    bisected = {name: _bisect(differences, graph, tensors, name, a_result, tol, f, kinky, seed)
+                for name in failing if name not in small}
+    return coarse, (full if small else None), bisected
+
+def _bisect(differences, graph, tensors, name, a_result, tol, f, kinky, seed):
+    """The record of tensor ``name`` from bisection: its elements are halved, and
+    the half whose own directional check (random signs on that half, zero
+    elsewhere) fails is halved again, until BISECT_LEAF elements are left; those
+    are differentiated one by one (Richardson where central differences
+    disagree) and compared.  About 2 log2(n) directional checks, not n
+    derivatives: a million-element tensor is localised in a few dozen forwards."""
+    t0 = time.perf_counter()
+    x = np.asarray(tensors[name])
+    g = np.ravel(np.asarray(a_result.grads[name], dtype=np.float64))
+    rng = np.random.default_rng(seed)
+    step_along = differences.of.forward_along if differences.of.steps_along else None
+    memo = {"moved": differences.scratch}
+    xmax = numeric.largest_magnitude([x])
+    lo, hi, probes, stuck = 0, x.size, 0, False
+    while hi - lo > BISECT_LEAF and not stuck:
+        mid = (lo + hi) // 2
+        for a, b in ((lo, mid), (mid, hi)):
+            d = np.zeros(x.size, dtype=np.int8)
+            d[a:b] = rademacher(rng, (b - a,))
+            d = d.reshape(x.shape)
+            fd = numeric.directional(
+                lambda t: differences.of.forward(graph, t), tensors, {name: d}, differences.method, xmax=xmax,
+                vnorm=math.sqrt(b - a),
+                along=(lambda steps: step_along(graph, tensors, {name: d}, steps, memo)) if step_along else None)
+            probes += 1
+            proj = numeric.dot(g[a:b], np.ravel(d)[a:b])
+            if judge(np.array([proj]), np.array([fd.value]), np.array([fd.error]), tol).ratio > 1:
+                lo, hi = a, b
+                break
+        else:
+            stuck = True  # neither half fails on its own: the block is differentiated whole
+    elements = np.arange(lo, hi)
+    fd = numeric.jacobian(f, tensors, [name], differences.method, kinky, elements=elements)[name]
+    record = record_for_elements(graph, a_result, differences.name, differences.method, name, x.shape, elements,
+                                 g[elements], fd, tol, time.perf_counter() - t0)
+    if record.status == "fail" and differences.method == "central":
+        # as check_pair does for full Jacobians: a failure must survive Richardson
+        fd = numeric.refine(f, tensors, [name], kinky, elements=elements)[name]
+        record = record_for_elements(graph, a_result, differences.name, "richardson", name, x.shape, elements,
+                                     g[elements], fd, tol, time.perf_counter() - t0)
+    how = (f"bisected over its {x.size:,} elements ({probes} directional checks"
+           + ("; neither half of the last block failed alone" if stuck else "")
+           + f"), then elements {_position(lo, x.shape)} to {_position(hi - 1, x.shape)} "
+           f"({hi - lo}) differentiated one by one")
+    return replace(record, message=(record.message + "\n" + how).strip())
+
+
+def localise(case, records, tensors, a, b, results, tolerance):
+    """A failing directional check (every tensor at once) becomes records per
+    tensor, and per element for the tensors that fail (``localise_directional``)."""
+    joint = [r for r in records if r.tensor == JOINT]
+    if not joint or joint[0].status != "fail":
+        return records, results
+    seed = results[1].direction_seed or 0
+    coarse, full, bisected = localise_directional(b, case.graph, tensors, results[0], tolerance, seed)
+    rest = [r for r in records if r.tensor != JOINT]
+    if full is None and not bisected:
+        # No tensor fails on its own: judge the joint directions again with Richardson
+        # differences, whose two stencils bound the truncation a central one cannot see.
+        dirs, _ = results[1].joint
+        plain = (lambda t: b.of.forward(case.graph, t))
+        vals = [numeric.directional(plain, tensors, d, "richardson") for d in dirs]
+        refined = replace(results[1], kind="richardson", joint=(dirs, numeric.FDResult(
+            np.array([v.value for v in vals]), np.array([v.error for v in vals]), None)))
+        again = [r for r in compare(case.graph, results[0], refined, seed=case.seed, tolerance=tolerance)
+                 if r.tensor == JOINT][0]
+        note = ("no tensor fails on its own directions; judged again against Richardson differences"
+                + ("" if again.status == "pass" else ": the disagreement needs several tensors moving together"))
+        return [with_opinion(again, "localisation", f"no single tensor; richardson {again.status}", note,
+                             opinions=joint[0].opinions)] + coarse + rest, results
+    fine = {r.tensor: r for r in compare(case.graph, results[0], full, seed=case.seed, tolerance=tolerance)
+            } if full is not None else {}
+    fine.update({t: replace(r, seed=case.seed) for t, r in bisected.items()})
+    note = "(localised from a directional check over every tensor)"
+    located = [with_opinion(fine[r.tensor], "localisation", f"element {fine[r.tensor].index}", note)
+               if r.tensor in fine else r for r in coarse]
+    return located + rest, [results[0], full if full is not None else results[1]]
+
+
+# ---------------------------------------------------------------- 2. richardson
+
+
+def escalate(case, records, tensors, a, b, results, tolerance):
+    """A tensor that fails against central differences is recomputed with Richardson
+    extrapolation (Note [Finite-difference step]) and judged again: a failure must
+    survive a finite difference that knows its own truncation error."""
+    if not isinstance(b, FiniteDifferences) or b.method != "central":
+        return records
+    if not results[1].grads:
+        return records
+    failed = [r.tensor for r in records if r.status == "fail" and r.tensor in results[1].grads]
+    if not failed:
+        return records
+    refined = b.refine(case.graph, tensors, results[1], failed)
+    again = {r.tensor: r for r in compare(case.graph, results[0], refined, seed=case.seed, tolerance=tolerance)
+             if r.tensor in failed}
+    note = "(judged again against Richardson differences after failing against central ones)"
+    return [with_opinion(again[r.tensor], "richardson", again[r.tensor].status, note,
+                         seconds=r.seconds + refined.seconds, opinions=r.opinions)
+            if r.tensor in again else r for r in records]
+
+
+# ---------------------------------------------------------------- 3. conditioning
+
+
+ROUNDING_SAFETY = 10.0
+
+
+def conditioning(case, records, tensors, b, results, tolerance, outputs, dtype):
+    """Note [Conditioning]
+    A fixed rtol per dtype cannot know how much a case amplifies rounding: a
+    batch norm over two samples, say, turns float32's 1e-7 into 1e-3.  When a
+    low-precision analytic comparison fails, the independent side is run again
+    in float32 on the same values (the same implementations the check used: the
+    reference, or a declared op's formula), and its own deviation from its
+    float64 self measures that amplification for this case, element by element.
+    A failing tensor is judged again allowing ROUNDING_SAFETY times that
+    deviation (scaled from float32 to the dtype at hand); the record says so.
+    A bug changes a gradient by far more than rounding does, so it still fails.
+    """
+    failed = {r.tensor for r in records if r.status == "fail"}
+    try:
+        ref64 = b.with_dtype("float64").run(case.graph, tensors)
+        ref32 = b.with_dtype("float32").run(case.graph, tensors)
+    except Unsupported:
+        return records
+    k = ROUNDING_SAFETY * eps_of(dtype) / eps_of("float32") / PREDICTED_SAFETY
+    other = results[1]
+    widened = replace(
+        other,
+        grad_errors={**other.grad_errors, **{t: k * np.abs(ref32.grads[t] - ref64.grads[t]) for t in failed
+                                             if t in ref64.grads}},
+        output_errors={**other.output_errors, **{t: k * np.abs(ref32.outputs[t] - ref64.outputs[t]) for t in failed
+                                                 if t in ref64.outputs}})
+    again = {r.tensor: r for r in compare(case.graph, results[0], widened, seed=case.seed, tolerance=tolerance,
+                                          outputs=outputs) if r.tensor in failed}
+    note = (f"(judged again allowing {ROUNDING_SAFETY:g}x the float32 reference's own rounding error on this case, "
+            f"see Note [Conditioning])")
+    return [with_opinion(again[r.tensor], "conditioning", again[r.tensor].status, note, opinions=r.opinions)
+            if r.tensor in again else r for r in records]
+
+
+# ---------------------------------------------------------------- 4. kinks across precisions
+
+
+# An intermediate value within this many units of rounding (of the coarser dtype,
+# relative to its op's inputs) from a kink may take the other branch in the other
+# source: see Note [Kinks across precisions].
+KINK_SLACK = 64
+
+
+def forward_values(case, tensors, results):
+    """Every leaf and node value of the case in float64, from the analytic result
+    that has them (the independent side's first): no re-run, so no op
+    implementation other than the check's own is needed."""
+    for result in reversed(results):
+        if result.kind == ANALYTIC and all(n.name in result.outputs for n in case.graph.nodes):
+            values = {k: np.asarray(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
+                      for k, v in tensors.items()}
+            values.update({k: np.asarray(v, dtype=np.float64) for k, v in result.outputs.items()})
+            return values
+    return None
+
+
+def kinks_across_precisions(case, records, tensors, results, dtype):
+    """Note [Kinks across precisions]
+    Two analytic sources in different precisions (torch in float32 against the
+    float64 reference) see intermediate values that differ by rounding.  When
+    one lies that close to a kink (a relu input near 0, a near-tie in a max-pool
+    window), the two sources may take different branches, and their gradients
+    differ by a whole slope without either being wrong.  Only then, and only for
+    records that failed, the status becomes ``nondifferentiable`` with the margin
+    that explains it; a failure on a graph far from every kink stays a failure.
+    Exact kinks (margin 0) are judged by Note [Exact kinks] instead.
+    """
+    steps = case.graph.plan()
+    if not any(get_op(op).margin for _, op, _, _ in steps):
+        return records
+    values = forward_values(case, tensors, results)
+    if values is None:
+        return records
+    near = []
+    for name, op_name, inputs, hyper in steps:
+        op = get_op(op_name)
+        if op.margin is None:
+            continue
+        args = [values[i] for i in inputs]
+        scale = max(1.0, max(float(np.max(np.abs(a), initial=0.0)) for a in args if a.dtype.kind == "f"))
+        margin = op.margin(*args, **hyper)
+        if 0 < margin < KINK_SLACK * eps_of(dtype) * scale:
+            near.append(f"{name} ({op_name}) is {margin:.3g} from a kink")
+    if not near:
+        return records
+    why = "a kink op's input is within rounding of its kink in " + dtype + ": " + "; ".join(near)
+    return [with_opinion(r, "kinks-across-precisions", "nondifferentiable", why, status="nondifferentiable")
+            if r.status == "fail" else r for r in records]
+
+
+# ---------------------------------------------------------------- 5. exact kinks
+
+
+def _independent(b):
+    """The source whose single ops stand for the math: ``b`` when it is analytic,
+    else the reference (with declared ops' formulas)."""
+    return b if not isinstance(b, FiniteDifferences) else ReferenceOrFormula()
+
+
+def _local_ops(source, ops):
+    """``{op: Op}`` of ``source`` for these ops, or None when it runs whole graphs only."""
+    try:
+        return {op: source.local_op(op) for op in ops}
+    except (Unsupported, KeyError):
+        return None
+
+
+def _vjp(op_impl, inputs, hyper, g, dtype):
+    """One op's input gradients for cotangent ``g``, computed in ``dtype``, as float64."""
+    cast = [x.astype(dtype) if x.dtype.kind == "f" else x for x in inputs]
+    out, saved = op_impl.forward(*cast, **hyper)
+    grads = op_impl.backward(saved, np.asarray(g, dtype=np.result_type(out)))
+    return [None if gi is None else np.asarray(gi, dtype=np.float64) for gi in grads]
+
+
+def exact_kinks(case, records, tensors, a, b, results):
+    """Note [Exact kinks] in ops.py, for a case that failed (or that finite
+    differences called nondifferentiable) with an input exactly at a kink of an
+    op under test: that node is judged on its own by the op's subgradient rule,
+    and the case recomputed with the candidate's choice there."""
+    graph = case.graph
+    values = forward_values(case, tensors, results)
+    mine = set(under_test(graph, a))
+    if values is None or not mine or mine == set(graph.ops) and candidate_of(a) is None:
+        return records  # the reference's (or torch's) own conventions are not under judgement
+    kinks = []
+    for name, op_name, inputs, hyper in graph.plan():
+        op = get_op(op_name)
+        if op_name in mine and op.subgradient is not None and op.margin(*(values[i] for i in inputs), **hyper) == 0:
+            kinks.append(name)
+    if not kinks:
+        return records
+    indep = _independent(b)
+    ours = _local_ops(a, {graph.node(n).op for n in kinks})
+    theirs = _local_ops(indep, set(graph.ops))
+    if ours is None or theirs is None:
+        return records
+    dtype = results[0].dtype if results[0].dtype in ("float64", "float32") else "float32"
+    tol = tolerance_for(ANALYTIC, ANALYTIC, dtype)
+    # the case with the candidate's op at the kink nodes only, the rest the reference's
+    steps, table = [], dict(theirs)
+    for name, op_name, inputs, hyper in graph.plan():
+        key = f"{op_name}@{name}" if name in kinks else op_name
+        if name in kinks:
+            table[key] = ours[op_name]
+        steps.append((name, key, inputs, dict(hyper)))
+    leaves = {k: v for k, v in values.items() if k in {l.name for l in graph.leaves}}
+    try:
+        loss, hybrid_values, hybrid_grads = executor.loss_and_grads(steps, leaves, graph.output, table)
+    except Exception:  # noqa: BLE001 - a candidate op that fails here failed the check already
+        return records
+    verdicts = []
+    hypers = {step[0]: step[3] for step in graph.plan()}
+    for name in kinks:
+        node = graph.node(name)
+        op = get_op(node.op)
+        inputs = [values[i] for i in node.inputs]
+        hyper = dict(hypers[name])
+        g = np.asarray(hybrid_grads.get(name, np.zeros(graph.shapes[name])), dtype=np.float64)
+        try:
+            gc = _vjp(ours[node.op], inputs, hyper, g, dtype)
+            gr = _vjp(theirs[node.op], inputs, hyper, g, "float64")
+        except Exception:  # noqa: BLE001
+            return records
+        pairs = [(x, c, r) for arg, x, c, r in zip(op.bind(len(inputs)), inputs, gc, gr)
+                 if arg.differentiable and c is not None and r is not None]
+        violation, explanation = op.subgradient(tuple(p[0] for p in pairs), hyper, g, tuple(p[1] for p in pairs),
+                                                tuple(p[2] for p in pairs), tol)
+        verdicts.append((name, violation, explanation))
+    broken = [(n, v) for n, v, _ in verdicts if v]
+    if broken:
+        why = "; ".join(f"node {n}: {v}" for n, v in broken)
+        note = f"at an exact kink, outside the subdifferential (Note [Exact kinks]): {why}"
+        return [with_opinion(r, "exact-kinks", "outside the subdifferential", note, status="fail")
+                if r.status in ("fail", "nondifferentiable") and r.tensor else r for r in records]
+    explained = "; ".join(f"node {n}: {e}" for n, _, e in verdicts if e)
+    out = []
+    for r in records:
+        if r.status != "fail" or r.tensor not in hybrid_grads and r.tensor not in hybrid_values:
+            out.append(r)
+            continue
+        mine_value = results[0].grads.get(r.tensor, results[0].outputs.get(r.tensor))
+        other = hybrid_grads.get(r.tensor) if r.tensor in results[0].grads else hybrid_values.get(r.tensor)
+        if mine_value is None or other is None:
+            out.append(r)
+            continue
+        if judge(mine_value, np.asarray(other, dtype=np.float64), None, tol).ratio <= 1:
+            out.append(with_opinion(r, "exact-kinks", "nondifferentiable", "an input is exactly at a kink, where "
+                                    "any element of the subdifferential is right, and the candidate's choice is one "
+                                    "(Note [Exact kinks]): " + explained, status="nondifferentiable"))
+        else:
+            out.append(with_opinion(r, "exact-kinks", "fail"))
+    return out
+
+
+# ---------------------------------------------------------------- 6. nondeterminism
+
+
+def nondeterminism(case, records, tensors, a, first):
+    """A failing check of candidate code runs that code once more on the same
+    inputs: a source whose two answers differ is ``nondeterministic``, and its
+    records say so (an error: nothing compared against it can be trusted)."""
+    try:
+        again = a.run(case.graph, tensors)
+    except Exception:  # noqa: BLE001 - a second call that raises is beside the point here
+        return records
+    worst, where = 0.0, ""
+    for kind, mine, theirs in (("gradient", first.grads, again.grads), ("output", first.outputs, again.outputs)):
+        for name in mine.keys() & theirs.keys():
+            x, y = np.asarray(mine[name], dtype=np.float64), np.asarray(theirs[name], dtype=np.float64)
+            if x.shape == y.shape and x.size:
+                d = float(np.max(np.abs(x - y)))
+                if d > worst:
+                    worst, where = d, f"the {kind} of {name!r}"
+    if worst == 0:
+        return records
+    note = (f"nondeterministic: two calls of {a.name} on the same inputs differ by up to {worst:.3g} ({where}); "
+            f"a comparison with them cannot be trusted")
+    return [with_opinion(r, "nondeterminism", f"differs by {worst:.3g}", status="error",
+                         message=(note + "\n" + r.message).strip())
+            if r.status in ("fail", "nondifferentiable") else r for r in records]
+
+
+# ---------------------------------------------------------------- 7. the op under test
+
+
+def name_the_op(case, records, tensors, a, b, results, mine):
+    """Each record's ``op`` becomes the op under test: the one op of ``a``'s own in
+    the graph, else (several, or a source that implements every op) the op whose
+    VJP the disagreement localises to when the ops are checked one by one.  An
+    error that names its op keeps it; ``consumer`` keeps the tensor's consumer."""
+    def named(r):  # an error raised by candidate code, which said its op
+        return r.status == "error" and r.op and not r.tensor
+
+    if len(mine) == 1:
+        return [r if named(r) else replace(r, op=mine[0]) for r in records]
+    if not mine or not any(r.status in ("fail", "error") and not named(r) for r in records):
+        return records
+    culprit = _localise_op(case, tensors, a, b, results, mine)
+    if not culprit:
+        return [with_opinion(r, "op-under-test", "no single op's VJP disagrees on its own")
+                if r.status == "fail" else r for r in records]
+    return [with_opinion(r, "op-under-test", culprit, op=culprit) if r.status in ("fail", "error") and not named(r)
+            else r for r in records]
+
+
+def _localise_op(case, tensors, a, b, results, candidates) -> str:
+    """The first node (in graph order) of an op in ``candidates`` whose VJP on its
+    own, at the case's values and a random cotangent, disagrees with the
+    independent side's (an analytic ``b``) or with differences of its own forward;
+    "" when none does (the fault is in how the ops are put together)."""
+    values = forward_values(case, tensors, results)
+    ours = _local_ops(a, candidates)
+    if values is None or ours is None:
+        return ""
+    analytic = not isinstance(b, FiniteDifferences)
+    theirs = _local_ops(_independent(b), candidates) if analytic else None
+    dtype = results[0].dtype if results[0].dtype in ("float64", "float32") else "float32"
+    rng = np.random.default_rng(case.seed)
+    for index, (name, op_name, inputs, hyper) in enumerate(case.graph.plan()):
+        if op_name not in candidates:
+            continue
+        op = get_op(op_name)
+        args = [values[i] for i in inputs]
+        g = rng.standard_normal(case.graph.shapes[name])
+        try:
+            mine = _vjp(ours[op_name], args, hyper, g, dtype)
+            if theirs is not None:
+                other = _vjp(theirs[op_name], args, hyper, g, "float64")
+                tol = tolerance_for(ANALYTIC, ANALYTIC, dtype)
+                errors = [None] * len(args)
+                kinks = [None] * len(args)
+            else:
+                other, errors, kinks = _local_differences(ours[op_name], op, args, hyper, g, dtype)
+                tol = tolerance_for(ANALYTIC, "central", dtype)
+        except Exception:  # noqa: BLE001 - an op that raises on its own is the culprit
+            return op_name
+        for arg, x, m, o, e, k in zip(op.bind(len(args)), args, mine, other, errors, kinks):
+            if not arg.differentiable or m is None or o is None:
+                continue
+            if judge(m, o, e, tol, k).ratio > 1:
+                return op_name
+    return ""
+
+
+def _local_differences(op_impl, op, args, hyper, g, dtype):
+    """Central differences of <g, op(args)> for each differentiable input, in ``dtype``."""
+    cast = {str(i): (x.astype(dtype) if x.dtype.kind == "f" else x) for i, x in enumerate(args)}
+    order = [str(i) for i in range(len(args))]
+
+    def f(t):
+        out = op_impl.forward(*(t[k] for k in order), **hyper)[0]
+        value = float(np.sum(np.asarray(out, dtype=np.float64) * g))
+        if op.branch is None:
+            return value
+        return value, np.ascontiguousarray(op.branch(*(t[k] for k in order), **hyper)).tobytes()
+
+    wrt = [str(i) for i, arg in enumerate(op.bind(len(args))) if arg.differentiable and args[i].dtype.kind == "f"]
+    jac = numeric.jacobian(f, cast, wrt, "central", with_branches=op.branch is not None)
+    values, errors, kinks = [], [], []
+    for i in range(len(args)):
+        r = jac.get(str(i))
+        values.append(None if r is None else r.value)
+        errors.append(None if r is None else r.error)
+        kinks.append(None if r is None else r.kink)
+    return values, errors, kinks
