@@ -4,6 +4,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+__all__ = ["Frozen", "freeze_value", "thaw_value"]
+
 
 def freeze_value(v):
     """Lists become tuples and NumPy scalars Python ones, so equal specs hash equally."""

@@ -19,7 +19,9 @@ from collections import Counter
 import pytest
 from hypothesis import settings
 
-from .profiles import PROFILES, default_profile, harness_profile, session, set_session
+from .profiles import PROFILES, harness_profile, session, set_session
+
+__all__ = ["suite_plan", "SuitePlan"]  # the rest are pytest's hooks
 
 _TALLY = pytest.StashKey()
 _SINK = pytest.StashKey()

@@ -10,7 +10,7 @@ This package imports nothing from torch or gradcheck.
 
 from typing import Callable, NamedTuple
 
-from . import activations, layers, losses, normalization, structure
+from . import activations, executor, layers, losses, normalization, structure
 
 
 class Op(NamedTuple):
@@ -30,6 +30,18 @@ def _collect(*modules):
 
 OPS = _collect(activations, layers, losses, normalization, structure)
 
-from .executor import backward, forward, loss_and_grads  # noqa: E402
+
+def forward(steps, leaves, ops=None):
+    """``executor.forward`` with the reference's ops unless others are given."""
+    return executor.forward(steps, leaves, OPS if ops is None else ops)
+
+
+def backward(steps, values, caches, output, ops=None):
+    return executor.backward(steps, values, caches, output, OPS if ops is None else ops)
+
+
+def loss_and_grads(steps, leaves, output, ops=None):
+    return executor.loss_and_grads(steps, leaves, output, OPS if ops is None else ops)
+
 
 __all__ = ["OPS", "Op", "forward", "backward", "loss_and_grads"]

@@ -1,19 +1,17 @@
 """The graph executor: forward in order, then the chain rule in reverse.
 
 A graph is given as a list of steps ``(name, op, input_names, hyper)`` in
-topological order, plus a dict of leaf arrays.  Each op's forward returns
-``(output, cache)``; its backward maps ``(cache, grad_output)`` to one gradient
-per input, ``None`` for inputs that are not differentiable.
+topological order, plus a dict of leaf arrays, and the ops to run it with:
+``{op name: Op(forward, backward)}``.  Each op's forward returns ``(output,
+cache)``; its backward maps ``(cache, grad_output)`` to one gradient per input,
+``None`` for inputs that are not differentiable.
 """
 
 import numpy as np
 
-from . import OPS
 
-
-def forward(steps, leaves, ops=None):
+def forward(steps, leaves, ops):
     """Run every step; return ``(values, caches)`` keyed by name (leaves included)."""
-    ops = OPS if ops is None else ops
     values = dict(leaves)
     caches = {}
     for name, op, inputs, hyper in steps:
@@ -23,13 +21,12 @@ def forward(steps, leaves, ops=None):
     return values, caches
 
 
-def backward(steps, values, caches, output, ops=None):
+def backward(steps, values, caches, output, ops):
     """Gradients of ``values[output]`` (a scalar) with respect to every value.
 
     Steps run in reverse topological order.  A value that feeds several steps (or
     the same step twice) receives the sum of the gradients from each use.
     """
-    ops = OPS if ops is None else ops
     grads = {output: np.ones_like(values[output])}
     for name, op, inputs, _ in reversed(steps):
         g = grads.get(name)
@@ -47,7 +44,7 @@ def backward(steps, values, caches, output, ops=None):
     return grads
 
 
-def loss_and_grads(steps, leaves, output, ops=None):
+def loss_and_grads(steps, leaves, output, ops):
     """Forward and backward in one call: ``(loss, values, grads)``."""
     values, caches = forward(steps, leaves, ops)
     grads = backward(steps, values, caches, output, ops)

@@ -24,7 +24,8 @@ def _cases():
 
 
 def _one_by_one(graph, tensors, name, copies):
-    return np.array([executor.forward(graph.plan(), {**tensors, name: c})[0][graph.output] for c in copies])
+    return np.array([executor.forward(graph.plan(), {**tensors, name: c}, reference_impl.OPS)[0][graph.output]
+                     for c in copies])
 
 
 @pytest.mark.parametrize("case,name", list(_cases()))
@@ -34,7 +35,7 @@ def test_stacked_copies_give_each_copy_its_own_loss(case, name):
     rng = np.random.default_rng(0)
     copies = x[None] + 1e-3 * rng.standard_normal((5,) + x.shape)
     down = graph.downstream(name)
-    unperturbed = executor.forward(graph.plan(), tensors)[0]
+    unperturbed = executor.forward(graph.plan(), tensors, reference_impl.OPS)[0]
     values, stacked = batching.forward_copies([s for s in graph.plan() if s[0] in down],
                                               {k: v for k, v in unperturbed.items() if k not in down},
                                               name, copies, reference_impl.OPS)

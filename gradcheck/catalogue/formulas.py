@@ -4,6 +4,8 @@ call, so the catalogue, and gradcheck, import without it."""
 
 from __future__ import annotations
 
+__all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d"]
+
 
 def _torch():
     import torch
@@ -11,21 +13,23 @@ def _torch():
     return torch
 
 
-def _F():
-    import torch.nn.functional as F
+def F():
+    """``torch.nn.functional``, imported on first use: a record may write its formula
+    in place as ``lambda x: formulas.F().relu(x)``."""
+    import torch.nn.functional as functional
 
-    return F
+    return functional
 
 
 def _conv(name):
     def formula(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-        return getattr(_F(), name)(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+        return getattr(F(), name)(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
 
     return formula
 
 
 def linear(x, w, b=None):
-    return _F().linear(x, w, b)
+    return F().linear(x, w, b)
 
 
 def matmul(a, b):
@@ -39,11 +43,11 @@ conv2d = _conv("conv2d")
 
 
 def max_pool2d(x, kernel_size, stride, padding):
-    return _F().max_pool2d(x, kernel_size, stride, padding)
+    return F().max_pool2d(x, kernel_size, stride, padding)
 
 
 def avg_pool2d(x, kernel_size, stride, padding):
-    return _F().avg_pool2d(x, kernel_size, stride, padding)
+    return F().avg_pool2d(x, kernel_size, stride, padding)
 
 
 def global_avg_pool(x):
@@ -51,19 +55,19 @@ def global_avg_pool(x):
 
 
 def relu(x):
-    return _F().relu(x)
+    return F().relu(x)
 
 
 def leaky_relu(x, negative_slope):
-    return _F().leaky_relu(x, negative_slope)
+    return F().leaky_relu(x, negative_slope)
 
 
 def elu(x, alpha):
-    return _F().elu(x, alpha)
+    return F().elu(x, alpha)
 
 
 def gelu(x, approximate):
-    return _F().gelu(x, approximate=approximate)
+    return F().gelu(x, approximate=approximate)
 
 
 def sigmoid(x):
@@ -75,27 +79,27 @@ def tanh(x):
 
 
 def softplus(x, beta, threshold):
-    return _F().softplus(x, beta, threshold)
+    return F().softplus(x, beta, threshold)
 
 
 def silu(x):
-    return _F().silu(x)
+    return F().silu(x)
 
 
 def softmax(x, dim):
-    return _F().softmax(x, dim)
+    return F().softmax(x, dim)
 
 
 def log_softmax(x, dim):
-    return _F().log_softmax(x, dim)
+    return F().log_softmax(x, dim)
 
 
 def layer_norm(x, w, b, eps):
-    return _F().layer_norm(x, tuple(w.shape), w, b, eps)
+    return F().layer_norm(x, tuple(w.shape), w, b, eps)
 
 
 def batch_norm(x, w, b, eps):
-    return _F().batch_norm(x, None, None, w, b, training=True, eps=eps)
+    return F().batch_norm(x, None, None, w, b, training=True, eps=eps)
 
 
 def add(a, b):
@@ -124,27 +128,27 @@ def dropout(x, mask, p):
 
 
 def embedding(ids, table):
-    return _F().embedding(ids, table)
+    return F().embedding(ids, table)
 
 
 def attention(q, k, v, causal):
-    return _F().scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return F().scaled_dot_product_attention(q, k, v, is_causal=causal)
 
 
 def mse(p, t, reduction):
-    return _F().mse_loss(p, t, reduction=reduction)
+    return F().mse_loss(p, t, reduction=reduction)
 
 
 def smooth_l1(p, t, beta, reduction):
-    return _F().smooth_l1_loss(p, t, reduction=reduction, beta=beta)
+    return F().smooth_l1_loss(p, t, reduction=reduction, beta=beta)
 
 
 def bce_with_logits(x, t, reduction):
-    return _F().binary_cross_entropy_with_logits(x, t, reduction=reduction)
+    return F().binary_cross_entropy_with_logits(x, t, reduction=reduction)
 
 
 def cross_entropy(x, t, reduction):
-    return _F().cross_entropy(x, t, reduction=reduction)
+    return F().cross_entropy(x, t, reduction=reduction)
 
 
 def weighted_sum(x, w):

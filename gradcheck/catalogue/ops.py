@@ -27,15 +27,20 @@ def _everywhere(rank):
     return {"mlp": rank, "cnn": rank, "sequence": rank}
 
 
-def _activation(name, rank, hyper=None, kinks=False, complex_step=True, settings=({},), draws=None):
-    """An elementwise activation: kinks at 0 when it has them, batched by broadcasting,
-    drawn as an activation block in every family (``draws``: hyperparameter choices)."""
+def _activation(name, rank, hyper=None, kinks=False, complex_step=True, settings=({},), draws=None, torch=None,
+                branch=None, margin=None):
+    """An elementwise activation: kinks (at 0 unless ``branch`` and ``margin`` say
+    where) when it has them, judged at an exact kink by the elementwise subgradient
+    rule, batched by broadcasting, drawn as an activation block in every family
+    (``draws``: hyperparameter choices); ``torch``: its formula (default: the one
+    of the same name in formulas.py)."""
     return OpDef(
         name, (X,), shapes.same, hyper or {}, family="activation", kinks=kinks, complex_step=complex_step,
-        branch=kink_rules.sign_branch if kinks else None, margin=kink_rules.sign_margin if kinks else None,
+        branch=(branch or kink_rules.sign_branch) if kinks else None,
+        margin=(margin or kink_rules.sign_margin) if kinks else None,
         subgradient=kink_rules.elementwise_subgradient(name) if kinks else None,
         samples=tuple(_S({"x": shape}, h) for shape in ((7,), (3, 5), (2, 3, 4)) for h in settings),
-        torch=getattr(formulas, name), batching=copies.broadcasting,
+        torch=torch or getattr(formulas, name), batching=copies.broadcasting,
         placement=Placement("activation", _everywhere(rank), place.place_activation(name, **(draws or {}))),
     )
 

@@ -24,6 +24,7 @@ import tempfile
 from .._guards import Breaker
 from ..graph import Graph
 from .base import Source, Unsupported
+from .specs import parse_source
 
 __all__ = ["IsolatedSource", "WorkerFailure"]
 
@@ -46,8 +47,6 @@ def _worker(conn, spec, target, time_limit, log_path, in_flight):
     os.dup2(fd, 2)
     os.close(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what a Ctrl-C stops
-    from .specs import parse_source
-
     try:
         candidate = None
         if target:
@@ -65,8 +64,7 @@ def _worker(conn, spec, target, time_limit, log_path, in_flight):
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send(("err", f"cannot build source {spec!r}: {type(e).__name__}: {e}", False, "", ""))
         return
-    conn.send(("ready", source.name, getattr(source, "device", "cpu"), sorted(source.provides),
-               getattr(source, "dtype", None)))
+    conn.send(("ready", source.name, source.device, sorted(source.provides), source.dtype))
 
     def local_vjp(op, args, hyper, g):
         impl = source.local_op(op)
@@ -139,7 +137,7 @@ class IsolatedSource(Source):
         return msg[1], msg[2], msg[3]
 
     def _label(self):
-        return f"{self.name!r}" if getattr(self, "name", None) else repr(self.spec)
+        return repr(self.name) if self.name != Source.name else repr(self.spec)
 
     def _where(self):
         text = bytes(self._in_flight.value).decode(errors="replace")
