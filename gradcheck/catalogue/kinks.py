@@ -98,6 +98,7 @@ def elementwise_subgradient(name):
         op = get_op(name)
         delta = 1e-12 * np.maximum(1.0, np.abs(x))
         at = op.branch(x + delta, **hyper) != op.branch(x - delta, **hyper)
+        at = at.reshape((-1,) + x.shape).any(axis=0)  # a branch may stack one mask a kink (hardtanh's two)
         off = _off_kink(name, "x", gc, gr, at, tol)
         if off or not np.any(at):
             return off, ""
