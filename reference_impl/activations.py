@@ -108,3 +108,13 @@ def silu_forward(x):
 def silu_backward(cache, g):
     x, s = cache
     return (g * s * (1 + x * (1 - s)),)
+
+
+def hardtanh_forward(x, min_val=-1.0, max_val=1.0):
+    # x clipped to [min_val, max_val]; the slope is 1 strictly inside, 0 outside.
+    inside = (np.real(x) > min_val) & (np.real(x) < max_val)
+    return np.where(inside, x, np.where(np.real(x) <= min_val, min_val, max_val)).astype(x.dtype), inside
+
+
+def hardtanh_backward(inside, g):
+    return (np.where(inside, g, 0),)

@@ -4,6 +4,8 @@ its forward and VJP in ``reference_impl``."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import batching as copies
 from . import formulas
 from . import kinks as kink_rules
@@ -104,6 +106,13 @@ _OPS = [
     _activation("softplus", 6, {"beta": 1.0, "threshold": 20.0}, settings=({}, {"beta": 2.0}),
                 draws={"beta": [1.0, 2.0]}),
     _activation("silu", 7),
+    _activation("hardtanh", 8, {"min_val": -1.0, "max_val": 1.0}, kinks=True,
+                settings=({}, {"min_val": -0.5, "max_val": 0.25}), draws={"max_val": [1.0, 0.5]},
+                torch=lambda x, min_val, max_val: formulas.F().hardtanh(x, min_val, max_val),
+                branch=lambda x, min_val, max_val: np.stack([np.real(x) > min_val, np.real(x) < max_val]),
+                margin=lambda x, min_val, max_val: float(np.min(np.minimum(np.abs(np.real(x) - min_val),
+                                                                           np.abs(np.real(x) - max_val)),
+                                                                initial=np.inf))),
     OpDef("softmax", (X,), shapes.dim("softmax"), {"dim": -1}, family="normalization", samples=(
         _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 1}), _S({"x": (6,)}, {"dim": 0}),
     ),
