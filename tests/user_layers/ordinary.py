@@ -577,3 +577,15 @@ class WeightedSum:
     @staticmethod
     def backward(weight, g):
         return g * weight, None
+
+
+@op("hardtanh")
+class Hardtanh:
+    @staticmethod
+    def forward(x, min_val=-1.0, max_val=1.0):
+        return np.clip(x, min_val, max_val), (x, min_val, max_val)
+
+    @staticmethod
+    def backward(saved, g):
+        x, lo, hi = saved
+        return (g * ((x > lo) & (x < hi)),)
