@@ -46,9 +46,11 @@ def _slug(case: Case) -> str:
 
 def describe_failure(case: Case, records, a_name: str, b_name: str) -> str:
     bad = [r for r in records if r.status in ("fail", "error")]
+    seeds = sorted({r.direction_seed for r in records if r.direction_seed >= 0})
     lines = [f"{len(bad)} of {len(records)} checks failed: {a_name} against {b_name}, "
              f"{case.dtype}, seed {case.seed}, scale {case.scale}"
-             + (f", data quantized to {case.quantize}" if case.quantize else "") + f", case {case.graph.case_id}"]
+             + (f", data quantized to {case.quantize}" if case.quantize else "")
+             + (f", directions seeded {seeds[0]}" if seeds else "") + f", case {case.graph.case_id}"]
     for r in sorted(bad, key=lambda r: -r.ratio if r.ratio == r.ratio else 0)[:MAX_SHOWN]:
         where = f"tensor {r.tensor!r}" if r.tensor else "the whole case"
         consumer = f" (consumed by {r.consumer})" if r.consumer and r.consumer != r.op and r.tensor else ""

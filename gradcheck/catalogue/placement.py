@@ -242,27 +242,36 @@ def place_attention(ctx, x):
     return ctx.apply("attention", q, k, v, **({"causal": True} if causal else {}))
 
 
+def _declared_inputs(ctx, x, opdef):
+    """x and fresh leaves for a declared op's other inputs, shaped by its
+    ``arg_shapes(x_shape, hyper)`` (default: like x), with the hyperparameters
+    drawn from its ``hyper_strategy(x_shape)``; None when they cannot be made."""
+    shape = ctx.shapes[x]
+    hyper = ctx.draw(opdef.hyper_strategy(shape)) if opdef.hyper_strategy else {}
+    shapes = opdef.arg_shapes(shape, hyper) if opdef.arg_shapes else {a.name: shape for a in opdef.inputs[1:]}
+    args = [x]
+    for arg in opdef.inputs[1:]:
+        if arg.name not in shapes:
+            if arg.optional:
+                continue
+            return None
+        init = opdef.init.get(arg.name)
+        if arg.dtype == "int" and not init:
+            return None
+        args.append(ctx.leaf("p" if arg.role == "param" else arg.name[:6], shapes[arg.name], arg.role, arg.dtype,
+                             init))
+    return args, hyper
+
+
 def place_declared(op):
     """The generic rule for ops a user declares with their own OpDef: x is the
-    first tensor input; hyperparameters come from ``hyper_strategy(x_shape)``; the
-    other inputs are fresh leaves shaped by ``arg_shapes(x_shape, hyper)``."""
+    first tensor input, the others fresh leaves (``_declared_inputs``)."""
 
     def place(ctx, x):
-        opdef = get_op(op)
-        shape = ctx.shapes[x]
-        hyper = ctx.draw(opdef.hyper_strategy(shape)) if opdef.hyper_strategy else {}
-        shapes = opdef.arg_shapes(shape, hyper) if opdef.arg_shapes else {a.name: shape for a in opdef.inputs[1:]}
-        args = [x]
-        for arg in opdef.inputs[1:]:
-            if arg.name not in shapes:
-                if arg.optional:
-                    continue
-                raise NotHere
-            init = opdef.init.get(arg.name)
-            if arg.dtype == "int" and not init:
-                raise NotHere
-            args.append(ctx.leaf(arg.name[:1] if arg.role != "param" else "p", shapes[arg.name], arg.role,
-                                 arg.dtype, init))
+        made = _declared_inputs(ctx, x, get_op(op))
+        if made is None:
+            raise NotHere
+        args, hyper = made
         return ctx.apply(op, *args, **hyper)
 
     return place
@@ -320,24 +329,14 @@ def classes(shape) -> bool:
 
 def head_declared(loss):
     """A loss a user declared, as the head: x is its first input, the others fresh
-    leaves shaped by its ``arg_shapes`` (default: like x) in their declared roles;
-    a probe head when it does not fit."""
+    leaves in their declared roles; a probe head when it does not fit."""
 
     def place(ctx, x):
         opdef = get_op(loss)
-        shape = ctx.shapes[x]
-        hyper = ctx.draw(opdef.hyper_strategy(shape)) if opdef.hyper_strategy else {}
-        shapes = opdef.arg_shapes(shape, hyper) if opdef.arg_shapes else {a.name: shape for a in opdef.inputs[1:]}
-        args = [x]
-        for arg in opdef.inputs[1:]:
-            if arg.name not in shapes:
-                if arg.optional:
-                    continue
-                return head_probe(ctx, x)
-            init = opdef.init.get(arg.name)
-            if arg.dtype == "int" and not init:
-                return head_probe(ctx, x)
-            args.append(ctx.leaf(arg.name[:6], shapes[arg.name], arg.role, arg.dtype, init))
+        made = _declared_inputs(ctx, x, opdef)
+        if made is None:
+            return head_probe(ctx, x)
+        args, hyper = made
         try:
             fits = opdef.shape(*(ctx.shapes[a] for a in args), **opdef.full_hyper(hyper)) == ()
         except ShapeError:
