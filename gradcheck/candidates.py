@@ -72,7 +72,7 @@ class OpOptions:
     differences then run in float32, judged by float32's error model).
     complex_step: True when the forward is complex-analytic (the complex-step
     check then runs), False when it is not; None (the default) has a probe
-    decide (Note [Complex-step probe] in sources.py).
+    decide (Note [Complex-step probe] in sources/finite_differences.py).
     """
 
     supports: object = None

@@ -76,7 +76,7 @@ class OpDef:
     samples: tuple = ()
     init: Mapping = field(default_factory=dict)  # tensor name -> init spec overriding the role's default
     # For ops with kinks: branch(*inputs, **hyper) -> array saying which side of each
-    # kink the inputs are on (Note [Kinks] in numeric.py).
+    # kink the inputs are on (Note [Kinks] in sources/numeric.py).
     branch: Callable | None = None
     # For ops with kinks: margin(*inputs, **hyper) -> the smallest distance of any
     # input to a kink (relu's 0, the gap between a pool window's top two values).

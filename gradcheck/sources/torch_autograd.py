@@ -252,7 +252,7 @@ class TorchSource(Source):
 
     def forward_with_branches(self, graph: Graph, tensors: dict):
         """The loss and the branch signature of every kink op, from this source's own
-        forward values (Note [Kinks] in numeric.py)."""
+        forward values (Note [Kinks] in sources/numeric.py)."""
         torch = _torch()
         if any(np.iscomplexobj(v) for v in tensors.values()):
             raise Unsupported("the torch source takes no complex input")
