@@ -442,11 +442,16 @@ def name_the_op(case, records, tensors, a, b, results, mine):
             else r for r in records]
 
 
+LOCAL_FULL_LIMIT = 512  # inputs up to this many scalars are differentiated element by element on their own
+
+
 def _localise_op(case, tensors, a, b, results, candidates) -> str:
     """The first node (in graph order) of an op in ``candidates`` whose VJP on its
     own, at the case's values and a random cotangent, disagrees with the
-    independent side's (an analytic ``b``) or with differences of its own forward;
-    "" when none does (the fault is in how the ops are put together)."""
+    independent side's (an analytic ``b``) or with differences of its own forward
+    (element by element for small inputs, along random directions for large
+    ones, so a million-element weight costs two forwards); "" when none does (the
+    fault is in how the ops are put together)."""
     values = forward_values(case, tensors, results)
     ours = _local_ops(a, candidates)
     if values is None or ours is None:
@@ -455,7 +460,7 @@ def _localise_op(case, tensors, a, b, results, candidates) -> str:
     theirs = _local_ops(_independent(b), candidates) if analytic else None
     dtype = results[0].dtype if results[0].dtype in ("float64", "float32") else "float32"
     rng = np.random.default_rng(case.seed)
-    for index, (name, op_name, inputs, hyper) in enumerate(case.graph.plan()):
+    for name, op_name, inputs, hyper in case.graph.plan():
         if op_name not in candidates:
             continue
         op = get_op(op_name)
@@ -466,23 +471,22 @@ def _localise_op(case, tensors, a, b, results, candidates) -> str:
             if theirs is not None:
                 other = _vjp(theirs[op_name], args, hyper, g, "float64")
                 tol = tolerance_for(ANALYTIC, ANALYTIC, dtype)
-                errors = [None] * len(args)
-                kinks = [None] * len(args)
+                pairs = [(m, o, None, None) for m, o in zip(mine, other)]
             else:
-                other, errors, kinks = _local_differences(ours[op_name], op, args, hyper, g, dtype)
                 tol = tolerance_for(ANALYTIC, "central", dtype)
+                pairs = _local_differences(ours[op_name], op, args, hyper, g, dtype, mine, rng)
         except Exception:  # noqa: BLE001 - an op that raises on its own is the culprit
             return op_name
-        for arg, x, m, o, e, k in zip(op.bind(len(args)), args, mine, other, errors, kinks):
-            if not arg.differentiable or m is None or o is None:
-                continue
-            if judge(m, o, e, tol, k).ratio > 1:
+        for arg, (m, o, e, k) in zip(op.bind(len(args)), pairs):
+            if arg.differentiable and m is not None and o is not None and judge(m, o, e, tol, k).ratio > 1:
                 return op_name
     return ""
 
 
-def _local_differences(op_impl, op, args, hyper, g, dtype):
-    """Central differences of <g, op(args)> for each differentiable input, in ``dtype``."""
+def _local_differences(op_impl, op, args, hyper, g, dtype, vjps, rng):
+    """For each differentiable input: (the VJP, central differences of <g, op(args)>,
+    their predicted error, kinks crossed), element by element up to
+    LOCAL_FULL_LIMIT scalars, else both projected on two random directions."""
     cast = {str(i): (x.astype(dtype) if x.dtype.kind == "f" else x) for i, x in enumerate(args)}
     order = [str(i) for i in range(len(args))]
 
@@ -493,12 +497,18 @@ def _local_differences(op_impl, op, args, hyper, g, dtype):
             return value
         return value, np.ascontiguousarray(op.branch(*(t[k] for k in order), **hyper)).tobytes()
 
-    wrt = [str(i) for i, arg in enumerate(op.bind(len(args))) if arg.differentiable and args[i].dtype.kind == "f"]
-    jac = numeric.jacobian(f, cast, wrt, "central", with_branches=op.branch is not None)
-    values, errors, kinks = [], [], []
-    for i in range(len(args)):
-        r = jac.get(str(i))
-        values.append(None if r is None else r.value)
-        errors.append(None if r is None else r.error)
-        kinks.append(None if r is None else r.kink)
-    return values, errors, kinks
+    kinky = op.branch is not None
+    out = []
+    for i, arg in enumerate(op.bind(len(args))):
+        if not (arg.differentiable and args[i].dtype.kind == "f") or vjps[i] is None:
+            out.append((None, None, None, None))
+        elif args[i].size <= LOCAL_FULL_LIMIT:
+            r = numeric.jacobian(f, cast, [str(i)], "central", with_branches=kinky)[str(i)]
+            out.append((vjps[i], r.value, r.error, r.kink))
+        else:
+            dirs = [rng.standard_normal(args[i].shape) for _ in range(2)]
+            rs = [numeric.directional(f, cast, {str(i): d}, "central", kinky) for d in dirs]
+            out.append((np.array([numeric.dot(vjps[i], d) for d in dirs]), np.array([float(r.value) for r in rs]),
+                        np.array([float(r.error) for r in rs]),
+                        np.array([bool(r.kink) for r in rs]) if kinky else None))
+    return out
