@@ -77,7 +77,7 @@ def _second_opinions(case, records, tensors, a, b, results, tolerance, outputs, 
     """What could explain a disagreement without a bug, in the order of the Notes."""
     if isinstance(b, FiniteDifferences) and results[1].joint is not None:
         records, results = opinions.localise(case, records, tensors, a, b, results, tolerance)
-    records = opinions.escalate(case, records, tensors, a, b, results, tolerance)
+    records, results = opinions.escalate(case, records, tensors, a, b, results, tolerance)
     analytic = all(x.kind == ANALYTIC for x in results)
 
     def failing(also_nondifferentiable=False):
@@ -89,6 +89,8 @@ def _second_opinions(case, records, tensors, a, b, results, tolerance, outputs, 
         if dtype != "float64":
             records = opinions.conditioning(case, records, tensors, b, results, tolerance, outputs, dtype)
         records = opinions.kinks_across_precisions(case, records, tensors, results, dtype)
+    if failing() and not analytic:
+        records = opinions.one_sided_kinks(case, records, tensors, a, b, results, tolerance)
     if failing(also_nondifferentiable=not analytic):
         records = opinions.exact_kinks(case, records, tensors, a, b, results)
     if candidate_of(a) is not None and failing(also_nondifferentiable=not analytic):

@@ -14,7 +14,7 @@ from ..sources.numeric import dot
 from .record import JOINT, CheckRecord, failure_message, unjudged
 from .tolerance import PREDICTED_SAFETY, Tolerance, coarser_dtype, format_index, judge, tolerance_for
 
-__all__ = ["compare", "record_for_elements"]
+__all__ = ["compare", "record_for_elements", "scale_of"]
 
 
 def _record(graph, seed, a, b, tensor, op, av, bv, predicted, tol, seconds, kink=None, case_scale=0.0,
@@ -67,6 +67,14 @@ def record_for_elements(graph: Graph, a: SourceResult, b_name: str, b_kind: str,
                    seconds, fd.kink, positions=(tuple(shape), np.asarray(elements)))
 
 
+def scale_of(b: SourceResult) -> float:
+    """The largest gradient of ``b``'s in the case: the floor of relative tolerance
+    for every tensor (a tensor whose own gradients are tiny is judged at the case's
+    scale)."""
+    return max((float(np.max(np.abs(np.nan_to_num(np.asarray(g, dtype=np.float64))), initial=0.0))
+                for g in b.grads.values()), default=0.0)
+
+
 def compare(graph: Graph, a: SourceResult, b: SourceResult, *, seed: int = 0,
             tolerance: Tolerance | None = None, outputs: bool = False) -> list:
     """Compare gradients (and, with ``outputs``, every node's forward output) of two
@@ -79,8 +87,7 @@ def compare(graph: Graph, a: SourceResult, b: SourceResult, *, seed: int = 0,
     seconds = a.seconds + b.seconds
     # A source whose two backward passes differ is allowed that much, and says so.
     jitter = max(a.nondeterminism or 0.0, b.nondeterminism or 0.0)
-    case_scale = max((float(np.max(np.abs(np.nan_to_num(np.asarray(g, dtype=np.float64))), initial=0.0))
-                      for g in b.grads.values()), default=0.0)
+    case_scale = scale_of(b)
     records = []
     for leaf in graph.differentiable_leaves:
         name, op = leaf.name, graph.op_of(leaf.name)

@@ -7,7 +7,9 @@ a failure is reported, in this order (``check_pair`` runs them):
 3. conditioning: a low-precision analytic failure judged against the
    reference's own rounding on the case (Note [Conditioning]);
 4. kinks-across-precisions: a failure next to a kink, within rounding of it
-   (Note [Kinks across precisions]);
+   (Note [Kinks across precisions]); one-sided-kinks: a failure of an op nobody
+   described the kinks of, probed with one-sided differences (Note [One-sided
+   kinks]);
 5. exact-kinks: a candidate taking another element of the subdifferential at an
    exact kink (Note [Exact kinks] in catalogue/kinks.py);
 6. nondeterminism: candidate code whose two answers on the same inputs differ;
@@ -28,17 +30,17 @@ import numpy as np
 from reference_impl import executor
 
 from ..case import eps_of
-from ..catalogue import get_op
+from ..catalogue import BUILTIN_OPS, get_op
 from ..graph import Graph
 from ..sources import numeric
 from ..sources.base import ANALYTIC, SourceResult, Unsupported, candidate_of, dtype_of, rademacher
 from ..sources.finite_differences import FiniteDifferences
 from ..sources.reference import ReferenceOrFormula
-from .compare import compare, record_for_elements
+from .compare import compare, record_for_elements, scale_of
 from .record import JOINT, with_opinion
-from .tolerance import PREDICTED_SAFETY, coarser_dtype, judge, tolerance_for
+from .tolerance import PREDICTED_SAFETY, coarser_dtype, element_ratios, judge, tolerance_for
 
-__all__ = ["localise", "escalate", "conditioning", "kinks_across_precisions", "exact_kinks", "nondeterminism",
+__all__ = ["localise", "escalate", "conditioning", "kinks_across_precisions", "one_sided_kinks", "exact_kinks", "nondeterminism",
            "name_the_op", "under_test", "BISECT_LEAF"]
 
 BISECT_LEAF = 32  # bisection stops at a block of this many elements, then differentiates each
@@ -170,24 +172,53 @@ def localise(case, records, tensors, a, b, results, tolerance):
 # ---------------------------------------------------------------- 2. richardson
 
 
+def loss_terms(case, tensors, results) -> float:
+    """The size of the terms the case's loss sums, sum |g y| for a probe head
+    <g, y> (Note [Loss rounding] in sources/numeric.py); 0 when it is not known."""
+    head = case.graph.node(case.graph.output)
+    if head.op != "weighted_sum":
+        return 0.0
+    values = forward_values(case, tensors, results)
+    if values is None or not all(i in values for i in head.inputs):
+        return 0.0
+    y, g = (np.asarray(values[i], dtype=np.float64) for i in head.inputs)
+    return float(np.sum(np.abs(y * g)))
+
+
+def _mismatched(names, results, tolerance) -> dict:
+    """``{tensor: flat indices of its elements beyond tolerance}`` (every element
+    when most are): what a re-judgement needs to recompute."""
+    fd = results[1]
+    tol = tolerance or tolerance_for(ANALYTIC, fd.kind, fd.dtype)
+    scale = scale_of(fd)
+    out = {}
+    for name in names:
+        ratios = element_ratios(results[0].grads[name], fd.grads[name], fd.grad_errors.get(name), tol, scale)
+        bad = np.flatnonzero(np.ravel(ratios) > 1)
+        out[name] = None if bad.size > ratios.size // 2 else bad
+    return out
+
+
 def escalate(case, records, tensors, a, b, results, tolerance):
     """A tensor that fails against central differences is recomputed with Richardson
     extrapolation (Note [Finite-difference step]) and judged again: a failure must
-    survive a finite difference that knows its own truncation error."""
+    survive a finite difference that knows its own truncation error.  Returns the
+    records and the results, the differences refined where they were."""
     if not isinstance(b, FiniteDifferences) or b.method != "central":
-        return records
+        return records, results
     if not results[1].grads:
-        return records
+        return records, results
     failed = [r.tensor for r in records if r.status == "fail" and r.tensor in results[1].grads]
     if not failed:
-        return records
-    refined = b.refine(case.graph, tensors, results[1], failed)
+        return records, results
+    refined = b.refine(case.graph, tensors, results[1], _mismatched(failed, results, tolerance),
+                       noise=loss_terms(case, tensors, results))
     again = {r.tensor: r for r in compare(case.graph, results[0], refined, seed=case.seed, tolerance=tolerance)
              if r.tensor in failed}
     note = "(judged again against Richardson differences after failing against central ones)"
     return [with_opinion(again[r.tensor], "richardson", again[r.tensor].status, note,
                          seconds=r.seconds + refined.seconds, opinions=r.opinions)
-            if r.tensor in again else r for r in records]
+            if r.tensor in again else r for r in records], [results[0], refined]
 
 
 # ---------------------------------------------------------------- 3. conditioning
@@ -284,6 +315,139 @@ def kinks_across_precisions(case, records, tensors, results, dtype):
     why = "a kink op's input is within rounding of its kink in " + dtype + ": " + "; ".join(near)
     return [with_opinion(r, "kinks-across-precisions", "nondifferentiable", why, status="nondifferentiable")
             if r.status == "fail" else r for r in records]
+
+
+# ---------------------------------------------------------------- 4b. one-sided kinks
+
+KINK_PROBES = 64  # the most mismatched elements of one tensor probed one by one
+KINK_LEVELS = 4  # steps h, h/2, h/4, h/8
+KINK_PERSISTS = 0.75  # a jump that shrinks by less than this when h halves is a kink, not curvature
+ROUNDING_MARGIN = 8.0
+
+
+def _unknown_kinks(graph) -> bool:
+    """Whether ``graph`` has an op that could have kinks nobody described: one a
+    user declared (or a function given to ``gradcheck.check``) without a branch
+    signature."""
+    return any(op not in BUILTIN_OPS and get_op(op).branch is None for op in graph.ops)
+
+
+def one_sided_kinks(case, records, tensors, a, b, results, tolerance):
+    """Note [One-sided kinks]
+    An op the catalogue does not describe (a user's declared op without a branch
+    signature, a function given to ``gradcheck.check``) may have kinks nobody
+    told us about: a fused relu, a clamp, a max.  A central difference whose
+    stencil straddles one averages two slopes, and a correct gradient fails.  So
+    before such a failure is reported, each mismatched element (up to
+    KINK_PROBES of a tensor) is probed along its own axis with one-sided
+    differences d+ = (L(x+h) - L(x)) / h and d- = (L(x) - L(x-h)) / h of the
+    check's scalar loss, for h, h/2, h/4, h/8.  On a smooth function the jump
+    d+ - d- is curvature and halves with h; at a kink it stays.
+
+    * The jump persists at the finest step (shrinks by less than KINK_PERSISTS,
+      and is beyond rounding): x is at a kink of the loss along this axis, where
+      any value between the two one-sided slopes is a subgradient.  A candidate
+      inside [min(d-, d+), max(d-, d+)] (within the tolerance) is
+      ``nondifferentiable``; outside, it stays a failure, and says both slopes.
+    * The jump vanishes at a finer step: the kink was within h of x but not at
+      it.  The central difference at the finest step is on one side, and the
+      candidate is judged against it (nondifferentiable if it agrees).
+
+    A wrong gradient of a smooth function stays a failure: at h/8 the interval
+    of one-sided slopes is a few times h |L''| wide, and the finest central
+    difference is as accurate as the first up to 8x the rounding error, which
+    the tolerance allows for.  Tensors localised by bisection (over
+    ``bisect_above`` elements) are not probed.
+    """
+    if not isinstance(b, FiniteDifferences) or b.method == "complex" or not _unknown_kinks(case.graph):
+        return records
+    fd = results[1]
+    failed = [r for r in records if r.status == "fail" and r.tensor in fd.grads and r.tensor in results[0].grads]
+    if not failed:
+        return records
+    dtype = fd.dtype if fd.dtype in ("float64", "float32", "float16", "bfloat16") else "float64"
+    tol = tolerance or tolerance_for(ANALYTIC, b.method, dtype)
+    scale = scale_of(fd)
+    loss = (lambda t: float(np.real(b.of.forward(case.graph, t))))
+    base = loss(tensors)
+    kinks, notes, changed = dict(fd.grad_kinks), {}, set()
+    for r in failed:
+        name = r.tensor
+        mine = np.asarray(results[0].grads[name], dtype=np.float64)
+        theirs = np.asarray(fd.grads[name], dtype=np.float64)
+        ratios = element_ratios(mine, theirs, fd.grad_errors.get(name), tol, scale)
+        old = fd.grad_kinks.get(name)
+        if old is not None:
+            ratios = np.where(np.broadcast_to(old, ratios.shape), 0.0, ratios)
+        bad = np.flatnonzero(ratios.ravel() > 1)
+        if bad.size > KINK_PROBES:
+            notes[name] = (f"{bad.size} mismatched elements, more than the {KINK_PROBES} probed for kinks "
+                           f"(Note [One-sided kinks]): not probed")
+            continue
+        mask = np.zeros(mine.size, dtype=bool)
+        unexplained = []
+        for flat in bad:
+            ok, why = _probe_kink(loss, base, tensors, name, int(flat), float(mine.ravel()[flat]), dtype, tol, scale)
+            mask[flat] = ok
+            if not ok:
+                unexplained.append(f"{_position(int(flat), mine.shape)}: {why}")
+        if mask.any():
+            changed.add(name)
+            kinks[name] = mask.reshape(mine.shape) | (False if old is None else np.broadcast_to(old, mine.shape))
+        notes[name] = (f"probed {bad.size} mismatched element(s) with one-sided differences "
+                       f"(Note [One-sided kinks]): {int(mask.sum())} at or next to a kink, where the candidate "
+                       f"is a one-sided slope or between the two"
+                       + ("; not explained: " + "; ".join(unexplained[:3]) if unexplained else ""))
+    probed = replace(fd, grad_kinks=kinks)
+    again = {r.tensor: r for r in compare(case.graph, results[0], probed, seed=case.seed, tolerance=tolerance)}
+    out = []
+    for r in records:
+        if r.tensor not in notes:
+            out.append(r)
+            continue
+        new = again.get(r.tensor, r) if r.tensor in changed else r
+        out.append(with_opinion(new, "one-sided-kinks", new.status, notes[r.tensor], opinions=r.opinions,
+                                seconds=r.seconds))
+    return out
+
+
+def _probe_kink(loss, base, tensors, name, flat, candidate, dtype, tol, scale):
+    """(explained, why not) for element ``flat`` of leaf ``name``: Note [One-sided kinks]."""
+    x = np.array(tensors[name], copy=True)
+    x0 = x.ravel()[flat]
+    eps = eps_of(dtype)
+    h0 = numeric.step_size(dtype) * max(1.0, abs(float(x0)))
+    moved = dict(tensors)
+    levels = []
+    for k in range(KINK_LEVELS):
+        row = []
+        for sign in (1, -1):
+            y = x.copy()
+            y.ravel()[flat] = x0 + sign * h0 / 2 ** k
+            step = abs(float(y.ravel()[flat]) - float(x0))  # the step the dtype could take
+            moved[name] = y
+            row.append((loss(moved), step))
+        (up, hu), (down, hd) = row
+        if hu == 0 or hd == 0:
+            break
+        dp, dm = (up - base) / hu, (base - down) / hd
+        central = (up - down) / (hu + hd)
+        rounding = ROUNDING_MARGIN * eps * (abs(base) + abs(up) + abs(down)) / min(hu, hd)
+        levels.append((dp, dm, central, rounding))
+    if len(levels) < 2:
+        return False, "the dtype cannot take a smaller step"
+    dp, dm, central, rounding = levels[-1]
+    jump, before = abs(dp - dm), abs(levels[-2][0] - levels[-2][1])
+    allowed = tol.atol + tol.rtol * (max(abs(dp), abs(dm)) + scale) + rounding
+    if jump > rounding and jump >= KINK_PERSISTS * before:
+        lo, hi = min(dp, dm), max(dp, dm)
+        if lo - allowed <= candidate <= hi + allowed:
+            return True, ""
+        return False, (f"a kink: one-sided slopes {dm:.6g} (left) and {dp:.6g} (right), the candidate's "
+                       f"{candidate:.6g} is outside them")
+    if abs(candidate - central) <= allowed:
+        return True, ""
+    return False, f"no kink at step h/{2 ** (len(levels) - 1)}: differences {central:.6g}, the candidate's {candidate:.6g}"
 
 
 # ---------------------------------------------------------------- 5. exact kinks

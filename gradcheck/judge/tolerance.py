@@ -34,7 +34,8 @@ from ..case import eps_of
 from ..sources.base import ANALYTIC
 from ..sources.numeric import dot
 
-__all__ = ["Tolerance", "TOLERANCES", "tolerance_for", "coarser_dtype", "Judgement", "judge", "PREDICTED_SAFETY"]
+__all__ = ["Tolerance", "TOLERANCES", "tolerance_for", "coarser_dtype", "Judgement", "judge", "element_ratios",
+           "PREDICTED_SAFETY"]
 
 PREDICTED_SAFETY = 4.0
 
@@ -112,6 +113,25 @@ def format_index(shape, flat) -> str:
     return str(tuple(int(i) for i in np.unravel_index(flat, shape)))
 
 
+def _ratios(a, b, predicted, tol: Tolerance, case_scale=0.0):
+    """|a - b| / allowed element by element, the allowed error, the predicted part
+    of it, and the floor rtol is applied to besides |b|."""
+    diff = np.abs(a - b)
+    bmax = float(np.max(np.abs(b), initial=0.0))
+    floor = max(bmax, 1.0) if b.ndim == 0 else max(bmax, case_scale)
+    allowed = tol.atol + tol.rtol * (np.abs(b) + floor)
+    pred = np.zeros(()) if predicted is None else PREDICTED_SAFETY * np.asarray(predicted, dtype=np.float64)
+    allowed = allowed + pred
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(diff == 0, 0.0, diff / allowed)
+    return ratios, allowed, pred, floor
+
+
+def element_ratios(a, b, predicted, tol: Tolerance, case_scale=0.0) -> np.ndarray:
+    """Each element's |a - b| over what ``judge`` allows it: above 1 mismatches."""
+    return _ratios(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), predicted, tol, case_scale)[0]
+
+
 def judge(a, b, predicted, tol: Tolerance, kink=None, case_scale=0.0) -> Judgement:
     """Elementwise comparison of ``a`` against ``b`` (Note [Tolerance model]).
     Elements flagged in ``kink`` are counted apart and do not decide the ratio."""
@@ -121,12 +141,7 @@ def judge(a, b, predicted, tol: Tolerance, kink=None, case_scale=0.0) -> Judgeme
         raise ValueError(f"shape {a.shape} against {b.shape}")
     diff = np.abs(a - b)
     bmax = float(np.max(np.abs(b), initial=0.0))
-    floor = max(bmax, 1.0) if b.ndim == 0 else max(bmax, case_scale)
-    allowed = tol.atol + tol.rtol * (np.abs(b) + floor)
-    pred = np.zeros(()) if predicted is None else PREDICTED_SAFETY * np.asarray(predicted, dtype=np.float64)
-    allowed = allowed + pred
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(diff == 0, 0.0, diff / allowed)
+    ratios, allowed, pred, floor = _ratios(a, b, predicted, tol, case_scale)
     nondiff = 0
     if kink is not None:
         kink = np.broadcast_to(np.asarray(kink, dtype=bool), ratios.shape)

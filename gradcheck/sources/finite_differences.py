@@ -118,17 +118,31 @@ class FiniteDifferences(Source):
     def forward(self, graph, tensors):
         return self.of.forward(graph, tensors)
 
-    def refine(self, graph: Graph, tensors: dict, result: SourceResult, names) -> SourceResult:
+    def refine(self, graph: Graph, tensors: dict, result: SourceResult, names, noise: float = 0.0) -> SourceResult:
         """``result`` with the tensors ``names`` recomputed by Richardson extrapolation,
         whose stencils bound the truncation error that a central difference cannot
         see (a high-curvature loss), with elements that did not converge marked
         like kinks.  Used when a check against central differences fails, before
-        calling it a failure."""
+        calling it a failure.  ``names``: tensor names, or ``{name: flat indices}``
+        to refine only those elements (None: all); ``noise``: the size of the
+        loss's terms (Note [Loss rounding] in numeric.py)."""
         f, kinky = self.objective(graph)
         grads, errors, kinks = dict(result.grads), dict(result.grad_errors), dict(result.grad_kinks)
-        for name, r in numeric.refine(f, tensors, list(names), kinky).items():
-            grads[name], errors[name] = r.value, r.error
-            kinks[name] = r.kink | kinks.get(name, False)
+        wanted = names if isinstance(names, dict) else dict.fromkeys(names)
+        for name, elements in wanted.items():
+            if elements is None:
+                r = numeric.refine(f, tensors, [name], kinky, noise=noise)[name]
+                grads[name], errors[name] = r.value, r.error
+                kinks[name] = r.kink | kinks.get(name, False)
+                continue
+            # only these elements: the others passed against central differences already
+            r = numeric.refine(f, tensors, [name], kinky, elements=elements, noise=noise)[name]
+            shape = np.shape(result.grads[name])
+            value = np.array(result.grads[name], dtype=np.float64, copy=True).reshape(-1)
+            error = np.array(np.broadcast_to(result.grad_errors.get(name, 0.0), shape), dtype=np.float64).reshape(-1)
+            kink = np.array(np.broadcast_to(kinks.get(name, False), shape), dtype=bool).reshape(-1)
+            value[elements], error[elements], kink[elements] = r.value, r.error, r.kink | kink[elements]
+            grads[name], errors[name], kinks[name] = value.reshape(shape), error.reshape(shape), kink.reshape(shape)
         return replace(result, grads=grads, grad_errors=errors, grad_kinks=kinks,
                        source=result.source, kind="richardson")
 

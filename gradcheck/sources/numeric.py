@@ -21,6 +21,16 @@ by the same relative amount at any magnitude.  With each derivative we return a
 predicted error: the rounding bound eps (|f(x+h)| + |f(x-h)|) / 2h, and for
 Richardson also the size of the h^4 remainder estimated from the two stencils.
 
+Note [Loss rounding]
+The rounding bound eps |f| / h assumes f is computed to within eps of its own
+size.  A loss that sums terms of mixed sign is computed only to within eps of
+the size of its terms: the probe <g, y> with outputs y near 1000 (a large
+offset) and random signs in g has |f| several times below sum |g y|, and each
+y_i carries its own rounding of eps |y_i|.  Central differences are judged on
+the cheap bound first; when one fails, the re-judgement passes ``noise``, the
+magnitude of the loss's terms (sum |g y| for the probe), and the bound uses
+max(|f|, noise).  A bug moves a gradient by far more than that.
+
 Note [Kinks]
 At a point where f is not differentiable (relu at 0, a max-pool tie, smooth_l1 at
 its threshold) a difference quotient straddling the kink averages two slopes and
@@ -140,7 +150,7 @@ def _derivative(f, tensors, name, x, flat_index, method, h0, eps):
     return richardson(d1, d2, rounding)
 
 
-def _converging(f, tensors, name, x, flat_index, h0, eps):
+def _converging(f, tensors, name, x, flat_index, h0, eps, noise=0.0):
     """Richardson from central differences at h/2 and h/4, checked against h.
 
     In the asymptotic regime D(h) - D(h/2) is four times D(h/2) - D(h/4).  When
@@ -152,7 +162,7 @@ def _converging(f, tensors, name, x, flat_index, h0, eps):
     d1, fabs = _central(f, tensors, name, x, flat_index, h)
     d2, _ = _central(f, tensors, name, x, flat_index, h / 2)
     d4, _ = _central(f, tensors, name, x, flat_index, h / 4)
-    rounding = eps * fabs / (h / 4)
+    rounding = eps * np.maximum(fabs, noise) / (h / 4)
     step12, step24 = np.abs(d1 - d2), np.abs(d2 - d4)
     noise = 4 * rounding
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -161,10 +171,11 @@ def _converging(f, tensors, name, x, flat_index, h0, eps):
     return (*richardson(d2, d4, rounding), ~converged)
 
 
-def refine(f, tensors: dict, wrt, with_branches: bool = False, elements=None) -> dict:
+def refine(f, tensors: dict, wrt, with_branches: bool = False, elements=None, noise: float = 0.0) -> dict:
     """Richardson at h/2 and h/4 with a convergence check: ``{name: FDResult}``
     whose ``kink`` also marks elements where the differences did not converge.
-    ``elements``: flat indices to differentiate (results then 1-D, one per index)."""
+    ``elements``: flat indices to differentiate (results then 1-D, one per index).
+    ``noise``: a floor under |f| in the rounding bound (Note [Loss rounding])."""
     probe = _Probe(f, tensors, with_branches)
     out = {}
     for name in wrt:
@@ -175,7 +186,7 @@ def refine(f, tensors: dict, wrt, with_branches: bool = False, elements=None) ->
         values, errors, bad = [], [], []
         for i in range(x.size) if elements is None else elements:
             probe.crossed = False
-            d, e, unconverged = _converging(probe, tensors, name, x, i, h0, eps)
+            d, e, unconverged = _converging(probe, tensors, name, x, i, h0, eps, noise)
             values.append(d)
             errors.append(np.broadcast_to(e, np.shape(d)))
             bad.append(bool(np.any(unconverged)) or probe.crossed)
