@@ -15,13 +15,15 @@ run, cli, pytest_plugin.
 
 from .candidates import Candidate, CandidateError, CandidateLoadError, OpOptions, load_candidate
 from .case import DTYPES, Case, materialize, op_cases
+from .front import CheckFailed, Records, check, check_numpy, fuzz
 from .catalogue import CATALOGUE, OpDef, Placement, Sample, ShapeError, TensorArg, get_op
 from .graph import Graph, GraphBuilder, GraphError, Leaf, Node, single_op_graph
 from .judge import TOLERANCES, CheckRecord, Tolerance, check_pair, compare, tolerance_for
 from .sources import FiniteDifferences, ReferenceOrFormula, ReferenceSource, Source, SourceResult, Unsupported
 
 __all__ = [
-    "CATALOGUE", "Candidate", "CandidateError", "CandidateLoadError", "Case", "CheckRecord", "DTYPES",
+    "CATALOGUE", "Candidate", "CandidateError", "CandidateLoadError", "Case", "CheckFailed", "CheckRecord", "DTYPES",
+    "Records", "check", "check_numpy", "fuzz",
     "FiniteDifferences", "Graph", "GraphBuilder", "GraphError", "Leaf", "Node", "OpDef", "OpOptions", "Placement",
     "ReferenceOrFormula", "ReferenceSource", "Sample", "ShapeError", "Source", "SourceResult", "TOLERANCES",
     "TensorArg", "Tolerance", "TorchSource", "Unsupported", "check_pair", "compare", "get_op", "load_candidate",

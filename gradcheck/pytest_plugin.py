@@ -14,6 +14,7 @@ the reasons, not as passed.
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 
 import pytest
@@ -80,8 +81,23 @@ def _reason(message: str) -> str:
     return text.rsplit(" (", 1)[0] if text.endswith(")") and " (" in text else text
 
 
+def _one_thread_per_worker(config):
+    """Under pytest-xdist, each worker runs torch (and NumPy's BLAS) on one thread
+    unless the user chose otherwise: N workers on N cores with N threads each
+    oversubscribe the machine, and the small ops of gradient checks then run
+    several times slower, spinning on each other's threads."""
+    if not hasattr(config, "workerinput"):
+        return
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    if "torch" in sys.modules and os.environ["OMP_NUM_THREADS"] == "1":
+        sys.modules["torch"].set_num_threads(1)
+
+
 def pytest_configure(config):
     from .testing import RECORD_LISTENERS
+
+    _one_thread_per_worker(config)
 
     tally = _Tally()
     config.stash[_TALLY] = tally

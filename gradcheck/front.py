@@ -1,0 +1,525 @@
+"""The one-call door: check any differentiable function, module or model.
+
+    >>> import torch
+    >>> from gradcheck import check
+    >>> x = torch.randn(4, 3, dtype=torch.float64)
+    >>> w = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    >>> records = check(lambda x, w: torch.tanh(x * w), x.requires_grad_(), w)
+    >>> {r.status for r in records}
+    {'pass'}
+
+``check(fn, *inputs)`` runs a torch callable (a function, ``MyFunction.apply``,
+an ``nn.Module`` whose parameters are checked too, or a whole model with its
+loss) and checks its backward against finite differences of its own forward,
+judged by the harness's error model (a dtype-aware step and predicted error, a
+Richardson re-judgement, float32 judged as float32), full below 2,000 scalars
+and along random directions with localisation to the element above, with every
+call guarded (in-place writes, NaN, shapes, dtypes, the time limit).  With
+``reference=``, an independent implementation of the same maths (built-in ops,
+differentiated by autograd), it also compares the two analytically, which
+catches a forward that is wrong in the same way as its backward.
+``check_numpy(forward, backward, *arrays)`` does the same for the NumPy
+forward/backward contract.  A failure raises ``CheckFailed`` (an
+AssertionError) with the record's message; a pass returns the records.
+
+``fuzz(fn, inputs={"x": ("N", "D"), "w": ("D",)})`` draws shapes from the
+symbolic spec, hyperparameters from strategies and values from the regimes
+where backward passes break, checks each draw with ``check``, and shrinks a
+failure to the smallest shapes and simplest values.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+
+import numpy as np
+
+from .candidates import Candidate
+from .case import Case
+from .catalogue import CATALOGUE, CONST, INPUT, PARAM, OpDef, TensorArg, declare_op
+from .graph import GraphBuilder
+from .judge import Tolerance, check_pair
+from .sources import FiniteDifferences, ReferenceOrFormula
+from .sources.candidate import NumpyCandidateSource, torch_candidate_source
+from .testing import describe_failure
+
+__all__ = ["check", "check_numpy", "fuzz", "CheckFailed", "Records", "REGIMES"]
+
+
+class CheckFailed(AssertionError):
+    """A check of a function failed; the message names the input, the element,
+    both values and the tolerance.  ``records`` holds every record."""
+
+    def __init__(self, message, records):
+        super().__init__(message)
+        self.records = records
+
+
+class Records(list):
+    """The records of a check that passed."""
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([r.to_dict() for r in self])
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _function_class(fn):
+    """The autograd.Function subclass whose ``apply`` ``fn`` is, or None."""
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, type) and owner.__name__ != "type" and hasattr(owner, "forward") and hasattr(
+            owner, "backward") and getattr(fn, "__name__", "") == "apply":
+        return owner
+    return None
+
+
+def _arg_names(fn, n):
+    """Names for the positional inputs: the function's own parameter names where
+    it has them (``x``, ``weight``; a Function's forward without ``ctx``), else
+    ``input0``, ``input1``..."""
+    owner = _function_class(fn)
+    try:
+        params = [p for p in inspect.signature(owner.forward if owner else fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    if owner is not None:
+        params = params[1:]  # ctx
+    names = [p.name for p in params[:n]]
+    if len(names) < n or len(set(names)) < len(names) or "ctx" in names:
+        names = [f"input{i}" for i in range(n)]
+    return names
+
+
+class _Plan:
+    """What a call of ``fn`` takes: the tensors to check, the constants beside them,
+    and how to call ``fn`` with them again."""
+
+    def __init__(self, fn, inputs, dtype, numpy_style, names=None, loss=None, seed=0):
+        torch = None if numpy_style else _torch()
+        self.fn, self.numpy_style, self.loss, self.seed = fn, numpy_style, loss, seed
+        self.module = fn if torch is not None and isinstance(fn, torch.nn.Module) else None
+        names = list(names) if names else _arg_names(fn.forward if self.module is not None else fn, len(inputs))
+        arrays = [self._array(v) for v in inputs]
+        # torch's convention: tensors with requires_grad are differentiated; when none
+        # has it (and no module parameter), every floating tensor is
+        params = [] if self.module is None else [(n, p) for n, p in self.module.named_parameters() if p.requires_grad]
+        wanted = any(d for _, d in arrays) or params
+        self.slots, self.values, self.args = [], {}, []  # slots: per positional input, a leaf name or a constant
+        for name, value, (array, differentiable) in zip(names, inputs, arrays):
+            if array is None:  # a non-tensor argument passes through as it is
+                self.slots.append(("const", value))
+                continue
+            if not wanted:
+                differentiable = array.dtype.kind == "f"
+            self.slots.append(("leaf", name))
+            self.args.append(TensorArg(name, INPUT if differentiable else CONST,
+                                       "float" if array.dtype.kind == "f" else "int"))
+            self.values[name] = array
+        for pname, p in params:
+            self.args.append(TensorArg(pname, PARAM))
+            self.values[pname] = p.detach().cpu().numpy()
+        if not any(a.differentiable for a in self.args):
+            raise TypeError("check: no floating-point input or parameter to differentiate"
+                            + (f" (inputs: {', '.join(type(v).__name__ for v in inputs)})" if inputs else ""))
+        floats = [self.values[a.name] for a in self.args if a.differentiable]
+        self.dtype = _dtype_name(dtype) if dtype is not None else str(floats[0].dtype)
+        self.values = {k: v.astype(self.dtype) if v.dtype.kind == "f" else v for k, v in self.values.items()}
+
+    def _array(self, value):
+        torch = None if self.numpy_style else _torch()
+        if torch is not None and isinstance(value, torch.Tensor):
+            array = value.detach().cpu()
+            if array.dtype == torch.bfloat16:
+                array = array.float()
+            return array.numpy(), bool(value.requires_grad) and value.dtype.is_floating_point
+        if isinstance(value, np.ndarray):
+            return value, value.dtype.kind == "f"
+        return None, False
+
+    def call(self, *tensors, fn=None):
+        """``fn`` (default the callable under check; ``reference=`` is called the
+        same way) on the leaves in order, its random numbers drawn from the same
+        seed every call, so a dropout layer keeps its mask while finite
+        differences move the inputs."""
+        fn = self.fn if fn is None else fn
+        by_name = dict(zip([a.name for a in self.args], tensors))
+        positional = [by_name[v] if kind == "leaf" else v for kind, v in self.slots]
+        if self.numpy_style:
+            return fn(*positional)
+        torch = _torch()
+        with _seeded_rng(torch, tensors, self.seed):
+            if self.module is not None:
+                from torch.func import functional_call
+
+                params = {a.name: by_name[a.name] for a in self.args if a.role == PARAM}
+                out = functional_call(fn, params, tuple(positional))
+            else:
+                out = fn(*positional)
+            return self.loss(out) if self.loss is not None else out
+
+    @contextmanager
+    def kept(self):
+        """The module's buffers (batch norm's running statistics) as they were
+        before the check, however many forwards it ran."""
+        if self.module is None:
+            yield
+            return
+        buffers = {n: b.detach().clone() for n, b in self.module.named_buffers()}
+        try:
+            yield
+        finally:
+            torch = _torch()
+            with torch.no_grad():
+                for n, b in self.module.named_buffers():
+                    if n in buffers:
+                        b.copy_(buffers[n])
+
+
+@contextmanager
+def _seeded_rng(torch, tensors, seed):
+    """torch's generators (CPU, and the CUDA devices of ``tensors``) seeded with
+    ``seed`` inside, and as they were outside (cheaper than torch.manual_seed,
+    which records a stack trace each call)."""
+    generators = [torch.default_generator]
+    if torch.cuda.is_available():
+        devices = {t.device.index or 0 for t in tensors if isinstance(t, torch.Tensor) and t.device.type == "cuda"}
+        generators += [torch.cuda.default_generators[i] for i in sorted(devices)]
+    states = [g.get_state() for g in generators]
+    for g in generators:
+        g.manual_seed(seed)
+    try:
+        yield
+    finally:
+        for g, state in zip(generators, states):
+            g.set_state(state)
+
+
+def _dtype_name(dtype) -> str:
+    """"float32" for torch.float32, np.float32 or "float32"."""
+    text = str(dtype).replace("torch.", "")
+    try:
+        return str(np.dtype(text)) if text != "bfloat16" else text
+    except TypeError:
+        raise TypeError(f"check: dtype must name a floating dtype (float64, float32...), got {dtype!r}") from None
+
+
+def _flat(out):
+    """One output tensor: the floating tensors of a tuple, list or dict of outputs
+    concatenated, flattened (integer outputs, such as argmax indices, are not
+    differentiable and are left out)."""
+    if isinstance(out, dict):
+        out = [out[k] for k in sorted(out)]
+    if isinstance(out, (tuple, list)):
+        parts = [_flat(o) for o in out]
+        parts = [p for p in parts if p is not None]
+        if not parts:
+            return None
+        if all(isinstance(p, np.ndarray) for p in parts):
+            return np.concatenate([np.ravel(p) for p in parts])
+        return _torch().cat([p.reshape(-1) for p in parts])
+    if isinstance(out, np.ndarray):
+        return out if out.dtype.kind in "fc" else None
+    torch = _torch()
+    if isinstance(out, torch.Tensor):
+        return out if (out.dtype.is_floating_point or out.dtype.is_complex) else None
+    return None
+
+
+def _free_name(label: str) -> str:
+    """``label``, or ``label#2``... when the catalogue has that name already (a
+    function called ``relu`` is not the built-in op)."""
+    name, n = label, 1
+    while name in CATALOGUE:
+        n += 1
+        name = f"{label}#{n}"
+    return name
+
+
+@contextmanager
+def _declared(opdef):
+    """``opdef`` in the catalogue for the length of one check."""
+    declare_op(opdef)
+    try:
+        yield opdef
+    finally:
+        CATALOGUE.pop(opdef.name, None)
+
+
+def _graph(plan, op_name, out_shape, seed):
+    b = GraphBuilder()
+    names = []
+    for arg in plan.args:
+        init = {"kind": "randint", "high": int(plan.values[arg.name].max(initial=0)) + 1} if arg.dtype == "int" else None
+        names.append(b.leaf(arg.name, plan.values[arg.name].shape, arg.role, arg.dtype, init))
+    out = b.op(op_name, *names, name="output")
+    probe = b.const("cotangent", out_shape)
+    graph = b.build(b.op("weighted_sum", out, probe, name="loss"))
+    rng = np.random.default_rng(seed)
+    tensors = dict(plan.values)
+    tensors["cotangent"] = rng.standard_normal(out_shape).astype(plan.dtype)
+    return graph, tensors
+
+
+def _out_shape(plan):
+    if plan.numpy_style:
+        return None
+    torch = _torch()
+    with torch.no_grad():
+        raw = plan.call(*(torch.as_tensor(plan.values[a.name]) for a in plan.args))
+    out = _flat(raw)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"check: the function returned {type(raw).__name__}, not a floating tensor (or a tuple, "
+                        f"list or dict holding one)")
+    return tuple(out.shape)
+
+
+def _opdef(plan, name, out_shape, formula=None):
+    return OpDef(name, tuple(plan.args), lambda *shapes, **_: out_shape, torch=formula, samples=(),
+                 doc=f"the function under check: {name}")
+
+
+def _judge_all(case, tensors, a, others, tolerance):
+    records = []
+    for b in others:
+        records += check_pair(case, a, b, tensors=tensors, tolerance=tolerance,
+                              outputs=not isinstance(b, FiniteDifferences))
+    bad = [r for r in records if r.status in ("fail", "error")]
+    if bad:
+        against = list(dict.fromkeys(r.source_b for r in bad))
+        text = "\n\n".join(describe_failure(case, [r for r in records if r.source_b == name], a.name, name)
+                           for name in against)
+        raise CheckFailed(text + "\n\n" + _REPLAY_CHECK, records)
+    return Records(records)
+
+
+_REPLAY_CHECK = "(the inputs are the ones given to the check: call it again to replay)"
+_REPLAY_FUZZ = "(the draws are the same every call: call fuzz again to replay, shrunk to this draw)"
+
+
+def _label(fn):
+    """What messages call ``fn``: a Function's or Module's class name, else its name."""
+    owner = _function_class(fn)
+    if owner is not None:
+        return owner.__name__
+    torch = _torch()
+    if isinstance(fn, torch.nn.Module):
+        return type(fn).__name__
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    module = getattr(fn, "__module__", None) or ""
+    if module.startswith("torch"):  # torch.relu, F.gelu: say whose
+        return ("F." if module == "torch.nn.functional" else "torch.") + name
+    return name
+
+
+MODES = ("auto", "full", "directional")
+
+
+def check(fn, *inputs, reference=None, loss=None, dtype=None, device: str = "cpu", mode: str = "auto",
+          seed: int = 0, tolerance: Tolerance | None = None, name: str | None = None) -> Records:
+    """Check the backward of torch callable ``fn`` at ``inputs`` (see the module
+    docstring).  Tensors with ``requires_grad`` are differentiated (every floating
+    tensor when none has it), other tensors held constant, anything else passed
+    through as it is; an ``nn.Module``'s parameters are differentiated too (its
+    buffers are restored afterwards, and its random numbers, dropout's mask, are
+    the same in every forward of the check).
+
+    reference: the same maths written independently (built-in torch ops, or for a
+    module a module with the same parameter names), compared analytically, so a
+    forward wrong in the same way as its backward is caught; loss: a function of
+    ``fn``'s output giving what to differentiate (a whole model with its loss);
+    dtype: to check in (default the inputs'); device; mode: ``full`` (every
+    element), ``directional`` (random directions, localised to the element on
+    failure) or ``auto`` (full up to 2,000 scalars); seed: of the cotangent and
+    the directions; tolerance: an explicit ``Tolerance`` instead of the error
+    model's; name: what messages call ``fn``.  Returns the records; raises
+    ``CheckFailed`` on any failure."""
+    return _check(fn, inputs, reference=reference, loss=loss, dtype=dtype, device=device, mode=mode, seed=seed,
+                  tolerance=tolerance, name=name)
+
+
+def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", mode="auto", seed=0, tolerance=None,
+           name=None, names=None):
+    fn, reference = _as_callable(fn), _as_callable(reference)
+    if not callable(fn):
+        raise TypeError(f"check: fn must be callable, got {type(fn).__name__}")
+    if mode not in MODES:
+        raise ValueError(f"check: mode must be one of {MODES}, got {mode!r}")
+    if reference is not None and not callable(reference):
+        raise TypeError(f"check: reference must be callable, got {type(reference).__name__}")
+    torch = _torch()
+    if isinstance(fn, torch.nn.Module) and reference is not None and not isinstance(reference, torch.nn.Module):
+        raise TypeError("check: the reference of a module must be a module with the same parameter names "
+                        "(it is called with the checked module's parameters)")
+    from .sources.torch_autograd import check_device
+
+    check_device(device)
+    plan = _Plan(fn, inputs, dtype, numpy_style=False, names=names, loss=loss, seed=seed)
+    op_name = _free_name(name or _label(fn))
+    with plan.kept():
+        out_shape = _out_shape(plan)
+        formula = None if reference is None else (lambda *tensors: _flat(plan.call(*tensors, fn=reference)))
+        candidate = Candidate(op_name)
+        with _declared(_opdef(plan, op_name, out_shape, formula=formula)) as opdef:
+            candidate.new_ops.append(opdef)
+            candidate.torch_ops[op_name] = lambda *tensors: _flat(plan.call(*tensors))
+            source = torch_candidate_source(candidate, device, plan.dtype)
+            source.name = op_name
+            graph, tensors = _graph(plan, op_name, out_shape, seed)
+            others = [FiniteDifferences(source, "central", mode, seed=seed)]
+            if formula is not None:
+                others.append(ReferenceOrFormula())
+            return _judge_all(Case(graph, seed, plan.dtype), tensors, source, others, tolerance)
+
+
+def check_numpy(forward, backward, *arrays, reference=None, dtype: str | None = None, mode: str = "auto",
+                seed: int = 0, tolerance: Tolerance | None = None, name: str | None = None, **hyper) -> Records:
+    """Check a NumPy ``forward(*arrays, **hyper) -> (output, saved)`` and
+    ``backward(saved, grad_out) -> gradients`` pair at ``arrays``: against finite
+    differences of ``forward``, and, with ``reference`` (a NumPy forward of the
+    same maths returning the output alone), against differences of that too.
+
+        >>> import numpy as np
+        >>> fwd = lambda x: (np.tanh(x), np.tanh(x))
+        >>> bwd = lambda y, g: (g * (1 - y ** 2),)
+        >>> {r.status for r in check_numpy(fwd, bwd, np.linspace(-2, 2, 5))}
+        {'pass'}
+    """
+    label = _free_name(name or _label(forward))
+    plan = _Plan(forward, arrays, dtype, numpy_style=True)
+    out_shape = tuple(np.shape(forward(*(plan.values[a.name] for a in plan.args), **hyper)[0]))
+    opdef = OpDef(label, tuple(plan.args), lambda *shapes, **_: out_shape, dict(hyper), samples=())
+    candidate = Candidate(label)
+    with _declared(opdef):
+        candidate.numpy_ops[label] = (forward, backward)
+        source = NumpyCandidateSource(candidate)
+        graph, tensors = _graph(plan, label, out_shape, seed)
+        others = [FiniteDifferences(source, "central", mode, seed=seed)]
+        if reference is not None:
+            ref = Candidate(f"{label}:reference")
+            ref.numpy_ops[label] = (lambda *a, **h: (reference(*a, **h), None), _forward_only)
+            others.append(FiniteDifferences(NumpyCandidateSource(ref), "central", mode, seed=seed))
+        return _judge_all(Case(graph, seed, plan.dtype), tensors, source, others, tolerance)
+
+
+def _as_callable(fn):
+    """``MyFunction.apply`` for an autograd.Function subclass given as itself."""
+    if isinstance(fn, type) and hasattr(fn, "apply") and hasattr(fn, "backward") and hasattr(fn, "forward"):
+        return fn.apply
+    return fn
+
+
+def _with_hyper(fn, hyper):
+    """``fn`` with hyperparameters bound: as keywords, or after the tensors for a
+    Function's ``apply``, which takes none (in the order ``hyper`` gives them)."""
+    if fn is None or not hyper:
+        return fn
+    if _function_class(fn) is not None:
+        return lambda *tensors: fn(*tensors, *hyper.values())
+    return lambda *tensors: fn(*tensors, **hyper)
+
+
+def _forward_only(saved, g):
+    raise NotImplementedError("a reference given as a forward alone has no backward")
+
+
+# ---------------------------------------------------------------- fuzzing
+
+
+def _regime(name, rng, shape):
+    x = rng.standard_normal(shape)
+    if name == "normal":
+        return x
+    if name == "positive":
+        return np.abs(x) + 0.1
+    if name == "negative":
+        return -np.abs(x) - 0.1
+    if name == "zeros-and-ties":
+        return np.round(x * 2) / 2  # exact zeros, and ties within rows
+    if name == "large":
+        return 40.0 * x  # exp of this overflows float32
+    if name == "offset":
+        return 1e3 + x  # a mean far from the spread: cancellation in a variance
+    if name == "tiny-variance":
+        return 1.0 + 1e-4 * x
+    raise ValueError(f"unknown regime {name!r}; choose from {REGIMES}")
+
+
+REGIMES = ("normal", "positive", "negative", "zeros-and-ties", "large", "offset", "tiny-variance")
+
+
+def fuzz(fn, inputs: dict, hyper: dict | None = None, *, examples: int = 50, regimes=REGIMES, dims=(1, 5),
+         sizes: dict | None = None, dtype: str = "float64", reference=None, seed: int | None = None,
+         tolerance: Tolerance | None = None) -> int:
+    """Check ``fn`` on drawn inputs: ``inputs`` maps each argument (in order) to a
+    shape of symbols and sizes (``("N", "D")``, ``(3,)``), or to ``{"shape": ...,
+    "dtype": "int", "high": H}`` for integer ids (``"role": "const"`` holds a
+    float input constant); ``hyper`` maps keyword arguments (positional ones
+    after the tensors for a Function's ``apply``) to a value, a list of choices
+    or a Hypothesis strategy.  Each symbol takes a size in ``dims`` (or as
+    ``sizes={symbol: size or (lo, hi)}`` says), each float input a value regime
+    from ``regimes``.  A failure is shrunk to the smallest sizes and simplest
+    regime, and raised as ``CheckFailed`` whose first line says the draw; the
+    draws are the same every call (``seed=`` picks others).  Returns the number
+    of draws checked."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hseed
+    from hypothesis import strategies as st
+
+    from .catalogue.spec import hyper_parts, parse_inputs, realise
+
+    specs = parse_inputs(inputs, where="fuzz")
+    unknown = [r for r in regimes if r not in REGIMES]
+    if unknown or not regimes:
+        raise ValueError(f"fuzz: unknown regime {(unknown or [None])[0]!r}; choose from {REGIMES}")
+    if not (len(dims) == 2 and 1 <= dims[0] <= dims[1]):
+        raise ValueError(f"fuzz: dims must be a (lo, hi) range of sizes, got {dims!r}")
+    bounds = {}
+    for sym in dict.fromkeys(s for spec in specs for s in spec.symbols):
+        v = (sizes or {}).get(sym, tuple(dims))
+        bounds[sym] = (v, v) if isinstance(v, int) else tuple(v)
+    _, strategies = hyper_parts(hyper, where="fuzz hyper")
+    count = [0]
+    torch = _torch()
+    fn = _as_callable(fn)
+    label = _label(fn)
+    tdtype = getattr(torch, _dtype_name(dtype))
+
+    @settings(max_examples=examples, database=None, deadline=None, derandomize=seed is None,
+              phases=[Phase.explicit, Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def one(data):
+        drawn = {s: data.draw(st.integers(*b), label=s) for s, b in bounds.items()}
+        values_seed = data.draw(st.integers(0, 2**32 - 1), label="values seed")
+        rng = np.random.default_rng(values_seed)
+        args, described = [], []
+        for spec in specs:
+            shape = realise(spec, drawn)
+            if spec.dtype == "int":
+                args.append(torch.as_tensor(rng.integers(0, spec.high, shape)))
+                described.append(f"{spec.name}: int{list(shape)} < {spec.high}")
+                continue
+            regime = data.draw(st.sampled_from(list(regimes)), label=f"{spec.name} regime")
+            args.append(torch.as_tensor(_regime(regime, rng, shape), dtype=tdtype).requires_grad_(spec.role != CONST))
+            described.append(f"{spec.name}: {regime}{list(shape)}")
+        kwargs = {k: data.draw(v, label=k) for k, v in strategies.items()}
+        count[0] += 1
+        try:
+            _check(_with_hyper(fn, kwargs), args, reference=_with_hyper(reference, kwargs), dtype=dtype,
+                   seed=values_seed % 1000, tolerance=tolerance, name=label, names=[s.name for s in specs])
+        except CheckFailed as e:
+            raise CheckFailed(f"fuzz draw: {', '.join(described)}" + (f"; {kwargs}" if kwargs else "") + "\n"
+                              + str(e).replace(_REPLAY_CHECK, _REPLAY_FUZZ), e.records) from None
+
+    (hseed(seed)(one) if seed is not None else one)()
+    return count[0]
