@@ -27,8 +27,10 @@ Four kinds of plug, any mix in one ``Candidate``:
   ``nn.Module`` subclass (built as ``cls(**hyper)`` and called through
   ``torch.func.functional_call`` with the op's parameters by name), or a plain
   function of torch tensors: run through autograd on the chosen device;
-* ``candidate.new_op(OpDef(...), numpy=..., torch=...)``: an op the catalogue
-  does not have, which the strategies then place into random graphs;
+* ``candidate.new_op("name", impl, inputs={"x": ("N", "D"), "w": ("D",)})``:
+  an op the catalogue does not have, declared by a short spec (or by a full
+  ``OpDef`` with ``numpy=``/``torch=``), which the strategies then place into
+  random graphs and the suites check op by op;
 * ``@candidate.engine``: a whole-model ``loss_and_grads(graph, tensors) ->
   (loss, grads)``.
 
@@ -156,15 +158,37 @@ class Candidate:
 
         return register
 
-    def new_op(self, opdef: OpDef, *, numpy=None, torch=None, formula=None, supports=None, dtypes=None,
+    def new_op(self, opdef, impl=None, *, inputs=None, hyper=None, roles=None, families=None, sizes=None,
+               loss=None, kinks=False, numpy=None, torch=None, formula=None, supports=None, dtypes=None,
                complex_step=None):
-        """Declare an op the catalogue lacks.
+        """Declare an op the catalogue lacks, either from a short spec,
 
-        numpy: a class with NumPy forward/backward (checked as this candidate's);
-        torch: an autograd.Function, nn.Module or function (checked as this
-        candidate's); formula: a plain torch function of the math, differentiated
-        by autograd, that the harness uses as the independent side of comparisons
-        (the reference has no VJP for an op it does not know)."""
+            candidate.new_op("swish_gate", SwishGate, inputs={"x": ("N", "D"), "w": ("D",)})
+
+        (``impl``: an autograd.Function, nn.Module, torch function or a class with
+        NumPy forward/backward; roles, output shape, samples, placement and
+        families derived as catalogue/spec.py says; ``hyper``: ``{name: value,
+        list of choices or strategy}``; ``roles``: overrides; ``sizes``: ``{symbol:
+        size or (lo, hi)}``; ``loss``: whether it is a loss, default when it
+        returns a scalar; ``kinks``: whether it has points of
+        non-differentiability), or from a full ``OpDef`` with ``numpy=`` and/or
+        ``torch=`` implementations.
+
+        formula: a plain torch function of the same maths, differentiated by
+        autograd, used as the independent side of analytic comparisons (the
+        reference has no VJP for an op it does not know); without one those
+        comparisons are reported as skipped, never as passed."""
+        if isinstance(opdef, str):
+            if inputs is None:
+                raise TypeError(f"new_op({opdef!r}): give inputs={{name: shape}}, such as "
+                                f"inputs={{'x': ('N', 'D'), 'w': ('D',)}}, or a full OpDef")
+            if impl is None:
+                raise TypeError(f"new_op({opdef!r}): give the implementation to check")
+            return self._new_op_from_spec(opdef, impl, inputs, hyper=hyper, roles=roles, families=families,
+                                          sizes=sizes, loss=loss, kinks=kinks, formula=formula, supports=supports,
+                                          dtypes=dtypes, complex_step=complex_step)
+        if not isinstance(opdef, OpDef):
+            raise TypeError(f"new_op: expected an op name with inputs=, or an OpDef; got {type(opdef).__name__}")
         if formula is not None:
             opdef = replace(opdef, torch=formula)  # the formula is part of the op's one record
         # A declared op may be declared again (the module loaded a second time): the
@@ -179,14 +203,56 @@ class Candidate:
             self.options[opdef.name] = options
         return opdef
 
-    def optimizer(self, name: str):
-        """Decorator: an implementation of optimizer ``name`` (sgd, adam, adamw,
-        rmsprop, adagrad): a NumPy ``step(params, grads, state, **hyper) -> (params,
-        state)`` or a ``torch.optim.Optimizer`` subclass taking torch's arguments."""
+    def _new_op_from_spec(self, name, impl, inputs, *, formula, supports, dtypes, complex_step, **spec):
+        from .catalogue.spec import spec_opdef
+
+        is_numpy = hasattr(impl, "forward") and hasattr(impl, "backward") and not (
+            is_subclass(impl, "torch", "autograd.Function") or is_subclass(impl, "torch", "nn.Module"))
+        if not is_numpy and not callable(impl):
+            raise TypeError(f"new_op({name!r}): expected an autograd.Function or nn.Module subclass, a function, "
+                            f"or a class with NumPy forward/backward; got {impl!r}")
+
+        def run(draft, *arrays, **hyper):  # the op's own forward, to find output shapes
+            if is_numpy:
+                return impl.forward(*arrays, **hyper)[0]
+            import torch
+
+            with torch.no_grad():
+                return torch_callable(name, impl, draft)(*(torch.as_tensor(a) for a in arrays), **hyper)
+
+        opdef = spec_opdef(name, run, inputs, formula=formula, **spec)
+        declare_op(opdef)
+        self.new_ops.append(opdef)
+        options = _options(name, supports, dtypes, complex_step)
+        if is_numpy:
+            self._register(name, impl, options)
+        else:
+            self.torch_ops[name] = torch_callable(name, impl, opdef)
+            self.options[name] = options
+        return opdef
+
+    def optimizer(self, name: str, *, reference=None, hyper=None):
+        """Decorator: an implementation of optimizer ``name``: a NumPy ``step(params,
+        grads, state, **hyper) -> (params, state)`` or a ``torch.optim.Optimizer``
+        subclass taking torch's arguments.  For the reference's five (sgd, adam,
+        adamw, rmsprop, adagrad) the harness knows the maths and the
+        hyperparameters.  Any other name is declared here: ``reference``, the step
+        to compare its trajectories with (either kind; without one only the
+        properties are checked, and the comparisons say so), and ``hyper``, its
+        hyperparameters as ``{name: value, list of choices or strategy}`` or a
+        strategy of dicts (give ``lr`` so the descent property can take a small
+        step)."""
         from reference_impl.optimizers import OPTIMIZERS
 
-        if name not in OPTIMIZERS:
-            raise KeyError(f"unknown optimizer {name!r}; known: {sorted(OPTIMIZERS)}")
+        from .optim import declare_optimizer
+
+        if name in OPTIMIZERS:
+            if reference is not None or hyper is not None:
+                raise ValueError(f"optimizer {name!r} is one of the reference's: reference= and hyper= are its own")
+        elif not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"optimizer name must be an identifier, got {name!r}")
+        else:
+            declare_optimizer(name, reference, hyper)
 
         def register(impl):
             self.optimizers[name] = impl

@@ -28,7 +28,8 @@ from . import report
 from .candidates import load_candidate
 from .case import Case, op_cases
 from .judge import check_pair
-from .optim import OPTIMIZERS, ReferenceRunner, TorchRunner, compare_trajectories, optimizer_runners, trajectories
+from .optim import (OPTIMIZERS, NoReference, TorchRunner, compare_trajectories, optimizer_runners, reference_runner,
+                    trajectories)
 from .pairs import case_dtype, graph_pairs, isolate, ops_to_run, sweep_pairs, worst
 from .replay import write_gradient_case, write_optimizer_case
 from .sources.candidate import candidate_sources
@@ -222,12 +223,18 @@ def _optimizers(opts, emit, console):
         task = progress.add_task("optimizers", total=len(plan) * opts.trajectories, failures=0)
         before = emit.failures
         for name, make in plan:
+            try:
+                reference_runner(name)
+            except NoReference as e:
+                console.print(f"[yellow]{name}: not compared[/yellow] ({e})")
+                continue
+
             @seed(opts.seed)
             @settings(max_examples=opts.trajectories, database=None, deadline=None, phases=[Phase.generate],
                       suppress_health_check=list(HealthCheck))
             @given(t=trajectories(name))
             def check_one(t):
-                runner, reference = make(), ReferenceRunner(name)
+                runner, reference = make(), reference_runner(name)
                 emit.trajectory(t, runner, reference, compare_trajectories(t, runner, reference))
                 progress.update(task, advance=1, failures=emit.failures - before)
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import copy
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
 from reference_impl import optimizers as ref_optim
 
-__all__ = ["OPTIMIZERS", "OptimizerError", "ReferenceRunner", "NumpyStepRunner", "TorchClassRunner", "TorchRunner",
+__all__ = ["OPTIMIZERS", "DECLARED", "DeclaredOptimizer", "NoReference", "declare_optimizer", "known_optimizers",
+           "reference_runner", "OptimizerError", "ReferenceRunner", "NumpyStepRunner", "TorchClassRunner", "TorchRunner",
            "optimizer_runners", "parse_runner"]
 
 # name -> the torch.optim class name; every hyperparameter keeps torch's name.
@@ -21,6 +23,75 @@ OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSpro
 
 class OptimizerError(Exception):
     """A candidate optimizer misbehaved (raised, returned the wrong thing, NaN)."""
+
+
+class NoReference(LookupError):
+    """An optimizer declared without a reference step: its trajectories have
+    nothing to be compared with (its properties are still checked)."""
+
+
+@dataclass(frozen=True)
+class DeclaredOptimizer:
+    """An optimizer outside the reference's five, declared by a candidate:
+    ``reference``, the step to compare with (a NumPy ``step(params, grads, state,
+    **hyper) -> (params, state)`` or a ``torch.optim.Optimizer`` subclass), or
+    None; ``hyper``, a Hypothesis strategy of its hyperparameter dicts."""
+
+    name: str
+    reference: object
+    hyper: object
+
+
+DECLARED: dict = {}  # optimizer name -> DeclaredOptimizer
+
+
+def declare_optimizer(name: str, reference=None, hyper=None) -> DeclaredOptimizer:
+    """Register optimizer ``name`` (see DeclaredOptimizer); ``hyper``: a strategy,
+    or ``{name: value, list of choices or strategy}`` (default ``{}``).
+    Declaring it again replaces it; a reference name is refused."""
+    from hypothesis import strategies as st
+
+    from ..catalogue.spec import hyper_parts
+
+    if name in ref_optim.OPTIMIZERS:
+        raise ValueError(f"optimizer {name!r} is one of the reference's ({sorted(ref_optim.OPTIMIZERS)}): "
+                         f"implement it with candidate.optimizer({name!r}) and no reference=")
+    if reference is not None and not (callable(reference) or _is_torch_optimizer(reference)):
+        raise TypeError(f"optimizer {name!r}: reference must be a NumPy step function or a torch.optim.Optimizer "
+                        f"subclass, got {type(reference).__name__}")
+    if hyper is None:
+        strategy = st.just({})
+    elif isinstance(hyper, st.SearchStrategy):
+        strategy = hyper
+    elif isinstance(hyper, dict):
+        strategy = st.fixed_dictionaries(hyper_parts(hyper, where=f"optimizer {name!r} hyper")[1])
+    else:
+        raise TypeError(f"optimizer {name!r}: hyper must be a dict or a Hypothesis strategy, "
+                        f"got {type(hyper).__name__}")
+    DECLARED[name] = DeclaredOptimizer(name, reference, strategy)
+    return DECLARED[name]
+
+
+def known_optimizers() -> list:
+    return sorted(set(ref_optim.OPTIMIZERS) | set(DECLARED))
+
+
+def reference_runner(name):
+    """What optimizer ``name``'s trajectories are compared with: the NumPy
+    reference, or the reference step a candidate declared with it."""
+    if name in ref_optim.OPTIMIZERS:
+        return ReferenceRunner(name)
+    if name not in DECLARED:
+        raise KeyError(f"unknown optimizer {name!r}; known: {known_optimizers()}")
+    ref = DECLARED[name].reference
+    if ref is None:
+        raise NoReference(f"optimizer {name!r} was declared without a reference step (reference=), so its "
+                          f"trajectories have nothing to be compared with; its properties are still checked")
+    if _is_torch_optimizer(ref):
+        runner = TorchClassRunner(name, ref, label=f"reference-{name}")
+        runner.fixed_spec = f"reference:{name}"
+        return runner
+    return ReferenceRunner(name, step=ref, label=f"reference-{name}")
 
 
 class ReferenceRunner:
@@ -42,7 +113,10 @@ class ReferenceRunner:
         """How ``parse_runner`` rebuilds this runner (a replay file names it)."""
         if self.candidate is not None:
             return f"candidate:{self.optimizer}"
-        return f"reference:{self.optimizer}" if self.fn is ref_optim.OPTIMIZERS.get(self.optimizer) else ""
+        declared = DECLARED.get(self.optimizer)
+        if self.fn is ref_optim.OPTIMIZERS.get(self.optimizer) or (declared and self.fn is declared.reference):
+            return f"reference:{self.optimizer}"
+        return ""
 
     def start(self, params, hyper):
         self.p = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
@@ -98,6 +172,7 @@ class TorchClassRunner:
     and dtype; the parameters' ``.grad`` is set and ``step()`` called."""
 
     candidate = None
+    fixed_spec = ""  # a declared optimizer's torch reference: "reference:NAME"
 
     def __init__(self, name, cls, device="cpu", dtype="float64", label=None):
         import torch
@@ -108,6 +183,8 @@ class TorchClassRunner:
 
     @property
     def spec(self) -> str:
+        if self.fixed_spec:
+            return self.fixed_spec
         kind = "candidate" if self.candidate is not None else "torch.optim"
         return f"{kind}:{self.optimizer}:{self.device}:{self.dtype}"
 
@@ -182,7 +259,7 @@ def parse_runner(spec: str, candidate=None):
     name, _, where = rest.partition(":")
     device, _, dtype = where.partition(":")
     if kind == "reference":
-        return ReferenceRunner(name)
+        return reference_runner(name)
     if kind == "torch.optim":
         return TorchRunner(name, device or "cpu", dtype or "float64")
     if kind == "candidate":

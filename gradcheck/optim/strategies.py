@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from ..catalogue import BUILTIN_OPS
 from ..strategies import graphs as graph_strategy
-from .runners import OPTIMIZERS
+from .runners import DECLARED, OPTIMIZERS, known_optimizers
 from .trajectory import Trajectory
 
 __all__ = ["hyper_strategy", "trajectories"]
@@ -15,7 +15,8 @@ __all__ = ["hyper_strategy", "trajectories"]
 
 def hyper_strategy(name):
     """Hyperparameters of optimizer ``name`` as torch.optim takes them, valid
-    combinations only (nesterov needs momentum and no dampening)."""
+    combinations only (nesterov needs momentum and no dampening); for an
+    optimizer a candidate declared, the strategy it declared."""
     common = dict(weight_decay=st.sampled_from([0.0, 0.1]), maximize=st.booleans())
     if name == "sgd":
         @st.composite
@@ -38,7 +39,9 @@ def hyper_strategy(name):
     if name == "adagrad":
         return st.fixed_dictionaries({"lr": st.sampled_from([0.1, 0.01]), "lr_decay": st.sampled_from([0.0, 0.01]),
                                       "initial_accumulator_value": st.sampled_from([0.0, 0.1]), **common})
-    raise KeyError(f"unknown optimizer {name!r}; known: {sorted(OPTIMIZERS)}")
+    if name in DECLARED:
+        return DECLARED[name].hyper
+    raise KeyError(f"unknown optimizer {name!r}; known: {known_optimizers()}")
 
 
 def trajectories(name, graphs=False):
