@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test run gpu-check clean
+.PHONY: test run wheel-check gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/gradcheck run
+
+# Build the wheel, install it into a fresh virtualenv and run the installed suites
+# against the example candidate from an empty folder, as a user without a clone does.
+wheel-check: $(STAMP)
+	PYTHON=$(PY) scripts/wheel_check.sh
 
 # On a GPU machine with torch already installed: no virtualenv, no network.
 gpu-check:

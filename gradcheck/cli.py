@@ -197,6 +197,40 @@ def _repro_optimizer(replay, a_spec, b_spec, candidate) -> int:
     return 0
 
 
+_TEST_HELP = """usage: gradcheck test [pytest options]
+
+Run the installed suites (gradcheck.suites) with pytest: every op of the
+candidate alone and on random architectures, and every optimizer.  Everything
+after "test" goes to pytest, so the suites' own options apply:
+
+  --candidate TARGET         the candidate (module:attr, file.py:attr, entry point)
+  --optimizer TARGET         a candidate's optimizers
+  --gradcheck-profile NAME   dev, ci (the default) or thorough
+  --gradcheck-report DIR     records, report.html and replay files under DIR
+  --isolate                  candidates in worker processes (crashes and hangs are records)
+  --device, --dtype, -x, -k, -n N (with pytest-xdist), ...
+
+for example: gradcheck test --candidate mypkg.layers:candidate -x
+"""
+
+
+def cmd_test(argv) -> int:
+    """``pytest --pyargs gradcheck.suites`` with the caller's options: the suites as
+    installed, run from any folder (in a fresh interpreter, so pytest sees the
+    modules it rewrites before anything imports them)."""
+    import importlib.util
+    import subprocess
+
+    if any(a in ("-h", "--help") for a in argv):
+        print(_TEST_HELP, end="")
+        return 0
+    suites = Path(importlib.util.find_spec("gradcheck.suites").origin).parent
+    try:
+        return subprocess.call([sys.executable, "-m", "pytest", str(suites), *argv])
+    except KeyboardInterrupt:
+        return 130
+
+
 def build_parser():
     parser = _Parser(prog="gradcheck", description="Check gradients against independent sources.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -238,10 +272,16 @@ def build_parser():
     repro.add_argument("--a", help="source spec overriding the file's source_a")
     repro.add_argument("--b", help="source spec overriding the file's source_b")
     repro.set_defaults(func=cmd_repro)
+    # parsed by pytest, not here: listed for --help
+    sub.add_parser("test", help="run the installed suites against a candidate with pytest (gradcheck test --help)",
+                   add_help=False)
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["test"]:
+        return cmd_test(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 
