@@ -19,6 +19,32 @@ from .reference import ReferenceOrFormula
 __all__ = ["FiniteDifferences"]
 
 
+MIXED_SCALE = 16.0  # a tensor this many times smaller than the largest steps at its own scale
+
+
+def _scaled_to_each_tensor(dirs, tensors, scales, xmax):
+    """Directions whose elements of a tensor far smaller than the largest are
+    shrunk to its scale.  One step moves every tensor of a joint direction, sized
+    by the largest (an input offset by 1e3 beside unit weights): unscaled, the
+    small tensors would move by a thousand times their own step, and truncation,
+    not a bug, would decide the verdict.  Any direction is as good a test as any
+    other (the analytic side is projected on the same one); tensors within
+    MIXED_SCALE of the largest keep their int8 signs, so a model of ordinary
+    scales pays no memory for this."""
+    small = {n: s / xmax for n, s in scales.items() if s * MIXED_SCALE < xmax}
+    if not small:
+        return dirs
+    out = []
+    for d in dirs:
+        d = dict(d)
+        for n, f in small.items():
+            x = np.asarray(tensors[n])
+            dt = x.dtype if x.dtype.kind == "f" else np.float64
+            d[n] = (d[n] * f).astype(dt)
+        out.append(d)
+    return out
+
+
 class FiniteDifferences(Source):
     """Numerical gradients of another source's forward.
 
@@ -198,7 +224,9 @@ class FiniteDifferences(Source):
                     for _ in range(self.n_directions)]
             plain = (lambda t: self.of.forward(graph, t))
             step_along = self.of.forward_along if self.of.steps_along else None
-            xmax = numeric.largest_magnitude(tensors[n] for n in names)
+            scales = {n: max(1.0, numeric.largest_magnitude([tensors[n]])) for n in names}
+            xmax = max(scales.values(), default=1.0)
+            dirs = _scaled_to_each_tensor(dirs, tensors, scales, xmax)
             vnorm = math.sqrt(sum(np.size(tensors[n]) for n in names))  # every element is +1 or -1
             for key in [k for k in self.scratch if k not in names and k != ("flat",)]:
                 del self.scratch[key]  # buffers of another graph's leaves
