@@ -394,10 +394,13 @@ def one_sided_kinks(case, records, tensors, a, b, results, tolerance):
         if mask.any():
             changed.add(name)
             kinks[name] = mask.reshape(mine.shape) | (False if old is None else np.broadcast_to(old, mine.shape))
-        notes[name] = (f"probed {bad.size} mismatched element(s) with one-sided differences "
-                       f"(Note [One-sided kinks]): {int(mask.sum())} at or next to a kink, where the candidate "
-                       f"is a one-sided slope or between the two"
-                       + ("; not explained: " + "; ".join(unexplained[:3]) if unexplained else ""))
+        head = f"probed {bad.size} mismatched element(s) with one-sided differences (Note [One-sided kinks])"
+        if not mask.any():
+            notes[name] = f"{head}: none is at or next to a kink (e.g. {unexplained[0]})"
+        else:
+            notes[name] = (f"{head}: {int(mask.sum())} at or next to a kink, where the candidate is a one-sided "
+                           f"slope or between the two" + ("; not explained: " + "; ".join(unexplained[:2])
+                                                          if unexplained else ""))
     probed = replace(fd, grad_kinks=kinks)
     again = {r.tensor: r for r in compare(case.graph, results[0], probed, seed=case.seed, tolerance=tolerance)}
     out = []
