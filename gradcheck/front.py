@@ -12,8 +12,9 @@
 an ``nn.Module`` whose parameters are checked too, or a whole model with its
 loss) and checks its backward against finite differences of its own forward,
 judged by the harness's error model (a dtype-aware step and predicted error, a
-Richardson re-judgement, float32 judged as float32), full below 2,000 scalars
-and along random directions with localisation to the element above, with every
+Richardson re-judgement, float32 judged as float32), full up to 8 scalars
+and along random directions above (a failure localised to the tensor and the
+element, so its message is the same as a full check's), with every
 call guarded (in-place writes, NaN, shapes, dtypes, the time limit).  With
 ``reference=``, an independent implementation of the same maths (built-in ops,
 differentiated by autograd), it also compares the two analytically, which
@@ -323,6 +324,14 @@ def _label(fn):
 
 
 MODES = ("auto", "full", "directional")
+# Above this many differentiable scalars ``auto`` checks along random directions:
+# one backward and two forwards for each of 4 directions, like torch's fast_mode,
+# where a full check costs two forwards an element, so it is the cheaper one
+# only up to about 4 elements (measured in benchmarks/bench_check.py: full was 2
+# to 25 times torch's fast_mode from 25 scalars up).  A failing directional
+# check is differentiated element by element on the failing tensor, so the
+# verdict and its message do not depend on the mode.
+CHECK_FULL_LIMIT = 8
 
 
 def check(fn, *inputs, reference=None, loss=None, dtype=None, device: str = "cpu", mode: str = "auto",
@@ -340,7 +349,7 @@ def check(fn, *inputs, reference=None, loss=None, dtype=None, device: str = "cpu
     ``fn``'s output giving what to differentiate (a whole model with its loss);
     dtype: to check in (default the inputs'); device; mode: ``full`` (every
     element), ``directional`` (random directions, localised to the element on
-    failure) or ``auto`` (full up to 2,000 scalars); seed: of the cotangent and
+    failure) or ``auto`` (full up to 8 scalars); seed: of the cotangent and
     the directions; tolerance: an explicit ``Tolerance`` instead of the error
     model's; name: what messages call ``fn``.  Returns the records; raises
     ``CheckFailed`` on any failure."""
@@ -376,7 +385,7 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
             source = torch_candidate_source(candidate, device, plan.dtype)
             source.name = op_name
             graph, tensors = _graph(plan, op_name, out_shape, seed)
-            others = [FiniteDifferences(source, "central", mode, seed=seed)]
+            others = [FiniteDifferences(source, "central", mode, seed=seed, full_limit=CHECK_FULL_LIMIT)]
             if formula is not None:
                 others.append(ReferenceOrFormula())
             return _judge_all(Case(graph, seed, plan.dtype), tensors, source, others, tolerance)
@@ -404,11 +413,12 @@ def check_numpy(forward, backward, *arrays, reference=None, dtype: str | None = 
         candidate.numpy_ops[label] = (forward, backward)
         source = NumpyCandidateSource(candidate)
         graph, tensors = _graph(plan, label, out_shape, seed)
-        others = [FiniteDifferences(source, "central", mode, seed=seed)]
+        others = [FiniteDifferences(source, "central", mode, seed=seed, full_limit=CHECK_FULL_LIMIT)]
         if reference is not None:
             ref = Candidate(f"{label}:reference")
             ref.numpy_ops[label] = (lambda *a, **h: (reference(*a, **h), None), _forward_only)
-            others.append(FiniteDifferences(NumpyCandidateSource(ref), "central", mode, seed=seed))
+            others.append(FiniteDifferences(NumpyCandidateSource(ref), "central", mode, seed=seed,
+                                            full_limit=CHECK_FULL_LIMIT))
         return _judge_all(Case(graph, seed, plan.dtype), tensors, source, others, tolerance)
 
 

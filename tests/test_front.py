@@ -98,7 +98,7 @@ def test_reference_catches_a_bug_the_backward_agrees_with():
     records = check(SwishGate.apply, x, w, reference=lambda x, w: x * torch.sigmoid(x) * w)
     against = {(r.source_b, r.tensor): r.status for r in records}
     assert against[("torch-formula", "x")] == against[("torch-formula", "output")] == "pass"
-    assert against[("central-fd(SwishGate)", "w")] == "pass"
+    assert against[("central-fd(SwishGate)", "(all tensors)")] == "pass"  # 25 scalars: along directions
 
 
 def test_module_parameters_buffers_and_dropout():
@@ -107,16 +107,19 @@ def test_module_parameters_buffers_and_dropout():
                               torch.nn.Linear(5, 2)).double()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     x = torch.randn(6, 4, dtype=torch.float64)
-    records = check(net, x)
+    records = check(net, x, mode="full")
     assert {r.tensor for r in records} == {"0.weight", "0.bias", "1.weight", "1.bias", "4.weight", "4.bias"}
     assert {r.status for r in records} == {"pass"}
+    # 47 scalars: by default one joint check along random directions over all of them
+    (joint,) = check(net, x)
+    assert joint.tensor == "(all tensors)" and joint.status == "pass"
     for k, v in net.state_dict().items():  # running statistics as they were
         assert torch.equal(v, before[k]), k
 
 
 def test_whole_model_with_a_loss():
     model = SmallModel()
-    records = check(model, *BY_NAME["small_model"].inputs(torch.float64), loss=model_loss)
+    records = check(model, *BY_NAME["small_model"].inputs(torch.float64), loss=model_loss, mode="full")
     assert {r.tensor for r in records} >= {"l1.weight", "l1.bias", "norm_w", "l2.weight"}
     assert records.to_frame().shape[0] == len(records)
 
