@@ -150,30 +150,94 @@ def _derivative(f, tensors, name, x, flat_index, method, h0, eps):
     return richardson(d1, d2, rounding)
 
 
-def _converging(f, tensors, name, x, flat_index, h0, eps, noise=0.0):
-    """Richardson from central differences at h/2 and h/4, checked against h.
+# Note [Step descent]
+# The central step is sized by the element's magnitude, h0 max(1, |x|), which
+# is right when the loss varies on that scale.  An input offset far from its
+# spread (x = 1e3 + noise into a layer norm) varies on the scale of the spread:
+# in float32 the step is then 4.9, five spreads wide, and every difference
+# taken from it measures curvature, not slope.  So a mismatched element is
+# differenced again at h, h/2, h/4, ... until rounding alone (which doubles as
+# the step halves) exceeds the best bound found, and judged by the Richardson
+# value whose bound is smallest once widened to its distance from the values
+# of the neighbouring steps (the smallest of a dozen bounds is biased low: two
+# estimates agreeing by coincidence are not a converged one).  A wrong
+# gradient stays wrong: the estimates converge to the true slope, not to the
+# candidate's.  Where the chosen value neither shows the h^2 convergence
+# pattern nor has a bound small beside itself, the element is not converged,
+# like a kink, and never a failure on this evidence alone.
+
+
+def _converging(f, tensors, name, x, flat_index, h0, eps, noise=0.0, levels: int = 12):
+    """Richardson from central differences at a descending sequence of steps,
+    h, h/2, h/4, ... (Note [Step descent]): the value and error bound of the
+    Richardson value whose bound (widened to its neighbours) is smallest, and
+    whether the differences converge there.
 
     In the asymptotic regime D(h) - D(h/2) is four times D(h/2) - D(h/4).  When
-    the loss curves on a scale below the step (a near-singular normalisation in
-    float32), the three disagree without that pattern and no bound derived from
-    them means anything: such an element is returned as not converged."""
+    the loss curves on a scale below every step tried (a near-singular
+    normalisation in float32), the differences disagree without that pattern
+    and no bound derived from them means anything: such an element is returned
+    as not converged."""
     scale = max(1.0, abs(float(np.real(x.flat[flat_index]))))
     h = h0 * scale
-    d1, fabs = _central(f, tensors, name, x, flat_index, h)
-    d2, _ = _central(f, tensors, name, x, flat_index, h / 2)
-    d4, _ = _central(f, tensors, name, x, flat_index, h / 4)
-    rounding = eps * np.maximum(fabs, noise) / (h / 4)
-    step12, step24 = np.abs(d1 - d2), np.abs(d2 - d4)
-    noise = 4 * rounding
+    d, fabs = _central(f, tensors, name, x, flat_index, h)
+    ds, roundings = [d], [eps * np.maximum(fabs, noise) / h]
+    values, bounds = [], []
+    for k in range(1, levels + 1):
+        step = h / 2 ** k
+        d, fabs = _central(f, tensors, name, x, flat_index, step)
+        ds.append(d)
+        roundings.append(eps * np.maximum(fabs, noise) / step)
+        value, bound = richardson(ds[k - 1], ds[k], roundings[k])
+        values.append(np.asarray(value, dtype=np.float64))
+        bounds.append(np.asarray(bound, dtype=np.float64))
+        if k >= 4 and np.all(3 * roundings[k] > _neighbourly(values, bounds).min(axis=0)):
+            break  # rounding alone now exceeds the best bound: smaller steps only get worse
+    errors = _neighbourly(values, bounds)
+    k = np.argmin(errors, axis=0)
+    shape = np.shape(ds[0])
+    value, error = _at(values, k, shape), _at(errors, k, shape)
+    # converged: the h^2 pattern where it was chosen, or a bound small beside the slope
+    nxt = np.minimum(k + 2, len(ds) - 1)
+    step12 = np.abs(_at(ds, k, shape) - _at(ds, k + 1, shape))
+    step24 = np.abs(_at(ds, k + 1, shape) - _at(ds, nxt, shape))
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = step12 / step24
-    converged = (step24 <= noise) | ((ratio > 3) & (ratio < 5.5))
-    return (*richardson(d2, d4, rounding), ~converged)
+    converged = ((step24 <= 4 * _at(roundings, nxt, shape)) | ((ratio > 3) & (ratio < 5.5))
+                 | (error <= 0.05 * np.abs(value)))
+    # not converged (a jump: relu's slope at 0 under a second-order check): the
+    # pair's own bound, so that a disagreement shows as one, marked like a kink,
+    # rather than vanishing under a bound as wide as the estimates' own spread
+    error = np.where(converged, error, _at(bounds, k, shape))
+    return value, error, ~converged
+
+
+def _neighbourly(values, bounds):
+    """Each Richardson value's bound, at least its distance to the values of the
+    neighbouring steps: two estimates that agree by coincidence are not taken
+    for a converged one (the smallest of many bounds is biased low otherwise)."""
+    v, b = np.stack(values), np.stack(bounds)
+    out = b.copy()
+    if len(values) > 1:
+        gap = np.abs(np.diff(v, axis=0))
+        out[:-1] = np.maximum(out[:-1], gap)
+        out[1:] = np.maximum(out[1:], gap)
+    return out
+
+
+def _at(values, index, shape):
+    """``values[index]`` where ``index`` may be an array over the output's shape."""
+    stack = np.stack([np.broadcast_to(np.asarray(v, dtype=np.float64), shape) for v in values])
+    index = np.asarray(index)
+    if index.ndim == 0:
+        return stack[int(index)]
+    return np.take_along_axis(stack, index[None], 0)[0]
 
 
 def refine(f, tensors: dict, wrt, with_branches: bool = False, elements=None, noise: float = 0.0) -> dict:
-    """Richardson at h/2 and h/4 with a convergence check: ``{name: FDResult}``
-    whose ``kink`` also marks elements where the differences did not converge.
+    """Richardson over descending steps with a convergence check (Note [Step
+    descent]): ``{name: FDResult}`` whose ``kink`` also marks elements where the
+    differences did not converge.
     ``elements``: flat indices to differentiate (results then 1-D, one per index).
     ``noise``: a floor under |f| in the rounding bound (Note [Loss rounding])."""
     probe = _Probe(f, tensors, with_branches)
