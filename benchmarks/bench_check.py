@@ -7,7 +7,8 @@ realistic bug, run in one process
 * ``gradcheck.check`` in float64 and float32, and with ``reference=``;
 * ``torch.autograd.gradcheck`` with its defaults (float64), in ``fast_mode``, and
   on float32 inputs with its defaults;
-* ``torch.autograd.gradgradcheck`` and ``gradcheck.compat.gradgradcheck`` (a
+* ``gradcheck.check(order=2)``, ``torch.autograd.gradgradcheck`` and
+  ``gradcheck.compat.gradgradcheck`` (a
   verdict on the second derivative: a backward built from saved values outside
   the graph is first-order correct and fails it, as it should);
 * ``gradcheck.fuzz`` (regimes drawn by Hypothesis), bugs only,
@@ -68,7 +69,7 @@ def _ours(**options):
         fn = callable_of(case, which, dtype)
         reference = case.reference if options.get("reference") else None
         try:
-            check(fn, *case.inputs(dtype), loss=case.loss, reference=reference)
+            check(fn, *case.inputs(dtype), loss=case.loss, reference=reference, order=options.get("order", 1))
             return True
         except CheckFailed:
             return False
@@ -100,6 +101,7 @@ METHODS = [  # (label, run, dtype, what it checks)
     ("torch gradcheck", _torch(torch.autograd.gradcheck), F64, "first order"),
     ("torch gradcheck fast_mode", _torch(torch.autograd.gradcheck, fast_mode=True), F64, "first order"),
     ("torch gradcheck float32", _torch(torch.autograd.gradcheck), F32, "first order"),
+    ("gradcheck.check order=2", _ours(order=2), F64, "second order"),
     ("torch gradgradcheck", _torch(torch.autograd.gradgradcheck), F64, "second order"),
     ("gradcheck.compat.gradgradcheck", _compat_gg, F64, "second order"),
 ]

@@ -216,3 +216,67 @@ def test_bad_input_is_a_clear_error():
         check(lambda x: "text", x)
     with pytest.raises(ValueError, match="unknown regime"):
         fuzz(torch.sin, inputs={"x": ("N",)}, regimes=["huge"])
+
+
+@pytest.mark.parametrize("mode", ["directional", "full"])
+def test_tensors_of_very_different_scales_in_float32(mode):
+    """Large queries, keys offset by 1e3 and a value tensor of tiny variance (a
+    draw fuzz found): the joint directional step, sized by the keys, is far too
+    coarse for the others.  Note [Joint directions]: no false alarm, and the bug
+    is still caught."""
+    from gradcheck.front import _regime
+    from user_functions import CausalAttention, CausalAttentionBug
+
+    rng = np.random.default_rng(0)
+    q, k, v = (torch.as_tensor(_regime(r, rng, (1, 2, 2)), dtype=torch.float32).requires_grad_()
+               for r in ("large", "offset", "tiny-variance"))
+    records = check(CausalAttention.apply, q, k, v, mode=mode)
+    assert {r.status for r in records} == {"pass"}
+    if mode == "directional":
+        assert "slices pass" in records[0].opinions
+    with pytest.raises(CheckFailed, match="tensor '[qkv]'"):
+        check(CausalAttentionBug.apply, q, k, v, mode=mode)
+
+
+def _offset_layer_norm_inputs(seed, d, weight_scale=1.0):
+    rng = np.random.default_rng(seed)
+    return (torch.as_tensor(1e3 + rng.standard_normal((3, d)), dtype=torch.float32).requires_grad_(),
+            torch.as_tensor(weight_scale * rng.standard_normal(d), dtype=torch.float32).requires_grad_(),
+            torch.as_tensor(rng.standard_normal(d), dtype=torch.float32).requires_grad_())
+
+
+@pytest.mark.parametrize("d", [3, 4, 6])
+def test_float32_layer_norm_of_inputs_offset_by_1e3(d):
+    """Notes [Step descent] and [Float64 tie-break]: float32 differences of a
+    forward whose inputs sit 1e3 from their spread are poor; the correct layer
+    norm passes and the buggy one still fails."""
+    from user_functions import LayerNormFn, LayerNormFnBug
+
+    for seed in range(6):
+        records = check(LayerNormFn.apply, *_offset_layer_norm_inputs(seed, d), mode="full")
+        assert {r.status for r in records} <= {"pass", "nondifferentiable"}, [r.message for r in records]
+        with pytest.raises(CheckFailed):
+            check(LayerNormFnBug.apply, *_offset_layer_norm_inputs(seed, d), mode="full")
+
+
+def test_a_float32_failure_against_differences_is_judged_again_against_float64():
+    """Note [Float64 tie-break], on a draw fuzz found: float32 differences of this
+    offset layer norm miss one element of x's gradient even after Richardson; the
+    same function passes in float64, and its float32 gradient agrees with the
+    float64 one.  The buggy layer norm still fails there."""
+    from user_functions import LayerNormFn, LayerNormFnBug
+
+    x = [[998.5341796875, 999.6318969726562, 999.6055908203125], [1000.3004760742188, 997.4541015625, 1000.2650756835938],
+         [1000.5866088867188, 998.8806762695312, 1000.188232421875], [999.67041015625, 1000.58740234375, 998.7098388671875]]
+    w = [1.8656049966812134, 0.2144174426794052, 2.4176971912384033]
+    b = [0.29865920543670654, -0.33082324266433716, 0.33716097474098206]
+
+    def inputs():
+        return [torch.tensor(v, dtype=torch.float32, requires_grad=True) for v in (x, w, b)]
+
+    records = check(LayerNormFn.apply, *inputs(), seed=29)
+    assert {r.status for r in records} == {"pass"}
+    (tied,) = [r for r in records if "float64-tie-break: pass" in r.opinions]
+    assert tied.tensor == "x" and "judged again against the same function in float64" in tied.message
+    with pytest.raises(CheckFailed, match="tensor 'x'"):
+        check(LayerNormFnBug.apply, *inputs(), seed=29)

@@ -37,5 +37,5 @@ def test_every_python_snippet_runs_and_prints_what_the_readme_shows(tmp_path):
     printed = out.stdout
     for shown in ("[fail] op SwishGateBug, tensor 'x':", "Mismatched elements: 40 / 40 (100.0%)",
                   "fuzz draw: x: zeros-and-ties[1, 1]", "CumProd gave non-finite values for 'x': 1 of 1",
-                  "(all tensors)   pass  float32"):
+                  "(all tensors)   pass  float32", "second order: the double backward of SwishGate"):
         assert shown in printed, f"the README shows {shown!r}; the snippets printed:\n{printed[-3000:]}"

@@ -1,0 +1,125 @@
+"""Second derivatives through the front door: ``check(..., order=2)`` and
+``fuzz(..., order=2)`` (Note [Second order] in gradcheck/front.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gradcheck import CheckFailed, check, fuzz
+
+from user_functions import CASES, SwishGate, callable_of
+
+
+class SwishGateTwice(torch.autograd.Function):
+    """A backward written in differentiable ops of what it saved: right to any order."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x * torch.sigmoid(x) * w
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return g * w * s * (1 + x * (1 - s)), (g * x * s).sum(0)
+
+
+class SwishGateTwiceBug(SwishGateTwice):
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        # bug: a detached factor in w's gradient; the first derivative is still right
+        return g * w * s * (1 + x * (1 - s)), (g * x * s.detach()).sum(0)
+
+
+def _inputs(dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(4, 5, generator=gen, dtype=torch.float64).to(dtype).requires_grad_(),
+            torch.randn(5, generator=gen, dtype=torch.float64).to(dtype).requires_grad_())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("fn", [SwishGateTwice.apply, lambda x, w: F.gelu(x) * w, lambda x, w: F.softplus(x * w),
+                                lambda x, w: torch.tanh(x) @ torch.diag(w)], ids=["function", "gelu", "softplus",
+                                                                                   "tanh-matmul"])
+def test_twice_differentiable_functions_pass(fn, dtype):
+    records = check(fn, *_inputs(dtype), order=2)
+    assert records and {r.status for r in records} == {"pass"}
+    full = check(fn, *_inputs(dtype), order=2, mode="full")
+    assert {r.tensor for r in full} == {"x", "w"} and {r.status for r in full} == {"pass"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("bug", [SwishGate, SwishGateTwiceBug], ids=["saved-outside-the-graph", "detached-factor"])
+def test_a_wrong_second_derivative_fails_while_the_first_passes(bug, dtype):
+    x, w = _inputs(dtype)
+    assert {r.status for r in check(bug.apply, x, w)} == {"pass"}
+    with pytest.raises(CheckFailed) as info:
+        check(bug.apply, x, w, order=2)
+    text = str(info.value)
+    assert text.startswith(f"second order: the double backward of {bug.__name__}")
+    assert f"op {bug.__name__}.backward, tensor '" in text and "at index" in text and "allowed" in text
+
+
+def test_the_reference_second_derivative_is_compared_analytically():
+    x, w = _inputs(torch.float64)
+    records = check(SwishGateTwice.apply, x, w, order=2, reference=lambda x, w: x * torch.sigmoid(x) * w)
+    assert {(r.source_b, r.tensor) for r in records if r.source_b == "torch-formula"} >= {("torch-formula", "x"),
+                                                                                         ("torch-formula", "w")}
+    assert {r.status for r in records} == {"pass"}
+
+
+def test_kinks_of_the_first_derivative_are_nondifferentiable_not_failures():
+    x = torch.tensor([[-1.0, 0.0, 0.5], [0.0, 2.0, -0.3]], dtype=torch.float64)
+    for fn in (torch.relu, F.leaky_relu, torch.abs):  # abs: autograd's second derivative is a ZeroTensor
+        statuses = {r.status for r in check(fn, x, order=2)}
+        assert statuses == {"nondifferentiable"}, (fn, statuses)
+        assert {r.status for r in check(fn, x + 3.0, order=2)} == {"pass"}
+
+
+def test_modules_and_a_model_with_its_loss():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)).double()
+    x = torch.randn(3, 5, dtype=torch.float64)
+    records = check(net, x, order=2, mode="full")
+    assert {r.tensor for r in records} == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert {r.status for r in records} == {"pass"}
+    assert {r.status for r in check(net, x, loss=lambda out: (out ** 2).sum(), order=2)} == {"pass"}
+
+
+FUNCTIONS = [c for c in CASES if c.kind == "function"]
+
+
+@pytest.mark.parametrize("which", ["correct", "buggy"])
+@pytest.mark.parametrize("case", FUNCTIONS, ids=[c.name for c in FUNCTIONS])
+def test_the_verdict_is_torch_gradgradchecks(case, which):
+    """On the user-style Functions (some first-order right and second-order wrong,
+    because their backwards use values saved outside autograd's graph)."""
+    fn, inputs = callable_of(case, which), case.inputs(torch.float64)
+    tensors = [i for i in inputs if torch.is_tensor(i)]
+    rest = inputs[len(tensors):]
+    theirs = torch.autograd.gradgradcheck(lambda *t: fn(*t, *rest), tuple(tensors), raise_exception=False)
+    try:
+        check(fn, *inputs, order=2)
+        ours = True
+    except CheckFailed:
+        ours = False
+    assert ours == theirs
+
+
+def test_fuzz_checks_second_derivatives_on_drawn_regimes():
+    assert fuzz(SwishGateTwice.apply, inputs={"x": ("N", "D"), "w": ("D",)}, examples=10, order=2) >= 10
+    with pytest.raises(CheckFailed, match="second order"):
+        fuzz(SwishGateTwiceBug.apply, inputs={"x": ("N", "D"), "w": ("D",)}, examples=10, order=2)
+
+
+def test_bad_order_is_a_clear_error():
+    x, w = _inputs(torch.float64)
+    with pytest.raises(ValueError, match="order must be 1 .* or 2"):
+        check(SwishGateTwice.apply, x, w, order=3)
+    with pytest.raises(ValueError, match="order must be 1 .* or 2"):
+        fuzz(SwishGateTwice.apply, inputs={"x": ("N", "D"), "w": ("D",)}, order=0)
