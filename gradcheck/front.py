@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import inspect
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 
@@ -298,6 +299,13 @@ def _judge_all(case, tensors, a, others, tolerance):
     return _judge_records(case, records, a.name)
 
 
+def _describe(forward):
+    case, records, a_name = forward
+    bad = [r for r in records if r.status in ("fail", "error")]
+    return "\n\n".join(describe_failure(case, [r for r in records if r.source_b == name], a_name, name)
+                       for name in dict.fromkeys(r.source_b for r in bad))
+
+
 def _judge_records(case, records, a_name):
     bad = [r for r in records if r.status in ("fail", "error")]
     if bad:
@@ -434,7 +442,8 @@ CHECK_FULL_LIMIT = 8
 
 
 def check(fn, *inputs, reference=None, loss=None, dtype=None, device: str = "cpu", mode: str = "auto",
-          seed: int = 0, tolerance: Tolerance | None = None, name: str | None = None, order: int = 1) -> Records:
+          seed: int = 0, tolerance: Tolerance | None = None, name: str | None = None, order: int = 1,
+          modes=("rev",)) -> Records:
     """Check the backward of torch callable ``fn`` at ``inputs`` (see the module
     docstring).  Tensors with ``requires_grad`` are differentiated (every floating
     tensor when none has it), other tensors held constant, anything else passed
@@ -451,14 +460,15 @@ def check(fn, *inputs, reference=None, loss=None, dtype=None, device: str = "cpu
     failure) or ``auto`` (full up to 8 scalars); seed: of the cotangent and
     the directions; tolerance: an explicit ``Tolerance`` instead of the error
     model's; name: what messages call ``fn``; order: 2 checks the second
-    derivative instead (Note [Second order]).  Returns the records; raises
-    ``CheckFailed`` on any failure."""
+    derivative instead (Note [Second order]); modes: ``"rev"`` (the backward)
+    and/or ``"fwd"`` (forward mode, Note [Forward mode]).  Returns the records;
+    raises ``CheckFailed`` on any failure."""
     return _check(fn, inputs, reference=reference, loss=loss, dtype=dtype, device=device, mode=mode, seed=seed,
-                  tolerance=tolerance, name=name, order=order)
+                  tolerance=tolerance, name=name, order=order, modes=modes)
 
 
 def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", mode="auto", seed=0, tolerance=None,
-           name=None, names=None, order=1):
+           name=None, names=None, order=1, modes=("rev",)):
     fn, reference = _as_callable(fn), _as_callable(reference)
     if not callable(fn):
         raise TypeError(f"check: fn must be callable, got {type(fn).__name__}")
@@ -466,6 +476,11 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
         raise ValueError(f"check: mode must be one of {MODES}, got {mode!r}")
     if order not in (1, 2):
         raise ValueError(f"check: order must be 1 (first derivatives) or 2 (second derivatives), got {order!r}")
+    modes = (modes,) if isinstance(modes, str) else tuple(modes)
+    if not modes or any(m not in ("rev", "fwd") for m in modes):
+        raise ValueError(f"check: modes must hold 'rev' (reverse mode) and/or 'fwd' (forward mode), got {modes!r}")
+    if "fwd" in modes and order != 1:
+        raise ValueError("check: forward mode is checked at order 1; give modes=('rev',) with order=2")
     if reference is not None and not callable(reference):
         raise TypeError(f"check: reference must be callable, got {type(reference).__name__}")
     torch = _torch()
@@ -479,6 +494,19 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
     if order == 2:
         return _second_order(plan, fn, reference, device=device, mode=mode, seed=seed, tolerance=tolerance,
                              name=name)
+    if "fwd" in modes:
+        with plan.kept():
+            forward = _forward_mode(plan, _free_name(name or _label(fn)), seed=seed, tolerance=tolerance)
+        if "rev" not in modes:
+            return _judge_records(forward[0], forward[1], forward[2])
+        try:
+            backward = _check(fn, inputs, reference=reference, loss=loss, dtype=dtype, device=device, mode=mode,
+                              seed=seed, tolerance=tolerance, name=name, names=names)
+        except CheckFailed as e:
+            records = list(e.records) + forward[1]
+            raise CheckFailed(str(e) if all(r.status not in ("fail", "error") for r in forward[1])
+                              else str(e) + "\n\n" + _describe(forward), records) from None
+        return _judge_records(forward[0], list(backward) + forward[1], forward[2])
     op_name = _free_name(name or _label(fn))
     with plan.kept():
         out_shape = _out_shape(plan)
@@ -556,6 +584,155 @@ def _second_order(plan, fn, reference, *, device, mode, seed, tolerance, name):
             raise CheckFailed(f"second order: the double backward of {label} (autograd through its backward, "
                               f"along the cotangent of its first derivative) against differences of its first "
                               f"derivative\n" + str(e), e.records) from None
+
+
+# Note [Forward mode]
+# Forward mode (torch.func.jvp, jacfwd, a Function's jvp staticmethod) is code
+# of its own, and can be wrong while the backward is right.  For each
+# differentiable input x and two random sign directions v over it, the JVP
+# J v (by torch.autograd.forward_ad's dual numbers) is checked twice:
+# * against central differences of the output along v, element by element
+#   (Richardson where they disagree), which names the output element; and
+# * against reverse mode by the adjoint identity <u, J v> = <J^T u, v>, with u
+#   the check's cotangent: exact up to rounding, so a JVP that is off where the
+#   differences are too noisy to tell is still caught when the backward is
+#   right (and a backward bug shows here too).
+# At an exact kink (relu at 0) any slope between the one-sided slopes along
+# the direction is right, as for the backward (Note [Exact kinks]); such
+# elements are nondifferentiable.  A callable with no forward mode (a Function
+# without a jvp staticmethod) was asked for one: its records are errors with
+# torch's reason, never passes.
+
+
+def _forward_mode(plan, label, *, seed, tolerance, n_directions: int = 2):
+    """The forward-mode records of ``plan``'s callable: (case, records, name)."""
+    import math
+    import time
+
+    import torch.autograd.forward_ad as fwad
+
+    from .judge import tolerance_for
+    from .judge.compare import record_for_elements
+    from .sources import numeric
+    from .sources.base import SourceResult, rademacher
+
+    torch = _torch()
+    out_shape = _out_shape(plan)
+    with _declared(_opdef(plan, label, out_shape)):
+        graph, tensors = _graph(plan, label, out_shape, seed)
+        case = Case(graph, seed, plan.dtype)
+        u = torch.as_tensor(tensors["cotangent"])
+        base = [torch.as_tensor(plan.values[a.name]) for a in plan.args]
+        wrt = [i for i, a in enumerate(plan.args) if a.differentiable]
+        a_name, fd_name = f"{label} jvp", f"central-fd({label})"
+        result = SourceResult(a_name, "analytic", math.nan, {}, dtype=plan.dtype)
+        eps = float(np.finfo(plan.dtype).eps)
+
+        def unjudged_record(message, status, tensor=""):
+            from .judge import unjudged
+
+            return unjudged(graph.case_id, graph.to_json(), seed, a_name, fd_name, plan.dtype, message, status=status,
+                            op=label, tensor=tensor)
+
+        leaves = [t.clone().requires_grad_(plan.args[i].differentiable) for i, t in enumerate(base)]
+        with torch.enable_grad():
+            y = _flat(plan.call(*leaves))
+            vjps = torch.autograd.grad((y * u.to(y.dtype)).sum(), [leaves[i] for i in wrt], allow_unused=True)
+        vjps = {plan.args[i].name: (np.zeros(base[i].shape) if g is None else g.detach().double().numpy())
+                for i, g in zip(wrt, vjps)}
+
+        def forward_np(values):
+            with torch.no_grad():
+                return _flat(plan.call(*(torch.as_tensor(values[a.name]) for a in plan.args))).double().numpy()
+
+        rng = np.random.default_rng(seed)
+        records = []
+        for i in wrt:
+            name = plan.args[i].name
+            t0 = time.perf_counter()
+            dirs = [rademacher(rng, tuple(base[i].shape)).astype(plan.values[name].dtype) for _ in range(n_directions)]
+            jvps = []
+            try:
+                for d in dirs:
+                    with fwad.dual_level():
+                        args = [fwad.make_dual(t, torch.as_tensor(d)) if j == i else t for j, t in enumerate(base)]
+                        tangent = fwad.unpack_dual(_flat(plan.call(*args))).tangent
+                    jvps.append(np.zeros(out_shape) if tangent is None else tangent.detach().double().numpy())
+            except (RuntimeError, NotImplementedError) as e:
+                why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                records.append(unjudged_record(f"{label} has no forward mode for {name!r}: {why} (an autograd.Function "
+                                               f"needs a jvp staticmethod; leave 'fwd' out of modes= otherwise)",
+                                               "error", f"jvp along {name}"))
+                continue
+            except Exception as e:  # noqa: BLE001 - the callable's own fault, as a record
+                records.append(unjudged_record(f"{label}'s forward mode raised {type(e).__name__} for {name!r}: {e}",
+                                               "error", name))
+                continue
+            av = np.stack(jvps).reshape(-1)
+            shape = (n_directions, *out_shape)
+            fds = None
+            for method in ("central", "richardson", "one-sided"):
+                if method != "one-sided":
+                    fds = [numeric.directional(forward_np, plan.values, {name: d}, method) for d in dirs]
+                    kink = None
+                else:  # at a kink, any slope between the one-sided ones is right (Note [Forward mode])
+                    kink = _between_one_sided(forward_np, plan.values, name, dirs, av, tol)
+                fd = numeric.FDResult(np.stack([f.value for f in fds]).reshape(-1),
+                                      np.stack([np.broadcast_to(f.error, np.shape(f.value))
+                                                for f in fds]).reshape(-1), kink)
+                tol = tolerance or tolerance_for("analytic", "richardson" if method != "central" else method,
+                                                 plan.dtype)
+                rec = record_for_elements(graph, result, fd_name if method == "central" else f"richardson-fd({label})",
+                                          method if method != "one-sided" else "richardson", "output", shape,
+                                          np.arange(av.size), av, fd, tol, time.perf_counter() - t0, seed=seed)
+                if rec.status != "fail":
+                    break
+            rec = replace(rec, tensor=f"jvp along {name}", op=label, spec_a="", spec_b="")
+            if method != "central":
+                rec = with_opinion(rec, "richardson", "fail" if method == "one-sided" else rec.status,
+                                   "(judged again against Richardson differences after failing against central ones)")
+            if method == "one-sided":
+                rec = with_opinion(rec, "one-sided-kinks", rec.status, "(elements where the one-sided slopes along "
+                                   "the direction differ, with the JVP between them, are at a kink)")
+            records.append(rec)
+            # the adjoint identity, against the backward
+            lhs = np.array([float(np.sum(tensors["cotangent"] * jv)) for jv in jvps])
+            rhs = np.array([float(np.sum(vjps[name] * d)) for d in dirs])
+            rounding = np.array([eps * (np.sum(np.abs(tensors["cotangent"] * jv)) + np.sum(np.abs(vjps[name] * d)))
+                                 for jv, d in zip(jvps, dirs)])
+            tol = tolerance or tolerance_for("analytic", "analytic", plan.dtype)
+            adj = record_for_elements(graph, result, f"{label} vjp", "analytic", "output", (n_directions,),
+                                      np.arange(n_directions), lhs, numeric.FDResult(rhs, 4 * rounding, None), tol,
+                                      time.perf_counter() - t0, seed=seed)
+            adj = replace(adj, tensor=f"<u, J v> along {name}", op=label, spec_a="", spec_b="",
+                          message=(adj.message + "\n" if adj.message else "")
+                          + "the adjoint identity <u, J v> = <J^T u, v>: forward mode against the backward, one "
+                            "element a direction")
+            if adj.status == "fail" and rec.status == "nondifferentiable":
+                adj = with_opinion(adj, "one-sided-kinks", "nondifferentiable",
+                                   "a kink lies along these directions (see the JVP's record): forward and reverse "
+                                   "mode may each take another subgradient there", status="nondifferentiable")
+            records.append(adj)
+        return case, records, a_name
+
+
+def _between_one_sided(f, values, name, dirs, jvp, tol):
+    """Per JVP element (``jvp``: every direction's, flat): whether the output's
+    one-sided slopes along its direction differ (a kink on the way) and the JVP
+    lies between them."""
+    from .sources import numeric
+
+    x = np.asarray(values[name])
+    h = numeric.step_size(x.dtype, "central") * max(1.0, float(np.max(np.abs(x), initial=0.0))) / 8
+    f0 = np.ravel(f(values))
+    masks = []
+    for d, jv in zip(dirs, np.reshape(jvp, (len(dirs), -1))):
+        right = (np.ravel(f({**values, name: x + h * d})) - f0) / h
+        left = (f0 - np.ravel(f({**values, name: x - h * d}))) / h
+        slack = tol.atol + tol.rtol * np.maximum(np.abs(left), np.abs(right))
+        masks.append((np.abs(right - left) > slack) & (np.minimum(left, right) - slack <= jv)
+                     & (jv <= np.maximum(left, right) + slack))
+    return np.concatenate(masks)
 
 
 def check_numpy(forward, backward, *arrays, reference=None, dtype: str | None = None, mode: str = "auto",
@@ -637,7 +814,7 @@ REGIMES = ("normal", "positive", "negative", "zeros-and-ties", "large", "offset"
 
 def fuzz(fn, inputs: dict, hyper: dict | None = None, *, examples: int = 50, regimes=REGIMES, dims=(1, 5),
          sizes: dict | None = None, dtype: str = "float64", reference=None, seed: int | None = None,
-         tolerance: Tolerance | None = None, order: int = 1) -> int:
+         tolerance: Tolerance | None = None, order: int = 1, modes=("rev",)) -> int:
     """Check ``fn`` on drawn inputs: ``inputs`` maps each argument (in order) to a
     shape of symbols and sizes (``("N", "D")``, ``(3,)``), or to ``{"shape": ...,
     "dtype": "int", "high": H}`` for integer ids (``"role": "const"`` holds a
@@ -648,8 +825,8 @@ def fuzz(fn, inputs: dict, hyper: dict | None = None, *, examples: int = 50, reg
     from ``regimes``.  A failure is shrunk to the smallest sizes and simplest
     regime, and raised as ``CheckFailed`` whose first line says the draw; the
     draws are the same every call (``seed=`` picks others); ``order=2`` checks
-    second derivatives (Note [Second order]).  Returns the number of draws
-    checked."""
+    second derivatives (Note [Second order]), ``modes=("rev", "fwd")`` forward
+    mode too (Note [Forward mode]).  Returns the number of draws checked."""
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
     from hypothesis import strategies as st
@@ -697,7 +874,7 @@ def fuzz(fn, inputs: dict, hyper: dict | None = None, *, examples: int = 50, reg
         try:
             _check(_with_hyper(fn, kwargs), args, reference=_with_hyper(reference, kwargs), dtype=dtype,
                    seed=values_seed % 1000, tolerance=tolerance, name=label, names=[s.name for s in specs],
-                   order=order)
+                   order=order, modes=modes)
         except CheckFailed as e:
             raise CheckFailed(f"fuzz draw: {', '.join(described)}" + (f"; {kwargs}" if kwargs else "") + "\n"
                               + str(e).replace(_REPLAY_CHECK, _REPLAY_FUZZ), e.records) from None

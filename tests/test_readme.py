@@ -37,5 +37,13 @@ def test_every_python_snippet_runs_and_prints_what_the_readme_shows(tmp_path):
     printed = out.stdout
     for shown in ("[fail] op SwishGateBug, tensor 'x':", "Mismatched elements: 40 / 40 (100.0%)",
                   "fuzz draw: x: zeros-and-ties[1, 1]", "CumProd gave non-finite values for 'x': 1 of 1",
-                  "(all tensors)   pass  float32", "second order: the double backward of SwishGate"):
+                  "(all tensors)   pass  float32", "second order: the double backward of SwishGate",
+                  "['(all tensors)', '<u, J v> along input0', 'jvp along input0']"):
         assert shown in printed, f"the README shows {shown!r}; the snippets printed:\n{printed[-3000:]}"
+    # every line of an output block the README shows after a snippet is what the snippet prints
+    text = readme.read_text()
+    for block in re.findall(r"^```\n(.*?)^```", text, re.M | re.S):
+        lines = [line for line in block.splitlines() if line.strip() and line.strip() != "..."]
+        if lines and any(line in printed for line in lines):
+            missing = [line for line in lines if line not in printed]
+            assert not missing, f"the README shows {missing[0]!r}, which no snippet prints"

@@ -1,0 +1,155 @@
+"""Forward mode through the front door: ``check(..., modes=("rev", "fwd"))``
+(Note [Forward mode] in gradcheck/front.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gradcheck import CheckFailed, check, fuzz
+
+
+class SwishJ(torch.autograd.Function):
+    """x * sigmoid(x) with a hand-written backward and jvp."""
+
+    @staticmethod
+    def forward(x):
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (x,) = inputs
+        ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return g * s * (1 + x * (1 - s))
+
+    @staticmethod
+    def jvp(ctx, t):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return t * s * (1 + x * (1 - s))
+
+
+class SwishJBug(SwishJ):
+    @staticmethod
+    def jvp(ctx, t):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return t * s * (1 + x * s)  # bug: 1 - s written as s; the backward is right
+
+
+class ReluJ(torch.autograd.Function):
+    """relu whose jvp takes slope ``AT_ZERO`` at exactly 0."""
+
+    AT_ZERO = 1.0
+
+    @staticmethod
+    def forward(x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_forward(inputs[0])
+        ctx.save_for_backward(inputs[0])
+
+    @classmethod
+    def _slope(cls, x):
+        return (x > 0).to(x.dtype) + cls.AT_ZERO * (x == 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x > 0).to(g.dtype)
+
+    @staticmethod
+    def jvp(ctx, t):
+        (x,) = ctx.saved_tensors
+        return t * ReluJ._slope(x)
+
+
+class ReluJOutside(ReluJ):
+    @staticmethod
+    def jvp(ctx, t):
+        (x,) = ctx.saved_tensors
+        return t * ((x > 0).to(x.dtype) + 2.0 * (x == 0).to(x.dtype))  # 2 at 0: no subgradient of relu
+
+
+class NoJvp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx, g):
+        return 2 * g
+
+
+def _x(dtype=torch.float64, shape=(4, 5)):
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("fn", [torch.tanh, F.gelu, SwishJ.apply, lambda x: F.layer_norm(x, (5,)),
+                                lambda x: torch.softmax(x, -1)], ids=["tanh", "gelu", "function", "layer_norm",
+                                                                       "softmax"])
+def test_correct_forward_mode_passes(fn, dtype):
+    records = check(fn, _x(dtype), modes=("rev", "fwd"))
+    kinds = {r.tensor for r in records}
+    assert {"jvp along input0", "<u, J v> along input0"} <= kinds or {"jvp along x", "<u, J v> along x"} <= kinds
+    assert {r.status for r in records} == {"pass"}
+
+
+def test_a_wrong_jvp_is_caught_by_differences_and_by_the_adjoint_identity():
+    assert {r.status for r in check(SwishJBug.apply, _x())} == {"pass"}  # the backward is right
+    with pytest.raises(CheckFailed) as info:
+        check(SwishJBug.apply, _x(), modes=("rev", "fwd"))
+    text = str(info.value)
+    assert "tensor 'jvp along input0'" in text and "at index (" in text and "allowed" in text
+    assert "tensor '<u, J v> along input0'" in text and "adjoint identity" in text
+    failed = {r.tensor for r in info.value.records if r.status == "fail"}
+    assert failed == {"jvp along input0", "<u, J v> along input0"}
+    with pytest.raises(CheckFailed, match="jvp along"):
+        check(SwishJBug.apply, _x(torch.float32), modes="fwd")
+
+
+def test_at_an_exact_kink_any_slope_between_the_one_sided_ones_is_right():
+    x = torch.tensor([[-1.0, 0.0, 0.5], [0.0, 2.0, -0.3]], dtype=torch.float64)
+    for fn in (torch.relu, F.leaky_relu, ReluJ.apply):
+        statuses = {r.tensor: r.status for r in check(fn, x, modes="fwd")}
+        assert statuses[next(t for t in statuses if t.startswith("jvp along"))] == "nondifferentiable", statuses
+        assert set(statuses.values()) <= {"nondifferentiable", "pass"}, statuses
+        assert {r.status for r in check(fn, x + 3.0, modes="fwd")} == {"pass"}
+    with pytest.raises(CheckFailed, match="jvp along"):
+        check(ReluJOutside.apply, x, modes="fwd")
+
+
+def test_a_function_without_forward_mode_is_an_error_that_says_so():
+    with pytest.raises(CheckFailed, match="no forward mode .* jvp staticmethod"):
+        check(NoJvp.apply, _x(), modes=("rev", "fwd"))
+    assert {r.status for r in check(NoJvp.apply, _x())} == {"pass"}
+
+
+def test_module_parameters_in_forward_mode():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Tanh()).double()
+    records = check(net, _x().detach(), modes="fwd")
+    assert {r.tensor for r in records} == {"jvp along 0.weight", "<u, J v> along 0.weight", "jvp along 0.bias",
+                                           "<u, J v> along 0.bias"}
+    assert {r.status for r in records} == {"pass"}
+
+
+def test_fuzz_in_forward_mode_and_bad_modes():
+    assert fuzz(SwishJ.apply, inputs={"x": ("N", "D")}, examples=8, modes=("rev", "fwd")) >= 8
+    with pytest.raises(CheckFailed, match="jvp along"):
+        fuzz(SwishJBug.apply, inputs={"x": ("N", "D")}, examples=8, modes=("fwd",))
+    with pytest.raises(ValueError, match="modes must hold"):
+        check(torch.tanh, _x(), modes=("reverse",))
+    with pytest.raises(ValueError, match="forward mode is checked at order 1"):
+        check(torch.tanh, _x(), modes=("fwd",), order=2)
