@@ -443,7 +443,7 @@ CHECK_FULL_LIMIT = 8
 
 def check(fn, *inputs, reference=None, loss=None, dtype=None, device: str = "cpu", mode: str = "auto",
           seed: int = 0, tolerance: Tolerance | None = None, name: str | None = None, order: int = 1,
-          modes=("rev",)) -> Records:
+          modes=("rev",), names=None) -> Records:
     """Check the backward of torch callable ``fn`` at ``inputs`` (see the module
     docstring).  Tensors with ``requires_grad`` are differentiated (every floating
     tensor when none has it), other tensors held constant, anything else passed
@@ -461,10 +461,11 @@ def check(fn, *inputs, reference=None, loss=None, dtype=None, device: str = "cpu
     the directions; tolerance: an explicit ``Tolerance`` instead of the error
     model's; name: what messages call ``fn``; order: 2 checks the second
     derivative instead (Note [Second order]); modes: ``"rev"`` (the backward)
-    and/or ``"fwd"`` (forward mode, Note [Forward mode]).  Returns the records;
+    and/or ``"fwd"`` (forward mode, Note [Forward mode]); names: what messages
+    call the inputs (default: ``fn``'s parameter names).  Returns the records;
     raises ``CheckFailed`` on any failure."""
     return _check(fn, inputs, reference=reference, loss=loss, dtype=dtype, device=device, mode=mode, seed=seed,
-                  tolerance=tolerance, name=name, order=order, modes=modes)
+                  tolerance=tolerance, name=name, order=order, modes=modes, names=names)
 
 
 def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", mode="auto", seed=0, tolerance=None,
@@ -570,7 +571,10 @@ def _second_order(plan, fn, reference, *, device, mode, seed, tolerance, name):
                 y = _flat(plan.call(*xs, fn=f))
                 grads = torch.autograd.grad(y, [xs[i] for i in wrt], u.to(y.device, y.dtype), create_graph=True,
                                             allow_unused=True)
-            return tuple(torch.zeros_like(xs[i]) if g is None else g for i, g in zip(wrt, grads))
+            # a gradient that does not depend on x (a linear function) is tied to x
+            # with a zero factor, so that its own derivative is 0, not an error
+            return tuple(0 * xs[i] if g is None else g if g.requires_grad else g + 0 * xs[i]
+                         for i, g in zip(wrt, grads))
 
         return first_derivative
 
@@ -597,9 +601,10 @@ def _second_order(plan, fn, reference, *, device, mode, seed, tolerance, name):
 #   the check's cotangent: exact up to rounding, so a JVP that is off where the
 #   differences are too noisy to tell is still caught when the backward is
 #   right (and a backward bug shows here too).
-# At an exact kink (relu at 0) any slope between the one-sided slopes along
-# the direction is right, as for the backward (Note [Exact kinks]); such
-# elements are nondifferentiable.  A callable with no forward mode (a Function
+# An element whose one-sided slopes along the direction differ has a kink on
+# the way (relu at an exact 0): it is nondifferentiable, as a stencil across a
+# kink is for the backward.  (Unlike a backward's, a JVP through a reduction
+# mixes several kinks, so the one-sided slopes do not bound the right values.)  A callable with no forward mode (a Function
 # without a jvp staticmethod) was asked for one: its records are errors with
 # torch's reason, never passes.
 
@@ -675,8 +680,8 @@ def _forward_mode(plan, label, *, seed, tolerance, n_directions: int = 2):
                 if method != "one-sided":
                     fds = [numeric.directional(forward_np, plan.values, {name: d}, method) for d in dirs]
                     kink = None
-                else:  # at a kink, any slope between the one-sided ones is right (Note [Forward mode])
-                    kink = _between_one_sided(forward_np, plan.values, name, dirs, av, tol)
+                else:  # a stencil across a kink is nondifferentiable (Note [Forward mode])
+                    kink = _one_sided_jumps(forward_np, plan.values, name, dirs, tol)
                 fd = numeric.FDResult(np.stack([f.value for f in fds]).reshape(-1),
                                       np.stack([np.broadcast_to(f.error, np.shape(f.value))
                                                 for f in fds]).reshape(-1), kink)
@@ -692,8 +697,8 @@ def _forward_mode(plan, label, *, seed, tolerance, n_directions: int = 2):
                 rec = with_opinion(rec, "richardson", "fail" if method == "one-sided" else rec.status,
                                    "(judged again against Richardson differences after failing against central ones)")
             if method == "one-sided":
-                rec = with_opinion(rec, "one-sided-kinks", rec.status, "(elements where the one-sided slopes along "
-                                   "the direction differ, with the JVP between them, are at a kink)")
+                rec = with_opinion(rec, "one-sided-kinks", rec.status, "(elements whose one-sided slopes along the "
+                                   "direction differ have a kink on the way: nondifferentiable there)")
             records.append(rec)
             # the adjoint identity, against the backward
             lhs = np.array([float(np.sum(tensors["cotangent"] * jv)) for jv in jvps])
@@ -716,22 +721,27 @@ def _forward_mode(plan, label, *, seed, tolerance, n_directions: int = 2):
         return case, records, a_name
 
 
-def _between_one_sided(f, values, name, dirs, jvp, tol):
-    """Per JVP element (``jvp``: every direction's, flat): whether the output's
-    one-sided slopes along its direction differ (a kink on the way) and the JVP
-    lies between them."""
+def _one_sided_jumps(f, values, name, dirs, tol):
+    """Per JVP element (every direction's, flat): whether the output's one-sided
+    slopes along its direction differ by a jump that persists as the step halves
+    (a kink on the way), not by the curvature one-sided differences see, which
+    halves with the step (Note [One-sided kinks])."""
+    from .judge.second_opinions import KINK_PERSISTS, ROUNDING_MARGIN
     from .sources import numeric
 
     x = np.asarray(values[name])
-    h = numeric.step_size(x.dtype, "central") * max(1.0, float(np.max(np.abs(x), initial=0.0))) / 8
+    eps = float(np.finfo(x.dtype).eps)
+    h = numeric.step_size(x.dtype, "central") * max(1.0, float(np.max(np.abs(x), initial=0.0))) / 4
     f0 = np.ravel(f(values))
     masks = []
-    for d, jv in zip(dirs, np.reshape(jvp, (len(dirs), -1))):
-        right = (np.ravel(f({**values, name: x + h * d})) - f0) / h
-        left = (f0 - np.ravel(f({**values, name: x - h * d}))) / h
-        slack = tol.atol + tol.rtol * np.maximum(np.abs(left), np.abs(right))
-        masks.append((np.abs(right - left) > slack) & (np.minimum(left, right) - slack <= jv)
-                     & (jv <= np.maximum(left, right) + slack))
+    for d in dirs:
+        jumps = []
+        for step in (h, h / 2):
+            up, down = np.ravel(f({**values, name: x + step * d})), np.ravel(f({**values, name: x - step * d}))
+            jumps.append((np.abs((up - f0) / step - (f0 - down) / step),
+                          ROUNDING_MARGIN * eps * (np.abs(f0) + np.abs(up) + np.abs(down)) / step))
+        (before, _), (jump, rounding) = jumps
+        masks.append((jump > rounding + tol.atol) & (jump >= KINK_PERSISTS * before))
     return np.concatenate(masks)
 
 

@@ -29,6 +29,7 @@ def test_the_wheel_carries_the_suites_and_the_reference(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("gradcheck/suites/__init__.py", "gradcheck/suites/conftest.py", "gradcheck/suites/test_ops.py",
                    "gradcheck/suites/test_architectures.py", "gradcheck/suites/test_optimizers.py",
+                   "gradcheck/suites/test_higher_order.py",
                    "gradcheck/pytest_plugin.py", "gradcheck/front.py", "gradcheck/compat.py",
                    "reference_impl/__init__.py", "reference_impl/optimizers.py"):
         assert needed in names, f"{needed} is missing from {wheel.name}"
@@ -54,7 +55,7 @@ def test_the_thin_copies_in_suites_run_every_installed_test():
     import ast
     import importlib
 
-    for module in ("test_ops", "test_architectures", "test_optimizers", "conftest"):
+    for module in ("test_ops", "test_architectures", "test_optimizers", "test_higher_order", "conftest"):
         path = ROOT / "gradcheck" / "suites" / f"{module}.py"
         defined = {n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)
                    and (n.name.startswith("test_") or n.name.startswith("pytest_")

@@ -41,7 +41,7 @@ from .record import JOINT, with_opinion
 from .tolerance import PREDICTED_SAFETY, coarser_dtype, element_ratios, judge, tolerance_for
 
 __all__ = ["localise", "escalate", "conditioning", "kinks_across_precisions", "one_sided_kinks", "exact_kinks", "nondeterminism",
-           "name_the_op", "under_test", "BISECT_LEAF"]
+           "name_the_op", "under_test", "BISECT_LEAF", "KINK_PERSISTS", "ROUNDING_MARGIN"]
 
 BISECT_LEAF = 32  # bisection stops at a block of this many elements, then differentiates each
 
@@ -463,7 +463,10 @@ def _probe_kink(loss, base, tensors, name, flat, candidate, dtype, tol, scale):
     allowed = tol.atol + tol.rtol * (max(abs(dp), abs(dm)) + scale) + rounding
     if jump > rounding and jump >= KINK_PERSISTS * before:
         lo, hi = min(dp, dm), max(dp, dm)
-        if lo - allowed <= candidate <= hi + allowed:
+        # one-sided differences are first-order: each slope is off by about what
+        # it moved when the step last halved (a kink of a smooth-sided function)
+        trunc = max(abs(dp - levels[-2][0]), abs(dm - levels[-2][1]))
+        if lo - allowed - trunc <= candidate <= hi + allowed + trunc:
             return True, ""
         return False, (f"a kink: one-sided slopes {dm:.6g} (left) and {dp:.6g} (right), the candidate's "
                        f"{candidate:.6g} is outside them")

@@ -185,6 +185,20 @@ class TorchSource(Source):
                 raise
         return values
 
+    def loss_function(self, graph: Graph, tensors: dict):
+        """The graph's loss as a torch function of its differentiable leaves, in
+        ``graph.differentiable_leaves`` order, the other leaves held at their
+        values; with those leaves as tensors and their names.  For checks of this
+        source's higher derivatives (second order, forward mode) by
+        ``gradcheck.check``."""
+        fixed = self._leaves(graph, tensors, False)
+        names = [leaf.name for leaf in graph.differentiable_leaves]
+
+        def loss(*leaves):
+            return self._forward(graph, {**fixed, **dict(zip(names, leaves))})[graph.output]
+
+        return loss, [fixed[n] for n in names], names
+
     def forward(self, graph: Graph, tensors: dict):
         torch = _torch()
         if any(np.iscomplexobj(v) for v in tensors.values()):

@@ -7,6 +7,7 @@ import pytest
 
 from gradcheck.pytest_plugin import suite_plan
 from gradcheck.sources import ReferenceOrFormula
+from gradcheck.sources.base import candidate_of
 
 __all__ = ["pytest_generate_tests", "reference64"]  # for the thin copy in suites/
 
@@ -38,13 +39,20 @@ def _with_ops(entries, plan, names):
     return rows, ids
 
 
+def _builtin_torch(plan):
+    """The built-in torch sources, whose higher derivatives the suites check (a
+    candidate's Function need not be twice differentiable or have a jvp)."""
+    return [e for e in plan.self_check if hasattr(e[0], "loss_function") and candidate_of(e[0]) is None]
+
+
 def pytest_generate_tests(metafunc):
     plan = suite_plan(metafunc.config)
     names = metafunc.fixturenames
     per_op = "op" if "op" in names else "sample" if "sample" in names else None
     for fixture, entries, argnames in (("source", plan.self_check, "source,self_dtypes"),
                                        ("other_source", plan.vs_reference, "other_source,case_dtypes"),
-                                       ("torch_candidate", [(s,) for s in plan.torch_candidates], "torch_candidate")):
+                                       ("torch_candidate", [(s,) for s in plan.torch_candidates], "torch_candidate"),
+                                       ("torch_source", _builtin_torch(plan), "torch_source,self_dtypes")):
         if fixture not in names:
             continue
         if per_op:

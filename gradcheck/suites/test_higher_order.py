@@ -1,0 +1,50 @@
+"""Beyond first-order reverse mode, on random architectures: torch's double
+backward against differences of its own backward, and its forward mode
+(JVPs) against differences of its forward and against its backward by the
+adjoint identity; both through ``gradcheck.check`` (Notes [Second order] and
+[Forward mode] in gradcheck/front.py).  The built-in torch source only: a
+candidate's Function need not be twice differentiable or have a jvp.
+
+Values are not quantised here: an element at two kinks at once (x used twice,
+each use at smooth_l1's |d| = beta) makes autodiff's sum of per-kink choices a
+value outside the one-sided slopes of the composite, which first-order rules
+rightly call wrong for one kink.  Exact kinks of higher derivatives are tested
+on their own (tests/test_second_order.py, tests/test_forward_mode.py)."""
+
+import pytest
+from hypothesis import given, strategies as st
+
+from gradcheck import check
+from gradcheck.strategies import FAMILIES, cases, graphs
+from gradcheck.testing import suite
+
+__all__ = [  # the tests, for the thin copies in suites/
+    "test_double_backward_matches_differences_of_the_backward",
+    "test_forward_mode_matches_differences_and_the_backward",
+]
+
+
+def _checked(torch_source, case, **options):
+    fn, leaves, names = torch_source.loss_function(case.graph, case.tensors())
+    if not leaves:
+        pytest.skip("the graph has no differentiable leaf")
+    records = check(fn, *leaves, names=names, name=f"torch graph {case.graph.case_id}", seed=case.seed, **options)
+    assert {r.status for r in records} <= {"pass", "nondifferentiable"}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@suite(1 / 4)
+@given(data=st.data())
+def test_double_backward_matches_differences_of_the_backward(torch_source, self_dtypes, family, data):
+    case = data.draw(cases(graphs([family], accept=torch_source.accepts), dtypes=self_dtypes, quantize=(0.0,)),
+                     label="case")
+    _checked(torch_source, case, order=2)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@suite(1 / 4)
+@given(data=st.data())
+def test_forward_mode_matches_differences_and_the_backward(torch_source, self_dtypes, family, data):
+    case = data.draw(cases(graphs([family], accept=torch_source.accepts), dtypes=self_dtypes, quantize=(0.0,)),
+                     label="case")
+    _checked(torch_source, case, modes="fwd")
