@@ -85,6 +85,13 @@ def _function_class(fn):
     return None
 
 
+def _separate_context(owner) -> bool:
+    """A Function in the style whose forward takes no ctx (setup_context instead)."""
+    import torch
+
+    return getattr(owner, "setup_context", None) is not getattr(torch.autograd.Function, "setup_context", None)
+
+
 def _arg_names(fn, n):
     """Names for the positional inputs: the function's own parameter names where
     it has them (``x``, ``weight``; a Function's forward without ``ctx``), else
@@ -95,7 +102,7 @@ def _arg_names(fn, n):
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     except (TypeError, ValueError):
         params = []
-    if owner is not None:
+    if owner is not None and not _separate_context(owner):
         params = params[1:]  # ctx
     names = [p.name for p in params[:n]]
     if len(names) < n or len(set(names)) < len(names) or "ctx" in names:
@@ -592,9 +599,10 @@ def _second_order(plan, fn, reference, *, device, mode, seed, tolerance, name):
 
 # Note [Forward mode]
 # Forward mode (torch.func.jvp, jacfwd, a Function's jvp staticmethod) is code
-# of its own, and can be wrong while the backward is right.  For each
-# differentiable input x and two random sign directions v over it, the JVP
-# J v (by torch.autograd.forward_ad's dual numbers) is checked twice:
+# of its own, and can be wrong while the backward is right.  Along two random
+# sign directions v over every differentiable input at once (input by input
+# when that disagrees, which names the input), the JVP J v (by
+# torch.autograd.forward_ad's dual numbers) is checked twice:
 # * against central differences of the output along v, element by element
 #   (Richardson where they disagree), which names the output element; and
 # * against reverse mode by the adjoint identity <u, J v> = <J^T u, v>, with u
@@ -651,65 +659,66 @@ def _forward_mode(plan, label, *, seed, tolerance, n_directions: int = 2):
                 return _flat(plan.call(*(torch.as_tensor(values[a.name]) for a in plan.args))).double().numpy()
 
         rng = np.random.default_rng(seed)
-        records = []
-        for i in wrt:
-            name = plan.args[i].name
+
+        def along(group, what):
+            """The JVP and adjoint records along random directions over ``group``."""
             t0 = time.perf_counter()
-            dirs = [rademacher(rng, tuple(base[i].shape)).astype(plan.values[name].dtype) for _ in range(n_directions)]
+            names = [plan.args[i].name for i in group]
+            dirs = [{n: rademacher(rng, tuple(base[i].shape)).astype(plan.values[n].dtype) for i, n in zip(group, names)}
+                    for _ in range(n_directions)]
             jvps = []
             try:
                 for d in dirs:
                     with fwad.dual_level():
-                        args = [fwad.make_dual(t, torch.as_tensor(d)) if j == i else t for j, t in enumerate(base)]
+                        args = [fwad.make_dual(t, torch.as_tensor(d[plan.args[j].name])) if j in group else t
+                                for j, t in enumerate(base)]
                         tangent = fwad.unpack_dual(_flat(plan.call(*args))).tangent
                     jvps.append(np.zeros(out_shape) if tangent is None else tangent.detach().double().numpy())
             except (RuntimeError, NotImplementedError) as e:
                 why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                records.append(unjudged_record(f"{label} has no forward mode for {name!r}: {why} (an autograd.Function "
-                                               f"needs a jvp staticmethod; leave 'fwd' out of modes= otherwise)",
-                                               "error", f"jvp along {name}"))
-                continue
+                return [unjudged_record(f"{label} has no forward mode ({what}): {why} (an autograd.Function needs a "
+                                        f"jvp staticmethod; leave 'fwd' out of modes= otherwise)", "error",
+                                        f"jvp {what}")]
             except Exception as e:  # noqa: BLE001 - the callable's own fault, as a record
-                records.append(unjudged_record(f"{label}'s forward mode raised {type(e).__name__} for {name!r}: {e}",
-                                               "error", name))
-                continue
+                return [unjudged_record(f"{label}'s forward mode raised {type(e).__name__} ({what}): {e}", "error",
+                                        f"jvp {what}")]
             av = np.stack(jvps).reshape(-1)
             shape = (n_directions, *out_shape)
-            fds = None
+            fds, tol = None, None
             for method in ("central", "richardson", "one-sided"):
+                tol = tolerance or tolerance_for("analytic", "richardson" if method != "central" else method,
+                                                 plan.dtype)
                 if method != "one-sided":
-                    fds = [numeric.directional(forward_np, plan.values, {name: d}, method) for d in dirs]
+                    fds = [numeric.directional(forward_np, plan.values, d, method) for d in dirs]
                     kink = None
                 else:  # a stencil across a kink is nondifferentiable (Note [Forward mode])
-                    kink = _one_sided_jumps(forward_np, plan.values, name, dirs, tol)
+                    kink = _one_sided_jumps(forward_np, plan.values, dirs, tol)
                 fd = numeric.FDResult(np.stack([f.value for f in fds]).reshape(-1),
                                       np.stack([np.broadcast_to(f.error, np.shape(f.value))
                                                 for f in fds]).reshape(-1), kink)
-                tol = tolerance or tolerance_for("analytic", "richardson" if method != "central" else method,
-                                                 plan.dtype)
                 rec = record_for_elements(graph, result, fd_name if method == "central" else f"richardson-fd({label})",
                                           method if method != "one-sided" else "richardson", "output", shape,
                                           np.arange(av.size), av, fd, tol, time.perf_counter() - t0, seed=seed)
                 if rec.status != "fail":
                     break
-            rec = replace(rec, tensor=f"jvp along {name}", op=label, spec_a="", spec_b="")
+            rec = replace(rec, tensor=f"jvp {what}", op=label, spec_a="", spec_b="")
             if method != "central":
                 rec = with_opinion(rec, "richardson", "fail" if method == "one-sided" else rec.status,
                                    "(judged again against Richardson differences after failing against central ones)")
             if method == "one-sided":
                 rec = with_opinion(rec, "one-sided-kinks", rec.status, "(elements whose one-sided slopes along the "
                                    "direction differ have a kink on the way: nondifferentiable there)")
-            records.append(rec)
             # the adjoint identity, against the backward
             lhs = np.array([float(np.sum(tensors["cotangent"] * jv)) for jv in jvps])
-            rhs = np.array([float(np.sum(vjps[name] * d)) for d in dirs])
-            rounding = np.array([eps * (np.sum(np.abs(tensors["cotangent"] * jv)) + np.sum(np.abs(vjps[name] * d)))
+            rhs = np.array([sum(float(np.sum(vjps[n] * d[n])) for n in names) for d in dirs])
+            rounding = np.array([eps * (np.sum(np.abs(tensors["cotangent"] * jv))
+                                        + sum(np.sum(np.abs(vjps[n] * d[n])) for n in names))
                                  for jv, d in zip(jvps, dirs)])
             tol = tolerance or tolerance_for("analytic", "analytic", plan.dtype)
             adj = record_for_elements(graph, result, f"{label} vjp", "analytic", "output", (n_directions,),
                                       np.arange(n_directions), lhs, numeric.FDResult(rhs, 4 * rounding, None), tol,
                                       time.perf_counter() - t0, seed=seed)
-            adj = replace(adj, tensor=f"<u, J v> along {name}", op=label, spec_a="", spec_b="",
+            adj = replace(adj, tensor=f"<u, J v> {what}", op=label, spec_a="", spec_b="",
                           message=(adj.message + "\n" if adj.message else "")
                           + "the adjoint identity <u, J v> = <J^T u, v>: forward mode against the backward, one "
                             "element a direction")
@@ -717,27 +726,41 @@ def _forward_mode(plan, label, *, seed, tolerance, n_directions: int = 2):
                 adj = with_opinion(adj, "one-sided-kinks", "nondifferentiable",
                                    "a kink lies along these directions (see the JVP's record): forward and reverse "
                                    "mode may each take another subgradient there", status="nondifferentiable")
-            records.append(adj)
+            return [rec, adj]
+
+        def each(i):
+            return along([i], f"along {plan.args[i].name}")
+
+        if len(wrt) == 1:
+            records = each(wrt[0])
+        else:
+            # every input at once (two JVPs, four forwards, whatever the count), input by
+            # input only when that disagrees, to name the input
+            records = along(wrt, "(all tensors)")
+            if any(r.status in ("fail", "error") for r in records):
+                records = [r for i in wrt for r in each(i)]
         return case, records, a_name
 
 
-def _one_sided_jumps(f, values, name, dirs, tol):
+def _one_sided_jumps(f, values, dirs, tol):
     """Per JVP element (every direction's, flat): whether the output's one-sided
-    slopes along its direction differ by a jump that persists as the step halves
-    (a kink on the way), not by the curvature one-sided differences see, which
-    halves with the step (Note [One-sided kinks])."""
+    slopes along its direction (``{name: array}``) differ by a jump that persists
+    as the step halves (a kink on the way), not by the curvature one-sided
+    differences see, which halves with the step (Note [One-sided kinks])."""
     from .judge.second_opinions import KINK_PERSISTS, ROUNDING_MARGIN
     from .sources import numeric
 
-    x = np.asarray(values[name])
-    eps = float(np.finfo(x.dtype).eps)
-    h = numeric.step_size(x.dtype, "central") * max(1.0, float(np.max(np.abs(x), initial=0.0))) / 4
+    xs = {n: np.asarray(values[n]) for n in dirs[0]}
+    dtype = next(iter(xs.values())).dtype
+    eps = float(np.finfo(dtype).eps)
+    h = numeric.step_size(dtype, "central") * max(1.0, numeric.largest_magnitude(xs.values())) / 4
     f0 = np.ravel(f(values))
     masks = []
     for d in dirs:
         jumps = []
         for step in (h, h / 2):
-            up, down = np.ravel(f({**values, name: x + step * d})), np.ravel(f({**values, name: x - step * d}))
+            up = np.ravel(f({**values, **{n: x + step * d[n] for n, x in xs.items()}}))
+            down = np.ravel(f({**values, **{n: x - step * d[n] for n, x in xs.items()}}))
             jumps.append((np.abs((up - f0) / step - (f0 - down) / step),
                           ROUNDING_MARGIN * eps * (np.abs(f0) + np.abs(up) + np.abs(down)) / step))
         (before, _), (jump, rounding) = jumps
