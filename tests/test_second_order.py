@@ -123,3 +123,52 @@ def test_bad_order_is_a_clear_error():
         check(SwishGateTwice.apply, x, w, order=3)
     with pytest.raises(ValueError, match="order must be 1 .* or 2"):
         fuzz(SwishGateTwice.apply, inputs={"x": ("N", "D"), "w": ("D",)}, order=0)
+
+
+class TanhSavedOutside(torch.autograd.Function):
+    """tanh whose backward uses the output saved from the forward: right to first
+    order, and autograd sees no second derivative through the saved output."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * (1 - y.detach() ** 2)
+
+
+def _tanh_graph():
+    from gradcheck import Case, GraphBuilder
+
+    b = GraphBuilder()
+    h = b.op("tanh", b.op("linear", b.input("x", (4, 3)), b.param("w", (5, 3)), b.param("b", (5,))))
+    return Case(b.build(b.op("weighted_sum", h, b.const("probe", (4, 5)), name="loss")), seed=3)
+
+
+def test_torch_hessian_vector_products_agree_with_differences_of_the_references_backward():
+    """gradcheck.sources.hessian: torch's double backward against Richardson
+    differences of the NumPy reference's hand-written VJPs."""
+    from reference_impl import Op
+    from reference_impl.activations import tanh_forward
+
+    from gradcheck import ReferenceSource, check_pair
+    from gradcheck.sources.hessian import HessianVector
+    from gradcheck.sources.torch_autograd import TorchSource
+
+    case = _tanh_graph()
+    records = check_pair(case, HessianVector(TorchSource(), seed=1),
+                         HessianVector(ReferenceSource(), seed=1, differences=True))
+    assert {r.tensor for r in records} == {"x", "w", "b"} and {r.status for r in records} == {"pass"}
+    # torch's second derivative wrong: caught against the reference's
+    detached = TorchSource(ops={"tanh": TanhSavedOutside.apply}, name="torch-detached")
+    records = check_pair(case, HessianVector(detached, seed=1), HessianVector(ReferenceSource(), seed=1,
+                                                                              differences=True))
+    assert "fail" in {r.status for r in records}
+    # the reference's backward wrong: its differences disagree with torch's
+    bad = ReferenceSource({"tanh": Op(tanh_forward, lambda y, g: (g * (1 - y),))}, name="bad")
+    records = check_pair(case, HessianVector(TorchSource(), seed=1), HessianVector(bad, seed=1, differences=True))
+    assert "fail" in {r.status for r in records}

@@ -1,7 +1,9 @@
 """Beyond first-order reverse mode, on random architectures: torch's double
-backward against differences of its own backward, and its forward mode
-(JVPs) against differences of its forward and against its backward by the
-adjoint identity; both through ``gradcheck.check`` (Notes [Second order] and
+backward against differences of its own backward, and against Richardson
+differences of the NumPy reference's hand-written VJPs (gradcheck.sources.
+hessian: two independent second derivatives); its forward mode (JVPs) against
+differences of its forward and against its backward by the adjoint identity.
+The first and the last through ``gradcheck.check`` (Notes [Second order] and
 [Forward mode] in gradcheck/front.py).  The built-in torch source only: a
 candidate's Function need not be twice differentiable or have a jvp.
 
@@ -15,12 +17,14 @@ import pytest
 from hypothesis import given, strategies as st
 
 from gradcheck import check
+from gradcheck.sources.hessian import HessianVector
 from gradcheck.strategies import FAMILIES, cases, graphs
-from gradcheck.testing import suite
+from gradcheck.testing import assert_gradients_agree, suite
 
 __all__ = [  # the tests, for the thin copies in suites/
     "test_double_backward_matches_differences_of_the_backward",
     "test_forward_mode_matches_differences_and_the_backward",
+    "test_double_backward_agrees_with_differences_of_the_references_backward",
 ]
 
 
@@ -48,3 +52,16 @@ def test_forward_mode_matches_differences_and_the_backward(torch_source, self_dt
     case = data.draw(cases(graphs([family], accept=torch_source.accepts), dtypes=self_dtypes, quantize=(0.0,)),
                      label="case")
     _checked(torch_source, case, modes="fwd")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@suite(1 / 4)
+@given(data=st.data())
+def test_double_backward_agrees_with_differences_of_the_references_backward(torch_source, self_dtypes, reference64,
+                                                                          family, data):
+    """torch's Hessian-vector products against Richardson differences of the
+    NumPy reference's hand-written VJPs: two independent second derivatives."""
+    case = data.draw(cases(graphs([family], accept=torch_source.accepts), dtypes=self_dtypes, quantize=(0.0,)),
+                     label="case")
+    assert_gradients_agree(case, HessianVector(torch_source, seed=case.seed),
+                           HessianVector(reference64, seed=case.seed, differences=True))
