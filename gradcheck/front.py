@@ -467,8 +467,9 @@ def check(fn, *inputs, reference=None, loss=None, dtype=None, device: str = "cpu
     failure) or ``auto`` (full up to 8 scalars); seed: of the cotangent and
     the directions; tolerance: an explicit ``Tolerance`` instead of the error
     model's; name: what messages call ``fn``; order: 2 checks the second
-    derivative instead (Note [Second order]); modes: ``"rev"`` (the backward)
-    and/or ``"fwd"`` (forward mode, Note [Forward mode]); names: what messages
+    derivative instead (Note [Second order]); modes: ``"rev"`` (the backward),
+    ``"fwd"`` (forward mode, Note [Forward mode]) and/or ``"batched"`` (the
+    backward under vmap, Note [Batched gradients]); names: what messages
     call the inputs (default: ``fn``'s parameter names).  Returns the records;
     raises ``CheckFailed`` on any failure."""
     return _check(fn, inputs, reference=reference, loss=loss, dtype=dtype, device=device, mode=mode, seed=seed,
@@ -485,10 +486,12 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
     if order not in (1, 2):
         raise ValueError(f"check: order must be 1 (first derivatives) or 2 (second derivatives), got {order!r}")
     modes = (modes,) if isinstance(modes, str) else tuple(modes)
-    if not modes or any(m not in ("rev", "fwd") for m in modes):
-        raise ValueError(f"check: modes must hold 'rev' (reverse mode) and/or 'fwd' (forward mode), got {modes!r}")
-    if "fwd" in modes and order != 1:
-        raise ValueError("check: forward mode is checked at order 1; give modes=('rev',) with order=2")
+    if not modes or any(m not in ("rev", "fwd", "batched") for m in modes):
+        raise ValueError(f"check: modes must hold 'rev' (reverse mode), 'fwd' (forward mode) and/or 'batched' "
+                         f"(the backward under vmap), got {modes!r}")
+    if ("fwd" in modes or "batched" in modes) and order != 1:
+        raise ValueError("check: forward mode and batched gradients are checked at order 1; give modes=('rev',) "
+                         "with order=2")
     if reference is not None and not callable(reference):
         raise TypeError(f"check: reference must be callable, got {type(reference).__name__}")
     torch = _torch()
@@ -502,19 +505,28 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
     if order == 2:
         return _second_order(plan, fn, reference, device=device, mode=mode, seed=seed, tolerance=tolerance,
                              name=name)
-    if "fwd" in modes:
+    if modes != ("rev",):
+        label = _free_name(name or _label(fn))
+        extra = []  # (case, records, source name) of each mode besides reverse
         with plan.kept():
-            forward = _forward_mode(plan, _free_name(name or _label(fn)), seed=seed, tolerance=tolerance)
+            if "fwd" in modes:
+                extra.append(_forward_mode(plan, label, seed=seed, tolerance=tolerance))
+            if "batched" in modes:
+                extra.append(_batched_gradients(plan, label, seed=seed, tolerance=tolerance))
+        more = [r for _, records, _ in extra for r in records]
+        bad = [e for e in extra if any(r.status in ("fail", "error") for r in e[1])]
         if "rev" not in modes:
-            return _judge_records(forward[0], forward[1], forward[2])
+            if bad:
+                raise CheckFailed("\n\n".join(_describe(e) for e in bad) + "\n\n" + _REPLAY_CHECK, more)
+            return Records(more)
         try:
             backward = _check(fn, inputs, reference=reference, loss=loss, dtype=dtype, device=device, mode=mode,
                               seed=seed, tolerance=tolerance, name=name, names=names)
         except CheckFailed as e:
-            records = list(e.records) + forward[1]
-            raise CheckFailed(str(e) if all(r.status not in ("fail", "error") for r in forward[1])
-                              else str(e) + "\n\n" + _describe(forward), records) from None
-        return _judge_records(forward[0], list(backward) + forward[1], forward[2])
+            raise CheckFailed("\n\n".join([str(e)] + [_describe(x) for x in bad]), list(e.records) + more) from None
+        if bad:
+            raise CheckFailed("\n\n".join(_describe(e) for e in bad) + "\n\n" + _REPLAY_CHECK, list(backward) + more)
+        return Records(list(backward) + more)
     op_name = _free_name(name or _label(fn))
     with plan.kept():
         out_shape = _out_shape(plan)
@@ -739,6 +751,69 @@ def _forward_mode(plan, label, *, seed, tolerance, n_directions: int = 2):
             records = along(wrt, "(all tensors)")
             if any(r.status in ("fail", "error") for r in records):
                 records = [r for i in wrt for r in each(i)]
+        return case, records, a_name
+
+
+# Note [Batched gradients]
+# torch.func.vmap and autograd.grad(..., is_grads_batched=True) run a backward
+# once for a whole batch of cotangents (per-sample gradients, Jacobians by
+# jacrev, Hessians by jacfwd(jacrev)): code paths of their own, batching rules
+# that can mix samples or fail.  With modes containing "batched", the backward
+# is run on 3 seeded random cotangents at once and compared, element by
+# element, with the same backward run on each of them alone: exact up to
+# rounding, so judged at the analytic tolerance.
+
+
+def _batched_gradients(plan, label, *, seed, tolerance, k: int = 3):
+    """The batched-gradient records of ``plan``'s callable: (case, records, name)."""
+    import math
+
+    from .judge import tolerance_for, unjudged
+    from .judge.compare import record_for_elements
+    from .sources import numeric
+    from .sources.base import SourceResult
+
+    torch = _torch()
+    out_shape = _out_shape(plan)
+    with _declared(_opdef(plan, label, out_shape)):
+        graph, _ = _graph(plan, label, out_shape, seed)
+        case = Case(graph, seed, plan.dtype)
+        a_name, b_name = f"{label} batched", f"{label} one by one"
+        leaves = [torch.as_tensor(plan.values[a.name]).requires_grad_(a.differentiable) for a in plan.args]
+        wrt = [(a.name, t) for a, t in zip(plan.args, leaves) if a.differentiable]
+        gen = torch.Generator().manual_seed(seed + 7)
+        cot = torch.randn((k, *out_shape), generator=gen, dtype=torch.float64)
+        try:
+            with torch.enable_grad():
+                y = _flat(plan.call(*leaves))
+                cot = cot.to(y.dtype)
+                batched = torch.autograd.grad(y, [t for _, t in wrt], cot, is_grads_batched=True,
+                                              retain_graph=True, allow_unused=True)
+                single = [torch.autograd.grad(y, [t for _, t in wrt], cot[i], retain_graph=True, allow_unused=True)
+                          for i in range(k)]
+        except Exception as e:  # noqa: BLE001 - the callable's own fault, as a record
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return case, [unjudged(graph.case_id, graph.to_json(), seed, a_name, b_name, plan.dtype,
+                                   f"{label}'s backward under vmap (is_grads_batched) raised {type(e).__name__}: "
+                                   f"{why}", op=label, tensor="batched gradients")], a_name
+        result = SourceResult(a_name, "analytic", math.nan, {}, dtype=plan.dtype)
+        eps = float(np.finfo(plan.dtype).eps)
+        tol = tolerance or tolerance_for("analytic", "analytic", plan.dtype)
+        records = []
+        for j, (name, t) in enumerate(wrt):
+            def host(g):
+                return np.zeros(tuple(t.shape)) if g is None else g.detach().double().numpy()
+
+            av = host(batched[j]) if batched[j] is not None else np.zeros((k, *t.shape))
+            bv = np.stack([host(s[j]) for s in single])
+            fd = numeric.FDResult(bv.ravel(), 8 * eps * np.abs(bv).ravel() + 8 * eps * np.max(np.abs(bv), initial=0.0),
+                                  None)
+            rec = record_for_elements(graph, result, b_name, "analytic", "output", (k, *t.shape), np.arange(bv.size),
+                                      av.ravel(), fd, tol, 0.0, seed=seed)
+            records.append(replace(rec, tensor=f"batched grad of {name}", op=label, spec_a="", spec_b="",
+                                   message=(rec.message + "\n" if rec.message else "")
+                                   + f"{k} cotangents at once (vmap over the backward) against each alone; the "
+                                     f"first index is the cotangent"))
         return case, records, a_name
 
 

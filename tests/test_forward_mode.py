@@ -193,3 +193,51 @@ def test_fuzz_in_forward_mode_and_bad_modes():
         check(torch.tanh, _x(), modes=("reverse",))
     with pytest.raises(ValueError, match="forward mode is checked at order 1"):
         check(torch.tanh, _x(), modes=("fwd",), order=2)
+
+
+class ScatterInto(torch.autograd.Function):
+    """x[idx] gathered; the backward scatters into a zero buffer: with
+    ``INPLACE`` by writing into it (fails under vmap), otherwise functionally."""
+
+    INPLACE = False
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        return x[:, :3] * 2
+
+    @classmethod
+    def _backward(cls, ctx, g):
+        out = torch.zeros(ctx.shape, dtype=g.dtype)
+        if cls.INPLACE:
+            out[:, :3] += 2 * g  # a batched g written into an unbatched buffer
+            return out
+        return torch.cat([2 * g, out[:, 3:].expand(*g.shape[:-1], -1)], -1)
+
+    @staticmethod
+    def backward(ctx, g):
+        return ScatterInto._backward(ctx, g)
+
+
+class ScatterIntoInPlace(ScatterInto):
+    INPLACE = True
+
+    @staticmethod
+    def backward(ctx, g):
+        return ScatterIntoInPlace._backward(ctx, g)
+
+
+def test_batched_gradients_equal_the_backward_one_cotangent_at_a_time():
+    """Note [Batched gradients]: the backward under vmap (is_grads_batched)."""
+    for fn in (torch.tanh, F.gelu, SwishJ.apply, ScatterInto.apply):
+        records = check(fn, _x(), modes=("rev", "batched"))
+        assert any(r.tensor.startswith("batched grad of") for r in records)
+        assert {r.status for r in records} == {"pass"}, fn
+    assert {r.status for r in check(ScatterIntoInPlace.apply, _x())} == {"pass"}  # right one cotangent at a time
+    with pytest.raises(CheckFailed, match="under vmap .* raised RuntimeError"):
+        check(ScatterIntoInPlace.apply, _x(), modes=("rev", "batched"))
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Tanh()).double()
+    records = check(net, _x().detach(), modes="batched")
+    assert {r.tensor for r in records} == {"batched grad of 0.weight", "batched grad of 0.bias"}
+    assert {r.status for r in records} == {"pass"}
