@@ -477,7 +477,7 @@ def check(fn, *inputs, reference=None, loss=None, dtype=None, device: str = "cpu
 
 
 def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", mode="auto", seed=0, tolerance=None,
-           name=None, names=None, order=1, modes=("rev",)):
+           name=None, names=None, order=1, modes=("rev",), undefined_check=True):
     fn, reference = _as_callable(fn), _as_callable(reference)
     if not callable(fn):
         raise TypeError(f"check: fn must be callable, got {type(fn).__name__}")
@@ -505,9 +505,13 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
     if order == 2:
         return _second_order(plan, fn, reference, device=device, mode=mode, seed=seed, tolerance=tolerance,
                              name=name)
-    if modes != ("rev",):
+    undefined = None
+    if "rev" in modes and undefined_check:
+        with plan.kept():
+            undefined = _undefined_gradients(plan, _free_name(name or _label(fn)), seed=seed, tolerance=tolerance)
+    if modes != ("rev",) or undefined is not None:
         label = _free_name(name or _label(fn))
-        extra = []  # (case, records, source name) of each mode besides reverse
+        extra = [] if undefined is None else [undefined]  # (case, records, source name) besides reverse mode's
         with plan.kept():
             if "fwd" in modes:
                 extra.append(_forward_mode(plan, label, seed=seed, tolerance=tolerance))
@@ -521,7 +525,7 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
             return Records(more)
         try:
             backward = _check(fn, inputs, reference=reference, loss=loss, dtype=dtype, device=device, mode=mode,
-                              seed=seed, tolerance=tolerance, name=name, names=names)
+                              seed=seed, tolerance=tolerance, name=name, names=names, undefined_check=False)
         except CheckFailed as e:
             raise CheckFailed("\n\n".join([str(e)] + [_describe(x) for x in bad]), list(e.records) + more) from None
         if bad:
@@ -602,7 +606,7 @@ def _second_order(plan, fn, reference, *, device, mode, seed, tolerance, name):
             return _check(first_derivative_of(fn), leaves,
                           reference=None if reference is None else first_derivative_of(reference),
                           dtype=plan.dtype, device=device, mode=mode, seed=seed, tolerance=tolerance,
-                          name=f"{label}.backward", names=[a.name for a in plan.args])
+                          name=f"{label}.backward", names=[a.name for a in plan.args], undefined_check=False)
         except CheckFailed as e:
             raise CheckFailed(f"second order: the double backward of {label} (autograd through its backward, "
                               f"along the cotangent of its first derivative) against differences of its first "
@@ -814,6 +818,83 @@ def _batched_gradients(plan, label, *, seed, tolerance, k: int = 3):
                                    message=(rec.message + "\n" if rec.message else "")
                                    + f"{k} cotangents at once (vmap over the backward) against each alone; the "
                                      f"first index is the cotangent"))
+        return case, records, a_name
+
+
+# Note [Undefined output gradients]
+# A callable with several outputs is often used with only some of them: the
+# others' gradients arrive as None in a Function that called
+# ctx.set_materialize_grads(False), or as zeros.  For each output j, the
+# backward run from the other outputs alone (j's gradient undefined) must
+# give what it gives with j's cotangent set to zeros, and must not raise:
+# what torch's check_undefined_grad probes, run with every reverse check of a
+# callable with two or more floating outputs.
+
+
+def _float_outputs(out):
+    torch = _torch()
+    if isinstance(out, dict):
+        out = [out[k] for k in sorted(out)]
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _float_outputs(o)]
+    return [out] if isinstance(out, torch.Tensor) and out.dtype.is_floating_point else []
+
+
+def _undefined_gradients(plan, label, *, seed, tolerance):
+    """(case, records, name) for Note [Undefined output gradients], or None for a
+    callable with fewer than two floating outputs."""
+    import math
+
+    from .judge import tolerance_for, unjudged
+    from .judge.compare import record_for_elements
+    from .sources import numeric
+    from .sources.base import SourceResult
+
+    torch = _torch()
+    if plan.loss is not None:
+        return None
+    leaves = [torch.as_tensor(plan.values[a.name]).requires_grad_(a.differentiable) for a in plan.args]
+    wrt = [(a.name, t) for a, t in zip(plan.args, leaves) if a.differentiable]
+    with torch.enable_grad():
+        outs = [o for o in _float_outputs(plan.call(*leaves)) if o.requires_grad]
+    if len(outs) < 2:
+        return None
+    out_shape = _out_shape(plan)
+    with _declared(_opdef(plan, label, out_shape)):
+        graph, _ = _graph(plan, label, out_shape, seed)
+        case = Case(graph, seed, plan.dtype)
+        gen = torch.Generator().manual_seed(seed + 11)
+        cots = [torch.randn(tuple(o.shape), generator=gen, dtype=torch.float64).to(o.dtype) for o in outs]
+        a_name, b_name = f"{label} (an output's gradient undefined)", f"{label} (its cotangent zero)"
+        result = SourceResult(a_name, "analytic", math.nan, {}, dtype=plan.dtype)
+        eps = float(np.finfo(plan.dtype).eps)
+        tol = tolerance or tolerance_for("analytic", "analytic", plan.dtype)
+        records = []
+        for j in range(len(outs)):
+            try:
+                with torch.enable_grad():
+                    rest = [i for i in range(len(outs)) if i != j]
+                    without = torch.autograd.grad([outs[i] for i in rest], [t for _, t in wrt],
+                                                  [cots[i] for i in rest], retain_graph=True, allow_unused=True)
+                    zeroed = torch.autograd.grad(outs, [t for _, t in wrt],
+                                                 [torch.zeros_like(c) if i == j else c for i, c in enumerate(cots)],
+                                                 retain_graph=True, allow_unused=True)
+            except Exception as e:  # noqa: BLE001 - the callable's own fault, as a record
+                why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                records.append(unjudged(graph.case_id, graph.to_json(), seed, a_name, b_name, plan.dtype,
+                                        f"{label}'s backward raised {type(e).__name__} with output {j}'s gradient "
+                                        f"undefined (None where the Function does not materialize it): {why}",
+                                        op=label, tensor=f"output {j}'s gradient undefined"))
+                continue
+            for (name, t), g1, g2 in zip(wrt, without, zeroed):
+                av = np.zeros(tuple(t.shape)) if g1 is None else g1.detach().double().numpy()
+                bv = np.zeros(tuple(t.shape)) if g2 is None else g2.detach().double().numpy()
+                fd = numeric.FDResult(bv.ravel(), 8 * eps * (np.abs(bv).ravel() + np.max(np.abs(bv), initial=0.0)),
+                                      None)
+                rec = record_for_elements(graph, result, b_name, "analytic", "output", tuple(t.shape),
+                                          np.arange(bv.size), av.ravel(), fd, tol, 0.0, seed=seed)
+                records.append(replace(rec, tensor=f"{name}, output {j}'s gradient undefined", op=label,
+                                       spec_a="", spec_b=""))
         return case, records, a_name
 
 

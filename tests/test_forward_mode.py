@@ -241,3 +241,42 @@ def test_batched_gradients_equal_the_backward_one_cotangent_at_a_time():
     records = check(net, _x().detach(), modes="batched")
     assert {r.tensor for r in records} == {"batched grad of 0.weight", "batched grad of 0.bias"}
     assert {r.status for r in records} == {"pass"}
+
+
+class SinCos(torch.autograd.Function):
+    """(sin x, cos x), with ``ctx.set_materialize_grads(False)``: an output's
+    gradient arrives as None when the output is unused."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x)
+        return x.sin(), x.cos()
+
+    @staticmethod
+    def backward(ctx, gs, gc):
+        (x,) = ctx.saved_tensors
+        out = torch.zeros_like(x)
+        if gs is not None:
+            out = out + gs * x.cos()
+        if gc is not None:
+            out = out - gc * x.sin()
+        return out
+
+
+class SinCosBug(SinCos):
+    @staticmethod
+    def backward(ctx, gs, gc):
+        (x,) = ctx.saved_tensors
+        return gs * x.cos() - gc * x.sin()  # bug: assumes both gradients are there
+
+
+def test_an_undefined_output_gradient_gives_the_zero_cotangents_gradient_and_no_crash():
+    """Note [Undefined output gradients], run with every reverse check of a
+    callable with two or more floating outputs."""
+    records = check(SinCos.apply, _x())
+    assert {r.tensor for r in records} >= {"x, output 0's gradient undefined", "x, output 1's gradient undefined"}
+    assert {r.status for r in records} == {"pass"}
+    with pytest.raises(CheckFailed, match="raised TypeError with output 0's gradient undefined"):
+        check(SinCosBug.apply, _x())
+    assert {r.tensor for r in check(torch.tanh, _x())} == {"(all tensors)"}  # one output: nothing to probe
