@@ -9,39 +9,7 @@ import torch.nn.functional as F
 
 from gradcheck import CheckFailed, check, fuzz
 
-
-class SwishJ(torch.autograd.Function):
-    """x * sigmoid(x) with a hand-written backward and jvp."""
-
-    @staticmethod
-    def forward(x):
-        return x * torch.sigmoid(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        (x,) = inputs
-        ctx.save_for_backward(x)
-        ctx.save_for_forward(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        s = torch.sigmoid(x)
-        return g * s * (1 + x * (1 - s))
-
-    @staticmethod
-    def jvp(ctx, t):
-        (x,) = ctx.saved_tensors
-        s = torch.sigmoid(x)
-        return t * s * (1 + x * (1 - s))
-
-
-class SwishJBug(SwishJ):
-    @staticmethod
-    def jvp(ctx, t):
-        (x,) = ctx.saved_tensors
-        s = torch.sigmoid(x)
-        return t * s * (1 + x * s)  # bug: 1 - s written as s; the backward is right
+from user_functions import ScatterInto, ScatterIntoInPlace, SinCos, SinCosBug, SwishJ, SwishJBug
 
 
 class ReluJ(torch.autograd.Function):
@@ -195,38 +163,6 @@ def test_fuzz_in_forward_mode_and_bad_modes():
         check(torch.tanh, _x(), modes=("fwd",), order=2)
 
 
-class ScatterInto(torch.autograd.Function):
-    """x[idx] gathered; the backward scatters into a zero buffer: with
-    ``INPLACE`` by writing into it (fails under vmap), otherwise functionally."""
-
-    INPLACE = False
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.shape = x.shape
-        return x[:, :3] * 2
-
-    @classmethod
-    def _backward(cls, ctx, g):
-        out = torch.zeros(ctx.shape, dtype=g.dtype)
-        if cls.INPLACE:
-            out[:, :3] += 2 * g  # a batched g written into an unbatched buffer
-            return out
-        return torch.cat([2 * g, out[:, 3:].expand(*g.shape[:-1], -1)], -1)
-
-    @staticmethod
-    def backward(ctx, g):
-        return ScatterInto._backward(ctx, g)
-
-
-class ScatterIntoInPlace(ScatterInto):
-    INPLACE = True
-
-    @staticmethod
-    def backward(ctx, g):
-        return ScatterIntoInPlace._backward(ctx, g)
-
-
 def test_batched_gradients_equal_the_backward_one_cotangent_at_a_time():
     """Note [Batched gradients]: the backward under vmap (is_grads_batched)."""
     for fn in (torch.tanh, F.gelu, SwishJ.apply, ScatterInto.apply):
@@ -241,34 +177,6 @@ def test_batched_gradients_equal_the_backward_one_cotangent_at_a_time():
     records = check(net, _x().detach(), modes="batched")
     assert {r.tensor for r in records} == {"batched grad of 0.weight", "batched grad of 0.bias"}
     assert {r.status for r in records} == {"pass"}
-
-
-class SinCos(torch.autograd.Function):
-    """(sin x, cos x), with ``ctx.set_materialize_grads(False)``: an output's
-    gradient arrives as None when the output is unused."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x)
-        return x.sin(), x.cos()
-
-    @staticmethod
-    def backward(ctx, gs, gc):
-        (x,) = ctx.saved_tensors
-        out = torch.zeros_like(x)
-        if gs is not None:
-            out = out + gs * x.cos()
-        if gc is not None:
-            out = out - gc * x.sin()
-        return out
-
-
-class SinCosBug(SinCos):
-    @staticmethod
-    def backward(ctx, gs, gc):
-        (x,) = ctx.saved_tensors
-        return gs * x.cos() - gc * x.sin()  # bug: assumes both gradients are there
 
 
 def test_an_undefined_output_gradient_gives_the_zero_cotangents_gradient_and_no_crash():

@@ -9,31 +9,7 @@ import torch.nn.functional as F
 
 from gradcheck import CheckFailed, check, fuzz
 
-from user_functions import CASES, SwishGate, callable_of
-
-
-class SwishGateTwice(torch.autograd.Function):
-    """A backward written in differentiable ops of what it saved: right to any order."""
-
-    @staticmethod
-    def forward(ctx, x, w):
-        ctx.save_for_backward(x, w)
-        return x * torch.sigmoid(x) * w
-
-    @staticmethod
-    def backward(ctx, g):
-        x, w = ctx.saved_tensors
-        s = torch.sigmoid(x)
-        return g * w * s * (1 + x * (1 - s)), (g * x * s).sum(0)
-
-
-class SwishGateTwiceBug(SwishGateTwice):
-    @staticmethod
-    def backward(ctx, g):
-        x, w = ctx.saved_tensors
-        s = torch.sigmoid(x)
-        # bug: a detached factor in w's gradient; the first derivative is still right
-        return g * w * s * (1 + x * (1 - s)), (g * x * s.detach()).sum(0)
+from user_functions import CASES, SwishGate, SwishGateTwice, SwishGateTwiceBug, callable_of
 
 
 def _inputs(dtype, seed=0):

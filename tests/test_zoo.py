@@ -20,7 +20,7 @@ from gradcheck.sources import FiniteDifferences, ReferenceOrFormula
 from gradcheck.strategies import cases, graphs
 from gradcheck.testing import GradientMismatch, assert_gradients_agree
 
-from zoo import ZOO
+from zoo import CALL_ZOO, ZOO
 
 RESULTS = {}
 
@@ -109,3 +109,18 @@ def test_zoo_summary_every_bug_caught_and_report_written():
     print("\n".join(lines))
     assert len(ZOO) >= 25
     assert rate == 1.0
+
+
+@pytest.mark.parametrize("bug", CALL_ZOO, ids=[b.id for b in CALL_ZOO])
+def test_a_bug_in_another_mode_of_differentiation_is_caught_and_named(bug):
+    """The correct Function passes fuzz in that mode; the buggy one fails it, with
+    a message naming the mode, the tensor and, for a wrong value, the element."""
+    from gradcheck import CheckFailed, fuzz
+
+    assert fuzz(bug.correct.apply, inputs=bug.inputs, examples=20, **bug.options) >= 20
+    with pytest.raises(CheckFailed) as info:
+        fuzz(bug.buggy.apply, inputs=bug.inputs, examples=20, **bug.options)
+    text = str(info.value)
+    assert bug.says in text and "tensor " in text, text
+    failing = [r for r in info.value.records if r.status in ("fail", "error")]
+    assert failing and all(r.status == "error" or r.index for r in failing)

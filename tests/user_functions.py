@@ -331,6 +331,128 @@ CASES = [
 ]
 
 
+# ---------------------------------------------------------------- beyond first-order reverse mode
+# (tests/test_forward_mode.py and the higher-order zoo in tests/zoo.py)
+
+
+class SwishGateTwice(torch.autograd.Function):
+    """A backward written in differentiable ops of what it saved: right to any order."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x * torch.sigmoid(x) * w
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return g * w * s * (1 + x * (1 - s)), (g * x * s).sum(0)
+
+
+class SwishGateTwiceBug(SwishGateTwice):
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        # bug: a detached factor in w's gradient; the first derivative is still right
+        return g * w * s * (1 + x * (1 - s)), (g * x * s.detach()).sum(0)
+
+
+class SwishJ(torch.autograd.Function):
+    """x * sigmoid(x) with a hand-written backward and jvp."""
+
+    @staticmethod
+    def forward(x):
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (x,) = inputs
+        ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return g * s * (1 + x * (1 - s))
+
+    @staticmethod
+    def jvp(ctx, t):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return t * s * (1 + x * (1 - s))
+
+
+class SwishJBug(SwishJ):
+    @staticmethod
+    def jvp(ctx, t):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return t * s * (1 + x * s)  # bug: 1 - s written as s; the backward is right
+
+
+class ScatterInto(torch.autograd.Function):
+    """x[idx] gathered; the backward scatters into a zero buffer: with
+    ``INPLACE`` by writing into it (fails under vmap), otherwise functionally."""
+
+    INPLACE = False
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        return x[:, :3] * 2
+
+    @classmethod
+    def _backward(cls, ctx, g):
+        out = torch.zeros(ctx.shape, dtype=g.dtype)
+        if cls.INPLACE:
+            out[:, :3] += 2 * g  # a batched g written into an unbatched buffer
+            return out
+        return torch.cat([2 * g, out[:, 3:].expand(*g.shape[:-1], -1)], -1)
+
+    @staticmethod
+    def backward(ctx, g):
+        return ScatterInto._backward(ctx, g)
+
+
+class ScatterIntoInPlace(ScatterInto):
+    INPLACE = True
+
+    @staticmethod
+    def backward(ctx, g):
+        return ScatterIntoInPlace._backward(ctx, g)
+
+
+class SinCos(torch.autograd.Function):
+    """(sin x, cos x), with ``ctx.set_materialize_grads(False)``: an output's
+    gradient arrives as None when the output is unused."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x)
+        return x.sin(), x.cos()
+
+    @staticmethod
+    def backward(ctx, gs, gc):
+        (x,) = ctx.saved_tensors
+        out = torch.zeros_like(x)
+        if gs is not None:
+            out = out + gs * x.cos()
+        if gc is not None:
+            out = out - gc * x.sin()
+        return out
+
+
+class SinCosBug(SinCos):
+    @staticmethod
+    def backward(ctx, gs, gc):
+        (x,) = ctx.saved_tensors
+        return gs * x.cos() - gc * x.sin()  # bug: assumes both gradients are there
+
+
 def _seeded(cls, *args):
     torch.manual_seed(0)
     return cls(*args)

@@ -432,3 +432,40 @@ ZOO = [
     Bug("add-gradients-share-one-buffer", "add", "aliased gradients", _numpy("add", structure.add_forward, add_backward_one_buffer)),
     Bug("relu-backward-writes-into-grad-out", "relu", "grad_out written", _numpy("relu", activations.relu_forward, relu_backward_zeroes_grad_out)),
 ]
+
+
+# ---------------------------------------------------------------- beyond first-order reverse mode
+
+
+@dataclass(frozen=True)
+class CallBug:
+    """A Function whose first-order backward is right, with a bug that shows only
+    in another mode of differentiation; hunted by ``gradcheck.fuzz`` in that
+    mode (``options``), whose failure must say ``says``."""
+
+    id: str
+    kind: str
+    correct: object  # the Function classes
+    buggy: object
+    inputs: dict
+    options: dict
+    says: str
+
+
+def _call_zoo():
+    from user_functions import (ScatterInto, ScatterIntoInPlace, SinCos, SinCosBug, SwishGate, SwishGateTwice,
+                                SwishJ, SwishJBug)
+
+    return [
+        CallBug("swish-gate-saved-outside-the-graph", "a double backward broken by a value saved outside the graph",
+                SwishGateTwice, SwishGate, {"x": ("N", "D"), "w": ("D",)}, {"order": 2}, "second order"),
+        CallBug("swish-wrong-jvp", "a wrong jvp beside a right backward", SwishJ, SwishJBug, {"x": ("N", "D")},
+                {"modes": ("fwd",)}, "jvp along x"),
+        CallBug("scatter-in-place-under-vmap", "a backward writing a batched gradient into a buffer of its own",
+                ScatterInto, ScatterIntoInPlace, {"x": ("N", 5)}, {"modes": ("rev", "batched")}, "under vmap"),
+        CallBug("sin-cos-undefined-gradient", "a backward crashing on an undefined output gradient", SinCos,
+                SinCosBug, {"x": ("N", "D")}, {}, "gradient undefined"),
+    ]
+
+
+CALL_ZOO = _call_zoo()
