@@ -269,7 +269,8 @@ def _graph(plan, op_name, out_shape, seed):
     b = GraphBuilder()
     names = []
     for arg in plan.args:
-        init = {"kind": "randint", "high": int(plan.values[arg.name].max(initial=0)) + 1} if arg.dtype == "int" else None
+        init = ({"kind": "randint", "high": int(plan.values[arg.name].max(initial=0)) + 1}
+                if arg.dtype == "int" else None)
         names.append(b.leaf(arg.name, plan.values[arg.name].shape, arg.role, arg.dtype, init))
     out = b.op(op_name, *names, name="output")
     probe = b.const("cotangent", out_shape)
@@ -603,14 +604,15 @@ def _second_order(plan, fn, reference, *, device, mode, seed, tolerance, name):
 
     with plan.kept():
         try:
-            return _check(first_derivative_of(fn), leaves,
+            records = _check(first_derivative_of(fn), leaves,
                           reference=None if reference is None else first_derivative_of(reference),
                           dtype=plan.dtype, device=device, mode=mode, seed=seed, tolerance=tolerance,
                           name=f"{label}.backward", names=[a.name for a in plan.args], undefined_check=False)
+            return Records(replace(r, order=2) for r in records)
         except CheckFailed as e:
             raise CheckFailed(f"second order: the double backward of {label} (autograd through its backward, "
                               f"along the cotangent of its first derivative) against differences of its first "
-                              f"derivative\n" + str(e), e.records) from None
+                              f"derivative\n" + str(e), [replace(r, order=2) for r in e.records]) from None
 
 
 # Note [Forward mode]
@@ -628,9 +630,10 @@ def _second_order(plan, fn, reference, *, device, mode, seed, tolerance, name):
 # An element whose one-sided slopes along the direction differ has a kink on
 # the way (relu at an exact 0): it is nondifferentiable, as a stencil across a
 # kink is for the backward.  (Unlike a backward's, a JVP through a reduction
-# mixes several kinks, so the one-sided slopes do not bound the right values.)  A callable with no forward mode (a Function
-# without a jvp staticmethod) was asked for one: its records are errors with
-# torch's reason, never passes.
+# mixes several kinks, so the one-sided slopes do not bound the right values.)
+# A callable with no forward mode (a Function without a jvp staticmethod) was
+# asked for one: its records are errors with torch's reason, never passes.
+# Records of these checks carry ad_mode="fwd".
 
 
 def _forward_mode(plan, label, *, seed, tolerance, n_directions: int = 2):
@@ -680,8 +683,8 @@ def _forward_mode(plan, label, *, seed, tolerance, n_directions: int = 2):
             """The JVP and adjoint records along random directions over ``group``."""
             t0 = time.perf_counter()
             names = [plan.args[i].name for i in group]
-            dirs = [{n: rademacher(rng, tuple(base[i].shape)).astype(plan.values[n].dtype) for i, n in zip(group, names)}
-                    for _ in range(n_directions)]
+            dirs = [{n: rademacher(rng, tuple(base[i].shape)).astype(plan.values[n].dtype)
+                     for i, n in zip(group, names)} for _ in range(n_directions)]
             jvps = []
             try:
                 for d in dirs:
@@ -692,12 +695,12 @@ def _forward_mode(plan, label, *, seed, tolerance, n_directions: int = 2):
                     jvps.append(np.zeros(out_shape) if tangent is None else tangent.detach().double().numpy())
             except (RuntimeError, NotImplementedError) as e:
                 why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                return [unjudged_record(f"{label} has no forward mode ({what}): {why} (an autograd.Function needs a "
-                                        f"jvp staticmethod; leave 'fwd' out of modes= otherwise)", "error",
-                                        f"jvp {what}")]
+                return [replace(unjudged_record(f"{label} has no forward mode ({what}): {why} (an autograd.Function "
+                                                f"needs a jvp staticmethod; leave 'fwd' out of modes= otherwise)",
+                                                "error", f"jvp {what}"), ad_mode="fwd")]
             except Exception as e:  # noqa: BLE001 - the callable's own fault, as a record
-                return [unjudged_record(f"{label}'s forward mode raised {type(e).__name__} ({what}): {e}", "error",
-                                        f"jvp {what}")]
+                return [replace(unjudged_record(f"{label}'s forward mode raised {type(e).__name__} ({what}): {e}",
+                                                "error", f"jvp {what}"), ad_mode="fwd")]
             av = np.stack(jvps).reshape(-1)
             shape = (n_directions, *out_shape)
             fds, tol = None, None
@@ -717,7 +720,7 @@ def _forward_mode(plan, label, *, seed, tolerance, n_directions: int = 2):
                                           np.arange(av.size), av, fd, tol, time.perf_counter() - t0, seed=seed)
                 if rec.status != "fail":
                     break
-            rec = replace(rec, tensor=f"jvp {what}", op=label, spec_a="", spec_b="")
+            rec = replace(rec, tensor=f"jvp {what}", op=label, spec_a="", spec_b="", ad_mode="fwd")
             if method != "central":
                 rec = with_opinion(rec, "richardson", "fail" if method == "one-sided" else rec.status,
                                    "(judged again against Richardson differences after failing against central ones)")
@@ -734,7 +737,7 @@ def _forward_mode(plan, label, *, seed, tolerance, n_directions: int = 2):
             adj = record_for_elements(graph, result, f"{label} vjp", "analytic", "output", (n_directions,),
                                       np.arange(n_directions), lhs, numeric.FDResult(rhs, 4 * rounding, None), tol,
                                       time.perf_counter() - t0, seed=seed)
-            adj = replace(adj, tensor=f"<u, J v> {what}", op=label, spec_a="", spec_b="",
+            adj = replace(adj, tensor=f"<u, J v> {what}", op=label, spec_a="", spec_b="", ad_mode="fwd",
                           message=(adj.message + "\n" if adj.message else "")
                           + "the adjoint identity <u, J v> = <J^T u, v>: forward mode against the backward, one "
                             "element a direction")
@@ -799,7 +802,7 @@ def _batched_gradients(plan, label, *, seed, tolerance, k: int = 3):
             why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             return case, [unjudged(graph.case_id, graph.to_json(), seed, a_name, b_name, plan.dtype,
                                    f"{label}'s backward under vmap (is_grads_batched) raised {type(e).__name__}: "
-                                   f"{why}", op=label, tensor="batched gradients")], a_name
+                                   f"{why}", op=label, tensor="batched gradients", ad_mode="batched")], a_name
         result = SourceResult(a_name, "analytic", math.nan, {}, dtype=plan.dtype)
         eps = float(np.finfo(plan.dtype).eps)
         tol = tolerance or tolerance_for("analytic", "analytic", plan.dtype)
@@ -815,6 +818,7 @@ def _batched_gradients(plan, label, *, seed, tolerance, k: int = 3):
             rec = record_for_elements(graph, result, b_name, "analytic", "output", (k, *t.shape), np.arange(bv.size),
                                       av.ravel(), fd, tol, 0.0, seed=seed)
             records.append(replace(rec, tensor=f"batched grad of {name}", op=label, spec_a="", spec_b="",
+                                   ad_mode="batched",
                                    message=(rec.message + "\n" if rec.message else "")
                                    + f"{k} cotangents at once (vmap over the backward) against each alone; the "
                                      f"first index is the cotangent"))
@@ -884,7 +888,7 @@ def _undefined_gradients(plan, label, *, seed, tolerance):
                 records.append(unjudged(graph.case_id, graph.to_json(), seed, a_name, b_name, plan.dtype,
                                         f"{label}'s backward raised {type(e).__name__} with output {j}'s gradient "
                                         f"undefined (None where the Function does not materialize it): {why}",
-                                        op=label, tensor=f"output {j}'s gradient undefined"))
+                                        op=label, tensor=f"output {j}'s gradient undefined", ad_mode="undefined"))
                 continue
             for (name, t), g1, g2 in zip(wrt, without, zeroed):
                 av = np.zeros(tuple(t.shape)) if g1 is None else g1.detach().double().numpy()
@@ -894,7 +898,7 @@ def _undefined_gradients(plan, label, *, seed, tolerance):
                 rec = record_for_elements(graph, result, b_name, "analytic", "output", tuple(t.shape),
                                           np.arange(bv.size), av.ravel(), fd, tol, 0.0, seed=seed)
                 records.append(replace(rec, tensor=f"{name}, output {j}'s gradient undefined", op=label,
-                                       spec_a="", spec_b=""))
+                                       spec_a="", spec_b="", ad_mode="undefined"))
         return case, records, a_name
 
 

@@ -188,3 +188,17 @@ def test_an_undefined_output_gradient_gives_the_zero_cotangents_gradient_and_no_
     with pytest.raises(CheckFailed, match="raised TypeError with output 0's gradient undefined"):
         check(SinCosBug.apply, _x())
     assert {r.tensor for r in check(torch.tanh, _x())} == {"(all tensors)"}  # one output: nothing to probe
+
+
+def test_records_say_which_order_and_mode_they_check():
+    from user_functions import SwishGateTwice
+
+    x, w = _x(), _x(shape=(5,))
+    assert {(r.order, r.ad_mode) for r in check(SwishGateTwice.apply, x, w, order=2)} == {(2, "rev")}
+    def sin_cos(x):
+        return torch.sin(x), torch.cos(x)
+
+    modes = {(r.order, r.ad_mode) for r in check(sin_cos, x, modes=("rev", "fwd", "batched"))}
+    assert modes == {(1, "rev"), (1, "fwd"), (1, "batched"), (1, "undefined")}
+    frame = check(sin_cos, x, modes=("rev", "fwd")).to_frame()
+    assert {"order", "ad_mode"} <= set(frame.columns)
