@@ -502,6 +502,11 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
     from .sources.torch_autograd import check_device
 
     check_device(device)
+    if any(isinstance(t, torch.Tensor) and t.is_complex() for t in inputs) and not isinstance(fn, torch.nn.Module):
+        fn, reference, inputs, names = _as_real(fn, reference, inputs, names or _arg_names(fn, len(inputs)))
+        name = name or _label(fn.__wrapped__)
+        if dtype is not None:  # the parts' dtype
+            dtype = {"complex128": "float64", "complex64": "float32"}.get(_dtype_name(dtype), dtype)
     plan = _Plan(fn, inputs, dtype, numpy_style=False, names=names, loss=loss, seed=seed)
     if order == 2:
         return _second_order(plan, fn, reference, device=device, mode=mode, seed=seed, tolerance=tolerance,
@@ -556,6 +561,63 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
                 if records is None:
                     raise
                 return _judge_records(Case(graph, seed, plan.dtype), records, op_name)
+
+
+# Note [Complex inputs]
+# A complex input z = x + iy is checked as its two real parts: the callable is
+# called with torch.complex(x, y), and a complex output is read as its real and
+# imaginary parts (view_as_real).  For a real loss L, torch's gradient of z is
+# dL/dx + i dL/dy (the conjugate Wirtinger convention, doubled), so autograd
+# through the real parts gives exactly z.grad's real and imaginary parts, and
+# every check of real inputs applies: a complex backward that forgets a
+# conjugate (grad * w instead of grad * w.conj()) fails against differences,
+# named as the input's .real or .imag part and the element.
+
+
+def _as_real(fn, reference, inputs, names):
+    """(fn, reference, inputs, names) with each complex tensor input split into
+    its real and imaginary parts (Note [Complex inputs])."""
+    import functools
+
+    torch = _torch()
+    split, new_inputs, new_names = [], [], []
+    for value, name in zip(inputs, names):
+        if isinstance(value, torch.Tensor) and value.is_complex():
+            grad = value.requires_grad or not any(isinstance(v, torch.Tensor) and v.requires_grad for v in inputs)
+            split.append(True)
+            new_inputs += [value.detach().real.clone().requires_grad_(grad),
+                           value.detach().imag.clone().requires_grad_(grad)]
+            new_names += [f"{name}.real", f"{name}.imag"]
+        else:
+            split.append(False)
+            new_inputs.append(value)
+            new_names.append(name)
+
+    def real_valued(f):
+        if f is None:
+            return None
+
+        @functools.wraps(f)
+        def wrapped(*args):
+            it, rebuilt = iter(args), []
+            for is_complex in split:
+                rebuilt.append(torch.complex(next(it), next(it)) if is_complex else next(it))
+            return _real_parts(f(*rebuilt))
+
+        return wrapped
+
+    return real_valued(fn), real_valued(reference), new_inputs, new_names
+
+
+def _real_parts(out):
+    torch = _torch()
+    if isinstance(out, torch.Tensor) and out.is_complex():
+        return torch.view_as_real(out)
+    if isinstance(out, (tuple, list)):
+        return type(out)(_real_parts(o) for o in out)
+    if isinstance(out, dict):
+        return {k: _real_parts(v) for k, v in out.items()}
+    return out
 
 
 # Note [Second order]
@@ -1015,7 +1077,8 @@ def fuzz(fn, inputs: dict, hyper: dict | None = None, *, examples: int = 50, reg
     after the tensors for a Function's ``apply``) to a value, a list of choices
     or a Hypothesis strategy.  Each symbol takes a size in ``dims`` (or as
     ``sizes={symbol: size or (lo, hi)}`` says), each float input a value regime
-    from ``regimes``.  A failure is shrunk to the smallest sizes and simplest
+    from ``regimes`` (``dtype="complex128"`` or ``"complex64"``: complex inputs,
+    both parts from the regime).  A failure is shrunk to the smallest sizes and simplest
     regime, and raised as ``CheckFailed`` whose first line says the draw; the
     draws are the same every call (``seed=`` picks others); ``order=2`` checks
     second derivatives (Note [Second order]), ``modes=("rev", "fwd")`` forward
@@ -1060,7 +1123,10 @@ def fuzz(fn, inputs: dict, hyper: dict | None = None, *, examples: int = 50, reg
                 described.append(f"{spec.name}: int{list(shape)} < {spec.high}")
                 continue
             regime = data.draw(st.sampled_from(list(regimes)), label=f"{spec.name} regime")
-            args.append(torch.as_tensor(_regime(regime, rng, shape), dtype=tdtype).requires_grad_(spec.role != CONST))
+            values = _regime(regime, rng, shape)
+            if tdtype.is_complex:  # real and imaginary parts from the same regime
+                values = values + 1j * _regime(regime, rng, shape)
+            args.append(torch.as_tensor(values, dtype=tdtype).requires_grad_(spec.role != CONST))
             described.append(f"{spec.name}: {regime}{list(shape)}")
         kwargs = {k: data.draw(v, label=k) for k, v in strategies.items()}
         count[0] += 1

@@ -453,6 +453,27 @@ class SinCosBug(SinCos):
         return gs * x.cos() - gc * x.sin()  # bug: assumes both gradients are there
 
 
+class CMul(torch.autograd.Function):
+    """z * w for complex z and w, with a hand-written backward."""
+
+    @staticmethod
+    def forward(ctx, z, w):
+        ctx.save_for_backward(z, w)
+        return z * w
+
+    @staticmethod
+    def backward(ctx, g):
+        z, w = ctx.saved_tensors
+        return g * w.conj(), (g * z.conj()).sum(0)
+
+
+class CMulBug(CMul):
+    @staticmethod
+    def backward(ctx, g):
+        z, w = ctx.saved_tensors
+        return g * w, (g * z.conj()).sum(0)  # bug: the VJP misses w's conjugate
+
+
 def _seeded(cls, *args):
     torch.manual_seed(0)
     return cls(*args)

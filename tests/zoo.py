@@ -453,8 +453,8 @@ class CallBug:
 
 
 def _call_zoo():
-    from user_functions import (ScatterInto, ScatterIntoInPlace, SinCos, SinCosBug, SwishGate, SwishGateTwice,
-                                SwishJ, SwishJBug)
+    from user_functions import (CMul, CMulBug, ScatterInto, ScatterIntoInPlace, SinCos, SinCosBug, SwishGate,
+                                SwishGateTwice, SwishJ, SwishJBug)
 
     return [
         CallBug("swish-gate-saved-outside-the-graph", "a double backward broken by a value saved outside the graph",
@@ -465,7 +465,10 @@ def _call_zoo():
                 ScatterInto, ScatterIntoInPlace, {"x": ("N", 5)}, {"modes": ("rev", "batched")}, "under vmap"),
         CallBug("sin-cos-undefined-gradient", "a backward crashing on an undefined output gradient", SinCos,
                 SinCosBug, {"x": ("N", "D")}, {}, "gradient undefined"),
+        CallBug("complex-mul-missing-conjugate", "a complex VJP missing its conjugate", CMul, CMulBug,
+                {"z": ("N", "D"), "w": ("D",)}, {"dtype": "complex128"}, "tensor 'z."),
     ]
 
 
 CALL_ZOO = _call_zoo()
+
