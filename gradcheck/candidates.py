@@ -75,11 +75,18 @@ class OpOptions:
     complex_step: True when the forward is complex-analytic (the complex-step
     check then runs), False when it is not; None (the default) has a probe
     decide (Note [Complex-step probe] in sources/finite_differences.py).
+    order, modes: for a torch op, what the suites also check inside random
+    graphs containing it: ``order=2`` its double backward, ``modes`` holding
+    ``"fwd"`` its forward mode (a ``jvp``) and ``"batched"`` its backward under
+    vmap; by default none of these (a Function need not be twice
+    differentiable or have a jvp).
     """
 
     supports: object = None
     dtypes: tuple | None = None
     complex_step: bool | None = None
+    order: int = 1
+    modes: tuple = ("rev",)
 
     def refuses(self, op: str, hyper: dict, shapes) -> str:
         """Why this op would not take these settings, or ""."""
@@ -141,16 +148,16 @@ class Candidate:
             self.numpy_ops[name] = (impl.forward, impl.backward)
             declared = getattr(impl, "complex_step", None)  # a class may say it on itself
             if options.complex_step is None and isinstance(declared, bool):
-                options = OpOptions(options.supports, options.dtypes, declared)
+                options = replace(options, complex_step=declared)
         else:
             self.torch_ops[name] = torch_callable(name, impl, get_op(name))
         self.options[name] = options
 
-    def op(self, name: str, *, supports=None, dtypes=None, complex_step=None):
+    def op(self, name: str, *, supports=None, dtypes=None, complex_step=None, order=1, modes=("rev",)):
         """Decorator: the implementation of catalogue op ``name`` (see ``OpOptions``
         for what the keywords declare)."""
         get_op(name)  # an unknown name fails here, naming the catalogue
-        options = _options(name, supports, dtypes, complex_step)
+        options = _options(name, supports, dtypes, complex_step, order, modes)
 
         def register(impl):
             self._register(name, impl, options)
@@ -316,7 +323,7 @@ class Candidate:
 _NO_OPTIONS = OpOptions()
 
 
-def _options(name, supports, dtypes, complex_step):
+def _options(name, supports, dtypes, complex_step, order=1, modes=("rev",)):
     if supports is not None and not (callable(supports) or isinstance(supports, dict)):
         raise TypeError(f"candidate op {name!r}: supports must be a predicate (hyper, shapes) -> bool or a dict "
                         f"of allowed values, got {type(supports).__name__}")
@@ -334,7 +341,12 @@ def _options(name, supports, dtypes, complex_step):
                              f"float16, bfloat16")
     if complex_step not in (None, True, False):
         raise TypeError(f"candidate op {name!r}: complex_step must be True, False or None")
-    return OpOptions(supports, dtypes, complex_step)
+    if order not in (1, 2):
+        raise ValueError(f"candidate op {name!r}: order must be 1 or 2 (also check its double backward), got {order!r}")
+    modes = (modes,) if isinstance(modes, str) else tuple(modes)
+    if not modes or any(m not in ("rev", "fwd", "batched") for m in modes):
+        raise ValueError(f"candidate op {name!r}: modes must hold 'rev', 'fwd' and/or 'batched', got {modes!r}")
+    return OpOptions(supports, dtypes, complex_step, order, modes)
 
 
 def _portable_target(target: str) -> str:

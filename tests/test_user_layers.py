@@ -259,3 +259,18 @@ def test_a_replay_file_written_by_pytest_replays_from_another_folder(tmp_path):
     replayed = gradcheck("repro", str(case_file), "--candidate", f"{LAYERS}/buggy.py:candidate",
                          cwd=tmp_path / "elsewhere")
     assert replayed.returncode == 1 and "op mul" in replayed.stdout
+
+
+@pytest.mark.xdist_group("higher")
+def test_a_torch_op_declaring_order_2_and_forward_mode_is_checked_so_in_random_graphs():
+    """OpOptions(order=2, modes=("rev", "fwd")): a correct GELU Function passes
+    the suites; one whose backward uses a value saved outside autograd's graph
+    fails the second-order check, one with a wrong jvp the forward-mode check,
+    both named by the op."""
+    args = ("--gradcheck-profile", "dev", "-k", "declares")
+    ok = suites(*args, "--candidate", f"{LAYERS}/higher.py:candidate")
+    assert ok.returncode == 0 and "passed" in ok.stdout, ok.stdout[-3000:]
+    saved = suites(*args, "--candidate", f"{LAYERS}/higher.py:saved_outside")
+    assert saved.returncode == 1 and "second order: the double backward of gelu in graph" in saved.stdout
+    jvp = suites(*args, "--candidate", f"{LAYERS}/higher.py:wrong_jvp")
+    assert jvp.returncode == 1 and "tensor 'jvp along" in jvp.stdout and "op gelu in graph" in jvp.stdout

@@ -45,6 +45,21 @@ def _builtin_torch(plan):
     return [e for e in plan.self_check if hasattr(e[0], "loss_function") and candidate_of(e[0]) is None]
 
 
+def _declared_higher(plan):
+    """(torch candidate source, op) for each candidate op that declared order=2 or
+    modes beyond "rev" (OpOptions): checked so inside random graphs."""
+    rows = []
+    for source, _ in plan.self_check:
+        candidate = candidate_of(source)
+        if candidate is None or not hasattr(source, "loss_function"):
+            continue
+        for op in _own_ops(source, plan):
+            options = candidate.options_of(op)
+            if options.order == 2 or set(options.modes) - {"rev"}:
+                rows.append((source, op))
+    return rows
+
+
 def pytest_generate_tests(metafunc):
     plan = suite_plan(metafunc.config)
     names = metafunc.fixturenames
@@ -64,6 +79,9 @@ def pytest_generate_tests(metafunc):
         per_op = None
     if per_op == "op":
         metafunc.parametrize("op", plan.ops)
+    if "higher_op" in names:
+        rows = _declared_higher(plan)
+        metafunc.parametrize("higher_source,higher_op", rows, ids=[f"{_id(src)}-{op}" for src, op in rows])
     if "optimizer_runner" in names:
         metafunc.parametrize("optimizer_runner", plan.optimizers, ids=[label for label, _, _ in plan.optimizers])
 

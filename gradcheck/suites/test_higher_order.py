@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from gradcheck import check
+from gradcheck.sources.base import candidate_of
 from gradcheck.sources.hessian import HessianVector
 from gradcheck.strategies import FAMILIES, cases, graphs
 from gradcheck.testing import assert_gradients_agree, suite
@@ -25,14 +26,16 @@ __all__ = [  # the tests, for the thin copies in suites/
     "test_double_backward_matches_differences_of_the_backward",
     "test_forward_mode_matches_differences_and_the_backward",
     "test_double_backward_agrees_with_differences_of_the_references_backward",
+    "test_a_candidates_op_in_the_order_and_modes_it_declares",
 ]
 
 
-def _checked(torch_source, case, **options):
+def _checked(torch_source, case, name=None, **options):
     fn, leaves, names = torch_source.loss_function(case.graph, case.tensors())
     if not leaves:
         pytest.skip("the graph has no differentiable leaf")
-    records = check(fn, *leaves, names=names, name=f"torch graph {case.graph.case_id}", seed=case.seed, **options)
+    records = check(fn, *leaves, names=names, name=name or f"torch graph {case.graph.case_id}", seed=case.seed,
+                    **options)
     assert {r.status for r in records} <= {"pass", "nondifferentiable"}
 
 
@@ -65,3 +68,17 @@ def test_double_backward_agrees_with_differences_of_the_references_backward(torc
                      label="case")
     assert_gradients_agree(case, HessianVector(torch_source, seed=case.seed),
                            HessianVector(reference64, seed=case.seed, differences=True))
+
+
+@suite(1 / 2)
+@given(data=st.data())
+def test_a_candidates_op_in_the_order_and_modes_it_declares(higher_source, higher_op, data):
+    """A candidate's torch op that declared ``order=2`` or ``modes=("rev", "fwd",
+    "batched")`` (OpOptions), checked so inside random graphs containing it."""
+    options = candidate_of(higher_source).options_of(higher_op)
+    case = data.draw(cases(graphs(include=higher_op, accept=higher_source.accepts), quantize=(0.0,)), label="case")
+    name = f"{higher_op} in graph {case.graph.case_id}"
+    if options.order == 2:
+        _checked(higher_source, case, name, order=2)
+    if set(options.modes) - {"rev"}:
+        _checked(higher_source, case, name, modes=options.modes)
