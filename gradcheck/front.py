@@ -469,8 +469,9 @@ def check(fn, *inputs, reference=None, loss=None, dtype=None, device: str = "cpu
     the directions; tolerance: an explicit ``Tolerance`` instead of the error
     model's; name: what messages call ``fn``; order: 2 checks the second
     derivative instead (Note [Second order]); modes: ``"rev"`` (the backward),
-    ``"fwd"`` (forward mode, Note [Forward mode]) and/or ``"batched"`` (the
-    backward under vmap, Note [Batched gradients]); names: what messages
+    ``"fwd"`` (forward mode, Note [Forward mode]), ``"batched"`` (the backward
+    under vmap, Note [Batched gradients]) and/or ``"per-sample"`` (vmap over the
+    first input's samples, Note [Per-sample gradients]); names: what messages
     call the inputs (default: ``fn``'s parameter names).  Returns the records;
     raises ``CheckFailed`` on any failure."""
     return _check(fn, inputs, reference=reference, loss=loss, dtype=dtype, device=device, mode=mode, seed=seed,
@@ -487,12 +488,12 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
     if order not in (1, 2):
         raise ValueError(f"check: order must be 1 (first derivatives) or 2 (second derivatives), got {order!r}")
     modes = (modes,) if isinstance(modes, str) else tuple(modes)
-    if not modes or any(m not in ("rev", "fwd", "batched") for m in modes):
-        raise ValueError(f"check: modes must hold 'rev' (reverse mode), 'fwd' (forward mode) and/or 'batched' "
-                         f"(the backward under vmap), got {modes!r}")
-    if ("fwd" in modes or "batched" in modes) and order != 1:
-        raise ValueError("check: forward mode and batched gradients are checked at order 1; give modes=('rev',) "
-                         "with order=2")
+    if not modes or any(m not in ("rev", "fwd", "batched", "per-sample") for m in modes):
+        raise ValueError(f"check: modes must hold 'rev' (reverse mode), 'fwd' (forward mode), 'batched' (the "
+                         f"backward under vmap) and/or 'per-sample' (vmap over the first input), got {modes!r}")
+    if set(modes) - {"rev"} and order != 1:
+        raise ValueError("check: forward mode, batched and per-sample gradients are checked at order 1; give "
+                         "modes=('rev',) with order=2")
     if reference is not None and not callable(reference):
         raise TypeError(f"check: reference must be callable, got {type(reference).__name__}")
     torch = _torch()
@@ -523,6 +524,8 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
                 extra.append(_forward_mode(plan, label, seed=seed, tolerance=tolerance))
             if "batched" in modes:
                 extra.append(_batched_gradients(plan, label, seed=seed, tolerance=tolerance))
+            if "per-sample" in modes:
+                extra.append(_per_sample(plan, label, seed=seed, tolerance=tolerance))
         more = [r for _, records, _ in extra for r in records]
         bad = [e for e in extra if any(r.status in ("fail", "error") for r in e[1])]
         if "rev" not in modes:
@@ -961,6 +964,94 @@ def _undefined_gradients(plan, label, *, seed, tolerance):
                                           np.arange(bv.size), av.ravel(), fd, tol, 0.0, seed=seed)
                 records.append(replace(rec, tensor=f"{name}, output {j}'s gradient undefined", op=label,
                                        spec_a="", spec_b="", ad_mode="undefined"))
+        return case, records, a_name
+
+
+# Note [Per-sample gradients]
+# torch.func.vmap(torch.func.grad(loss of one sample)) gives every sample's
+# gradient in one call (differential privacy, influence functions, Fisher
+# estimates), through the vmap rules of every op and Function on the way.
+# With modes containing "per-sample", the callable's first tensor input is
+# taken as a batch of independent samples along its first axis: each
+# sample's loss <u_n, fn(x_n, ...)> and its gradients with respect to every
+# differentiable input (x_n's own included) are computed under vmap and, one
+# sample at a time, without it, and compared at the analytic tolerance.  A
+# vmap rule that mixes samples (a Function's vmap staticmethod) shows in the
+# losses or the gradients; a Function functorch cannot transform is an error
+# that says why.  Only for callables whose samples do not interact (no batch
+# norm over the batch).
+
+
+def _per_sample(plan, label, *, seed, tolerance):
+    """The per-sample records of ``plan``'s callable: (case, records, name)."""
+    import math
+
+    from .judge import tolerance_for, unjudged
+    from .judge.compare import record_for_elements
+    from .sources import numeric
+    from .sources.base import SourceResult
+
+    torch = _torch()
+    out_shape = _out_shape(plan)
+    with _declared(_opdef(plan, label, out_shape)):
+        graph, _ = _graph(plan, label, out_shape, seed)
+        case = Case(graph, seed, plan.dtype)
+        a_name, b_name = f"{label} per-sample (vmap)", f"{label} one sample at a time"
+        first = next((i for i, a in enumerate(plan.args) if a.role != PARAM and plan.values[a.name].ndim >= 1), None)
+        if first is None:
+            return case, [unjudged(graph.case_id, graph.to_json(), seed, a_name, b_name, plan.dtype,
+                                   f"{label} has no tensor input with a batch axis for per-sample gradients",
+                                   op=label, tensor="per-sample gradients", ad_mode="per-sample")], a_name
+        base = [torch.as_tensor(plan.values[a.name]) for a in plan.args]
+        wrt = [i for i, a in enumerate(plan.args) if a.differentiable]
+        n = int(base[first].shape[0])
+        with torch.no_grad():
+            one = _flat(plan.call(*[t[:1] if i == first else t for i, t in enumerate(base)]))
+        gen = torch.Generator().manual_seed(seed + 13)
+        u = torch.randn((n, *one.shape), generator=gen, dtype=torch.float64).to(one.dtype)
+
+        def loss_of_one(*args):  # (u_n, then every leaf, the first one sample of it)
+            un, leaves = args[0], list(args[1:])
+            leaves[first] = leaves[first].unsqueeze(0)
+            return (_flat(plan.call(*leaves)) * un).sum()
+
+        argnums = tuple(1 + i for i in wrt)
+        try:
+            in_dims = (0, *[0 if i == first else None for i in range(len(base))])
+            g_v, l_v = torch.func.vmap(torch.func.grad_and_value(loss_of_one, argnums=argnums), in_dims=in_dims)(
+                u, *base)
+            loop_g, loop_l = [], []
+            for k in range(n):
+                leaves = [t[k].clone().requires_grad_(i in wrt) if i == first else t.clone().requires_grad_(i in wrt)
+                          for i, t in enumerate(base)]
+                with torch.enable_grad():
+                    value = loss_of_one(u[k], *leaves)
+                    grads = torch.autograd.grad(value, [leaves[i] for i in wrt], allow_unused=True)
+                loop_l.append(value.detach())
+                loop_g.append([torch.zeros_like(leaves[i]) if g is None else g for i, g in zip(wrt, grads)])
+        except Exception as e:  # noqa: BLE001 - the callable's own fault, as a record
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return case, [unjudged(graph.case_id, graph.to_json(), seed, a_name, b_name, plan.dtype,
+                                   f"{label} under torch.func.vmap(grad(...)) over its first input raised "
+                                   f"{type(e).__name__}: {why}", op=label, tensor="per-sample gradients",
+                                   ad_mode="per-sample")], a_name
+        result = SourceResult(a_name, "analytic", math.nan, {}, dtype=plan.dtype)
+        eps = float(np.finfo(plan.dtype).eps)
+        tol = tolerance or tolerance_for("analytic", "analytic", plan.dtype)
+        pairs = [("per-sample loss", l_v, torch.stack(loop_l))]
+        pairs += [(f"per-sample grad of {plan.args[i].name}", g_v[j], torch.stack([g[j] for g in loop_g]))
+                  for j, i in enumerate(wrt)]
+        records = []
+        for tensor, mine, theirs in pairs:
+            av, bv = mine.detach().double().numpy(), theirs.detach().double().numpy()
+            fd = numeric.FDResult(bv.ravel(), 8 * eps * (np.abs(bv).ravel() + np.max(np.abs(bv), initial=0.0)),
+                                  None)
+            rec = record_for_elements(graph, result, b_name, "analytic", "output", bv.shape, np.arange(bv.size),
+                                      av.ravel(), fd, tol, 0.0, seed=seed)
+            records.append(replace(rec, tensor=tensor, op=label, spec_a="", spec_b="", ad_mode="per-sample",
+                                   message=(rec.message + "\n" if rec.message else "")
+                                   + f"the first index is the sample, of {n} along {plan.args[first].name}'s first "
+                                     f"axis"))
         return case, records, a_name
 
 

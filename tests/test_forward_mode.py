@@ -159,7 +159,7 @@ def test_fuzz_in_forward_mode_and_bad_modes():
         fuzz(SwishJBug.apply, inputs={"x": ("N", "D")}, examples=8, modes=("fwd",))
     with pytest.raises(ValueError, match="modes must hold"):
         check(torch.tanh, _x(), modes=("reverse",))
-    with pytest.raises(ValueError, match="forward mode and batched gradients are checked at order 1"):
+    with pytest.raises(ValueError, match="checked at order 1"):
         check(torch.tanh, _x(), modes=("fwd",), order=2)
 
 
@@ -202,3 +202,23 @@ def test_records_say_which_order_and_mode_they_check():
     assert modes == {(1, "rev"), (1, "fwd"), (1, "batched"), (1, "undefined")}
     frame = check(sin_cos, x, modes=("rev", "fwd")).to_frame()
     assert {"order", "ad_mode"} <= set(frame.columns)
+
+
+def test_per_sample_gradients_under_vmap_equal_each_sample_alone():
+    """Note [Per-sample gradients]."""
+    from user_functions import Square, SquareMixingRule, SwishGate
+
+    x, w = _x(), _x(shape=(5,))
+    for fn, args in ((torch.tanh, (x,)), (lambda x, w: F.gelu(x) * w, (x, w)), (Square.apply, (x,))):
+        records = check(fn, *args, modes=("rev", "per-sample"))
+        assert "per-sample loss" in {r.tensor for r in records} and {r.status for r in records} == {"pass"}
+    with pytest.raises(CheckFailed, match="tensor 'per-sample loss'"):
+        check(SquareMixingRule.apply, x, modes="per-sample")
+    with pytest.raises(CheckFailed, match="must override the setup_context"):
+        check(SwishGate.apply, x, w, modes="per-sample")  # functorch cannot transform a ctx-style Function
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Tanh()).double()
+    records = check(net, x.detach(), modes="per-sample")
+    assert {r.tensor for r in records} == {"per-sample loss", "per-sample grad of 0.weight",
+                                           "per-sample grad of 0.bias"}
+    assert {r.status for r in records} == {"pass"} and {r.ad_mode for r in records} == {"per-sample"}

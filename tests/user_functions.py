@@ -474,6 +474,36 @@ class CMulBug(CMul):
         return g * w, (g * z.conj()).sum(0)  # bug: the VJP misses w's conjugate
 
 
+class Square(torch.autograd.Function):
+    """x * x, usable under torch.func transforms (vmap rule generated)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x * x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+
+class SquareMixingRule(Square):
+    """The same with a hand-written vmap rule that reverses the samples."""
+
+    generate_vmap_rule = False
+
+    @staticmethod
+    def vmap(info, in_dims, x):
+        d = in_dims[0]
+        return (x * x).flip(d), d  # bug: the samples come back reversed
+
+
 def _seeded(cls, *args):
     torch.manual_seed(0)
     return cls(*args)

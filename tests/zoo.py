@@ -453,8 +453,8 @@ class CallBug:
 
 
 def _call_zoo():
-    from user_functions import (CMul, CMulBug, ScatterInto, ScatterIntoInPlace, SinCos, SinCosBug, SwishGate,
-                                SwishGateTwice, SwishJ, SwishJBug)
+    from user_functions import (CMul, CMulBug, ScatterInto, ScatterIntoInPlace, SinCos, SinCosBug, Square,
+                                SquareMixingRule, SwishGate, SwishGateTwice, SwishJ, SwishJBug)
 
     return [
         CallBug("swish-gate-saved-outside-the-graph", "a double backward broken by a value saved outside the graph",
@@ -467,6 +467,8 @@ def _call_zoo():
                 SinCosBug, {"x": ("N", "D")}, {}, "gradient undefined"),
         CallBug("complex-mul-missing-conjugate", "a complex VJP missing its conjugate", CMul, CMulBug,
                 {"z": ("N", "D"), "w": ("D",)}, {"dtype": "complex128"}, "tensor 'z."),
+        CallBug("square-vmap-rule-mixing-samples", "a vmap rule that mixes samples", Square, SquareMixingRule,
+                {"x": ("N", "D")}, {"modes": ("rev", "per-sample"), "sizes": {"N": (2, 4)}}, "tensor 'per-sample"),
     ]
 
 

@@ -54,8 +54,8 @@ class CheckRecord:
     spec_b: str = ""
     direction_seed: int = -1  # the seed of finite differences' random directions (-1: none drawn)
     order: int = 1  # the order of the derivative checked: 2 for a double backward
-    ad_mode: str = "rev"  # "rev", "fwd" (JVPs), "batched" (the backward under vmap), "undefined" (an output's
-    #                       gradient left undefined)
+    ad_mode: str = "rev"  # "rev", "fwd" (JVPs), "batched" (the backward under vmap), "per-sample" (vmap over
+    #                       samples), "undefined" (an output's gradient left undefined)
 
     def to_dict(self):
         return asdict(self)
