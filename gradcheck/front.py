@@ -177,6 +177,14 @@ class _Plan:
                 out = fn(*positional)
             return self.loss(out) if self.loss is not None else out
 
+    def output(self):
+        """The callable's output at the check's values (no grad), computed once."""
+        if not hasattr(self, "_output"):
+            torch = _torch()
+            with torch.no_grad():
+                self._output = self.call(*(torch.as_tensor(self.values[a.name]) for a in self.args))
+        return self._output
+
     @contextmanager
     def kept(self):
         """The module's buffers (batch norm's running statistics) as they were
@@ -285,8 +293,7 @@ def _out_shape(plan):
     if plan.numpy_style:
         return None
     torch = _torch()
-    with torch.no_grad():
-        raw = plan.call(*(torch.as_tensor(plan.values[a.name]) for a in plan.args))
+    raw = plan.output()
     out = _flat(raw)
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"check: the function returned {type(raw).__name__}, not a floating tensor (or a tuple, "
@@ -680,6 +687,49 @@ def _second_order(plan, fn, reference, *, device, mode, seed, tolerance, name):
                               f"derivative\n" + str(e), [replace(r, order=2) for r in e.records]) from None
 
 
+def _mode_case(plan, label, seed):
+    """The one-node graph of ``plan``'s callable, its values, its Case and the
+    output shape: what the records of a check beside reverse mode's refer to."""
+    out_shape = _out_shape(plan)
+    with _declared(_opdef(plan, label, out_shape)):
+        graph, tensors = _graph(plan, label, out_shape, seed)
+    return graph, tensors, Case(graph, seed, plan.dtype), out_shape
+
+
+def _reason(e) -> str:
+    """An exception's first line (its type when it says nothing)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _unjudged_in(graph, seed, a_name, b_name, dtype, message, **fields):
+    from .judge import unjudged
+
+    return unjudged(graph.case_id, graph.to_json(), seed, a_name, b_name, dtype, message, **fields)
+
+
+def _agreeing(graph, seed, a_name, b_name, dtype, av, bv, tolerance, note="", **changes):
+    """The record of two computations of the same values that must agree up to
+    rounding (a batch against one at a time): ``av`` against ``bv``, element by
+    element, at the analytic tolerance, allowing 8 eps of each value and of the
+    largest."""
+    import math
+
+    from .judge import tolerance_for
+    from .judge.compare import record_for_elements
+    from .sources import numeric
+    from .sources.base import SourceResult
+
+    av, bv = np.asarray(av, dtype=np.float64), np.asarray(bv, dtype=np.float64)
+    eps = float(np.finfo(dtype).eps)
+    expected = numeric.FDResult(bv.ravel(), 8 * eps * (np.abs(bv).ravel() + np.max(np.abs(bv), initial=0.0)), None)
+    rec = record_for_elements(graph, SourceResult(a_name, "analytic", math.nan, {}, dtype=dtype), b_name, "analytic",
+                              "output", bv.shape, np.arange(bv.size), av.ravel(), expected,
+                              tolerance or tolerance_for("analytic", "analytic", dtype), 0.0, seed=seed)
+    message = ((rec.message + "\n" if rec.message else "") + note) if note else rec.message
+    return replace(rec, spec_a="", spec_b="", message=message, **changes)
+
+
 # Note [Forward mode]
 # Forward mode (torch.func.jvp, jacfwd, a Function's jvp staticmethod) is code
 # of its own, and can be wrong while the backward is right.  Along two random
@@ -714,116 +764,108 @@ def _forward_mode(plan, label, *, seed, tolerance, n_directions: int = 2):
     from .sources.base import SourceResult, rademacher
 
     torch = _torch()
-    out_shape = _out_shape(plan)
-    with _declared(_opdef(plan, label, out_shape)):
-        graph, tensors = _graph(plan, label, out_shape, seed)
-        case = Case(graph, seed, plan.dtype)
-        u = torch.as_tensor(tensors["cotangent"])
-        base = [torch.as_tensor(plan.values[a.name]) for a in plan.args]
-        wrt = [i for i, a in enumerate(plan.args) if a.differentiable]
-        a_name, fd_name = f"{label} jvp", f"central-fd({label})"
-        result = SourceResult(a_name, "analytic", math.nan, {}, dtype=plan.dtype)
-        eps = float(np.finfo(plan.dtype).eps)
+    graph, tensors, case, out_shape = _mode_case(plan, label, seed)
+    u = torch.as_tensor(tensors["cotangent"])
+    base = [torch.as_tensor(plan.values[a.name]) for a in plan.args]
+    wrt = [i for i, a in enumerate(plan.args) if a.differentiable]
+    a_name, fd_name = f"{label} jvp", f"central-fd({label})"
+    result = SourceResult(a_name, "analytic", math.nan, {}, dtype=plan.dtype)
+    eps = float(np.finfo(plan.dtype).eps)
 
-        def unjudged_record(message, status, tensor=""):
-            from .judge import unjudged
+    leaves = [t.clone().requires_grad_(plan.args[i].differentiable) for i, t in enumerate(base)]
+    with torch.enable_grad():
+        y = _flat(plan.call(*leaves))
+        vjps = torch.autograd.grad((y * u.to(y.dtype)).sum(), [leaves[i] for i in wrt], allow_unused=True)
+    vjps = {plan.args[i].name: (np.zeros(base[i].shape) if g is None else g.detach().double().numpy())
+            for i, g in zip(wrt, vjps)}
 
-            return unjudged(graph.case_id, graph.to_json(), seed, a_name, fd_name, plan.dtype, message, status=status,
-                            op=label, tensor=tensor)
+    def forward_np(values):
+        with torch.no_grad():
+            return _flat(plan.call(*(torch.as_tensor(values[a.name]) for a in plan.args))).double().numpy()
 
-        leaves = [t.clone().requires_grad_(plan.args[i].differentiable) for i, t in enumerate(base)]
-        with torch.enable_grad():
-            y = _flat(plan.call(*leaves))
-            vjps = torch.autograd.grad((y * u.to(y.dtype)).sum(), [leaves[i] for i in wrt], allow_unused=True)
-        vjps = {plan.args[i].name: (np.zeros(base[i].shape) if g is None else g.detach().double().numpy())
-                for i, g in zip(wrt, vjps)}
+    rng = np.random.default_rng(seed)
 
-        def forward_np(values):
-            with torch.no_grad():
-                return _flat(plan.call(*(torch.as_tensor(values[a.name]) for a in plan.args))).double().numpy()
+    def along(group, what):
+        """The JVP and adjoint records along random directions over ``group``."""
+        t0 = time.perf_counter()
+        names = [plan.args[i].name for i in group]
+        dirs = [{n: rademacher(rng, tuple(base[i].shape)).astype(plan.values[n].dtype)
+                 for i, n in zip(group, names)} for _ in range(n_directions)]
+        jvps = []
+        try:
+            for d in dirs:
+                with fwad.dual_level():
+                    args = [fwad.make_dual(t, torch.as_tensor(d[plan.args[j].name])) if j in group else t
+                            for j, t in enumerate(base)]
+                    tangent = fwad.unpack_dual(_flat(plan.call(*args))).tangent
+                jvps.append(np.zeros(out_shape) if tangent is None else tangent.detach().double().numpy())
+        except (RuntimeError, NotImplementedError) as e:
+            return [_unjudged_in(graph, seed, a_name, fd_name, plan.dtype,
+                                 f"{label} has no forward mode ({what}): {_reason(e)} (an autograd.Function "
+                                 f"needs a jvp staticmethod; leave 'fwd' out of modes= otherwise)",
+                                 op=label, tensor=f"jvp {what}", ad_mode="fwd")]
+        except Exception as e:  # noqa: BLE001 - the callable's own fault, as a record
+            return [_unjudged_in(graph, seed, a_name, fd_name, plan.dtype,
+                                 f"{label}'s forward mode raised {type(e).__name__} ({what}): {e}",
+                                 op=label, tensor=f"jvp {what}", ad_mode="fwd")]
+        av = np.stack(jvps).reshape(-1)
+        shape = (n_directions, *out_shape)
+        fds, tol = None, None
+        for method in ("central", "richardson", "one-sided"):
+            tol = tolerance or tolerance_for("analytic", "richardson" if method != "central" else method,
+                                             plan.dtype)
+            if method != "one-sided":
+                fds = [numeric.directional(forward_np, plan.values, d, method) for d in dirs]
+                kink = None
+            else:  # a stencil across a kink is nondifferentiable (Note [Forward mode])
+                kink = _one_sided_jumps(forward_np, plan.values, dirs, tol)
+            fd = numeric.FDResult(np.stack([f.value for f in fds]).reshape(-1),
+                                  np.stack([np.broadcast_to(f.error, np.shape(f.value))
+                                            for f in fds]).reshape(-1), kink)
+            rec = record_for_elements(graph, result, fd_name if method == "central" else f"richardson-fd({label})",
+                                      method if method != "one-sided" else "richardson", "output", shape,
+                                      np.arange(av.size), av, fd, tol, time.perf_counter() - t0, seed=seed)
+            if rec.status != "fail":
+                break
+        rec = replace(rec, tensor=f"jvp {what}", op=label, spec_a="", spec_b="", ad_mode="fwd")
+        if method != "central":
+            rec = with_opinion(rec, "richardson", "fail" if method == "one-sided" else rec.status,
+                               "(judged again against Richardson differences after failing against central ones)")
+        if method == "one-sided":
+            rec = with_opinion(rec, "one-sided-kinks", rec.status, "(elements whose one-sided slopes along the "
+                               "direction differ have a kink on the way: nondifferentiable there)")
+        # the adjoint identity, against the backward
+        lhs = np.array([float(np.sum(tensors["cotangent"] * jv)) for jv in jvps])
+        rhs = np.array([sum(float(np.sum(vjps[n] * d[n])) for n in names) for d in dirs])
+        rounding = np.array([eps * (np.sum(np.abs(tensors["cotangent"] * jv))
+                                    + sum(np.sum(np.abs(vjps[n] * d[n])) for n in names))
+                             for jv, d in zip(jvps, dirs)])
+        tol = tolerance or tolerance_for("analytic", "analytic", plan.dtype)
+        adj = record_for_elements(graph, result, f"{label} vjp", "analytic", "output", (n_directions,),
+                                  np.arange(n_directions), lhs, numeric.FDResult(rhs, 4 * rounding, None), tol,
+                                  time.perf_counter() - t0, seed=seed)
+        adj = replace(adj, tensor=f"<u, J v> {what}", op=label, spec_a="", spec_b="", ad_mode="fwd",
+                      message=(adj.message + "\n" if adj.message else "")
+                      + "the adjoint identity <u, J v> = <J^T u, v>: forward mode against the backward, one "
+                        "element a direction")
+        if adj.status == "fail" and rec.status == "nondifferentiable":
+            adj = with_opinion(adj, "one-sided-kinks", "nondifferentiable",
+                               "a kink lies along these directions (see the JVP's record): forward and reverse "
+                               "mode may each take another subgradient there", status="nondifferentiable")
+        return [rec, adj]
 
-        rng = np.random.default_rng(seed)
+    def each(i):
+        return along([i], f"along {plan.args[i].name}")
 
-        def along(group, what):
-            """The JVP and adjoint records along random directions over ``group``."""
-            t0 = time.perf_counter()
-            names = [plan.args[i].name for i in group]
-            dirs = [{n: rademacher(rng, tuple(base[i].shape)).astype(plan.values[n].dtype)
-                     for i, n in zip(group, names)} for _ in range(n_directions)]
-            jvps = []
-            try:
-                for d in dirs:
-                    with fwad.dual_level():
-                        args = [fwad.make_dual(t, torch.as_tensor(d[plan.args[j].name])) if j in group else t
-                                for j, t in enumerate(base)]
-                        tangent = fwad.unpack_dual(_flat(plan.call(*args))).tangent
-                    jvps.append(np.zeros(out_shape) if tangent is None else tangent.detach().double().numpy())
-            except (RuntimeError, NotImplementedError) as e:
-                why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                return [replace(unjudged_record(f"{label} has no forward mode ({what}): {why} (an autograd.Function "
-                                                f"needs a jvp staticmethod; leave 'fwd' out of modes= otherwise)",
-                                                "error", f"jvp {what}"), ad_mode="fwd")]
-            except Exception as e:  # noqa: BLE001 - the callable's own fault, as a record
-                return [replace(unjudged_record(f"{label}'s forward mode raised {type(e).__name__} ({what}): {e}",
-                                                "error", f"jvp {what}"), ad_mode="fwd")]
-            av = np.stack(jvps).reshape(-1)
-            shape = (n_directions, *out_shape)
-            fds, tol = None, None
-            for method in ("central", "richardson", "one-sided"):
-                tol = tolerance or tolerance_for("analytic", "richardson" if method != "central" else method,
-                                                 plan.dtype)
-                if method != "one-sided":
-                    fds = [numeric.directional(forward_np, plan.values, d, method) for d in dirs]
-                    kink = None
-                else:  # a stencil across a kink is nondifferentiable (Note [Forward mode])
-                    kink = _one_sided_jumps(forward_np, plan.values, dirs, tol)
-                fd = numeric.FDResult(np.stack([f.value for f in fds]).reshape(-1),
-                                      np.stack([np.broadcast_to(f.error, np.shape(f.value))
-                                                for f in fds]).reshape(-1), kink)
-                rec = record_for_elements(graph, result, fd_name if method == "central" else f"richardson-fd({label})",
-                                          method if method != "one-sided" else "richardson", "output", shape,
-                                          np.arange(av.size), av, fd, tol, time.perf_counter() - t0, seed=seed)
-                if rec.status != "fail":
-                    break
-            rec = replace(rec, tensor=f"jvp {what}", op=label, spec_a="", spec_b="", ad_mode="fwd")
-            if method != "central":
-                rec = with_opinion(rec, "richardson", "fail" if method == "one-sided" else rec.status,
-                                   "(judged again against Richardson differences after failing against central ones)")
-            if method == "one-sided":
-                rec = with_opinion(rec, "one-sided-kinks", rec.status, "(elements whose one-sided slopes along the "
-                                   "direction differ have a kink on the way: nondifferentiable there)")
-            # the adjoint identity, against the backward
-            lhs = np.array([float(np.sum(tensors["cotangent"] * jv)) for jv in jvps])
-            rhs = np.array([sum(float(np.sum(vjps[n] * d[n])) for n in names) for d in dirs])
-            rounding = np.array([eps * (np.sum(np.abs(tensors["cotangent"] * jv))
-                                        + sum(np.sum(np.abs(vjps[n] * d[n])) for n in names))
-                                 for jv, d in zip(jvps, dirs)])
-            tol = tolerance or tolerance_for("analytic", "analytic", plan.dtype)
-            adj = record_for_elements(graph, result, f"{label} vjp", "analytic", "output", (n_directions,),
-                                      np.arange(n_directions), lhs, numeric.FDResult(rhs, 4 * rounding, None), tol,
-                                      time.perf_counter() - t0, seed=seed)
-            adj = replace(adj, tensor=f"<u, J v> {what}", op=label, spec_a="", spec_b="", ad_mode="fwd",
-                          message=(adj.message + "\n" if adj.message else "")
-                          + "the adjoint identity <u, J v> = <J^T u, v>: forward mode against the backward, one "
-                            "element a direction")
-            if adj.status == "fail" and rec.status == "nondifferentiable":
-                adj = with_opinion(adj, "one-sided-kinks", "nondifferentiable",
-                                   "a kink lies along these directions (see the JVP's record): forward and reverse "
-                                   "mode may each take another subgradient there", status="nondifferentiable")
-            return [rec, adj]
-
-        def each(i):
-            return along([i], f"along {plan.args[i].name}")
-
-        if len(wrt) == 1:
-            records = each(wrt[0])
-        else:
-            # every input at once (two JVPs, four forwards, whatever the count), input by
-            # input only when that disagrees, to name the input
-            records = along(wrt, "(all tensors)")
-            if any(r.status in ("fail", "error") for r in records):
-                records = [r for i in wrt for r in each(i)]
-        return case, records, a_name
+    if len(wrt) == 1:
+        records = each(wrt[0])
+    else:
+        # every input at once (two JVPs, four forwards, whatever the count), input by
+        # input only when that disagrees, to name the input
+        records = along(wrt, "(all tensors)")
+        if any(r.status in ("fail", "error") for r in records):
+            records = [r for i in wrt for r in each(i)]
+    return case, records, a_name
 
 
 # Note [Batched gradients]
@@ -838,56 +880,36 @@ def _forward_mode(plan, label, *, seed, tolerance, n_directions: int = 2):
 
 def _batched_gradients(plan, label, *, seed, tolerance, k: int = 3):
     """The batched-gradient records of ``plan``'s callable: (case, records, name)."""
-    import math
-
-    from .judge import tolerance_for, unjudged
-    from .judge.compare import record_for_elements
-    from .sources import numeric
-    from .sources.base import SourceResult
-
     torch = _torch()
-    out_shape = _out_shape(plan)
-    with _declared(_opdef(plan, label, out_shape)):
-        graph, _ = _graph(plan, label, out_shape, seed)
-        case = Case(graph, seed, plan.dtype)
-        a_name, b_name = f"{label} batched", f"{label} one by one"
-        leaves = [torch.as_tensor(plan.values[a.name]).requires_grad_(a.differentiable) for a in plan.args]
-        wrt = [(a.name, t) for a, t in zip(plan.args, leaves) if a.differentiable]
-        gen = torch.Generator().manual_seed(seed + 7)
-        cot = torch.randn((k, *out_shape), generator=gen, dtype=torch.float64)
-        try:
-            with torch.enable_grad():
-                y = _flat(plan.call(*leaves))
-                cot = cot.to(y.dtype)
-                batched = torch.autograd.grad(y, [t for _, t in wrt], cot, is_grads_batched=True,
-                                              retain_graph=True, allow_unused=True)
-                single = [torch.autograd.grad(y, [t for _, t in wrt], cot[i], retain_graph=True, allow_unused=True)
-                          for i in range(k)]
-        except Exception as e:  # noqa: BLE001 - the callable's own fault, as a record
-            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return case, [unjudged(graph.case_id, graph.to_json(), seed, a_name, b_name, plan.dtype,
+    graph, _, case, out_shape = _mode_case(plan, label, seed)
+    a_name, b_name = f"{label} batched", f"{label} one by one"
+    leaves = [torch.as_tensor(plan.values[a.name]).requires_grad_(a.differentiable) for a in plan.args]
+    wrt = [(a.name, t) for a, t in zip(plan.args, leaves) if a.differentiable]
+    gen = torch.Generator().manual_seed(seed + 7)
+    cot = torch.randn((k, *out_shape), generator=gen, dtype=torch.float64)
+    try:
+        with torch.enable_grad():
+            y = _flat(plan.call(*leaves))
+            cot = cot.to(y.dtype)
+            batched = torch.autograd.grad(y, [t for _, t in wrt], cot, is_grads_batched=True, retain_graph=True,
+                                          allow_unused=True)
+            single = [torch.autograd.grad(y, [t for _, t in wrt], cot[i], retain_graph=True, allow_unused=True)
+                      for i in range(k)]
+    except Exception as e:  # noqa: BLE001 - the callable's own fault, as a record
+        return case, [_unjudged_in(graph, seed, a_name, b_name, plan.dtype,
                                    f"{label}'s backward under vmap (is_grads_batched) raised {type(e).__name__}: "
-                                   f"{why}", op=label, tensor="batched gradients", ad_mode="batched")], a_name
-        result = SourceResult(a_name, "analytic", math.nan, {}, dtype=plan.dtype)
-        eps = float(np.finfo(plan.dtype).eps)
-        tol = tolerance or tolerance_for("analytic", "analytic", plan.dtype)
-        records = []
-        for j, (name, t) in enumerate(wrt):
-            def host(g):
-                return np.zeros(tuple(t.shape)) if g is None else g.detach().double().numpy()
+                                   f"{_reason(e)}", op=label, tensor="batched gradients", ad_mode="batched")], a_name
+    records = []
+    for j, (name, t) in enumerate(wrt):
+        def host(g, shape=tuple(t.shape)):
+            return np.zeros(shape) if g is None else g.detach().double().numpy()
 
-            av = host(batched[j]) if batched[j] is not None else np.zeros((k, *t.shape))
-            bv = np.stack([host(s[j]) for s in single])
-            fd = numeric.FDResult(bv.ravel(), 8 * eps * np.abs(bv).ravel() + 8 * eps * np.max(np.abs(bv), initial=0.0),
-                                  None)
-            rec = record_for_elements(graph, result, b_name, "analytic", "output", (k, *t.shape), np.arange(bv.size),
-                                      av.ravel(), fd, tol, 0.0, seed=seed)
-            records.append(replace(rec, tensor=f"batched grad of {name}", op=label, spec_a="", spec_b="",
-                                   ad_mode="batched",
-                                   message=(rec.message + "\n" if rec.message else "")
-                                   + f"{k} cotangents at once (vmap over the backward) against each alone; the "
-                                     f"first index is the cotangent"))
-        return case, records, a_name
+        records.append(_agreeing(graph, seed, a_name, b_name, plan.dtype, host(batched[j], (k, *t.shape)),
+                                 np.stack([host(one[j]) for one in single]), tolerance,
+                                 f"{k} cotangents at once (vmap over the backward) against each alone; the first "
+                                 f"index is the cotangent", tensor=f"batched grad of {name}", op=label,
+                                 ad_mode="batched"))
+    return case, records, a_name
 
 
 # Note [Undefined output gradients]
@@ -912,15 +934,8 @@ def _float_outputs(out):
 def _undefined_gradients(plan, label, *, seed, tolerance):
     """(case, records, name) for Note [Undefined output gradients], or None for a
     callable with fewer than two floating outputs."""
-    import math
-
-    from .judge import tolerance_for, unjudged
-    from .judge.compare import record_for_elements
-    from .sources import numeric
-    from .sources.base import SourceResult
-
     torch = _torch()
-    if plan.loss is not None:
+    if plan.loss is not None or len(_float_outputs(plan.output())) < 2:
         return None
     leaves = [torch.as_tensor(plan.values[a.name]).requires_grad_(a.differentiable) for a in plan.args]
     wrt = [(a.name, t) for a, t in zip(plan.args, leaves) if a.differentiable]
@@ -928,43 +943,34 @@ def _undefined_gradients(plan, label, *, seed, tolerance):
         outs = [o for o in _float_outputs(plan.call(*leaves)) if o.requires_grad]
     if len(outs) < 2:
         return None
-    out_shape = _out_shape(plan)
-    with _declared(_opdef(plan, label, out_shape)):
-        graph, _ = _graph(plan, label, out_shape, seed)
-        case = Case(graph, seed, plan.dtype)
-        gen = torch.Generator().manual_seed(seed + 11)
-        cots = [torch.randn(tuple(o.shape), generator=gen, dtype=torch.float64).to(o.dtype) for o in outs]
-        a_name, b_name = f"{label} (an output's gradient undefined)", f"{label} (its cotangent zero)"
-        result = SourceResult(a_name, "analytic", math.nan, {}, dtype=plan.dtype)
-        eps = float(np.finfo(plan.dtype).eps)
-        tol = tolerance or tolerance_for("analytic", "analytic", plan.dtype)
-        records = []
-        for j in range(len(outs)):
-            try:
-                with torch.enable_grad():
-                    rest = [i for i in range(len(outs)) if i != j]
-                    without = torch.autograd.grad([outs[i] for i in rest], [t for _, t in wrt],
-                                                  [cots[i] for i in rest], retain_graph=True, allow_unused=True)
-                    zeroed = torch.autograd.grad(outs, [t for _, t in wrt],
-                                                 [torch.zeros_like(c) if i == j else c for i, c in enumerate(cots)],
-                                                 retain_graph=True, allow_unused=True)
-            except Exception as e:  # noqa: BLE001 - the callable's own fault, as a record
-                why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                records.append(unjudged(graph.case_id, graph.to_json(), seed, a_name, b_name, plan.dtype,
+    graph, _, case, _ = _mode_case(plan, label, seed)
+    gen = torch.Generator().manual_seed(seed + 11)
+    cots = [torch.randn(tuple(o.shape), generator=gen, dtype=torch.float64).to(o.dtype) for o in outs]
+    a_name, b_name = f"{label} (an output's gradient undefined)", f"{label} (its cotangent zero)"
+    records = []
+    for j in range(len(outs)):
+        try:
+            with torch.enable_grad():
+                rest = [i for i in range(len(outs)) if i != j]
+                without = torch.autograd.grad([outs[i] for i in rest], [t for _, t in wrt], [cots[i] for i in rest],
+                                              retain_graph=True, allow_unused=True)
+                zeroed = torch.autograd.grad(outs, [t for _, t in wrt],
+                                             [torch.zeros_like(c) if i == j else c for i, c in enumerate(cots)],
+                                             retain_graph=True, allow_unused=True)
+        except Exception as e:  # noqa: BLE001 - the callable's own fault, as a record
+            records.append(_unjudged_in(graph, seed, a_name, b_name, plan.dtype,
                                         f"{label}'s backward raised {type(e).__name__} with output {j}'s gradient "
-                                        f"undefined (None where the Function does not materialize it): {why}",
+                                        f"undefined (None where the Function does not materialize it): {_reason(e)}",
                                         op=label, tensor=f"output {j}'s gradient undefined", ad_mode="undefined"))
-                continue
-            for (name, t), g1, g2 in zip(wrt, without, zeroed):
-                av = np.zeros(tuple(t.shape)) if g1 is None else g1.detach().double().numpy()
-                bv = np.zeros(tuple(t.shape)) if g2 is None else g2.detach().double().numpy()
-                fd = numeric.FDResult(bv.ravel(), 8 * eps * (np.abs(bv).ravel() + np.max(np.abs(bv), initial=0.0)),
-                                      None)
-                rec = record_for_elements(graph, result, b_name, "analytic", "output", tuple(t.shape),
-                                          np.arange(bv.size), av.ravel(), fd, tol, 0.0, seed=seed)
-                records.append(replace(rec, tensor=f"{name}, output {j}'s gradient undefined", op=label,
-                                       spec_a="", spec_b="", ad_mode="undefined"))
-        return case, records, a_name
+            continue
+        for (name, t), g1, g2 in zip(wrt, without, zeroed):
+            def host(g, shape=tuple(t.shape)):
+                return np.zeros(shape) if g is None else g.detach().double().numpy()
+
+            records.append(_agreeing(graph, seed, a_name, b_name, plan.dtype, host(g1), host(g2), tolerance,
+                                     tensor=f"{name}, output {j}'s gradient undefined", op=label,
+                                     ad_mode="undefined"))
+    return case, records, a_name
 
 
 # Note [Per-sample gradients]
@@ -984,75 +990,54 @@ def _undefined_gradients(plan, label, *, seed, tolerance):
 
 def _per_sample(plan, label, *, seed, tolerance):
     """The per-sample records of ``plan``'s callable: (case, records, name)."""
-    import math
-
-    from .judge import tolerance_for, unjudged
-    from .judge.compare import record_for_elements
-    from .sources import numeric
-    from .sources.base import SourceResult
-
     torch = _torch()
-    out_shape = _out_shape(plan)
-    with _declared(_opdef(plan, label, out_shape)):
-        graph, _ = _graph(plan, label, out_shape, seed)
-        case = Case(graph, seed, plan.dtype)
-        a_name, b_name = f"{label} per-sample (vmap)", f"{label} one sample at a time"
-        first = next((i for i, a in enumerate(plan.args) if a.role != PARAM and plan.values[a.name].ndim >= 1), None)
-        if first is None:
-            return case, [unjudged(graph.case_id, graph.to_json(), seed, a_name, b_name, plan.dtype,
+    graph, _, case, _ = _mode_case(plan, label, seed)
+    a_name, b_name = f"{label} per-sample (vmap)", f"{label} one sample at a time"
+    first = next((i for i, a in enumerate(plan.args) if a.role != PARAM and plan.values[a.name].ndim >= 1), None)
+    if first is None:
+        return case, [_unjudged_in(graph, seed, a_name, b_name, plan.dtype,
                                    f"{label} has no tensor input with a batch axis for per-sample gradients",
                                    op=label, tensor="per-sample gradients", ad_mode="per-sample")], a_name
-        base = [torch.as_tensor(plan.values[a.name]) for a in plan.args]
-        wrt = [i for i, a in enumerate(plan.args) if a.differentiable]
-        n = int(base[first].shape[0])
-        with torch.no_grad():
-            one = _flat(plan.call(*[t[:1] if i == first else t for i, t in enumerate(base)]))
-        gen = torch.Generator().manual_seed(seed + 13)
-        u = torch.randn((n, *one.shape), generator=gen, dtype=torch.float64).to(one.dtype)
+    base = [torch.as_tensor(plan.values[a.name]) for a in plan.args]
+    wrt = [i for i, a in enumerate(plan.args) if a.differentiable]
+    n = int(base[first].shape[0])
+    with torch.no_grad():
+        one = _flat(plan.call(*[t[:1] if i == first else t for i, t in enumerate(base)]))
+    gen = torch.Generator().manual_seed(seed + 13)
+    u = torch.randn((n, *one.shape), generator=gen, dtype=torch.float64).to(one.dtype)
 
-        def loss_of_one(*args):  # (u_n, then every leaf, the first one sample of it)
-            un, leaves = args[0], list(args[1:])
-            leaves[first] = leaves[first].unsqueeze(0)
-            return (_flat(plan.call(*leaves)) * un).sum()
+    def loss_of_one(*args):  # (u_n, then every leaf, the first one sample of it)
+        un, leaves = args[0], list(args[1:])
+        leaves[first] = leaves[first].unsqueeze(0)
+        return (_flat(plan.call(*leaves)) * un).sum()
 
-        argnums = tuple(1 + i for i in wrt)
-        try:
-            in_dims = (0, *[0 if i == first else None for i in range(len(base))])
-            g_v, l_v = torch.func.vmap(torch.func.grad_and_value(loss_of_one, argnums=argnums), in_dims=in_dims)(
-                u, *base)
-            loop_g, loop_l = [], []
-            for k in range(n):
-                leaves = [t[k].clone().requires_grad_(i in wrt) if i == first else t.clone().requires_grad_(i in wrt)
-                          for i, t in enumerate(base)]
-                with torch.enable_grad():
-                    value = loss_of_one(u[k], *leaves)
-                    grads = torch.autograd.grad(value, [leaves[i] for i in wrt], allow_unused=True)
-                loop_l.append(value.detach())
-                loop_g.append([torch.zeros_like(leaves[i]) if g is None else g for i, g in zip(wrt, grads)])
-        except Exception as e:  # noqa: BLE001 - the callable's own fault, as a record
-            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return case, [unjudged(graph.case_id, graph.to_json(), seed, a_name, b_name, plan.dtype,
+    argnums = tuple(1 + i for i in wrt)
+    try:
+        in_dims = (0, *[0 if i == first else None for i in range(len(base))])
+        g_v, l_v = torch.func.vmap(torch.func.grad_and_value(loss_of_one, argnums=argnums), in_dims=in_dims)(
+            u, *base)
+        loop_g, loop_l = [], []
+        for k in range(n):
+            leaves = [t[k].clone().requires_grad_(i in wrt) if i == first else t.clone().requires_grad_(i in wrt)
+                      for i, t in enumerate(base)]
+            with torch.enable_grad():
+                value = loss_of_one(u[k], *leaves)
+                grads = torch.autograd.grad(value, [leaves[i] for i in wrt], allow_unused=True)
+            loop_l.append(value.detach())
+            loop_g.append([torch.zeros_like(leaves[i]) if g is None else g for i, g in zip(wrt, grads)])
+    except Exception as e:  # noqa: BLE001 - the callable's own fault, as a record
+        return case, [_unjudged_in(graph, seed, a_name, b_name, plan.dtype,
                                    f"{label} under torch.func.vmap(grad(...)) over its first input raised "
-                                   f"{type(e).__name__}: {why}", op=label, tensor="per-sample gradients",
+                                   f"{type(e).__name__}: {_reason(e)}", op=label, tensor="per-sample gradients",
                                    ad_mode="per-sample")], a_name
-        result = SourceResult(a_name, "analytic", math.nan, {}, dtype=plan.dtype)
-        eps = float(np.finfo(plan.dtype).eps)
-        tol = tolerance or tolerance_for("analytic", "analytic", plan.dtype)
-        pairs = [("per-sample loss", l_v, torch.stack(loop_l))]
-        pairs += [(f"per-sample grad of {plan.args[i].name}", g_v[j], torch.stack([g[j] for g in loop_g]))
-                  for j, i in enumerate(wrt)]
-        records = []
-        for tensor, mine, theirs in pairs:
-            av, bv = mine.detach().double().numpy(), theirs.detach().double().numpy()
-            fd = numeric.FDResult(bv.ravel(), 8 * eps * (np.abs(bv).ravel() + np.max(np.abs(bv), initial=0.0)),
-                                  None)
-            rec = record_for_elements(graph, result, b_name, "analytic", "output", bv.shape, np.arange(bv.size),
-                                      av.ravel(), fd, tol, 0.0, seed=seed)
-            records.append(replace(rec, tensor=tensor, op=label, spec_a="", spec_b="", ad_mode="per-sample",
-                                   message=(rec.message + "\n" if rec.message else "")
-                                   + f"the first index is the sample, of {n} along {plan.args[first].name}'s first "
-                                     f"axis"))
-        return case, records, a_name
+    pairs = [("per-sample loss", l_v, torch.stack(loop_l))]
+    pairs += [(f"per-sample grad of {plan.args[i].name}", g_v[j], torch.stack([g[j] for g in loop_g]))
+              for j, i in enumerate(wrt)]
+    note = f"the first index is the sample, of {n} along {plan.args[first].name}'s first axis"
+    records = [_agreeing(graph, seed, a_name, b_name, plan.dtype, mine.detach().double().numpy(),
+                         theirs.detach().double().numpy(), tolerance, note, tensor=tensor, op=label,
+                         ad_mode="per-sample") for tensor, mine, theirs in pairs]
+    return case, records, a_name
 
 
 def _one_sided_jumps(f, values, dirs, tol):
