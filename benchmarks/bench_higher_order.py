@@ -38,7 +38,7 @@ from gradcheck.sources.torch_autograd import TorchSource  # noqa: E402
 
 
 def _models(quick):
-    sizes = {"mlp": [(24,), (88,), (305,)], "cnn": [(4,), (16,)], "attention": [(14,), (48,)]}
+    sizes = {"mlp": [(24,), (88,), (305,), (1000,)], "cnn": [(4,), (16,)], "attention": [(14,), (48,)]}
     for name, make in (("mlp", mlp), ("cnn", cnn), ("attention", attention_block)):
         for args in sizes[name][: 1 if quick else None]:
             yield name, make(*args)

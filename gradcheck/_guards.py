@@ -455,7 +455,9 @@ def guard_torch_op(name: str, fn, opdef: OpDef, limit: float | None = None, brea
         floats = [t for t in tensors if t.dtype.is_floating_point]
         if floats and out.dtype != floats[0].dtype:
             fail(f"forward output has dtype {out.dtype}, expected {floats[0].dtype}")
-        if not bool(torch.isfinite(out).all()):
+        # the sum is non-finite when an element is (or when finite ones overflow it:
+        # then the exact test decides), at a twentieth of the exact test's cost
+        if not bool(torch.isfinite(out.sum())) and not bool(torch.isfinite(out).all()):
             fail("forward output has non-finite values (NaN or Inf)")
         return out
 

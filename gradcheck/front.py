@@ -486,7 +486,7 @@ def check(fn, *inputs, reference=None, loss=None, dtype=None, device: str = "cpu
 
 
 def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", mode="auto", seed=0, tolerance=None,
-           name=None, names=None, order=1, modes=("rev",), undefined_check=True):
+           name=None, names=None, order=1, modes=("rev",), undefined_check=True, output=None, n_directions=4):
     fn, reference = _as_callable(fn), _as_callable(reference)
     if not callable(fn):
         raise TypeError(f"check: fn must be callable, got {type(fn).__name__}")
@@ -516,6 +516,8 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
         if dtype is not None:  # the parts' dtype
             dtype = {"complex128": "float64", "complex64": "float32"}.get(_dtype_name(dtype), dtype)
     plan = _Plan(fn, inputs, dtype, numpy_style=False, names=names, loss=loss, seed=seed)
+    if output is not None:  # the caller computed it already
+        plan._output = output
     if order == 2:
         return _second_order(plan, fn, reference, device=device, mode=mode, seed=seed, tolerance=tolerance,
                              name=name)
@@ -558,7 +560,7 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
             source = torch_candidate_source(candidate, device, plan.dtype)
             source.name = op_name
             graph, tensors = _graph(plan, op_name, out_shape, seed)
-            others = [FiniteDifferences(source, "central", mode, seed=seed, full_limit=CHECK_FULL_LIMIT)]
+            others = [FiniteDifferences(source, "central", mode, n_directions, seed=seed, full_limit=CHECK_FULL_LIMIT)]
             if formula is not None:
                 others.append(ReferenceOrFormula())
             try:
@@ -647,6 +649,19 @@ def _real_parts(out):
 # uses values saved from its forward (computed outside autograd's graph) has a
 # right first derivative and a wrong second one: this is what torch's
 # gradgradcheck catches, and what first-order suites never see.
+#
+# Cost.  A backward of g is the double backward; each finite difference of g is
+# a first backward (with no graph kept: nothing differentiates it).  So the
+# check runs SECOND_ORDER_DIRECTIONS directions, not the first order's 4: each
+# direction v tests the scalar <H w, v> (w the inner cotangent), and an error
+# in H w is missed by one Rademacher direction only when its signed parts
+# cancel, so two independent directions miss it with probability well under a
+# quarter even when two equal errors are all there is (one, for torch's
+# gradgradcheck fast_mode and JAX's check_grads).  One double backward and four
+# first backwards: about twice a double backward (benchmarks/
+# bench_higher_order.py).  The first derivative at the check's values is
+# computed once and gives the inner check its output.
+SECOND_ORDER_DIRECTIONS = 2
 
 
 def _second_order(plan, fn, reference, *, device, mode, seed, tolerance, name):
@@ -654,32 +669,43 @@ def _second_order(plan, fn, reference, *, device, mode, seed, tolerance, name):
     label = name or _label(fn)
     leaves = [torch.as_tensor(plan.values[a.name]).requires_grad_(a.differentiable) for a in plan.args]
     wrt = [i for i, a in enumerate(plan.args) if a.differentiable]
-    with plan.kept(), torch.no_grad():
-        out = _flat(plan.call(*leaves))
     gen = torch.Generator().manual_seed(seed + 1)
-    u = torch.randn(tuple(out.shape), generator=gen, dtype=torch.float64)
+    u = None
+
+    def grads_of(f, tensors, create_graph):
+        nonlocal u
+        xs = [t.detach().requires_grad_() if i in wrt and not t.requires_grad else t for i, t in enumerate(tensors)]
+        with torch.enable_grad():
+            y = _flat(plan.call(*xs, fn=f))
+            if u is None:  # the cotangent, drawn at the first call
+                u = torch.randn(tuple(y.shape), generator=gen, dtype=torch.float64)
+            grads = torch.autograd.grad(y, [xs[i] for i in wrt], u.to(y.device, y.dtype), create_graph=create_graph,
+                                        allow_unused=True)
+        if not create_graph:
+            return tuple(torch.zeros_like(xs[i]) if g is None else g.detach() for i, g in zip(wrt, grads))
+        # a gradient that does not depend on x (a linear function) is tied to x
+        # with a zero factor, so that its own derivative is 0, not an error
+        return tuple(0 * xs[i] if g is None else g if g.requires_grad else g + 0 * xs[i]
+                     for i, g in zip(wrt, grads))
 
     def first_derivative_of(f):
         def first_derivative(*tensors):
-            xs = [t.detach().requires_grad_() if i in wrt and not t.requires_grad else t
-                  for i, t in enumerate(tensors)]
-            with torch.enable_grad():
-                y = _flat(plan.call(*xs, fn=f))
-                grads = torch.autograd.grad(y, [xs[i] for i in wrt], u.to(y.device, y.dtype), create_graph=True,
-                                            allow_unused=True)
-            # a gradient that does not depend on x (a linear function) is tied to x
-            # with a zero factor, so that its own derivative is 0, not an error
-            return tuple(0 * xs[i] if g is None else g if g.requires_grad else g + 0 * xs[i]
-                         for i, g in zip(wrt, grads))
+            # the graph of the first derivative only when something differentiates it
+            # (the double backward); finite differences of it run without
+            return grads_of(f, tensors, create_graph=torch.is_grad_enabled())
 
         return first_derivative
 
     with plan.kept():
         try:
+            # the first derivative at the check's values, computed once: it gives the
+            # inner check its output (and shape) without another backward
+            at_values = grads_of(fn, leaves, create_graph=False)
             records = _check(first_derivative_of(fn), leaves,
-                          reference=None if reference is None else first_derivative_of(reference),
-                          dtype=plan.dtype, device=device, mode=mode, seed=seed, tolerance=tolerance,
-                          name=f"{label}.backward", names=[a.name for a in plan.args], undefined_check=False)
+                             reference=None if reference is None else first_derivative_of(reference),
+                             dtype=plan.dtype, device=device, mode=mode, seed=seed, tolerance=tolerance,
+                             name=f"{label}.backward", names=[a.name for a in plan.args], undefined_check=False,
+                             output=at_values, n_directions=SECOND_ORDER_DIRECTIONS)
             return Records(replace(r, order=2) for r in records)
         except CheckFailed as e:
             raise CheckFailed(f"second order: the double backward of {label} (autograd through its backward, "
@@ -835,11 +861,12 @@ def _forward_mode(plan, label, *, seed, tolerance, n_directions: int = 2):
             rec = with_opinion(rec, "one-sided-kinks", rec.status, "(elements whose one-sided slopes along the "
                                "direction differ have a kink on the way: nondifferentiable there)")
         # the adjoint identity, against the backward
-        lhs = np.array([float(np.sum(tensors["cotangent"] * jv)) for jv in jvps])
-        rhs = np.array([sum(float(np.sum(vjps[n] * d[n])) for n in names) for d in dirs])
-        rounding = np.array([eps * (np.sum(np.abs(tensors["cotangent"] * jv))
-                                    + sum(np.sum(np.abs(vjps[n] * d[n])) for n in names))
-                             for jv, d in zip(jvps, dirs)])
+        cot = tensors["cotangent"]
+        lhs = np.array([numeric.dot(cot, jv) for jv in jvps])
+        rhs = np.array([sum(numeric.dot(vjps[n], d[n]) for n in names) for d in dirs])
+        # the sums of |terms| on each side (the directions are signs: |g * d| = |g|)
+        abs_cot, abs_vjps = np.abs(cot), sum(float(np.abs(vjps[n]).sum()) for n in names)
+        rounding = np.array([eps * (numeric.dot(abs_cot, np.abs(jv)) + abs_vjps) for jv in jvps])
         tol = tolerance or tolerance_for("analytic", "analytic", plan.dtype)
         adj = record_for_elements(graph, result, f"{label} vjp", "analytic", "output", (n_directions,),
                                   np.arange(n_directions), lhs, numeric.FDResult(rhs, 4 * rounding, None), tol,

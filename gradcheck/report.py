@@ -120,19 +120,42 @@ def read_records(directory) -> pd.DataFrame:
             df[col] = pd.to_numeric(df[col].replace({"inf": math.inf, "nan": math.nan, "-inf": -math.inf}),
                                     errors="coerce")
     df["pair"] = df["source_a"] + " vs " + df["source_b"]
+    df["check"] = check_kind(df)
     if "replay" not in df:
         df["replay"] = ""
     df["replay"] = df["replay"].fillna("")
     return df
 
 
+def check_kind(df: pd.DataFrame) -> pd.Series:
+    """Which derivative each record checks: "rev" (first-order reverse mode),
+    "order 2" (the double backward), "fwd", "batched", "per-sample" or
+    "undefined" (Note [Forward mode] and its neighbours in front.py).  Records
+    written before these fields existed are first-order reverse mode."""
+    order = pd.to_numeric(df["order"], errors="coerce").fillna(1) if "order" in df else pd.Series(1, df.index)
+    mode = df["ad_mode"].fillna("rev").astype(str) if "ad_mode" in df else pd.Series("rev", df.index)
+    return mode.where(order < 2, "order " + order.astype(int).astype(str))
+
+
+def _group(df) -> list:
+    """GROUP, with the kind of check after the op when there is more than one."""
+    return GROUP[:1] + ["check"] + GROUP[1:] if "check" in df and df["check"].nunique() > 1 else GROUP
+
+
+def _kind(r) -> str:
+    """" (order 2)" for a record's heading, nothing for first-order reverse mode."""
+    return "" if r.check == "rev" else f" ({r.check})"
+
+
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Counts of each status by op, source pair, dtype and device, with the worst
-    error/tolerance ratio among judged checks."""
-    counts = (df.groupby(GROUP + ["status"]).size().unstack("status", fill_value=0)
+    """Counts of each status by op, source pair, dtype and device (and the kind
+    of check, when a run holds more than first-order reverse mode), with the
+    worst error/tolerance ratio among judged checks."""
+    group = _group(df)
+    counts = (df.groupby(group + ["status"]).size().unstack("status", fill_value=0)
               .reindex(columns=list(STATUSES), fill_value=0))
     judged = df[df["status"].isin(["pass", "fail"])]
-    worst = judged.groupby(GROUP)["ratio"].max().rename("worst ratio")
+    worst = judged.groupby(group)["ratio"].max().rename("worst ratio")
     out = counts.join(worst, how="left").reset_index()
     return out.sort_values(["fail", "error", "worst ratio"], ascending=False, kind="stable")
 
@@ -176,13 +199,17 @@ def _summary_md(df, title) -> str:
     head = ", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES)
     parts = [f"# {title}", "", f"{total} checks on {df['case_id'].nunique()} graphs: {head}.", "",
              "## By op, source pair, dtype and device", "", _markdown_table(summarize(df)), ""]
+    kinds = df.groupby("check")["status"].value_counts().unstack(fill_value=0).reindex(columns=list(STATUSES),
+                                                                                       fill_value=0)
+    if len(kinds) > 1:  # a section per order and mode when the run checked more than first-order reverse mode
+        parts[4:4] = ["## By order and mode", "", _markdown_table(kinds.reset_index()), ""]
     worst = worst_cases(df)
     parts += ["## Worst cases", ""]
     if worst.empty:
         parts.append("No check failed.")
     for r in worst.itertuples(index=False):
-        parts.append(f"### {_md(r.status)}: op {_md(r.op)}, tensor {_md(r.tensor or '-')} ({_md(r.pair)}, "
-                     f"{_md(r.dtype)}, {_md(r.device)}), case {_md(r.case_id)}")
+        parts.append(f"### {_md(r.status)}: op {_md(r.op)}{_md(_kind(r))}, tensor {_md(r.tensor or '-')} "
+                     f"({_md(r.pair)}, {_md(r.dtype)}, {_md(r.device)}), case {_md(r.case_id)}")
         parts.append("")
         parts.extend(_fenced(str(r.message).strip()))
         if r.replay:
@@ -251,7 +278,7 @@ def _report_html(df, title) -> str:
     if worst.empty:
         out.append("<p>No check failed.</p>")
     for r in worst.itertuples(index=False):
-        out.append(f"<h3 class='fail'>{esc(r.status)}: op {esc(str(r.op))}, tensor {esc(str(r.tensor) or '-')} "
+        out.append(f"<h3 class='fail'>{esc(r.status)}: op {esc(str(r.op))}{esc(_kind(r))}, tensor {esc(str(r.tensor) or '-')} "
                    f"({esc(r.pair)}, {esc(r.dtype)})</h3><pre>{esc(str(r.message))}</pre>")
         if r.replay:
             out.append(f"<p>replay: <code>gradcheck repro {esc(r.replay)}</code></p>")
@@ -275,7 +302,7 @@ def build_report(directory, csv=False, title=None) -> dict:
     skipped = df.attrs.get("skipped_lines", 0)
     title = title or f"gradcheck report: {directory.name}"
     paths = {}
-    table = df.drop(columns=["pair"])
+    table = df.drop(columns=["pair", "check"])
     paths["parquet"] = directory / "records.parquet"
     table.to_parquet(paths["parquet"], index=False)
     if csv:
@@ -290,7 +317,7 @@ def build_report(directory, csv=False, title=None) -> dict:
     return paths
 
 
-KEY = ["case_id", "seed", "tensor", "source_a", "source_b", "dtype", "device"]
+KEY = ["case_id", "seed", "check", "tensor", "source_a", "source_b", "dtype", "device"]
 
 
 def compare_runs(old, new, growth=10.0) -> pd.DataFrame:

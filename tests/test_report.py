@@ -61,7 +61,7 @@ def test_report_files_are_valid(tmp_path):
     paths = build_report(tmp_path, csv=True)
     df = read_records(tmp_path)
     back = pd.read_parquet(paths["parquet"])
-    pd.testing.assert_frame_equal(back, df.drop(columns=["pair"]), check_dtype=False)
+    pd.testing.assert_frame_equal(back, df.drop(columns=["pair", "check"]), check_dtype=False)  # derived columns
     assert len(pd.read_csv(paths["csv"])) == len(df)
 
     class Collect(HTMLParser):
@@ -189,3 +189,27 @@ def test_messages_and_names_cannot_break_out_of_the_report_files(tmp_path):
     assert "### fail: op lin\\$ear\\<b\\>, tensor b" in summary and "<b>" not in summary
     page = paths["html"].read_text()
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_each_order_and_mode_is_its_own_row_and_section_and_compares_only_with_itself(tmp_path):
+    # the same case, tensor and sources, checked at first order, second order and in
+    # forward mode: three checks, not one
+    first = rec("gelu", "pass", 0.1)
+    second = replace(rec("gelu", "fail", 40.0), order=2, message="second order: the double backward of gelu ...")
+    forward = replace(rec("gelu", "pass", 0.2), ad_mode="fwd")
+    df = read_records(write_run(tmp_path / "run", [first, second, forward], replay=""))
+    s = summarize(df).set_index(["op", "check"])
+    assert (s.loc[("gelu", "rev")]["pass"], s.loc[("gelu", "rev")]["fail"]) == (1, 0)
+    assert (s.loc[("gelu", "order 2")]["fail"], s.loc[("gelu", "order 2")]["worst ratio"]) == (1, 40.0)
+    assert s.loc[("gelu", "fwd")]["pass"] == 1
+    build_report(tmp_path / "run")
+    summary = (tmp_path / "run" / "summary.md").read_text()
+    by_kind = summary.split("## By order and mode")[1].split("##")[0]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in by_kind.splitlines() if line.startswith("| ") and "check" not in line}
+    assert rows["order 2"][:2] == ["0", "1"] and rows["rev"][:2] == ["1", "0"] and rows["fwd"][:2] == ["1", "0"]
+    assert "fail: op gelu (order 2)" in summary
+    # a run that fixed the double backward: compared with the second-order record, not the first
+    fixed = write_run(tmp_path / "fixed", [first, replace(second, status="pass", ratio=0.3), forward])
+    assert compare_runs(tmp_path / "fixed", tmp_path / "run")["check"].tolist() == ["order 2"]
+    assert compare_runs(tmp_path / "run", fixed).empty

@@ -152,4 +152,9 @@ def cross_entropy(x, t, reduction):
 
 
 def weighted_sum(x, w):
+    torch = _torch()
+    if x.dtype == w.dtype == torch.float64 and x.shape == w.shape:
+        # one pass with no temporary the size of x (a million-element output: 2 ms
+        # of page faults for x * w); float32 keeps the pairwise sum's accuracy
+        return torch.dot(x.reshape(-1), w.reshape(-1))
     return (x * w).sum()
