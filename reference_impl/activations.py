@@ -118,3 +118,145 @@ def hardtanh_forward(x, min_val=-1.0, max_val=1.0):
 
 def hardtanh_backward(inside, g):
     return (np.where(inside, g, 0),)
+
+
+def relu6_forward(x):
+    # min(max(x, 0), 6): slope 1 strictly inside (0, 6), 0 outside.
+    inside = (np.real(x) > 0) & (np.real(x) < 6)
+    return np.where(inside, x, np.where(np.real(x) <= 0, 0, 6)).astype(x.dtype), inside
+
+
+def relu6_backward(inside, g):
+    return (np.where(inside, g, 0),)
+
+
+def hardsigmoid_forward(x):
+    # relu6(x + 3) / 6: slope 1/6 strictly inside (-3, 3).
+    inside = (np.real(x) > -3) & (np.real(x) < 3)
+    y = np.where(inside, x / 6 + 0.5, np.where(np.real(x) <= -3, 0, 1)).astype(x.dtype)
+    return y, inside
+
+
+def hardsigmoid_backward(inside, g):
+    return (np.where(inside, g / 6, 0),)
+
+
+def hardswish_forward(x):
+    # x * relu6(x + 3) / 6: 0 up to -3, x (x + 3) / 6 between, x from 3 on.  At the
+    # kinks torch takes the outer pieces' slopes (0 at -3, 1 at 3), and so does this.
+    lo, hi = np.real(x) > -3, np.real(x) >= 3
+    y = np.where(hi, x, np.where(lo, x * (x + 3) / 6, 0)).astype(x.dtype)
+    return y, (x, lo, hi)
+
+
+def hardswish_backward(cache, g):
+    x, lo, hi = cache
+    # d/dx x (x + 3) / 6 = (2 x + 3) / 6 in the middle piece
+    return (np.where(hi, g, np.where(lo, g * (2 * x + 3) / 6, 0)),)
+
+
+def hardshrink_forward(x, lambd=0.5):
+    # x where |x| > lambd, else 0: a jump at +-lambd, slope 1 outside, 0 inside.
+    keep = (np.real(x) > lambd) | (np.real(x) < -lambd)
+    return np.where(keep, x, 0).astype(x.dtype), keep
+
+
+def hardshrink_backward(keep, g):
+    return (np.where(keep, g, 0),)
+
+
+def softshrink_forward(x, lambd=0.5):
+    # x - lambd above lambd, x + lambd below -lambd, 0 between: slope 1 outside.
+    above, below = np.real(x) > lambd, np.real(x) < -lambd
+    y = np.where(above, x - lambd, np.where(below, x + lambd, 0)).astype(x.dtype)
+    return y, above | below
+
+
+def softshrink_backward(outside, g):
+    return (np.where(outside, g, 0),)
+
+
+def threshold_forward(x, threshold=0.0, value=0.0):
+    # x where x > threshold, else the constant value: slope 1 above, 0 below.
+    above = np.real(x) > threshold
+    return np.where(above, x, value).astype(x.dtype), above
+
+
+def threshold_backward(above, g):
+    return (np.where(above, g, 0),)
+
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu_forward(x):
+    # scale * (x above 0, alpha (exp(x) - 1) below): slope scale above, scale alpha e^x below.
+    pos = is_positive(x)
+    e = np.exp(np.where(pos, 0, x))
+    return SELU_SCALE * np.where(pos, x, SELU_ALPHA * (e - 1)), (pos, e)
+
+
+def selu_backward(cache, g):
+    pos, e = cache
+    return (SELU_SCALE * np.where(pos, g, g * SELU_ALPHA * e),)
+
+
+def celu_forward(x, alpha=1.0):
+    # max(0, x) + min(0, alpha (exp(x / alpha) - 1)): slope 1 above 0, exp(x / alpha) below.
+    pos = is_positive(x)
+    e = np.exp(np.where(pos, 0, x / alpha))
+    return np.where(pos, x, alpha * (e - 1)), (pos, e)
+
+
+def celu_backward(cache, g):
+    pos, e = cache
+    return (np.where(pos, g, g * e),)
+
+
+def _softplus(x):
+    """log(1 + e^x) without overflow for large x (branch on the real part)."""
+    pos = np.real(x) > 0
+    return np.where(pos, x, 0) + np.log1p(np.exp(np.where(pos, -x, x)))
+
+
+def mish_forward(x):
+    # x tanh(softplus(x))
+    t = np.tanh(_softplus(x))
+    return x * t, (x, t)
+
+
+def mish_backward(cache, g):
+    x, t = cache
+    # d/dx x tanh(sp(x)) = t + x (1 - t^2) sigmoid(x)
+    return (g * (t + x * (1 - t**2) * _sigmoid(x)),)
+
+
+def softsign_forward(x):
+    # x / (1 + |x|), real input only (|x| is not analytic)
+    d = 1 + np.abs(x)
+    return x / d, d
+
+
+def softsign_backward(d, g):
+    return (g / d**2,)
+
+
+def tanhshrink_forward(x):
+    # x - tanh(x)
+    t = np.tanh(x)
+    return x - t, t
+
+
+def tanhshrink_backward(t, g):
+    return (g * t**2,)
+
+
+def logsigmoid_forward(x):
+    # log(sigmoid(x)) = -softplus(-x)
+    return -_softplus(-x), x
+
+
+def logsigmoid_backward(x, g):
+    # d/dx log sigmoid(x) = 1 - sigmoid(x) = sigmoid(-x)
+    return (g * _sigmoid(-x),)

@@ -391,6 +391,80 @@ def _overwriting_engine():
     return c
 
 
+# ---------------------------------------------------------------- piecewise and smooth activations
+
+
+def relu6_keep_x(x):
+    return activations.relu6_forward(x)[0], x
+
+
+def relu6_no_upper_clip(x, g):
+    return (np.where(x > 0, g, 0),)  # the gradient passes above 6 too: wrong only where x > 6
+
+
+def hardsigmoid_slope_a_third(inside, g):
+    return (np.where(inside, g / 3, 0),)
+
+
+def hardswish_no_product_rule(cache, g):
+    x, lo, hi = cache
+    return (np.where(hi, g, np.where(lo, g * (x + 3) / 6, 0)),)  # d/dx x (x + 3) / 6 taken as (x + 3) / 6
+
+
+def hardshrink_no_dead_zone(keep, g):
+    return (g.copy(),)
+
+
+def softshrink_keep_x(x, lambd=0.5):
+    return activations.softshrink_forward(x, lambd)[0], (x, lambd)
+
+
+def softshrink_sign_slope(cache, g):
+    x, lambd = cache
+    return (g * np.sign(x) * (np.abs(x) > lambd),)  # -1 below -lambd, where the slope is +1
+
+
+def threshold_keep_value(x, threshold=0.0, value=0.0):
+    y, above = activations.threshold_forward(x, threshold, value)
+    return y, (above, value)
+
+
+def threshold_value_as_slope(cache, g):
+    above, value = cache
+    return (np.where(above, g, g * value),)  # right only while value == 0
+
+
+def selu_negative_side_unscaled(cache, g):
+    pos, e = cache
+    return (np.where(pos, activations.SELU_SCALE * g, g * activations.SELU_ALPHA * e),)
+
+
+def celu_keep_x(x, alpha=1.0):
+    return activations.celu_forward(x, alpha)[0], (x, alpha)
+
+
+def celu_ignores_alpha(cache, g):
+    x, alpha = cache
+    return (np.where(x > 0, g, g * np.exp(np.minimum(x, 0))),)  # exp(x), not exp(x / alpha): wrong for alpha != 1
+
+
+def mish_missing_sigmoid(cache, g):
+    x, t = cache
+    return (g * (t + x * (1 - t**2)),)
+
+
+def softsign_not_squared(d, g):
+    return (g / d,)
+
+
+def tanhshrink_tanh_derivative(t, g):
+    return (g * (1 - t**2),)
+
+
+def logsigmoid_wrong_side(x, g):
+    return (g * activations._sigmoid(x),)
+
+
 ZOO = [
     Bug("linear-sign-error-in-weight-gradient", "linear", "sign error", _numpy("linear", layers.linear_forward, linear_sign_weight)),
     Bug("linear-missing-transpose", "linear", "missing transpose", _numpy("linear", layers.linear_forward, linear_missing_transpose)),
@@ -431,6 +505,18 @@ ZOO = [
     Bug("tanh-backward-overwrites-its-saved-output", "tanh", "saved values mutated", _numpy("tanh", activations.tanh_forward, tanh_backward_reuses_saved)),
     Bug("add-gradients-share-one-buffer", "add", "aliased gradients", _numpy("add", structure.add_forward, add_backward_one_buffer)),
     Bug("relu-backward-writes-into-grad-out", "relu", "grad_out written", _numpy("relu", activations.relu_forward, relu_backward_zeroes_grad_out)),
+    Bug("relu6-no-upper-clip", "relu6", "wrong only above the upper kink", _numpy("relu6", relu6_keep_x, relu6_no_upper_clip)),
+    Bug("hardsigmoid-slope-a-third", "hardsigmoid", "wrong activation derivative", _numpy("hardsigmoid", activations.hardsigmoid_forward, hardsigmoid_slope_a_third)),
+    Bug("hardswish-no-product-rule", "hardswish", "missing term", _numpy("hardswish", activations.hardswish_forward, hardswish_no_product_rule)),
+    Bug("hardshrink-gradient-through-dead-zone", "hardshrink", "missing mask", _numpy("hardshrink", activations.hardshrink_forward, hardshrink_no_dead_zone)),
+    Bug("softshrink-sign-slope", "softshrink", "sign error (negative side only)", _numpy("softshrink", softshrink_keep_x, softshrink_sign_slope)),
+    Bug("threshold-value-as-slope", "threshold", "wrong only in a rare setting", _numpy("threshold", threshold_keep_value, threshold_value_as_slope)),
+    Bug("selu-negative-side-unscaled", "selu", "missing factor (negative side only)", _numpy("selu", activations.selu_forward, selu_negative_side_unscaled)),
+    Bug("celu-ignores-alpha", "celu", "wrong only in a rare setting", _numpy("celu", celu_keep_x, celu_ignores_alpha)),
+    Bug("mish-missing-sigmoid", "mish", "missing factor", _numpy("mish", activations.mish_forward, mish_missing_sigmoid)),
+    Bug("softsign-denominator-not-squared", "softsign", "wrong activation derivative", _numpy("softsign", activations.softsign_forward, softsign_not_squared)),
+    Bug("tanhshrink-tanh-derivative", "tanhshrink", "wrong activation derivative", _numpy("tanhshrink", activations.tanhshrink_forward, tanhshrink_tanh_derivative)),
+    Bug("logsigmoid-sigmoid-of-the-wrong-side", "logsigmoid", "sign error", _numpy("logsigmoid", activations.logsigmoid_forward, logsigmoid_wrong_side)),
 ]
 
 

@@ -4,7 +4,7 @@ call, so the catalogue, and gradcheck, import without it."""
 
 from __future__ import annotations
 
-__all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d"]
+__all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d", "relu6", "hardsigmoid", "hardswish", "hardshrink", "softshrink", "threshold", "selu", "celu", "mish", "softsign", "tanhshrink", "logsigmoid"]
 
 
 def _torch():
@@ -84,6 +84,57 @@ def softplus(x, beta, threshold):
 
 def silu(x):
     return F().silu(x)
+
+
+def relu6(x):
+    return F().relu6(x)
+
+
+def hardsigmoid(x):
+    # Not F.hardsigmoid: its CPU backward multiplies by 1.0f / 6.0f, a float32
+    # constant, in every dtype, so its float64 gradient is 3e-8 off relative
+    # (torch 2.13).  relu6(x + 3) / 6 is the same function with an exact backward.
+    return F().relu6(x + 3) / 6
+
+
+def hardswish(x):
+    return F().hardswish(x)
+
+
+def hardshrink(x, lambd):
+    return F().hardshrink(x, lambd)
+
+
+def softshrink(x, lambd):
+    return F().softshrink(x, lambd)
+
+
+def threshold(x, threshold, value):
+    return F().threshold(x, threshold, value)
+
+
+def selu(x):
+    return F().selu(x)
+
+
+def celu(x, alpha):
+    return F().celu(x, alpha)
+
+
+def mish(x):
+    return F().mish(x)
+
+
+def softsign(x):
+    return F().softsign(x)
+
+
+def tanhshrink(x):
+    return F().tanhshrink(x)
+
+
+def logsigmoid(x):
+    return F().logsigmoid(x)
 
 
 def softmax(x, dim):

@@ -22,6 +22,26 @@ def sign_branch(x, **_):
     return np.real(x) > 0
 
 
+def points_branch(points):
+    """The branch of an elementwise op with kinks (or jumps) at ``points(**hyper)``:
+    one mask x > p a point, stacked."""
+
+    def branch(x, **hyper):
+        return np.stack([np.real(x) > p for p in points(**hyper)])
+
+    return branch
+
+
+def points_margin(points):
+    """How far the nearest element is from any of ``points(**hyper)``."""
+
+    def margin(x, **hyper):
+        r = np.real(x)
+        return float(min((np.min(np.abs(r - p), initial=np.inf) for p in points(**hyper)), default=np.inf))
+
+    return margin
+
+
 def max_pool_branch(x, **hyper):
     return _ref_layers.max_pool2d_forward(x, **hyper)[1][-1]  # the winner of each window
 

@@ -47,6 +47,11 @@ def _activation(name, rank, hyper=None, kinks=False, complex_step=True, settings
     )
 
 
+def _at(points):
+    """branch= and margin= of an activation whose kinks lie at ``points(**hyper)``."""
+    return {"branch": kink_rules.points_branch(points), "margin": kink_rules.points_margin(points)}
+
+
 _OPS = [
     OpDef("linear", (X, W, B_OPT), shapes.linear, samples=(
         _S({"x": (4, 3), "weight": (5, 3), "bias": (5,)}),
@@ -113,6 +118,23 @@ _OPS = [
                 margin=lambda x, min_val, max_val: float(np.min(np.minimum(np.abs(np.real(x) - min_val),
                                                                            np.abs(np.real(x) - max_val)),
                                                                 initial=np.inf))),
+    # piecewise: kinks (or jumps) at fixed points, judged like relu's at 0
+    _activation("relu6", 9, kinks=True, **_at(lambda **_: (0.0, 6.0))),
+    _activation("hardsigmoid", 10, kinks=True, **_at(lambda **_: (-3.0, 3.0))),
+    _activation("hardswish", 11, kinks=True, **_at(lambda **_: (-3.0, 3.0))),
+    _activation("hardshrink", 12, {"lambd": 0.5}, kinks=True, settings=({}, {"lambd": 1.0}),
+                draws={"lambd": [0.5, 1.0]}, **_at(lambda lambd=0.5, **_: (-lambd, lambd))),
+    _activation("softshrink", 13, {"lambd": 0.5}, kinks=True, settings=({}, {"lambd": 1.0}),
+                draws={"lambd": [0.5, 1.0]}, **_at(lambda lambd=0.5, **_: (-lambd, lambd))),
+    _activation("threshold", 14, {"threshold": 0.0, "value": 0.0}, kinks=True,
+                settings=({}, {"threshold": 0.5, "value": -1.0}),
+                draws={"threshold": [0.0, 0.5], "value": [0.0, -1.0]}, **_at(lambda threshold=0.0, **_: (threshold,))),
+    _activation("selu", 15, kinks=True),
+    _activation("celu", 16, {"alpha": 1.0}, settings=({}, {"alpha": 0.5}), draws={"alpha": [1.0, 0.5]}),
+    _activation("mish", 17),
+    _activation("softsign", 18, complex_step=False),  # |x| is not analytic
+    _activation("tanhshrink", 19),
+    _activation("logsigmoid", 20),
     OpDef("softmax", (X,), shapes.dim("softmax"), {"dim": -1}, family="normalization", samples=(
         _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 1}), _S({"x": (6,)}, {"dim": 0}),
     ),

@@ -90,6 +90,8 @@ def _second_opinions(case, records, tensors, a, b, results, tolerance, outputs, 
             records = opinions.conditioning(case, records, tensors, b, results, tolerance, outputs, dtype)
         records = opinions.kinks_across_precisions(case, records, tensors, results, dtype)
     if failing() and not analytic:
+        records = opinions.float64_differences(case, records, tensors, a, b, results, tolerance)
+    if failing() and not analytic:
         records = opinions.one_sided_kinks(case, records, tensors, a, b, results, tolerance)
     if failing(also_nondifferentiable=not analytic):
         records = opinions.exact_kinks(case, records, tensors, a, b, results)

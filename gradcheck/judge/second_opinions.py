@@ -3,7 +3,9 @@ a failure is reported, in this order (``check_pair`` runs them):
 
 1. localisation: a failing directional check narrowed to the tensor and element;
 2. richardson: a tensor failing against central differences judged again
-   against Richardson extrapolation (Note [Finite-difference step]);
+   against Richardson extrapolation (Note [Finite-difference step]); in
+   float32, against Richardson differences of the float64 twin (Note [Float64
+   differences]);
 3. conditioning: a low-precision analytic failure judged against the
    reference's own rounding on the case (Note [Conditioning]);
 4. kinks-across-precisions: a failure next to a kink, within rounding of it
@@ -40,7 +42,7 @@ from .compare import compare, record_for_elements, scale_of
 from .record import JOINT, with_opinion
 from .tolerance import PREDICTED_SAFETY, coarser_dtype, element_ratios, judge, tolerance_for
 
-__all__ = ["localise", "escalate", "conditioning", "kinks_across_precisions", "one_sided_kinks", "exact_kinks", "nondeterminism",
+__all__ = ["localise", "escalate", "float64_differences", "conditioning", "kinks_across_precisions", "one_sided_kinks", "exact_kinks", "nondeterminism",
            "name_the_op", "under_test", "BISECT_LEAF", "KINK_PERSISTS", "ROUNDING_MARGIN"]
 
 BISECT_LEAF = 32  # bisection stops at a block of this many elements, then differentiates each
@@ -238,6 +240,42 @@ def escalate(case, records, tensors, a, b, results, tolerance):
     return [with_opinion(again[r.tensor], "richardson", again[r.tensor].status, note,
                          seconds=r.seconds + refined.seconds, opinions=r.opinions)
             if r.tensor in again else r for r in records], [results[0], refined]
+
+
+def float64_differences(case, records, tensors, a, b, results, tolerance):
+    """Note [Float64 differences]
+    In float32 a finite difference of a badly conditioned case (a layer norm
+    over two features whose values nearly agree, a batch norm of large
+    parameters) can be wrong by more than its error estimate, Richardson's
+    included: the step that keeps rounding small is too long for the
+    curvature.  When a source that can compute in float64 (the reference, a
+    declared op's formula) fails against differences of itself in float32, the
+    failing tensors' differences are taken again, by Richardson extrapolation,
+    of its float64 twin at the same values, and the float32 gradient is judged
+    against those at the same float32 tolerance: the yardstick is made accurate,
+    the tolerance is not widened, and a float32 gradient that is off still
+    fails.  A source with no float64 twin keeps its failure."""
+    if not isinstance(b, FiniteDifferences) or results[0].dtype == "float64":
+        return records
+    failed = [r.tensor for r in records if r.status == "fail" and r.tensor in results[1].grads]
+    if not failed:
+        return records
+    try:
+        twin = a.with_dtype("float64")
+    except Unsupported:
+        return records
+    differences = FiniteDifferences(twin, "central", "full", b.n_directions, b.seed, full_limit=b.full_limit)
+    try:
+        refined = differences.refine(case.graph, tensors, results[1], failed)
+    except Unsupported:
+        return records
+    again = {r.tensor: r for r in compare(case.graph, results[0], refined, seed=case.seed, tolerance=tolerance)
+             if r.tensor in failed}
+    note = ("(judged again against Richardson differences of the float64 computation at the same values, at the "
+            "same tolerance: float32 differences cannot resolve this case, see Note [Float64 differences])")
+    return [with_opinion(again[r.tensor], "float64-differences", again[r.tensor].status, note,
+                         seconds=r.seconds + refined.seconds, opinions=r.opinions)
+            if r.tensor in again else r for r in records]
 
 
 # ---------------------------------------------------------------- 3. conditioning

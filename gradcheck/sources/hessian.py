@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from ..catalogue import get_op
 from ..graph import Graph
 from . import numeric
 from .base import ANALYTIC, Source, SourceResult, Unsupported, rademacher
@@ -66,7 +67,14 @@ class HessianVector(Source):
             r = self.of.run(graph, values)
             return np.concatenate([np.ravel(np.asarray(r.grads[n], dtype=np.float64)) for n in names])
 
-        fd = numeric.directional(gradients, tensors, v, "richardson")
+        # A stencil on which an op changes branch (relu's 0, smooth_l1's |d| = beta)
+        # differences a first derivative with a kink (or a jump) in it: every
+        # element of it is nondifferentiable, as for first-order differences.
+        kinky = self.of.shows_branches and any(get_op(op).branch is not None for op in graph.ops)
+        f = ((lambda values: (gradients(values), self.of.forward_with_branches(graph, values)[1])) if kinky
+             else gradients)
+        fd = numeric.directional(f, tensors, v, "richardson", kinky)
+        kinks = {n: np.full(np.shape(tensors[n]), bool(fd.kink)) for n in names} if kinky else {}
         out, errors, start = {}, {}, 0
         for n in names:
             size = int(np.size(tensors[n]))
@@ -74,5 +82,5 @@ class HessianVector(Source):
             out[n] = np.asarray(fd.value[start:start + size]).reshape(shape)
             errors[n] = np.broadcast_to(fd.error, np.shape(fd.value))[start:start + size].reshape(shape)
             start += size
-        return SourceResult(self.name, "richardson", math.nan, out, grad_errors=errors,
+        return SourceResult(self.name, "richardson", math.nan, out, grad_errors=errors, grad_kinks=kinks,
                             dtype=self.of.dtype or "float64", device=self.device, seconds=time.perf_counter() - t0)

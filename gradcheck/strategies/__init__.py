@@ -314,7 +314,7 @@ def single_op_graphs(op: str, **kwargs) -> st.SearchStrategy:
                   max_depth=0 if op == "embedding" else 1, **kwargs)
 
 
-def cases(graph_strategy=None, dtypes=("float64",), scales=(1.0, 0.5, 2.0), quantize=(0.0, 0.5)) -> st.SearchStrategy:
+def cases(graph_strategy=None, dtypes=("float64",), scales=(1.0, 0.5, 2.0, 4.0), quantize=(0.0, 0.5)) -> st.SearchStrategy:
     """``Case``s: a drawn graph with the seed, dtype, value scale and quantisation
     (data rounded to multiples of it: ties and exact zeros, as in pixel data) to
     run it on.  ``graph_strategy`` may be a strategy or a fixed ``Graph``."""

@@ -589,3 +589,152 @@ class Hardtanh:
     def backward(saved, g):
         x, lo, hi = saved
         return (g * ((x > lo) & (x < hi)),)
+
+
+# ---------------------------------------------------------------- piecewise and smooth activations
+
+
+@op("relu6")
+class ReLU6:
+    @staticmethod
+    def forward(x):
+        return np.minimum(np.maximum(x, 0), 6), x
+
+    @staticmethod
+    def backward(x, g):
+        return (g * ((x > 0) & (x < 6)).astype(g.dtype),)
+
+
+@op("hardsigmoid")
+class Hardsigmoid:
+    @staticmethod
+    def forward(x):
+        return np.clip(x / 6 + 0.5, 0, 1), x
+
+    @staticmethod
+    def backward(x, g):
+        return (np.where(np.abs(x) < 3, g / 6, 0.0).astype(g.dtype),)
+
+
+@op("hardswish")
+class Hardswish:
+    @staticmethod
+    def forward(x):
+        return x * np.clip(x + 3, 0, 6) / 6, x
+
+    @staticmethod
+    def backward(x, g):
+        slope = np.select([x <= -3, x >= 3], [0.0, 1.0], default=x / 3 + 0.5)
+        return ((g * slope).astype(g.dtype),)
+
+
+@op("hardshrink")
+class Hardshrink:
+    @staticmethod
+    def forward(x, lambd=0.5):
+        mask = np.abs(x) > lambd
+        return x * mask, mask
+
+    @staticmethod
+    def backward(mask, g):
+        return (g * mask,)
+
+
+@op("softshrink")
+class Softshrink:
+    @staticmethod
+    def forward(x, lambd=0.5):
+        return np.sign(x) * np.maximum(np.abs(x) - lambd, 0), (x, lambd)
+
+    @staticmethod
+    def backward(saved, g):
+        x, lambd = saved
+        return (g * (np.abs(x) > lambd),)
+
+
+@op("threshold")
+class Threshold:
+    @staticmethod
+    def forward(x, threshold=0.0, value=0.0):
+        out = x.copy()
+        out[x <= threshold] = value
+        return out, x > threshold
+
+    @staticmethod
+    def backward(above, g):
+        return (g * above,)
+
+
+@op("selu")
+class SELU:
+    ALPHA, SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+    @staticmethod
+    def forward(x):
+        neg = SELU.SCALE * SELU.ALPHA * np.expm1(np.minimum(x, 0))
+        return np.where(x > 0, SELU.SCALE * x, neg).astype(x.dtype), x
+
+    @staticmethod
+    def backward(x, g):
+        slope = np.where(x > 0, SELU.SCALE, SELU.SCALE * SELU.ALPHA * np.exp(np.minimum(x, 0)))
+        return ((g * slope).astype(g.dtype),)
+
+
+@op("celu")
+class CELU:
+    @staticmethod
+    def forward(x, alpha=1.0):
+        return np.maximum(x, 0) + np.minimum(0, alpha * np.expm1(np.minimum(x, 0) / alpha)), (x, alpha)
+
+    @staticmethod
+    def backward(saved, g):
+        x, alpha = saved
+        return (g * np.where(x > 0, 1.0, np.exp(np.minimum(x, 0) / alpha)).astype(g.dtype),)
+
+
+@op("mish")
+class Mish:
+    @staticmethod
+    def forward(x):
+        sp = np.logaddexp(0, x)
+        return x * np.tanh(sp), (x, sp)
+
+    @staticmethod
+    def backward(saved, g):
+        x, sp = saved
+        t = np.tanh(sp)
+        sig = 1 - np.exp(-sp)  # sigmoid(x) = 1 - 1 / (1 + e^x)
+        return (g * (t + x * sig / np.cosh(sp) ** 2),)
+
+
+@op("softsign")
+class Softsign:
+    @staticmethod
+    def forward(x):
+        return x / (1 + np.abs(x)), x
+
+    @staticmethod
+    def backward(x, g):
+        return (g / np.square(1 + np.abs(x)),)
+
+
+@op("tanhshrink")
+class Tanhshrink:
+    @staticmethod
+    def forward(x):
+        return x - np.tanh(x), x
+
+    @staticmethod
+    def backward(x, g):
+        return (g * np.tanh(x) ** 2,)
+
+
+@op("logsigmoid")
+class LogSigmoid:
+    @staticmethod
+    def forward(x):
+        return -np.logaddexp(0, -x), x
+
+    @staticmethod
+    def backward(x, g):
+        return (g * np.exp(-np.logaddexp(0, x)),)  # sigmoid(-x) = 1 / (1 + e^x)
