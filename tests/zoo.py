@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 import reference_impl
-from reference_impl import activations, layers, losses, normalization, structure
+from reference_impl import activations, layers, losses, normalization, structure, tensor_math
 from reference_impl._util import unbroadcast
 from gradcheck import Candidate
 
@@ -465,6 +465,86 @@ def logsigmoid_wrong_side(x, g):
     return (g * activations._sigmoid(x),)
 
 
+# ---------------------------------------------------------------- tensor math
+
+
+def sub_second_operand_positive(shapes, g):
+    return unbroadcast(g, shapes[0]), unbroadcast(g, shapes[1])
+
+
+def div_denominator_not_squared(cache, g):
+    a, b = cache
+    return unbroadcast(g / b, a.shape), unbroadcast(-g * a / b, b.shape)
+
+
+def neg_gradient_passed_through(_, g):
+    return (g.copy(),)
+
+
+def abs_negative_side_dropped(sign, g):
+    return (g * (sign > 0),)
+
+
+def clamp_no_mask(inside, g):
+    return (g.copy(),)
+
+
+def sum_scaled_by_count(cache, g):
+    shape, dim, keepdim = cache
+    (gx,) = tensor_math.sum_backward(cache, g)
+    return (gx * shape[dim],)
+
+
+def mean_divides_by_last_axis(cache, g):
+    shape, dim, keepdim = cache
+    return (tensor_math._expand(g, shape, dim, keepdim) / shape[-1],)  # right only when dim is the last axis
+
+
+def logsumexp_keep_x(x, dim=-1, keepdim=False):
+    return tensor_math.logsumexp_forward(x, dim, keepdim)[0], (x, dim, keepdim)
+
+
+def logsumexp_unnormalised(cache, g):
+    x, dim, keepdim = cache
+    e = np.exp(x - np.max(x, axis=dim, keepdims=True))  # softmax without its denominator
+    return (tensor_math._expand(g, x.shape, dim, keepdim) * e,)
+
+
+def var_assumes_unbiased(cache, g):
+    d, dim, correction, keepdim = cache
+    return (tensor_math._expand(g, d.shape, dim, keepdim) * 2 * d / (d.shape[dim] - 1),)  # wrong for correction=0
+
+
+def cumsum_not_reversed(dim, g):
+    return (np.cumsum(g, axis=dim),)
+
+
+def transpose_not_undone(dims, g):
+    return (g.copy(),)  # the gradient keeps the output's layout
+
+
+def permute_same_permutation(dims, g):
+    return (np.transpose(g, dims),)  # right only for a permutation that is its own inverse
+
+
+def softmin_softmax_sign(cache, g):
+    y, dim = cache
+    return (y * (g - (g * y).sum(axis=dim, keepdims=True)),)
+
+
+def glu_gate_derivative_missing(cache, g):
+    a, s, dim = cache
+    return (np.concatenate([g * s, g * a * s], axis=dim),)
+
+
+def prelu_weight_gradient_without_x(cache, g):
+    x, w, pos, w_shape = cache
+    gx, _ = tensor_math.prelu_backward(cache, g)
+    gw = np.where(pos, 0, g)
+    gw = gw.sum(axis=tuple(i for i in range(x.ndim) if i != 1)) if w_shape[0] > 1 else gw.sum()
+    return gx, np.asarray(gw).reshape(w_shape)
+
+
 ZOO = [
     Bug("linear-sign-error-in-weight-gradient", "linear", "sign error", _numpy("linear", layers.linear_forward, linear_sign_weight)),
     Bug("linear-missing-transpose", "linear", "missing transpose", _numpy("linear", layers.linear_forward, linear_missing_transpose)),
@@ -516,6 +596,21 @@ ZOO = [
     Bug("mish-missing-sigmoid", "mish", "missing factor", _numpy("mish", activations.mish_forward, mish_missing_sigmoid)),
     Bug("softsign-denominator-not-squared", "softsign", "wrong activation derivative", _numpy("softsign", activations.softsign_forward, softsign_not_squared)),
     Bug("tanhshrink-tanh-derivative", "tanhshrink", "wrong activation derivative", _numpy("tanhshrink", activations.tanhshrink_forward, tanhshrink_tanh_derivative)),
+    Bug("sub-second-operand-positive", "sub", "sign error", _numpy("sub", tensor_math.sub_forward, sub_second_operand_positive)),
+    Bug("div-denominator-not-squared", "div", "missing factor", _numpy("div", tensor_math.div_forward, div_denominator_not_squared)),
+    Bug("neg-gradient-passed-through", "neg", "sign error", _numpy("neg", tensor_math.neg_forward, neg_gradient_passed_through)),
+    Bug("abs-negative-side-dropped", "abs", "missing branch", _numpy("abs", tensor_math.abs_forward, abs_negative_side_dropped)),
+    Bug("clamp-gradient-not-masked", "clamp", "missing mask", _numpy("clamp", tensor_math.clamp_forward, clamp_no_mask)),
+    Bug("sum-gradient-scaled-by-count", "sum", "extra factor", _numpy("sum", tensor_math.sum_forward, sum_scaled_by_count)),
+    Bug("mean-divides-by-the-last-axis", "mean", "wrong only for an inner dim", _numpy("mean", tensor_math.mean_forward, mean_divides_by_last_axis)),
+    Bug("logsumexp-gradient-unnormalised", "logsumexp", "missing term", _numpy("logsumexp", logsumexp_keep_x, logsumexp_unnormalised)),
+    Bug("var-assumes-unbiased", "var", "wrong only in a rare setting", _numpy("var", tensor_math.var_forward, var_assumes_unbiased)),
+    Bug("cumsum-gradient-not-reversed", "cumsum", "wrong direction", _numpy("cumsum", tensor_math.cumsum_forward, cumsum_not_reversed)),
+    Bug("transpose-gradient-not-transposed-back", "transpose", "wrong layout", _numpy("transpose", tensor_math.transpose_forward, transpose_not_undone)),
+    Bug("permute-gradient-by-the-same-permutation", "permute", "wrong only for a non-involution", _numpy("permute", tensor_math.permute_forward, permute_same_permutation)),
+    Bug("softmin-backward-of-softmax", "softmin", "sign error", _numpy("softmin", tensor_math.softmin_forward, softmin_softmax_sign)),
+    Bug("glu-gate-derivative-missing", "glu", "missing factor", _numpy("glu", tensor_math.glu_forward, glu_gate_derivative_missing)),
+    Bug("prelu-weight-gradient-without-x", "prelu", "missing factor (weight only)", _numpy("prelu", tensor_math.prelu_forward, prelu_weight_gradient_without_x)),
     Bug("logsigmoid-sigmoid-of-the-wrong-side", "logsigmoid", "sign error", _numpy("logsigmoid", activations.logsigmoid_forward, logsigmoid_wrong_side)),
 ]
 

@@ -4,7 +4,7 @@ call, so the catalogue, and gradcheck, import without it."""
 
 from __future__ import annotations
 
-__all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d", "relu6", "hardsigmoid", "hardswish", "hardshrink", "softshrink", "threshold", "selu", "celu", "mish", "softsign", "tanhshrink", "logsigmoid"]
+__all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d", "relu6", "hardsigmoid", "hardswish", "hardshrink", "softshrink", "threshold", "selu", "celu", "mish", "softsign", "tanhshrink", "logsigmoid", "sub", "div", "neg", "abs_", "clamp", "sum_", "mean", "logsumexp", "var", "cumsum", "transpose", "permute", "softmin", "glu", "prelu"]
 
 
 def _torch():
@@ -135,6 +135,66 @@ def tanhshrink(x):
 
 def logsigmoid(x):
     return F().logsigmoid(x)
+
+
+def sub(a, b):
+    return a - b
+
+
+def div(a, b):
+    return a / b
+
+
+def neg(x):
+    return -x
+
+
+def abs_(x):  # the op "abs" (no builtin shadowed here)
+    return _torch().abs(x)
+
+
+def clamp(x, min, max):  # noqa: A002 - torch's names
+    return _torch().clamp(x, min, max)
+
+
+def sum_(x, dim, keepdim):  # the op "sum"
+    return x.sum(dim=dim, keepdim=keepdim)
+
+
+def mean(x, dim, keepdim):
+    return x.mean(dim=dim, keepdim=keepdim)
+
+
+def logsumexp(x, dim, keepdim):
+    return _torch().logsumexp(x, dim=dim, keepdim=keepdim)
+
+
+def var(x, dim, correction, keepdim):
+    return _torch().var(x, dim=dim, correction=correction, keepdim=keepdim)
+
+
+def cumsum(x, dim):
+    return _torch().cumsum(x, dim=dim)
+
+
+def transpose(x, dim0, dim1):
+    return x.transpose(dim0, dim1)
+
+
+def permute(x, dims):
+    return x.permute(*dims)
+
+
+def softmin(x, dim):
+    return F().softmin(x, dim)
+
+
+def glu(x, dim):
+    return F().glu(x, dim)
+
+
+def prelu(x, weight):
+    return F().prelu(x, weight)
 
 
 def softmax(x, dim):

@@ -143,6 +143,29 @@ def elementwise_subgradient(name):
     return rule
 
 
+def prelu_subgradient(inputs, hyper, g, gc, gr, tol):
+    """prelu at x == 0: x's gradient lies between grad_out times the two slopes
+    (1 and the weight); the weight's gets nothing from those elements (they
+    are multiplied by x = 0), so it must be the reference's."""
+    (x, w), (gx, gw), (rx, rw) = inputs, gc, gr
+    at = np.real(x) == 0
+    off = _off_kink("prelu", "x", gx, rx, at, tol) or _off_kink("prelu", "weight", gw, rw, np.zeros_like(rw, bool), tol)
+    if off or not np.any(at):
+        return off, ""
+    slope = w.reshape((1, -1) + (1,) * (x.ndim - 2)) if w.size > 1 else w.reshape(())
+    lo, hi = np.minimum(g, g * slope), np.maximum(g, g * slope)
+    slack = _local_tolerance(rx, tol)
+    outside = at & ((gx < lo - slack) | (gx > hi + slack))
+    if np.any(outside):
+        i = tuple(int(j) for j in np.argwhere(outside)[0])
+        return (f"prelu: x is exactly 0 at {i}, where the subdifferential gives grad_out times a slope between the "
+                f"weight and 1, so [{np.broadcast_to(lo, x.shape)[i]:.10g}, {np.broadcast_to(hi, x.shape)[i]:.10g}];"
+                f" the candidate gave {gx[i]:.10g}"), ""
+    i = tuple(int(j) for j in np.argwhere(at)[0])
+    return "", (f"x of prelu is exactly 0 at {int(np.sum(at))} element(s), e.g. {i}: the candidate gave "
+                f"{gx[i]:.10g}, reference {rx[i]:.10g}")
+
+
 def max_pool_subgradient(inputs, hyper, g, gc, gr, tol):
     """A tie in a window may send its gradient to any of its maxima or split it
     among them: the gradient of an element tied in some windows lies between the

@@ -47,6 +47,9 @@ def _activation(name, rank, hyper=None, kinks=False, complex_step=True, settings
     )
 
 
+_AWAY_FROM_ZERO = {"kind": "uniform", "low": 0.5, "high": 2.0}
+
+
 def _at(points):
     """branch= and margin= of an activation whose kinks lie at ``points(**hyper)``."""
     return {"branch": kink_rules.points_branch(points), "margin": kink_rules.points_margin(points)}
@@ -135,6 +138,11 @@ _OPS = [
     _activation("softsign", 18, complex_step=False),  # |x| is not analytic
     _activation("tanhshrink", 19),
     _activation("logsigmoid", 20),
+    # tensor math, elementwise
+    _activation("neg", 21),
+    _activation("abs", 22, kinks=True, complex_step=False, torch=formulas.abs_),  # |x| is not analytic
+    _activation("clamp", 23, {"min": -1.0, "max": 1.0}, kinks=True, settings=({}, {"min": -0.5, "max": 2.0}),
+                draws={"min": [-1.0, -0.5], "max": [1.0, 2.0]}, **_at(lambda min=-1.0, max=1.0, **_: (min, max))),
     OpDef("softmax", (X,), shapes.dim("softmax"), {"dim": -1}, family="normalization", samples=(
         _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 1}), _S({"x": (6,)}, {"dim": 0}),
     ),
@@ -163,6 +171,50 @@ _OPS = [
         _S({"a": (3, 4), "b": (3, 4)}), _S({"a": (2, 3, 4), "b": (4,)}), _S({"a": (2, 1, 4), "b": (3, 1)}),
     ),
           torch=formulas.mul, batching=copies.broadcasting, placement=Placement("branch", _everywhere(1), place.place_binary("mul"))),
+    OpDef("sub", (TensorArg("a"), TensorArg("b")), shapes.broadcast("sub"), family="structure", samples=(
+        _S({"a": (3, 4), "b": (3, 4)}), _S({"a": (2, 3, 4), "b": (4,)}), _S({"a": (2, 1, 4), "b": (3, 1)}),
+    ),
+          torch=formulas.sub, batching=copies.broadcasting, placement=Placement("branch", _everywhere(3), place.place_binary("sub"))),
+    OpDef("div", (TensorArg("a"), TensorArg("b")), shapes.broadcast("div"), family="structure", samples=(
+        _S({"a": (3, 4), "b": (3, 4)}, init={"b": _AWAY_FROM_ZERO}), _S({"a": (2, 3, 4), "b": (4,)}, init={"b": _AWAY_FROM_ZERO}),
+        _S({"a": (2, 1, 4), "b": (3, 1)}, init={"b": _AWAY_FROM_ZERO}),
+    ), doc="a / b, b kept away from 0 where graphs draw it",
+          torch=formulas.div, batching=copies.broadcasting, placement=Placement("branch", _everywhere(4), place.place_divide)),
+    # reductions over one dim, keepdim drawn
+    *(OpDef(name, (X,), shapes.reduce(name), {"dim": -1, "keepdim": False, **extra}, family="structure", samples=(
+        _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 1, "keepdim": True, **more}), _S({"x": (2, 3, 4)}, {"dim": -2}),
+    ),
+          torch=getattr(formulas, "sum_" if name == "sum" else name), batching=copies.shift_dims("dim"),
+          placement=Placement("reshape", _everywhere(rank), place.place_reduce(name, corrections)))
+      for name, rank, extra, more, corrections in (
+          ("sum", 2, {}, {}, None), ("mean", 3, {}, {}, None), ("logsumexp", 4, {}, {}, None),
+          ("var", 5, {"correction": 1}, {"correction": 0}, [1, 0]))),
+    OpDef("cumsum", (X,), shapes.dim("cumsum"), {"dim": -1}, family="structure", samples=(
+        _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 1}),
+    ),
+          torch=formulas.cumsum, batching=copies.shift_dims("dim"), placement=Placement("normalization", _everywhere(5), place.place_cumsum, place.rank_at_least(2))),
+    OpDef("transpose", (X,), shapes.transpose, {"dim0": 0, "dim1": 1}, family="structure", samples=(
+        _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim0": 1, "dim1": 2}),
+    ),
+          torch=formulas.transpose, batching=copies.shift_dims("dim0", "dim1"), placement=Placement("reshape", _everywhere(6), place.place_transpose, place.rank_at_least(3))),
+    OpDef("permute", (X,), shapes.permute, {"dims": (1, 0)}, family="structure", samples=(
+        _S({"x": (3, 5)}), _S({"x": (2, 3, 4, 5)}, {"dims": (0, 2, 3, 1)}), _S({"x": (2, 3, 4)}, {"dims": (2, 0, 1)}),
+    ),
+          torch=formulas.permute, placement=Placement("reshape", _everywhere(7), place.place_permute, place.rank_at_least(3))),
+    # activations taking a dim or a weight
+    OpDef("softmin", (X,), shapes.dim("softmin"), {"dim": -1}, family="normalization", samples=(
+        _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 1}), _S({"x": (6,)}, {"dim": 0}),
+    ),
+          torch=formulas.softmin, batching=copies.shift_dims("dim"), placement=Placement("normalization", {"mlp": 6, "sequence": 6}, place.place_softmax("softmin"))),
+    OpDef("glu", (X,), shapes.glu, {"dim": -1}, family="activation", samples=(
+        _S({"x": (3, 4)}), _S({"x": (2, 6, 3)}, {"dim": 1}),
+    ), doc="the first half along dim gated by the sigmoid of the second",
+          torch=formulas.glu, batching=copies.shift_dims("dim"), placement=Placement("activation", _everywhere(24), place.place_glu)),
+    OpDef("prelu", (X, W), shapes.prelu, family="activation", kinks=True,
+          branch=lambda x, weight, **_: kink_rules.sign_branch(x), margin=lambda x, weight, **_: kink_rules.sign_margin(x), subgradient=kink_rules.prelu_subgradient, samples=(
+        _S({"x": (3, 4), "weight": (1,)}), _S({"x": (2, 3, 5), "weight": (3,)}), _S({"x": (2, 2, 3, 3), "weight": (2,)}),
+    ), init={"weight": {"kind": "normal", "mean": 0.25, "std": 0.1}}, doc="x above 0, weight * x below (one weight a channel)",
+          torch=formulas.prelu, placement=Placement("activation", _everywhere(25), place.place_prelu, place.rank_at_least(2))),
     OpDef("concat", (TensorArg("x", variadic=True),), shapes.concat, {"dim": 1}, family="structure", samples=(
         _S({"x": [(2, 3), (2, 4)]}), _S({"x": [(2, 3, 2), (1, 3, 2), (3, 3, 2)]}, {"dim": 0}),
         _S({"x": [(2, 2, 3), (2, 2, 1)]}, {"dim": -1}),

@@ -24,7 +24,8 @@ from .opdef import ShapeError, get_op
 
 __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place_conv", "place_pool",
            "place_global_avg_pool", "place_flatten", "place_reshape", "place_softmax", "place_layer_norm",
-           "place_batch_norm", "place_dropout", "place_binary", "place_concat", "place_attention", "place_embedding",
+           "place_batch_norm", "place_dropout", "place_binary", "place_divide", "place_reduce", "place_cumsum",
+           "place_transpose", "place_permute", "place_glu", "place_prelu", "place_concat", "place_attention", "place_embedding",
            "place_declared", "head_probe", "head_targets", "head_declared", "classes", "rank_at_least", "rank_is", "spatial",
            "reshapable", "per_channel"]
 
@@ -218,6 +219,79 @@ def place_binary(op):
         return ctx.apply(op, x, other)
 
     return place
+
+
+def place_divide(ctx, x):
+    """x over a broadcast parameter kept away from 0 (a learned temperature, a
+    per-channel scale)."""
+    shape = ctx.shapes[x]
+    nd = len(shape)
+    layouts = [shape[-1:], (1,) * nd] + ([(1, shape[1]) + (1,) * (nd - 2)] if nd >= 3 else [])
+    other = ctx.param(ctx.draw(st.sampled_from(layouts)), init={"kind": "uniform", "low": 0.5, "high": 2.0})
+    return ctx.apply("div", x, other)
+
+
+def _inner_dim(ctx, shape, least=2):
+    """A non-batch axis holding at least ``least`` values."""
+    dims = [d for d in range(1, len(shape)) if shape[d] >= least]
+    if not dims:
+        raise NotHere
+    return ctx.draw(st.sampled_from(dims))
+
+
+def place_reduce(op, corrections=None):
+    """A reduction over an inner axis, keepdim drawn (var: its correction too)."""
+
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        hyper = {}
+        if corrections is not None:
+            hyper["correction"] = ctx.draw(st.sampled_from(corrections))
+        dim = _inner_dim(ctx, shape, 2 + hyper.get("correction", 0))
+        hyper["dim"] = ctx.draw(st.sampled_from([dim, dim - len(shape)]))  # counted from either end
+        if ctx.draw(st.booleans()):
+            hyper["keepdim"] = True
+        return ctx.apply(op, x, **hyper)
+
+    return place
+
+
+def place_cumsum(ctx, x):
+    return ctx.apply("cumsum", x, dim=_inner_dim(ctx, ctx.shapes[x]))
+
+
+def place_transpose(ctx, x):
+    nd = len(ctx.shapes[x])
+    if nd < 3:
+        raise NotHere
+    d0 = ctx.draw(st.integers(1, nd - 2))
+    d1 = ctx.draw(st.integers(d0 + 1, nd - 1))
+    return ctx.apply("transpose", x, dim0=d0, dim1=d1)
+
+
+def place_permute(ctx, x):
+    """The inner axes rotated (a 3-cycle and more from 4 axes: not its own inverse)."""
+    nd = len(ctx.shapes[x])
+    if nd < 3:
+        raise NotHere
+    inner = list(range(1, nd))
+    k = ctx.draw(st.integers(1, nd - 2))
+    return ctx.apply("permute", x, dims=tuple([0] + inner[k:] + inner[:k]))
+
+
+def place_glu(ctx, x):
+    shape = ctx.shapes[x]
+    dims = [d for d in range(1, len(shape)) if shape[d] % 2 == 0]
+    if not dims:
+        raise NotHere
+    d = ctx.draw(st.sampled_from(dims))
+    return ctx.apply("glu", x, **({} if d == len(shape) - 1 else {"dim": d}))
+
+
+def place_prelu(ctx, x):
+    shape = ctx.shapes[x]
+    w = ctx.param(ctx.draw(st.sampled_from([(1,), (shape[1],)])), init={"kind": "normal", "mean": 0.25, "std": 0.1})
+    return ctx.apply("prelu", x, w)
 
 
 def place_concat(ctx, x):

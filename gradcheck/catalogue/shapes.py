@@ -9,7 +9,7 @@ import numpy as np
 
 from .opdef import ShapeError
 
-__all__ = ["same", "pair", "linear", "matmul", "conv", "pool", "global_pool", "dim", "layer_norm", "batch_norm", "broadcast", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "pairwise_loss", "cross_entropy", "weighted_sum"]
+__all__ = ["same", "pair", "linear", "matmul", "conv", "pool", "global_pool", "dim", "layer_norm", "batch_norm", "broadcast", "reduce", "glu", "transpose", "permute", "prelu", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "pairwise_loss", "cross_entropy", "weighted_sum"]
 
 def _need(cond, msg):
     if not cond:
@@ -92,6 +92,46 @@ def dim(name):
         return tuple(x)
 
     return rule
+
+
+def reduce(name):
+    """A reduction over one dim (sum, mean, logsumexp, var): that axis dropped, or
+    kept as 1 with keepdim."""
+    def rule(x, dim=-1, keepdim=False, correction=None):
+        _need(len(x) >= 1 and -len(x) <= dim < len(x), f"{name}: dim {dim} out of range for {len(x)}-d input")
+        d = dim % len(x)
+        if correction is not None:
+            _need(x[d] > correction, f"{name}: {x[d]} values along dim {dim} with correction={correction}")
+        return tuple(x[:d]) + ((1,) if keepdim else ()) + tuple(x[d + 1:])
+
+    return rule
+
+
+def glu(x, dim=-1):
+    _need(len(x) >= 1 and -len(x) <= dim < len(x), f"glu: dim {dim} out of range for {len(x)}-d input")
+    d = dim % len(x)
+    _need(x[d] % 2 == 0, f"glu: dim {dim} has odd size {x[d]}; glu halves it")
+    return tuple(x[:d]) + (x[d] // 2,) + tuple(x[d + 1:])
+
+
+def transpose(x, dim0=0, dim1=1):
+    nd = len(x)
+    _need(-nd <= dim0 < nd and -nd <= dim1 < nd, f"transpose: dims {dim0}, {dim1} out of range for {nd}-d input")
+    out = list(x)
+    out[dim0 % nd], out[dim1 % nd] = x[dim1 % nd], x[dim0 % nd]
+    return tuple(out)
+
+
+def permute(x, dims):
+    _need(sorted(int(d) % max(1, len(x)) for d in dims) == list(range(len(x))) and len(dims) == len(x),
+          f"permute: dims {tuple(dims)} is not a permutation of the {len(x)} axes")
+    return tuple(x[int(d)] for d in dims)
+
+
+def prelu(x, weight):
+    _need(len(x) >= 2, f"prelu: x must be (N, C, ...), got {x}")
+    _need(tuple(weight) in ((1,), (x[1],)), f"prelu: weight {weight} must be (1,) or ({x[1]},)")
+    return tuple(x)
 
 
 def layer_norm(x, weight, bias, eps=1e-5):

@@ -738,3 +738,209 @@ class LogSigmoid:
     @staticmethod
     def backward(x, g):
         return (g * np.exp(-np.logaddexp(0, x)),)  # sigmoid(-x) = 1 / (1 + e^x)
+
+
+# ---------------------------------------------------------------- tensor math
+
+
+@op("sub")
+class Sub:
+    @staticmethod
+    def forward(a, b):
+        return np.subtract(a, b), (a.shape, b.shape)
+
+    @staticmethod
+    def backward(shapes, g):
+        return _unbroadcast(g, shapes[0]), _unbroadcast(np.negative(g), shapes[1])
+
+
+@op("div")
+class Div:
+    @staticmethod
+    def forward(a, b):
+        return np.true_divide(a, b), (a, b)
+
+    @staticmethod
+    def backward(saved, g):
+        a, b = saved
+        q = a / b
+        return _unbroadcast(g / b, a.shape), _unbroadcast(-g * q / b, b.shape)
+
+
+@op("neg")
+class Neg:
+    @staticmethod
+    def forward(x):
+        return np.negative(x), None
+
+    @staticmethod
+    def backward(_, g):
+        return (np.negative(g),)
+
+
+@op("abs")
+class Abs:
+    @staticmethod
+    def forward(x):
+        return np.abs(x), x
+
+    @staticmethod
+    def backward(x, g):
+        return (np.where(x > 0, g, np.where(x < 0, -g, 0.0)).astype(g.dtype),)
+
+
+@op("clamp")
+class Clamp:
+    @staticmethod
+    def forward(x, min=-1.0, max=1.0):  # noqa: A002
+        return np.clip(x, min, max), (x, min, max)
+
+    @staticmethod
+    def backward(saved, g):
+        x, lo, hi = saved
+        return (g * ((x >= lo) & (x <= hi)),)
+
+
+def _axis(dim, nd):
+    return dim % nd
+
+
+@op("sum")
+class Sum:
+    @staticmethod
+    def forward(x, dim=-1, keepdim=False):
+        return np.add.reduce(x, axis=dim, keepdims=keepdim), (x.shape, _axis(dim, x.ndim), keepdim)
+
+    @staticmethod
+    def backward(saved, g):
+        shape, axis, keepdim = saved
+        g = g if keepdim else np.expand_dims(g, axis)
+        return (np.repeat(g, shape[axis], axis=axis),)
+
+
+@op("mean")
+class Mean:
+    @staticmethod
+    def forward(x, dim=-1, keepdim=False):
+        return np.mean(x, axis=dim, keepdims=keepdim), (x.shape, _axis(dim, x.ndim), keepdim)
+
+    @staticmethod
+    def backward(saved, g):
+        shape, axis, keepdim = saved
+        g = g if keepdim else np.expand_dims(g, axis)
+        return (np.repeat(g / shape[axis], shape[axis], axis=axis),)
+
+
+@op("logsumexp")
+class LogSumExp:
+    @staticmethod
+    def forward(x, dim=-1, keepdim=False):
+        axis = _axis(dim, x.ndim)
+        y = np.logaddexp.reduce(x, axis=axis, keepdims=True)
+        return (y if keepdim else np.squeeze(y, axis)), (x, y, axis, keepdim)
+
+    @staticmethod
+    def backward(saved, g):
+        x, y, axis, keepdim = saved
+        g = g if keepdim else np.expand_dims(g, axis)
+        return (g * np.exp(x - y),)
+
+
+@op("var")
+class Var:
+    @staticmethod
+    def forward(x, dim=-1, correction=1, keepdim=False):
+        return np.var(x, axis=dim, ddof=correction, keepdims=keepdim), (x, _axis(dim, x.ndim), correction, keepdim)
+
+    @staticmethod
+    def backward(saved, g):
+        x, axis, ddof, keepdim = saved
+        g = g if keepdim else np.expand_dims(g, axis)
+        n = x.shape[axis]
+        return (g * 2 * (x - x.mean(axis=axis, keepdims=True)) / (n - ddof),)
+
+
+@op("cumsum")
+class CumSum:
+    @staticmethod
+    def forward(x, dim=-1):
+        return np.cumsum(x, axis=dim), dim
+
+    @staticmethod
+    def backward(dim, g):
+        total = np.sum(g, axis=dim, keepdims=True)
+        return (total - np.cumsum(g, axis=dim) + g,)  # sum over i >= j of g_i
+
+
+@op("transpose")
+class Transpose:
+    @staticmethod
+    def forward(x, dim0=0, dim1=1):
+        axes = list(range(x.ndim))
+        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+        return x.transpose(axes), axes
+
+    @staticmethod
+    def backward(axes, g):
+        return (g.transpose(axes),)  # a swap is its own inverse
+
+
+@op("permute")
+class Permute:
+    @staticmethod
+    def forward(x, dims):
+        return np.transpose(x, dims), list(dims)
+
+    @staticmethod
+    def backward(dims, g):
+        inverse = [0] * len(dims)
+        for i, d in enumerate(dims):
+            inverse[d] = i
+        return (np.transpose(g, inverse),)
+
+
+@op("softmin")
+class Softmin:
+    @staticmethod
+    def forward(x, dim=-1):
+        z = -x - np.max(-x, axis=dim, keepdims=True)
+        y = np.exp(z) / np.exp(z).sum(axis=dim, keepdims=True)
+        return y, (y, dim)
+
+    @staticmethod
+    def backward(saved, g):
+        y, dim = saved
+        return (y * ((g * y).sum(axis=dim, keepdims=True) - g),)
+
+
+@op("glu")
+class GLU:
+    @staticmethod
+    def forward(x, dim=-1):
+        half = x.shape[dim] // 2
+        a, b = np.take(x, range(half), axis=dim), np.take(x, range(half, 2 * half), axis=dim)
+        s = 1 / (1 + np.exp(-b))
+        return a * s, (a, s, dim)
+
+    @staticmethod
+    def backward(saved, g):
+        a, s, dim = saved
+        return (np.concatenate([g * s, g * a * s * (1 - s)], axis=dim),)
+
+
+@op("prelu")
+class PReLU:
+    @staticmethod
+    def forward(x, weight):
+        shape = [1] * x.ndim
+        shape[1] = weight.size
+        w = weight.reshape(shape) if weight.size > 1 else weight[0]
+        return np.maximum(x, 0) + w * np.minimum(x, 0), (x, w, weight.shape)
+
+    @staticmethod
+    def backward(saved, g):
+        x, w, wshape = saved
+        gx = np.where(x > 0, g, w * g)
+        gw = g * np.minimum(x, 0)
+        axes = tuple(i for i in range(x.ndim) if i != 1 or wshape[0] == 1)
+        return gx, gw.sum(axis=axes).reshape(wshape)
