@@ -87,9 +87,15 @@ def _draw(leaf: Leaf, rng, scale: float):
     if kind == "uniform":
         return rng.uniform(init.get("low", 0.0), init.get("high", 1.0), shape)
     if kind == "randint":
-        return rng.integers(init.get("low", 0), init["high"], shape)
+        ids = rng.integers(init.get("low", 0), init["high"], shape)
+        if "not_all" in init and ids.size and np.all(ids == init["not_all"]):
+            # some id other than this one (an ignore_index that would leave nothing to average)
+            ids.flat[0] = (init["not_all"] + 1 - init.get("low", 0)) % (init["high"] - init.get("low", 0)) + init.get("low", 0)
+        return ids
     if kind == "mask":
         return (rng.random(shape) >= init["p"]).astype(np.float64)
+    if kind == "sign":  # -1 or 1: the labels of margin losses
+        return np.where(rng.random(shape) < 0.5, -1.0, 1.0)
     raise GraphError(f"leaf {leaf.name!r}: unknown init kind {kind!r}")
 
 

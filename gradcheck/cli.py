@@ -167,6 +167,12 @@ def cmd_repro(args) -> int:
         print()
         print(describe_failure(case, records, a.name, b.name))
         return 1
+    others = [r for r in records if r.status != "pass"]
+    if others:
+        print(f"no check fails on this case; {len(others)} of {len(records)} are not passes:")
+        for r in others[:5]:
+            print(f"  [{r.status}] {r.tensor or r.op}: {r.message.splitlines()[-1] if r.message else ''}")
+        return 0
     print("every check passes on this case")
     return 0
 
@@ -231,6 +237,21 @@ def cmd_test(argv) -> int:
         return 130
 
 
+def cmd_catalogue(args) -> int:
+    from .catalogue import CATALOGUE
+    from .catalogue.coverage import coverage_markdown, coverage_rows
+
+    if args.coverage:
+        print(coverage_markdown(), end="")
+        return 1 if any(r[2] == "unknown" for r in coverage_rows()) else 0
+    for name in sorted(CATALOGUE):
+        op = CATALOGUE[name]
+        hyper = ", ".join(f"{k}={v!r}" for k, v in op.hyper.items())
+        args_ = ", ".join(("*" if a.variadic else "") + a.name for a in op.inputs)
+        print(f"{name}({args_}{', ' + hyper if hyper else ''})  [{op.family}]")
+    return 0
+
+
 def build_parser():
     parser = _Parser(prog="gradcheck", description="Check gradients against independent sources.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -272,6 +293,10 @@ def build_parser():
     repro.add_argument("--a", help="source spec overriding the file's source_a")
     repro.add_argument("--b", help="source spec overriding the file's source_b")
     repro.set_defaults(func=cmd_repro)
+    cat = sub.add_parser("catalogue", help="the ops the harness can check (--coverage: against torch.nn.functional)")
+    cat.add_argument("--coverage", action="store_true",
+                     help="every public function of torch.nn.functional: the op covering it, or why none does")
+    cat.set_defaults(func=cmd_catalogue)
     # parsed by pytest, not here: listed for --help
     sub.add_parser("test", help="run the installed suites against a candidate with pytest (gradcheck test --help)",
                    add_help=False)

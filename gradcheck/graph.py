@@ -37,7 +37,7 @@ class GraphError(ValueError):
 
 
 # init kind -> the settings it needs (others are optional: mean, std, low)
-INIT_KINDS = {"normal": (), "uniform": (), "randint": ("high",), "mask": ("p",)}
+INIT_KINDS = {"normal": (), "uniform": (), "randint": ("high",), "mask": ("p",), "sign": ()}
 
 DEFAULT_INIT = {
     PARAM: {"kind": "normal", "std": 0.5},

@@ -62,19 +62,33 @@ def bce_with_logits_backward(cache, g):
     return g * (sig - target) / count, -g * x / count
 
 
-def cross_entropy_forward(logits, target, reduction="mean"):
-    # logits (N, C), integer target (N,): -log softmax(logits)[n, target[n]].
+def cross_entropy_forward(logits, target, reduction="mean", ignore_index=-100, label_smoothing=0.0):
+    # logits (N, C), integer target (N,): -log softmax(logits)[n, target[n]], mixed
+    # with label smoothing eps as (1 - eps) of that plus eps of the mean of -log
+    # softmax over the classes; rows whose target is ignore_index count for
+    # nothing, and the mean is over the others (torch's conventions).
     z = logits - np.max(np.real(logits), axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    keep = target != ignore_index
     rows = np.arange(logits.shape[0])
-    loss, count = _reduce(-logp[rows, target], reduction)
-    return loss, (logp, target, count)
+    per = -logp[rows, np.where(keep, target, 0)]
+    if label_smoothing:
+        per = (1 - label_smoothing) * per - label_smoothing * logp.mean(axis=1)
+    per = np.where(keep, per, 0)
+    if reduction == "mean":
+        count = int(keep.sum())
+        loss = per.sum() / count if count else per.sum() * np.nan
+    else:
+        loss, count = _reduce(per, reduction)
+    return loss, (logp, target, count, keep, label_smoothing)
 
 
 def cross_entropy_backward(cache, g):
-    logp, target, count = cache
-    grad = np.exp(logp)
-    grad[np.arange(grad.shape[0]), target] -= 1
+    logp, target, count, keep, eps = cache
+    grad = np.exp(logp) - eps / logp.shape[1]
+    rows = np.arange(grad.shape[0])[keep]
+    grad[rows, target[keep]] -= 1 - eps
+    grad[~keep] = 0
     return np.reshape(g, (-1, 1)) * grad / count, None  # g: a scalar, or one a row (reduction "none")
 
 
@@ -87,3 +101,172 @@ def weighted_sum_forward(x, weight):
 def weighted_sum_backward(cache, g):
     _, weight = cache
     return g * weight, None
+
+
+def _sigmoid(x):
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def _softplus(x):
+    """log(1 + e^x), per sign of x so exp never overflows."""
+    pos = is_positive(x)
+    return np.where(pos, x, 0) + np.log1p(np.exp(np.where(pos, -x, x)))
+
+
+def l1_forward(pred, target, reduction="mean"):
+    d = pred - target
+    loss, count = _reduce(np.abs(d), reduction)
+    return loss, (np.sign(d), count)  # torch's slope at d == 0 is sign(0) = 0
+
+
+def l1_backward(cache, g):
+    sign, count = cache
+    gp = g * sign / count
+    return gp, -gp
+
+
+def huber_forward(pred, target, delta=1.0, reduction="mean"):
+    # 0.5 d^2 within delta, delta (|d| - 0.5 delta) beyond: smooth_l1 times delta
+    d = pred - target
+    absd = np.abs(d)
+    quad = absd < delta
+    loss, count = _reduce(np.where(quad, 0.5 * d**2, delta * (absd - 0.5 * delta)), reduction)
+    return loss, (d, quad, delta, count)
+
+
+def huber_backward(cache, g):
+    d, quad, delta, count = cache
+    gp = g * np.where(quad, d, delta * np.sign(d)) / count
+    return gp, -gp
+
+
+def soft_margin_forward(x, target, reduction="mean"):
+    # log(1 + exp(-y x)) for labels y of -1 or 1
+    z = -target * x
+    loss, count = _reduce(_softplus(z), reduction)
+    return loss, (z, target, count)
+
+
+def soft_margin_backward(cache, g):
+    z, target, count = cache
+    return -g * target * _sigmoid(z) / count, None
+
+
+def kl_div_forward(input, target, reduction="mean", log_target=False):  # noqa: A002 - torch's names
+    # the pointwise KL term target (log target - input), input being log-probabilities;
+    # with log_target the target is given as log-probabilities too
+    if log_target:
+        per = np.exp(target) * (target - input)
+    else:
+        per = target * (np.log(target) - input)
+    if reduction == "batchmean":
+        loss, count = per.sum() / input.shape[0], input.shape[0]
+    else:
+        loss, count = _reduce(per, reduction)
+    return loss, (input, target, log_target, count)
+
+
+def kl_div_backward(cache, g):
+    input, target, log_target, count = cache  # noqa: A001
+    p = np.exp(target) if log_target else target
+    return -g * p / count, None
+
+
+def poisson_nll_forward(input, target, log_input=True, eps=1e-8, reduction="mean"):  # noqa: A002
+    # exp(x) - t x (log_input), or x - t log(x + eps); full=False (no Stirling term)
+    if log_input:
+        per = np.exp(input) - target * input
+    else:
+        per = input - target * np.log(input + eps)
+    loss, count = _reduce(per, reduction)
+    return loss, (input, target, log_input, eps, count)
+
+
+def poisson_nll_backward(cache, g):
+    input, target, log_input, eps, count = cache  # noqa: A001
+    slope = np.exp(input) - target if log_input else 1 - target / (input + eps)
+    return g * slope / count, None
+
+
+def gaussian_nll_forward(input, target, var, eps=1e-6, reduction="mean"):  # noqa: A002
+    # 0.5 (log v + (x - t)^2 / v), v = var clamped below at eps; full=False
+    v = np.maximum(var, eps)
+    d = input - target
+    per = 0.5 * (np.log(v) + d**2 / v)
+    loss, count = _reduce(per, reduction)
+    return loss, (d, v, var >= eps, count)
+
+
+def gaussian_nll_backward(cache, g):
+    d, v, unclamped, count = cache
+    gi = g * d / v / count
+    gv = g * 0.5 * (1 / v - d**2 / v**2) * unclamped / count
+    return gi, -gi, gv
+
+
+def margin_ranking_forward(x1, x2, target, margin=0.0, reduction="mean"):
+    # max(0, -y (x1 - x2) + margin) for labels y of -1 or 1
+    z = -target * (x1 - x2) + margin
+    active = np.real(z) >= 0  # torch's clamp_min passes the gradient at z == 0
+    loss, count = _reduce(np.where(active, z, 0), reduction)
+    return loss, (target, active, count)
+
+
+def margin_ranking_backward(cache, g):
+    target, active, count = cache
+    g1 = np.where(active, -g * target, 0) / count
+    return g1, -g1, None
+
+
+def hinge_embedding_forward(x, target, margin=1.0, reduction="mean"):
+    # x where y == 1, max(0, margin - x) where y == -1
+    hinge = np.real(margin - x) >= 0  # torch's clamp_min passes the gradient at margin - x == 0
+    per = np.where(target == 1, x, np.where(hinge, margin - x, 0))
+    loss, count = _reduce(per, reduction)
+    return loss, (target, hinge, count)
+
+
+def hinge_dtype(target):
+    return target.dtype if target.dtype.kind in "fc" else np.float64
+
+
+def hinge_embedding_backward(cache, g):
+    target, hinge, count = cache
+    slope = np.where(target == 1, 1.0, np.where(hinge, -1.0, 0.0)).astype(hinge_dtype(target))
+    return g * slope / count, None
+
+
+def nll_forward(logp, target, reduction="mean", ignore_index=-100):
+    # -logp[n, target[n]] over (N, C) log-probabilities; rows whose target is
+    # ignore_index count for nothing, and the mean is over the others
+    keep = target != ignore_index
+    rows = np.arange(logp.shape[0])
+    picked = np.where(keep, -logp[rows, np.where(keep, target, 0)], 0)
+    if reduction == "mean":
+        count = max(int(keep.sum()), 0)
+        loss = picked.sum() / count if count else picked.sum() * np.nan
+    else:
+        loss, count = _reduce(picked, reduction)
+    return loss, (logp.shape, logp.dtype, target, keep, count)
+
+
+def nll_backward(cache, g):
+    shape, dtype, target, keep, count = cache
+    grad = np.zeros(shape, dtype=dtype)
+    rows = np.arange(shape[0])[keep]
+    grad[rows, target[keep]] = -1.0
+    return np.reshape(g, (-1, 1)) * grad / count, None
+
+
+def multilabel_soft_margin_forward(x, target, reduction="mean"):
+    # -mean over classes of y log sigmoid(x) + (1 - y) log sigmoid(-x), for (N, C)
+    # logits and 0/1 targets; then reduced over the N samples
+    per_class = target * _softplus(-x) + (1 - target) * _softplus(x)
+    loss, count = _reduce(per_class.mean(axis=-1), reduction)
+    return loss, (x, target, count * x.shape[-1])
+
+
+def multilabel_soft_margin_backward(cache, g):
+    x, target, count = cache
+    return g * (_sigmoid(x) - target) / count, None

@@ -250,7 +250,7 @@ def attention_key_unscaled(cache, g):
 
 
 def cross_entropy_not_averaged(cache, g):
-    logp, target, count = cache
+    logp, target, count, keep, eps = cache
     grad = np.exp(logp)
     grad[np.arange(grad.shape[0]), target] -= 1
     return g * grad, None
@@ -545,6 +545,69 @@ def prelu_weight_gradient_without_x(cache, g):
     return gx, np.asarray(gw).reshape(w_shape)
 
 
+# ---------------------------------------------------------------- losses, each wrong in one setting
+
+
+def l1_not_averaged(cache, g):
+    sign, count = cache
+    return g * sign, -g * sign  # right only for reduction='sum'
+
+
+def huber_as_smooth_l1(cache, g):
+    d, quad, delta, count = cache
+    gp = g * np.where(quad, d / delta, np.sign(d)) / count  # smooth_l1's slope: right only for delta == 1
+    return gp, -gp
+
+
+def soft_margin_drops_the_label(cache, g):
+    z, target, count = cache
+    return -g * activations._sigmoid(z) / count, None  # right only where the label is 1
+
+
+def kl_div_batchmean_by_every_element(input, target, reduction="mean", log_target=False):  # noqa: A002
+    loss, cache = losses.kl_div_forward(input, target, reduction, log_target)
+    if reduction == "batchmean":
+        cache = cache[:3] + (input.size,)  # divides the gradient by every element, as 'mean' does
+    return loss, cache
+
+
+def poisson_nll_drops_the_target(cache, g):
+    input, target, log_input, eps, count = cache  # noqa: A001
+    return g * np.exp(input) / count, None
+
+
+def gaussian_nll_var_gradient_misses_log_term(cache, g):
+    d, v, unclamped, count = cache
+    gi, gt, _ = losses.gaussian_nll_backward(cache, g)
+    return gi, gt, g * 0.5 * (-d**2 / v**2) * unclamped / count  # d/dv of 0.5 log v dropped
+
+
+def margin_ranking_second_input_same_sign(cache, g):
+    g1, _, none = losses.margin_ranking_backward(cache, g)
+    return g1, g1, none
+
+
+def hinge_embedding_hinge_slope_positive(cache, g):
+    target, hinge, count = cache
+    slope = np.where(target == 1, 1.0, np.where(hinge, 1.0, 0.0))
+    return (g * slope / count).astype(losses.hinge_dtype(target)), None
+
+
+def nll_mean_over_every_row(logp, target, reduction="mean", ignore_index=-100):
+    loss, (shape, dtype, t, keep, count) = losses.nll_forward(logp, target, reduction, ignore_index)
+    return loss, (shape, dtype, t, keep, logp.shape[0] if reduction == "mean" else count)  # ignored rows counted
+
+
+def multilabel_soft_margin_not_over_classes(x, target, reduction="mean"):
+    loss, (x_, t, count) = losses.multilabel_soft_margin_forward(x, target, reduction)
+    return loss, (x_, t, count // x.shape[-1])  # the mean over classes forgotten in the backward
+
+
+def cross_entropy_smoothing_ignored(cache, g):
+    logp, target, count, keep, eps = cache
+    return losses.cross_entropy_backward((logp, target, count, keep, 0.0), g)  # right only without label smoothing
+
+
 ZOO = [
     Bug("linear-sign-error-in-weight-gradient", "linear", "sign error", _numpy("linear", layers.linear_forward, linear_sign_weight)),
     Bug("linear-missing-transpose", "linear", "missing transpose", _numpy("linear", layers.linear_forward, linear_missing_transpose)),
@@ -611,6 +674,17 @@ ZOO = [
     Bug("softmin-backward-of-softmax", "softmin", "sign error", _numpy("softmin", tensor_math.softmin_forward, softmin_softmax_sign)),
     Bug("glu-gate-derivative-missing", "glu", "missing factor", _numpy("glu", tensor_math.glu_forward, glu_gate_derivative_missing)),
     Bug("prelu-weight-gradient-without-x", "prelu", "missing factor (weight only)", _numpy("prelu", tensor_math.prelu_forward, prelu_weight_gradient_without_x)),
+    Bug("l1-not-averaged", "l1", "wrong only for reduction='mean'", _numpy("l1", losses.l1_forward, l1_not_averaged)),
+    Bug("huber-with-smooth-l1-slope", "huber", "wrong only for delta != 1", _numpy("huber", losses.huber_forward, huber_as_smooth_l1)),
+    Bug("soft-margin-drops-the-label", "soft_margin", "wrong only for labels -1", _numpy("soft_margin", losses.soft_margin_forward, soft_margin_drops_the_label)),
+    Bug("kl-div-batchmean-by-every-element", "kl_div", "wrong only for reduction='batchmean'", _numpy("kl_div", kl_div_batchmean_by_every_element, losses.kl_div_backward)),
+    Bug("poisson-nll-drops-the-target", "poisson_nll", "missing term", _numpy("poisson_nll", losses.poisson_nll_forward, poisson_nll_drops_the_target)),
+    Bug("gaussian-nll-var-gradient-misses-log-term", "gaussian_nll", "missing term (var only)", _numpy("gaussian_nll", losses.gaussian_nll_forward, gaussian_nll_var_gradient_misses_log_term)),
+    Bug("margin-ranking-second-input-same-sign", "margin_ranking", "sign error", _numpy("margin_ranking", losses.margin_ranking_forward, margin_ranking_second_input_same_sign)),
+    Bug("hinge-embedding-hinge-slope-positive", "hinge_embedding", "sign error (labels -1 only)", _numpy("hinge_embedding", losses.hinge_embedding_forward, hinge_embedding_hinge_slope_positive)),
+    Bug("nll-mean-counts-ignored-rows", "nll", "wrong only with ignore_index", _numpy("nll", nll_mean_over_every_row, losses.nll_backward)),
+    Bug("multilabel-soft-margin-not-over-classes", "multilabel_soft_margin", "missing factor", _numpy("multilabel_soft_margin", multilabel_soft_margin_not_over_classes, losses.multilabel_soft_margin_backward)),
+    Bug("cross-entropy-label-smoothing-ignored", "cross_entropy", "wrong only with label_smoothing", _numpy("cross_entropy", losses.cross_entropy_forward, cross_entropy_smoothing_ignored)),
     Bug("logsigmoid-sigmoid-of-the-wrong-side", "logsigmoid", "sign error", _numpy("logsigmoid", activations.logsigmoid_forward, logsigmoid_wrong_side)),
 ]
 

@@ -126,4 +126,8 @@ def cross_entropy(forward, args, stacked, hyper, n):
         return loop(forward, args, stacked, hyper, n)
     per = np.asarray(forward(logits.reshape((-1,) + logits.shape[2:]), np.tile(target, n),
                              **{**hyper, "reduction": "none"})[0]).reshape(n, -1)
-    return per.mean(axis=1) if hyper.get("reduction", "mean") == "mean" else per.sum(axis=1)
+    if hyper.get("reduction", "mean") != "mean":
+        return per.sum(axis=1)
+    # the mean over the rows each copy keeps (all but those at ignore_index)
+    kept = np.sum(np.asarray(target) != hyper.get("ignore_index", -100))
+    return per.sum(axis=1) / kept

@@ -4,7 +4,7 @@ call, so the catalogue, and gradcheck, import without it."""
 
 from __future__ import annotations
 
-__all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d", "relu6", "hardsigmoid", "hardswish", "hardshrink", "softshrink", "threshold", "selu", "celu", "mish", "softsign", "tanhshrink", "logsigmoid", "sub", "div", "neg", "abs_", "clamp", "sum_", "mean", "logsumexp", "var", "cumsum", "transpose", "permute", "softmin", "glu", "prelu"]
+__all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d", "relu6", "hardsigmoid", "hardswish", "hardshrink", "softshrink", "threshold", "selu", "celu", "mish", "softsign", "tanhshrink", "logsigmoid", "sub", "div", "neg", "abs_", "clamp", "sum_", "mean", "logsumexp", "var", "cumsum", "transpose", "permute", "softmin", "glu", "prelu", "l1", "huber", "soft_margin", "kl_div", "poisson_nll", "gaussian_nll", "margin_ranking", "hinge_embedding", "nll", "multilabel_soft_margin"]
 
 
 def _torch():
@@ -194,7 +194,10 @@ def glu(x, dim):
 
 
 def prelu(x, weight):
-    return F().prelu(x, weight)
+    # F.prelu's own formula, written out: under torch.func.vmap (batched finite
+    # differences) F.prelu resizes an output tensor, a behaviour torch deprecates
+    w = weight.reshape((1, -1) + (1,) * (x.dim() - 2)) if weight.numel() > 1 else weight.reshape(())
+    return _torch().where(x > 0, x, w * x)
 
 
 def softmax(x, dim):
@@ -258,8 +261,56 @@ def bce_with_logits(x, t, reduction):
     return F().binary_cross_entropy_with_logits(x, t, reduction=reduction)
 
 
-def cross_entropy(x, t, reduction):
-    return F().cross_entropy(x, t, reduction=reduction)
+def cross_entropy(x, t, reduction, ignore_index=-100, label_smoothing=0.0):
+    return F().cross_entropy(x, t, reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)
+
+
+def l1(p, t, reduction):
+    return F().l1_loss(p, t, reduction=reduction)
+
+
+def huber(p, t, delta, reduction):
+    import warnings
+
+    with warnings.catch_warnings():  # under torch.func.vmap its kernel resizes an output, which torch deprecates
+        warnings.filterwarnings("ignore", message="An output with one or more elements was resized")
+        return F().huber_loss(p, t, reduction=reduction, delta=delta)
+
+
+def soft_margin(x, y, reduction):
+    return F().soft_margin_loss(x, y, reduction=reduction)
+
+
+def kl_div(x, t, reduction, log_target):
+    import warnings
+
+    with warnings.catch_warnings():  # torch's note that 'mean' is not 'batchmean': both are checked, as asked
+        warnings.filterwarnings("ignore", message="reduction: 'mean' divides")
+        return F().kl_div(x, t, reduction=reduction, log_target=log_target)
+
+
+def poisson_nll(x, t, log_input, eps, reduction):
+    return F().poisson_nll_loss(x, t, log_input=log_input, eps=eps, reduction=reduction)
+
+
+def gaussian_nll(x, t, var, eps, reduction):
+    return F().gaussian_nll_loss(x, t, var, eps=eps, reduction=reduction)
+
+
+def margin_ranking(x1, x2, y, margin, reduction):
+    return F().margin_ranking_loss(x1, x2, y, margin=margin, reduction=reduction)
+
+
+def hinge_embedding(x, y, margin, reduction):
+    return F().hinge_embedding_loss(x, y, margin=margin, reduction=reduction)
+
+
+def nll(logp, t, reduction, ignore_index):
+    return F().nll_loss(logp, t, reduction=reduction, ignore_index=ignore_index)
+
+
+def multilabel_soft_margin(x, y, reduction):
+    return F().multilabel_soft_margin_loss(x, y, reduction=reduction)
 
 
 def weighted_sum(x, w):

@@ -51,6 +51,36 @@ def smooth_l1_branch(pred, target, beta=1.0, **_):
     return np.stack([d > 0, np.abs(d) < beta])
 
 
+def difference_branch(pred, target, *_, **__):
+    """The sign of pred - target (l1's kink at 0)."""
+    return np.real(pred - target) > 0
+
+
+def difference_margin(pred, target, *_, **__):
+    return float(np.min(np.abs(np.real(pred - target)), initial=np.inf))
+
+
+def hinge_branch(offset, sign=-1.0):
+    """Where a hinge max(0, z) switches, z = offset + sign * x (hinge_embedding's
+    margin - x), from hyper ``offset``'s value."""
+
+    def branch(x, *_, **hyper):
+        return np.real(hyper.get(offset, 1.0) + sign * x) > 0
+
+    def margin(x, *_, **hyper):
+        return float(np.min(np.abs(np.real(hyper.get(offset, 1.0) + sign * x)), initial=np.inf))
+
+    return branch, margin
+
+
+def ranking_branch(x1, x2, target, margin=0.0, **_):
+    return np.real(-target * (x1 - x2) + margin) > 0
+
+
+def ranking_margin(x1, x2, target, margin=0.0, **_):
+    return float(np.min(np.abs(np.real(-target * (x1 - x2) + margin)), initial=np.inf))
+
+
 def sign_margin(x, **_):
     return float(np.min(np.abs(np.real(x)), initial=np.inf))
 

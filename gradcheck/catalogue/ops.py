@@ -48,6 +48,10 @@ def _activation(name, rank, hyper=None, kinks=False, complex_step=True, settings
 
 
 _AWAY_FROM_ZERO = {"kind": "uniform", "low": 0.5, "high": 2.0}
+_SIGNS = {"kind": "sign"}  # the -1 / 1 labels of margin losses
+_PROBABILITIES = {"kind": "uniform", "low": 0.05, "high": 1.0}
+_COUNTS = {"kind": "uniform", "low": 0.0, "high": 3.0}
+_LABELS = {"kind": "mask", "p": 0.5}  # 0 / 1
 
 
 def _at(points):
@@ -266,11 +270,75 @@ _OPS = [
     ),
           torch=formulas.bce_with_logits, batching=copies.loss, placement=Placement("head", _everywhere(3), place.head_targets("bce_with_logits", {"kind": "uniform", "low": 0.0, "high": 1.0}))),
     OpDef("cross_entropy", (TensorArg("logits"), TensorArg("target", CONST, dtype="int")), shapes.cross_entropy,
-          {"reduction": "mean"}, family="loss", samples=(
+          {"reduction": "mean", "ignore_index": -100, "label_smoothing": 0.0}, family="loss", samples=(
         _S({"logits": (4, 5), "target": (4,)}, init={"target": {"kind": "randint", "high": 5}}),
         _S({"logits": (6, 3), "target": (6,)}, {"reduction": "sum"}, init={"target": {"kind": "randint", "high": 3}}),
+        _S({"logits": (5, 3), "target": (5,)}, {"ignore_index": 1, "label_smoothing": 0.1},
+           init={"target": {"kind": "randint", "high": 3, "not_all": 1}}),
     ),
-          torch=formulas.cross_entropy, batching=copies.cross_entropy, placement=Placement("head", _everywhere(2), place.head_targets("cross_entropy", "classes"), place.classes)),
+          torch=formulas.cross_entropy, batching=copies.cross_entropy, placement=Placement("head", _everywhere(2), place.head_classes("cross_entropy", smoothing=True), place.classes)),
+    OpDef("l1", (TensorArg("pred"), TensorArg("target")), shapes.pairwise_loss("l1"), {"reduction": "mean"},
+          family="loss", kinks=True, complex_step=False, branch=kink_rules.difference_branch, margin=kink_rules.difference_margin,
+          samples=(_S({"pred": (4, 3), "target": (4, 3)}), _S({"pred": (6,), "target": (6,)}, {"reduction": "sum"})),
+          torch=formulas.l1, batching=copies.loss, placement=Placement("head", _everywhere(5), place.head_targets("l1"))),
+    OpDef("huber", (TensorArg("pred"), TensorArg("target")), shapes.pairwise_loss("huber"),
+          {"delta": 1.0, "reduction": "mean"}, family="loss", kinks=True, complex_step=False,
+          branch=lambda pred, target, delta=1.0, **_: kink_rules.smooth_l1_branch(pred, target, delta),
+          margin=lambda pred, target, delta=1.0, **_: kink_rules.smooth_l1_margin(pred, target, delta), samples=(
+        _S({"pred": (4, 3), "target": (4, 3)}), _S({"pred": (6,), "target": (6,)}, {"delta": 0.5, "reduction": "sum"}),
+    ),
+          torch=formulas.huber, batching=copies.loss, placement=Placement("head", _everywhere(6), place.head_with("huber", ("target", "input", None), draws={"delta": [1.0, 0.5]}))),
+    OpDef("soft_margin", (X, TensorArg("target", CONST)), shapes.pairwise_loss("soft_margin"), {"reduction": "mean"},
+          family="loss", samples=(_S({"x": (4, 3), "target": (4, 3)}, init={"target": _SIGNS}),
+                                  _S({"x": (6,), "target": (6,)}, {"reduction": "sum"}, init={"target": _SIGNS})),
+          torch=formulas.soft_margin, batching=copies.loss, placement=Placement("head", _everywhere(7), place.head_with("soft_margin", ("y", "const", _SIGNS)))),
+    OpDef("kl_div", (X, TensorArg("target", CONST)), shapes.pairwise_loss("kl_div", ("mean", "sum", "batchmean")),
+          {"reduction": "mean", "log_target": False}, family="loss", samples=(
+        _S({"x": (4, 3), "target": (4, 3)}, init={"target": _PROBABILITIES}),
+        _S({"x": (3, 5), "target": (3, 5)}, {"reduction": "batchmean"}, init={"target": _PROBABILITIES}),
+        _S({"x": (6,), "target": (6,)}, {"reduction": "sum", "log_target": True}),
+    ), doc="the pointwise KL term target (log target - x), x holding log-probabilities",
+          torch=formulas.kl_div, placement=Placement("head", _everywhere(8), place.head_kl_div)),
+    OpDef("poisson_nll", (X, TensorArg("target", CONST)), shapes.pairwise_loss("poisson_nll"),
+          {"log_input": True, "eps": 1e-8, "reduction": "mean"}, family="loss", samples=(
+        _S({"x": (4, 3), "target": (4, 3)}, init={"target": _COUNTS}),
+        _S({"x": (6,), "target": (6,)}, {"reduction": "sum"}, init={"target": _COUNTS}),
+    ), doc="exp(x) - target x (log_input=True, full=False)",
+          torch=formulas.poisson_nll, batching=copies.loss, placement=Placement("head", _everywhere(9), place.head_with("poisson_nll", ("t", "const", _COUNTS)))),
+    OpDef("gaussian_nll", (X, TensorArg("target"), TensorArg("var")), shapes.pairwise_loss("gaussian_nll"),
+          {"eps": 1e-6, "reduction": "mean"}, family="loss", complex_step=False, samples=(
+        _S({"x": (4, 3), "target": (4, 3), "var": (4, 3)}, init={"var": _AWAY_FROM_ZERO}),
+        _S({"x": (6,), "target": (6,), "var": (6,)}, {"reduction": "sum"}, init={"var": _AWAY_FROM_ZERO}),
+    ), doc="0.5 (log var + (x - target)^2 / var), var clamped at eps (full=False)",
+          torch=formulas.gaussian_nll, batching=copies.loss, placement=Placement("head", _everywhere(10), place.head_with("gaussian_nll", ("target", "input", None), ("var", "input", _AWAY_FROM_ZERO)))),
+    OpDef("margin_ranking", (TensorArg("x1"), TensorArg("x2"), TensorArg("target", CONST)),
+          shapes.pairwise_loss("margin_ranking"), {"margin": 0.0, "reduction": "mean"}, family="loss", kinks=True,
+          branch=kink_rules.ranking_branch, margin=kink_rules.ranking_margin, samples=(
+        _S({"x1": (4, 3), "x2": (4, 3), "target": (4, 3)}, init={"target": _SIGNS}),
+        _S({"x1": (6,), "x2": (6,), "target": (6,)}, {"margin": 0.5, "reduction": "sum"}, init={"target": _SIGNS}),
+    ), doc="max(0, -target (x1 - x2) + margin), target -1 or 1",
+          torch=formulas.margin_ranking, batching=copies.loss, placement=Placement("head", _everywhere(11), place.head_with("margin_ranking", ("x2", "input", None), ("y", "const", _SIGNS), draws={"margin": [0.0, 0.5]}))),
+    OpDef("hinge_embedding", (X, TensorArg("target", CONST)), shapes.pairwise_loss("hinge_embedding"),
+          {"margin": 1.0, "reduction": "mean"}, family="loss", kinks=True,
+          branch=kink_rules.hinge_branch("margin")[0], margin=kink_rules.hinge_branch("margin")[1], samples=(
+        _S({"x": (4, 3), "target": (4, 3)}, init={"target": _SIGNS}),
+        _S({"x": (6,), "target": (6,)}, {"margin": 0.5, "reduction": "sum"}, init={"target": _SIGNS}),
+    ), doc="x where target is 1, max(0, margin - x) where it is -1",
+          torch=formulas.hinge_embedding, batching=copies.loss, placement=Placement("head", _everywhere(12), place.head_with("hinge_embedding", ("y", "const", _SIGNS), draws={"margin": [1.0, 0.5]}))),
+    OpDef("nll", (TensorArg("logp"), TensorArg("target", CONST, dtype="int")), shapes.nll,
+          {"reduction": "mean", "ignore_index": -100}, family="loss", samples=(
+        _S({"logp": (4, 5), "target": (4,)}, init={"target": {"kind": "randint", "high": 5}}),
+        _S({"logp": (6, 3), "target": (6,)}, {"reduction": "sum", "ignore_index": 0},
+           init={"target": {"kind": "randint", "high": 3, "not_all": 0}}),
+        _S({"logp": (5, 3), "target": (5,)}, {"ignore_index": 2}, init={"target": {"kind": "randint", "high": 3, "not_all": 2}}),
+    ), doc="-logp[n, target[n]]; rows at ignore_index count for nothing",
+          torch=formulas.nll, batching=copies.cross_entropy, placement=Placement("head", _everywhere(13), place.head_classes("nll"), place.classes)),
+    OpDef("multilabel_soft_margin", (X, TensorArg("target", CONST)), shapes.multilabel("multilabel_soft_margin"),
+          {"reduction": "mean"}, family="loss", samples=(
+        _S({"x": (4, 3), "target": (4, 3)}, init={"target": _LABELS}),
+        _S({"x": (3, 5), "target": (3, 5)}, {"reduction": "sum"}, init={"target": _LABELS}),
+    ), doc="the mean over classes of binary cross-entropy with logits, 0/1 targets",
+          torch=formulas.multilabel_soft_margin, batching=copies.loss, placement=Placement("head", _everywhere(14), place.head_with("multilabel_soft_margin", ("y", "const", _LABELS)), place.classes)),
     OpDef("weighted_sum", (X, TensorArg("weight", CONST)), shapes.weighted_sum, family="loss",
           samples=(_S({"x": (3, 4), "weight": (3, 4)}),),
           doc="sum(x * weight) with a fixed weight: the probe head of single-op graphs",

@@ -26,7 +26,7 @@ __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place
            "place_global_avg_pool", "place_flatten", "place_reshape", "place_softmax", "place_layer_norm",
            "place_batch_norm", "place_dropout", "place_binary", "place_divide", "place_reduce", "place_cumsum",
            "place_transpose", "place_permute", "place_glu", "place_prelu", "place_concat", "place_attention", "place_embedding",
-           "place_declared", "head_probe", "head_targets", "head_declared", "classes", "rank_at_least", "rank_is", "spatial",
+           "place_declared", "head_probe", "head_targets", "head_with", "head_classes", "head_kl_div", "head_declared", "classes", "rank_at_least", "rank_is", "spatial",
            "reshapable", "per_channel"]
 
 
@@ -391,6 +391,65 @@ def head_targets(loss, target=None, betas=False):
             hyper["reduction"] = "sum"
         if betas and ctx.draw(st.booleans()):
             hyper["beta"] = 0.5
+        _finish(ctx, loss, (x, other), hyper)
+
+    return place
+
+
+def head_with(loss, *others, draws=None, reductions=("mean", "sum")):
+    """A loss of x against leaves made by ``others`` (each (prefix, role, init) or
+    a callable(ctx, shape) -> name), its reduction and ``draws`` (hyperparameter
+    choices) drawn."""
+
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        args = [x]
+        for o in others:
+            args.append(o(ctx, shape) if callable(o) else ctx.leaf(o[0], shape, o[1], init=o[2]))
+        hyper = {}
+        reduction = ctx.draw(st.sampled_from(reductions))
+        if reduction != "mean":
+            hyper["reduction"] = reduction
+        for k, choices in (draws or {}).items():
+            v = ctx.draw(st.sampled_from(choices))
+            if v != choices[0]:
+                hyper[k] = v
+        _finish(ctx, loss, tuple(args), hyper)
+
+    return place
+
+
+def head_kl_div(ctx, x):
+    """kl_div of x (log-probabilities) against a constant target: probabilities,
+    or log-probabilities with log_target; reduction mean, sum or batchmean."""
+    shape = ctx.shapes[x]
+    hyper = {}
+    if ctx.draw(st.booleans()):
+        hyper["log_target"] = True
+        target = ctx.leaf("t", shape, "const", init={"kind": "normal", "mean": -1.0, "std": 0.5})
+    else:
+        target = ctx.leaf("t", shape, "const", init={"kind": "uniform", "low": 0.05, "high": 1.0})
+    reduction = ctx.draw(st.sampled_from(["mean", "sum", "batchmean"] if len(shape) else ["mean", "sum"]))
+    if reduction != "mean":
+        hyper["reduction"] = reduction
+    _finish(ctx, "kl_div", (x, target), hyper)
+
+
+def head_classes(loss, smoothing=False):
+    """A loss of (N, C) logits against class ids, with reduction, ignore_index
+    (a class some row keeps) and label smoothing drawn."""
+
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        hyper = {}
+        if ctx.draw(st.booleans()):
+            hyper["reduction"] = "sum"
+        init = {"kind": "randint", "high": shape[1]}
+        if ctx.draw(st.booleans()):
+            hyper["ignore_index"] = init["not_all"] = ctx.draw(st.integers(0, shape[1] - 1))
+        if smoothing and ctx.draw(st.booleans()):
+            hyper["label_smoothing"] = 0.1
+        other = ctx.leaf("y", (shape[0],), "const", "int", init)
         _finish(ctx, loss, (x, other), hyper)
 
     return place

@@ -9,7 +9,7 @@ import numpy as np
 
 from .opdef import ShapeError
 
-__all__ = ["same", "pair", "linear", "matmul", "conv", "pool", "global_pool", "dim", "layer_norm", "batch_norm", "broadcast", "reduce", "glu", "transpose", "permute", "prelu", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "pairwise_loss", "cross_entropy", "weighted_sum"]
+__all__ = ["same", "pair", "linear", "matmul", "conv", "pool", "global_pool", "dim", "layer_norm", "batch_norm", "broadcast", "reduce", "glu", "transpose", "permute", "prelu", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "pairwise_loss", "nll", "multilabel", "cross_entropy", "weighted_sum"]
 
 def _need(cond, msg):
     if not cond:
@@ -207,19 +207,36 @@ def attention(q, k, v, causal=False):
     return tuple(q[:-1]) + (v[-1],)
 
 
-def pairwise_loss(name):
-    def rule(pred, target, **hyper):
+def pairwise_loss(name, reductions=("mean", "sum")):
+    def rule(pred, target, *more, **hyper):
         _need(tuple(pred) == tuple(target), f"{name}: pred {pred} and target {target} must have the same shape")
-        _need(hyper.get("reduction", "mean") in ("mean", "sum"), f"{name}: reduction must be 'mean' or 'sum'")
+        _need(all(tuple(m) == tuple(pred) for m in more), f"{name}: every input must have the shape of {pred}")
+        _need(hyper.get("reduction", "mean") in reductions, f"{name}: reduction must be one of {reductions}")
         _need(hyper.get("beta", 1.0) > 0, f"{name}: beta must be > 0")
         return ()
 
     return rule
 
 
-def cross_entropy(logits, target, reduction="mean"):
+def nll(logp, target, reduction="mean", ignore_index=-100):
+    _need(len(logp) == 2 and tuple(target) == (logp[0],), f"nll: logp (N, C) and target (N,), got {logp}, {target}")
+    _need(reduction in ("mean", "sum"), "nll: reduction must be 'mean' or 'sum'")
+    return ()
+
+
+def multilabel(name):
+    def rule(x, target, reduction="mean"):
+        _need(len(x) == 2 and tuple(target) == tuple(x), f"{name}: x (N, C) and target (N, C), got {x}, {target}")
+        _need(reduction in ("mean", "sum"), f"{name}: reduction must be 'mean' or 'sum'")
+        return ()
+
+    return rule
+
+
+def cross_entropy(logits, target, reduction="mean", ignore_index=-100, label_smoothing=0.0):
     _need(len(logits) == 2 and tuple(target) == (logits[0],), f"cross_entropy: logits (N, C) and target (N,), got {logits}, {target}")
     _need(reduction in ("mean", "sum"), "cross_entropy: reduction must be 'mean' or 'sum'")
+    _need(0.0 <= label_smoothing <= 1.0, f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     return ()
 
 

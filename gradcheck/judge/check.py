@@ -65,10 +65,12 @@ def check_pair(case: Case, a, b, *, tolerance: Tolerance | None = None, outputs:
             return [error_record(case, a, b, f"{source.name}: {e}", op=label, status="skipped")]
         except Exception as e:  # a failing source is a finding, not a crash of the run
             what = str(e) if isinstance(e, WorkerFailure) else f"{type(e).__name__}: {e}"
-            return [error_record(case, a, b, f"{source.name} raised {what}", op=getattr(e, "op", "") or label,
-                                 seconds=time.perf_counter() - t0)]
+            records = [error_record(case, a, b, f"{source.name} raised {what}", op=getattr(e, "op", "") or label,
+                                    seconds=time.perf_counter() - t0)]
+            return opinions.out_of_range(case, records, tensors, case.dtype)
         results.append(run)
     records = compare(case.graph, results[0], results[1], seed=case.seed, tolerance=tolerance, outputs=outputs)
+    records = opinions.out_of_range(case, records, tensors, coarser_dtype(results[0].dtype, results[1].dtype))
     records = _second_opinions(case, records, tensors, a, b, results, tolerance, outputs, mine)
     return [replace(r, spec_a=a.spec, spec_b=b.spec) for r in records]
 

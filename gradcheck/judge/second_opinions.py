@@ -42,7 +42,7 @@ from .compare import compare, record_for_elements, scale_of
 from .record import JOINT, with_opinion
 from .tolerance import PREDICTED_SAFETY, coarser_dtype, element_ratios, judge, tolerance_for
 
-__all__ = ["localise", "escalate", "float64_differences", "conditioning", "kinks_across_precisions", "one_sided_kinks", "exact_kinks", "nondeterminism",
+__all__ = ["localise", "escalate", "float64_differences", "out_of_range", "conditioning", "kinks_across_precisions", "one_sided_kinks", "exact_kinks", "nondeterminism",
            "name_the_op", "under_test", "BISECT_LEAF", "KINK_PERSISTS", "ROUNDING_MARGIN"]
 
 BISECT_LEAF = 32  # bisection stops at a block of this many elements, then differentiates each
@@ -276,6 +276,37 @@ def float64_differences(case, records, tensors, a, b, results, tolerance):
     return [with_opinion(again[r.tensor], "float64-differences", again[r.tensor].status, note,
                          seconds=r.seconds + refined.seconds, opinions=r.opinions)
             if r.tensor in again else r for r in records]
+
+
+def out_of_range(case, records, tensors, dtype):
+    """Note [Out of range]
+    A value that is not finite (an exp past float32's 3.4e38 at logits near
+    90, a loss of such values) is an error of the source that gave it, unless
+    the function itself leaves the dtype's range there: when the reference,
+    run in the record's dtype on the same values, is not finite for that tensor
+    either, the record is ``skipped`` with that reason: the case lies outside
+    what the dtype can represent, and no implementation could be judged on it.
+    A source that overflows where the reference stays finite keeps its error."""
+    bad = [r for r in records if r.status == "error" and ("gave non-finite values" in r.message
+                                                          or "non-finite value(s)" in r.message)]
+    if not bad:
+        return records
+    import warnings
+
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):  # overflowing is what is asked about
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ref = ReferenceOrFormula(dtype).run(case.graph, tensors)
+    except Exception:  # noqa: BLE001 - nothing to say beyond the error itself
+        return records
+    out = []
+    for r in records:
+        value = ref.grads.get(r.tensor, ref.outputs.get(r.tensor))
+        if r in bad and (not np.isfinite(ref.loss) or value is not None and not np.all(np.isfinite(value))):
+            r = with_opinion(r, "out-of-range", "skipped", f"(the reference in {dtype} is not finite here either: "
+                             f"the case leaves {dtype}'s range, see Note [Out of range])", status="skipped")
+        out.append(r)
+    return out
 
 
 # ---------------------------------------------------------------- 3. conditioning

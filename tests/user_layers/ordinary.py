@@ -554,18 +554,19 @@ class BCEWithLogits:
 @op("cross_entropy")
 class CrossEntropy:
     @staticmethod
-    def forward(logits, target, reduction="mean"):
+    def forward(logits, target, reduction="mean", ignore_index=-100, label_smoothing=0.0):
         m = logits.max(axis=1, keepdims=True)
         logp = logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
-        picked = logp[np.arange(len(target)), target]
-        n = len(target) if reduction == "mean" else 1
-        return np.asarray(-picked.sum() / n, dtype=logits.dtype), (logp, target, n)
+        keep = (target != ignore_index)[:, None]
+        c = logp.shape[1]
+        q = (1 - label_smoothing) * np.eye(c, dtype=logp.dtype)[np.where(keep[:, 0], target, 0)] + label_smoothing / c
+        n = int(keep.sum()) if reduction == "mean" else 1
+        return np.asarray(-(q * logp * keep).sum() / n, dtype=logits.dtype), (logp, q * keep, keep, n)
 
     @staticmethod
     def backward(saved, g):
-        logp, target, n = saved
-        onehot = np.eye(logp.shape[1], dtype=logp.dtype)[target]
-        return g * (np.exp(logp) - onehot) / n, None
+        logp, q, keep, n = saved
+        return g * (np.exp(logp) * keep - q) / n, None
 
 
 @op("weighted_sum")
@@ -944,3 +945,156 @@ class PReLU:
         gw = g * np.minimum(x, 0)
         axes = tuple(i for i in range(x.ndim) if i != 1 or wshape[0] == 1)
         return gx, gw.sum(axis=axes).reshape(wshape)
+
+
+# ---------------------------------------------------------------- losses
+
+
+def _scale(reduction, n):
+    return 1.0 / n if reduction == "mean" else 1.0
+
+
+def _reduced(per, reduction):
+    return np.asarray(per.mean() if reduction == "mean" else per.sum(), dtype=per.dtype)
+
+
+@op("l1")
+class L1Loss:
+    @staticmethod
+    def forward(pred, target, reduction="mean"):
+        return _reduced(np.abs(pred - target), reduction), (pred - target, _scale(reduction, pred.size))
+
+    @staticmethod
+    def backward(saved, g):
+        d, k = saved
+        gp = g * k * np.sign(d)
+        return gp, -gp
+
+
+@op("huber")
+class HuberLoss:
+    @staticmethod
+    def forward(pred, target, delta=1.0, reduction="mean"):
+        d = pred - target
+        per = np.where(np.abs(d) <= delta, 0.5 * d * d, delta * np.abs(d) - 0.5 * delta**2)
+        return _reduced(per, reduction), (d, delta, _scale(reduction, d.size))
+
+    @staticmethod
+    def backward(saved, g):
+        d, delta, k = saved
+        gp = g * k * np.clip(d, -delta, delta)
+        return gp, -gp
+
+
+@op("soft_margin")
+class SoftMarginLoss:
+    @staticmethod
+    def forward(x, target, reduction="mean"):
+        return _reduced(np.logaddexp(0, -target * x), reduction), (x, target, _scale(reduction, x.size))
+
+    @staticmethod
+    def backward(saved, g):
+        x, y, k = saved
+        return -g * k * y / (1 + np.exp(y * x)), None
+
+
+@op("kl_div")
+class KLDiv:
+    @staticmethod
+    def forward(input, target, reduction="mean", log_target=False):  # noqa: A002
+        p = np.exp(target) if log_target else target
+        logp = target if log_target else np.log(target)
+        per = p * (logp - input)
+        k = {"mean": 1.0 / input.size, "sum": 1.0, "batchmean": 1.0 / input.shape[0]}[reduction]
+        return np.asarray(per.sum() * k, dtype=input.dtype), (p, k)
+
+    @staticmethod
+    def backward(saved, g):
+        p, k = saved
+        return -g * k * p, None
+
+
+@op("poisson_nll")
+class PoissonNLL:
+    @staticmethod
+    def forward(input, target, log_input=True, eps=1e-8, reduction="mean"):  # noqa: A002
+        rate = np.exp(input)
+        return _reduced(rate - target * input, reduction), (rate, target, _scale(reduction, input.size))
+
+    @staticmethod
+    def backward(saved, g):
+        rate, t, k = saved
+        return g * k * (rate - t), None
+
+
+@op("gaussian_nll")
+class GaussianNLL:
+    @staticmethod
+    def forward(input, target, var, eps=1e-6, reduction="mean"):  # noqa: A002
+        v = np.clip(var, eps, None)
+        r = (input - target) / v
+        per = 0.5 * (np.log(v) + r * (input - target))
+        return _reduced(per, reduction), (r, v, var >= eps, _scale(reduction, input.size))
+
+    @staticmethod
+    def backward(saved, g):
+        r, v, free, k = saved
+        gi = g * k * r
+        return gi, -gi, g * k * 0.5 * (1 / v - r * r) * free
+
+
+@op("margin_ranking")
+class MarginRanking:
+    @staticmethod
+    def forward(x1, x2, target, margin=0.0, reduction="mean"):
+        z = margin - target * (x1 - x2)
+        return _reduced(np.maximum(z, 0), reduction), (z >= 0, target, _scale(reduction, x1.size))
+
+    @staticmethod
+    def backward(saved, g):
+        on, y, k = saved
+        g1 = -g * k * y * on
+        return g1, -g1, None
+
+
+@op("hinge_embedding")
+class HingeEmbedding:
+    @staticmethod
+    def forward(x, target, margin=1.0, reduction="mean"):
+        per = np.where(target > 0, x, np.maximum(margin - x, 0))
+        return _reduced(per, reduction), (x, target, margin, _scale(reduction, x.size))
+
+    @staticmethod
+    def backward(saved, g):
+        x, y, margin, k = saved
+        return (g * k * np.where(y > 0, 1.0, -1.0 * (margin - x >= 0))).astype(x.dtype), None
+
+
+@op("nll")
+class NLLLoss:
+    @staticmethod
+    def forward(logp, target, reduction="mean", ignore_index=-100):
+        keep = target != ignore_index
+        picked = -logp[np.arange(len(target))[keep], target[keep]]
+        k = 1.0 / keep.sum() if reduction == "mean" else 1.0
+        return np.asarray(picked.sum() * k, dtype=logp.dtype), (logp.shape, logp.dtype, target, keep, k)
+
+    @staticmethod
+    def backward(saved, g):
+        shape, dtype, target, keep, k = saved
+        grad = np.zeros(shape, dtype)
+        np.add.at(grad, (np.nonzero(keep)[0], target[keep]), -g * k)
+        return grad, None
+
+
+@op("multilabel_soft_margin")
+class MultilabelSoftMargin:
+    @staticmethod
+    def forward(x, target, reduction="mean"):
+        per = (target * np.logaddexp(0, -x) + (1 - target) * np.logaddexp(0, x)).mean(axis=1)
+        return _reduced(per, reduction), (x, target, _scale(reduction, x.shape[0]) / x.shape[1])
+
+    @staticmethod
+    def backward(saved, g):
+        x, y, k = saved
+        return g * k * (1 / (1 + np.exp(-x)) - y), None

@@ -1,0 +1,74 @@
+"""Value regimes: cases reach large magnitudes (scale 4) where thresholds and
+overflows live, and a case outside the dtype's range is recorded as such
+(Note [Out of range]), not as a failure of the code under test."""
+
+import inspect
+
+import numpy as np
+import pytest
+
+from gradcheck import Candidate
+from gradcheck.case import Case
+from gradcheck.graph import GraphBuilder
+from gradcheck.judge import check_pair
+from gradcheck.sources import FiniteDifferences, ReferenceSource
+from gradcheck.sources.candidate import candidate_sources
+from gradcheck.strategies import cases
+
+
+def _head(op, x_values, **leaves):
+    b = GraphBuilder()
+    x = b.input("x", np.shape(x_values))
+    others = [b.const(name, np.shape(v)) for name, v in leaves.items()]
+    graph = b.build(b.op(op, x, *others, name="loss"))
+    tensors = {"x": np.asarray(x_values, dtype=np.float32), **{k: np.asarray(v, np.float32) for k, v in leaves.items()}}
+    return Case(graph, seed=0, dtype="float32"), tensors
+
+
+# the repository's tests make the reference's RuntimeWarnings errors; overflowing is the point here
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_case_beyond_float32s_range_is_skipped_with_the_reason():
+    # exp(100) is past float32's 3.4e38: poisson_nll (log_input) is not finite there, in any implementation
+    case, tensors = _head("poisson_nll", [100.0, 1.0, 2.0], t=[1.0, 0.0, 2.0])
+    ref = ReferenceSource()
+    records = check_pair(case, ref, FiniteDifferences(ref, "central", "full"), tensors=tensors)
+    assert {r.status for r in records} == {"skipped"}
+    assert all("Note [Out of range]" in r.message for r in records)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_source_that_overflows_where_the_reference_stays_finite_keeps_its_error():
+    naive = Candidate("naive-softplus")
+
+    @naive.op("softplus")
+    class NaiveSoftplus:  # log(1 + e^x): inf at x = 100 in float32, where softplus is 100
+        @staticmethod
+        def forward(x, beta=1.0, threshold=20.0):
+            with np.errstate(over="ignore"):
+                return np.log1p(np.exp(beta * x)) / beta, x
+
+        @staticmethod
+        def backward(x, g):
+            return (g / (1 + np.exp(-x)),)
+
+    b = GraphBuilder()
+    y = b.op("softplus", b.input("x", (3,)))
+    graph = b.build(b.op("weighted_sum", y, b.const("w", (3,)), name="loss"))
+    tensors = {"x": np.array([100.0, 1.0, -2.0], np.float32), "w": np.ones(3, np.float32)}
+    (src,) = candidate_sources(naive)
+    records = check_pair(Case(graph, seed=0, dtype="float32"), src, ReferenceSource(), outputs=True, tensors=tensors)
+    assert any(r.status == "error" and "non-finite" in r.message for r in records)
+
+
+def test_cases_draw_scale_four_which_reaches_relu6s_upper_kink_after_a_linear_layer():
+    """Without large magnitudes a backward wrong only above 6 is never exercised."""
+    assert 4.0 in inspect.signature(cases).parameters["scales"].default
+    b = GraphBuilder()
+    h = b.op("relu6", b.op("linear", b.input("x", (8, 5)), b.param("w", (4, 5))))
+    graph = b.build(b.op("weighted_sum", h, b.const("p", (8, 4)), name="loss"))
+
+    def reached(scale):
+        return sum(bool(np.max(ReferenceSource().run(graph, Case(graph, seed, scale=scale).tensors())
+                                .outputs[graph.nodes[0].name]) > 6) for seed in range(20))
+
+    assert reached(4.0) >= 10 and reached(1.0) <= 2
