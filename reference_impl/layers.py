@@ -200,3 +200,64 @@ def attention_backward(cache, g):
     gq = (gs @ k) * scale
     gk = (np.swapaxes(gs, -1, -2) @ q) * scale
     return gq, gk, gv
+
+
+def _as_2d(x):
+    return x[:, :, None, :]
+
+
+def max_pool1d_forward(x, kernel_size=2, stride=None, padding=0):
+    # (N, C, L): max_pool2d over windows one row high
+    y, cache = max_pool2d_forward(_as_2d(x), (1, kernel_size), (1, kernel_size if stride is None else stride),
+                                  (0, padding))
+    return y[:, :, 0, :], cache
+
+
+def max_pool1d_backward(cache, g):
+    return (max_pool2d_backward(cache, _as_2d(g))[0][:, :, 0, :],)
+
+
+def avg_pool1d_forward(x, kernel_size=2, stride=None, padding=0):
+    y, cache = avg_pool2d_forward(_as_2d(x), (1, kernel_size), (1, kernel_size if stride is None else stride),
+                                  (0, padding))
+    return y[:, :, 0, :], cache
+
+
+def avg_pool1d_backward(cache, g):
+    return (avg_pool2d_backward(cache, _as_2d(g))[0][:, :, 0, :],)
+
+
+def _adaptive_windows(size, out):
+    # torch's adaptive windows: [floor(i size / out), ceil((i + 1) size / out))
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def adaptive_avg_pool1d_forward(x, output_size=1):
+    wins = _adaptive_windows(x.shape[-1], output_size)
+    y = np.stack([x[..., a:b].mean(axis=-1) for a, b in wins], axis=-1)
+    return y, (x.shape, wins)
+
+
+def adaptive_avg_pool1d_backward(cache, g):
+    shape, wins = cache
+    gx = np.zeros(shape, dtype=g.dtype)
+    for k, (a, b) in enumerate(wins):
+        gx[..., a:b] += g[..., k:k + 1] / (b - a)  # overlapping windows both send theirs
+    return (gx,)
+
+
+def adaptive_avg_pool2d_forward(x, output_size=1):
+    oh, ow = pair(output_size)
+    rows, cols = _adaptive_windows(x.shape[-2], oh), _adaptive_windows(x.shape[-1], ow)
+    y = np.stack([np.stack([x[..., a:b, c:d].mean(axis=(-2, -1)) for c, d in cols], axis=-1) for a, b in rows],
+                 axis=-2)
+    return y, (x.shape, rows, cols)
+
+
+def adaptive_avg_pool2d_backward(cache, g):
+    shape, rows, cols = cache
+    gx = np.zeros(shape, dtype=g.dtype)
+    for i, (a, b) in enumerate(rows):
+        for j, (c, d) in enumerate(cols):
+            gx[..., a:b, c:d] += g[..., i:i + 1, j:j + 1] / ((b - a) * (d - c))
+    return (gx,)

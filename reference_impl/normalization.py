@@ -76,3 +76,64 @@ def batch_norm_backward(cache, g):
     xhat, rstd, w, axes = cache
     gx = _normalize_backward(g * w, xhat, rstd, axes)
     return gx, (g * xhat).sum(axis=axes), g.sum(axis=axes)
+
+
+def rms_norm_forward(x, weight, eps=1e-6):
+    # x / sqrt(mean(x^2) + eps) * weight over the trailing weight.ndim axes
+    axes = tuple(range(x.ndim - weight.ndim, x.ndim))
+    rstd = 1.0 / np.sqrt((x * x).mean(axis=axes, keepdims=True) + eps)
+    xhat = x * rstd
+    return xhat * weight, (xhat, rstd, weight, axes)
+
+
+def rms_norm_backward(cache, g):
+    xhat, rstd, weight, axes = cache
+    lead = tuple(range(g.ndim - weight.ndim))
+    gxhat = g * weight
+    # d xhat / d x for xhat = x / rms(x): no mean to subtract, unlike layer norm
+    gx = rstd * (gxhat - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True))
+    return gx, (g * xhat).sum(axis=lead)
+
+
+def group_norm_forward(x, weight, bias, num_groups=1, eps=1e-5):
+    # (N, C, *) in num_groups groups of C / num_groups channels, each normalised over
+    # its channels and every spatial position; then one scale and shift a channel
+    n, c = x.shape[:2]
+    grouped = x.reshape(n, num_groups, -1)
+    xhat, rstd = _normalize(grouped, (2,), eps)
+    xhat = xhat.reshape(x.shape)
+    bshape = (1, c) + (1,) * (x.ndim - 2)
+    return xhat * weight.reshape(bshape) + bias.reshape(bshape), (xhat, rstd, weight, num_groups)
+
+
+def group_norm_backward(cache, g):
+    xhat, rstd, weight, groups = cache
+    n, c = xhat.shape[:2]
+    bshape = (1, c) + (1,) * (xhat.ndim - 2)
+    gxhat = (g * weight.reshape(bshape)).reshape(n, groups, -1)
+    gx = _normalize_backward(gxhat, xhat.reshape(n, groups, -1), rstd, (2,)).reshape(xhat.shape)
+    axes = (0,) + tuple(range(2, xhat.ndim))
+    return gx, (g * xhat).sum(axis=axes), g.sum(axis=axes)
+
+
+def instance_norm_forward(x, weight, bias, eps=1e-5):
+    # each (sample, channel) plane normalised on its own: a group norm of C groups
+    return group_norm_forward(x, weight, bias, x.shape[1], eps)
+
+
+instance_norm_backward = group_norm_backward
+
+
+def normalize_forward(x, dim=1, eps=1e-12):
+    # x / max(||x||_2, eps) along dim (p = 2)
+    norm = np.sqrt((x * x).sum(axis=dim, keepdims=True))
+    big = np.real(norm) > eps
+    denom = np.where(big, norm, eps)
+    y = x / denom
+    return y, (y, denom, big, dim)
+
+
+def normalize_backward(cache, g):
+    y, denom, big, dim = cache
+    # d (x / ||x||) = (g - y <g, y>) / ||x||; below eps the divisor is the constant eps
+    return (np.where(big, g - y * (g * y).sum(axis=dim, keepdims=True), g) / denom,)

@@ -184,3 +184,109 @@ def prelu_backward(cache, g):
     if len(w_shape) and w_shape[0] > 1:  # one slope a channel: sum over everything else
         gw = gw.sum(axis=tuple(i for i in range(x.ndim) if i != 1))
     return gx, np.asarray(gw.sum() if not (len(w_shape) and w_shape[0] > 1) else gw).reshape(w_shape)
+
+
+def cosine_similarity_forward(x1, x2, dim=1, eps=1e-8):
+    # <x1 / c1, x2 / c2> along dim, each norm c kept at eps at least (torch's
+    # formula); a zero vector, where the cosine has no limit, takes eps
+    n1, n2 = np.sqrt((x1 * x1).sum(axis=dim, keepdims=True)), np.sqrt((x2 * x2).sum(axis=dim, keepdims=True))
+    big1, big2 = np.real(n1) > eps, np.real(n2) > eps
+    c1, c2 = np.where(big1, n1, eps), np.where(big2, n2, eps)
+    u1, u2 = x1 / c1, x2 / c2
+    return (u1 * u2).sum(axis=dim), (u1, u2, c1, c2, big1, big2, dim)
+
+
+def cosine_similarity_backward(cache, g):
+    u1, u2, c1, c2, big1, big2, dim = cache
+    g = np.expand_dims(g, dim)
+    cos = (u1 * u2).sum(axis=dim, keepdims=True)
+    # d (x / ||x||) applied to v is (v - u <u, v>) / ||x||; a norm held at eps is a constant
+    g1 = g * (u2 - np.where(big1, u1 * cos, 0)) / c1
+    g2 = g * (u1 - np.where(big2, u2 * cos, 0)) / c2
+    return g1, g2
+
+
+def pairwise_distance_forward(x1, x2, eps=1e-6, keepdim=False):
+    # ||x1 - x2 + eps||_2 over the last axis
+    d = x1 - x2 + eps
+    n = np.sqrt((d * d).sum(axis=-1, keepdims=True))
+    return (n if keepdim else n[..., 0]), (d, n, keepdim)
+
+
+def pairwise_distance_backward(cache, g):
+    d, n, keepdim = cache
+    g = g if keepdim else g[..., None]
+    gx = g * d / n
+    return gx, -gx
+
+
+def pixel_shuffle_forward(x, upscale_factor=2):
+    # (N, C r^2, H, W) -> (N, C, H r, W r): channel c r^2 + i r + j goes to row h r + i, column w r + j
+    r = upscale_factor
+    n, c, h, w = x.shape
+    y = x.reshape(n, c // (r * r), r, r, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, c // (r * r), h * r, w * r)
+    return y, (x.shape, r)
+
+
+def pixel_shuffle_backward(cache, g):
+    (n, c, h, w), r = cache
+    return (g.reshape(n, c // (r * r), h, r, w, r).transpose(0, 1, 3, 5, 2, 4).reshape(n, c, h, w),)
+
+
+def pixel_unshuffle_forward(x, downscale_factor=2):
+    # the inverse of pixel_shuffle
+    r = downscale_factor
+    n, c, h, w = x.shape
+    y = x.reshape(n, c, h // r, r, w // r, r).transpose(0, 1, 3, 5, 2, 4).reshape(n, c * r * r, h // r, w // r)
+    return y, (x.shape, r)
+
+
+def pixel_unshuffle_backward(cache, g):
+    (n, c, h, w), r = cache
+    return (g.reshape(n, c, r, r, h // r, w // r).transpose(0, 1, 4, 2, 5, 3).reshape(n, c, h, w),)
+
+
+def _pad_sources(size, before, after, mode):
+    """For each position of a padded axis, the input position it reads (-1: the
+    constant)."""
+    i = np.arange(-before, size + after)
+    if mode == "constant":
+        return np.where((i >= 0) & (i < size), i, -1)
+    if mode == "replicate":
+        return np.clip(i, 0, size - 1)
+    if mode == "circular":
+        return i % size
+    if mode == "reflect":  # mirrored about the edge elements, which are not repeated
+        period = 2 * (size - 1)
+        j = np.abs(i) % period if period else np.zeros_like(i)
+        return np.where(j < size, j, period - j)
+    raise ValueError(f"pad: mode must be constant, reflect, replicate or circular, got {mode!r}")
+
+
+def pad_forward(x, pad=(1, 1), mode="constant", value=0.0):
+    # torch's pad: (left, right) for the last axis, then (top, bottom) for the one before, ...
+    sources = []
+    y = x
+    for k in range(len(pad) // 2):
+        axis = x.ndim - 1 - k
+        src = _pad_sources(x.shape[axis], pad[2 * k], pad[2 * k + 1], mode)
+        taken = np.take(y, np.maximum(src, 0), axis=axis)
+        if mode == "constant":
+            shape = [1] * x.ndim
+            shape[axis] = -1
+            taken = np.where(src.reshape(shape) >= 0, taken, value)
+        y = taken.astype(x.dtype)
+        sources.append((axis, src))
+    return y, (x.shape, sources)
+
+
+def pad_backward(cache, g):
+    shape, sources = cache
+    for axis, src in reversed(sources):
+        size = shape[axis]
+        moved = np.moveaxis(g, axis, 0)
+        out = np.zeros((size,) + moved.shape[1:], dtype=g.dtype)
+        keep = src >= 0
+        np.add.at(out, src[keep], moved[keep])  # a position read twice (reflect, circular) gets both
+        g = np.moveaxis(out, 0, axis)
+    return (g,)

@@ -608,6 +608,91 @@ def cross_entropy_smoothing_ignored(cache, g):
     return losses.cross_entropy_backward((logp, target, count, keep, 0.0), g)  # right only without label smoothing
 
 
+# ---------------------------------------------------------------- normalization, distances, pooling, layout
+
+
+def rms_norm_missing_projection(cache, g):
+    xhat, rstd, weight, axes = cache
+    lead = tuple(range(g.ndim - weight.ndim))
+    return rstd * g * weight, (g * xhat).sum(axis=lead)
+
+
+def group_norm_as_one_group(cache, g):
+    xhat, rstd, weight, groups = cache
+    n = xhat.shape[0]
+    # the statistics' backward over every channel at once: right only for num_groups == 1
+    whole = np.broadcast_to(rstd, (n, groups, 1)).mean(axis=1, keepdims=True)
+    gx, gw, gb = normalization.group_norm_backward((xhat, whole, weight, 1), g)
+    return gx, gw, gb
+
+
+def instance_norm_missing_mean(cache, g):
+    xhat, rstd, weight, groups = cache
+    n, c = xhat.shape[:2]
+    gxhat = (g * weight.reshape((1, c) + (1,) * (xhat.ndim - 2))).reshape(n, groups, -1)
+    flat = xhat.reshape(n, groups, -1)
+    gx = (rstd * (gxhat - flat * (gxhat * flat).mean(axis=2, keepdims=True))).reshape(xhat.shape)
+    axes = (0,) + tuple(range(2, xhat.ndim))
+    return gx, (g * xhat).sum(axis=axes), g.sum(axis=axes)
+
+
+def normalize_without_projection(cache, g):
+    y, denom, big, dim = cache
+    return (g / denom,)
+
+
+def cosine_similarity_swapped(cache, g):
+    g1, g2 = tensor_math.cosine_similarity_backward(cache, g)
+    return g1, g1 if g1.shape == g2.shape else g2  # the first input's gradient given to both
+
+
+def pairwise_distance_second_positive(cache, g):
+    gx, _ = tensor_math.pairwise_distance_backward(cache, g)
+    return gx, gx.copy()
+
+
+def pixel_shuffle_backward_as_forward_order(cache, g):
+    (n, c, h, w), r = cache
+    return (g.reshape(n, c // (r * r), h, r, w, r).transpose(0, 1, 5, 3, 2, 4).reshape(n, c, h, w),)  # i and j swapped
+
+
+def pixel_unshuffle_backward_as_forward_order(cache, g):
+    (n, c, h, w), r = cache
+    return (g.reshape(n, c, r, r, h // r, w // r).transpose(0, 1, 4, 3, 5, 2).reshape(n, c, h, w),)
+
+
+def pad_backward_drops_the_border(cache, g):
+    shape, sources = cache
+    for axis, src in reversed(sources):
+        start = int(np.argmax(src == 0)) if (src == 0).any() else 0
+        g = np.take(g, range(start, start + shape[axis]), axis=axis)  # the slice a constant pad would take
+    return (np.array(g),)  # the reflected, replicated or wrapped copies' gradients are lost
+
+
+def max_pool1d_gradient_to_the_first_tap(cache, g):
+    x_shape, xp_shape, pads, taps, winner = cache
+    return layers.max_pool1d_backward((x_shape, xp_shape, pads, taps, np.zeros_like(winner)), g)
+
+
+def avg_pool1d_kernel_squared(cache, g):
+    (gx,) = layers.avg_pool1d_backward(cache, g)
+    return (gx / len(cache[3]),)  # divides by k * k, as a 2-d pool of a k x k kernel would
+
+
+def adaptive_avg_pool1d_floor_windows(cache, g):
+    shape, wins = cache
+    o, size = len(wins), shape[-1]
+    floor = [(i * size // o, (i + 1) * size // o) for i in range(o)]  # right only when o divides the length
+    return layers.adaptive_avg_pool1d_backward((shape, [(a, max(b, a + 1)) for a, b in floor]), g)
+
+
+def adaptive_avg_pool2d_floor_rows(cache, g):
+    shape, rows, cols = cache
+    o, size = len(rows), shape[-2]
+    floor = [(i * size // o, max((i + 1) * size // o, i * size // o + 1)) for i in range(o)]
+    return layers.adaptive_avg_pool2d_backward((shape, floor, cols), g)
+
+
 ZOO = [
     Bug("linear-sign-error-in-weight-gradient", "linear", "sign error", _numpy("linear", layers.linear_forward, linear_sign_weight)),
     Bug("linear-missing-transpose", "linear", "missing transpose", _numpy("linear", layers.linear_forward, linear_missing_transpose)),
@@ -685,6 +770,19 @@ ZOO = [
     Bug("nll-mean-counts-ignored-rows", "nll", "wrong only with ignore_index", _numpy("nll", nll_mean_over_every_row, losses.nll_backward)),
     Bug("multilabel-soft-margin-not-over-classes", "multilabel_soft_margin", "missing factor", _numpy("multilabel_soft_margin", multilabel_soft_margin_not_over_classes, losses.multilabel_soft_margin_backward)),
     Bug("cross-entropy-label-smoothing-ignored", "cross_entropy", "wrong only with label_smoothing", _numpy("cross_entropy", losses.cross_entropy_forward, cross_entropy_smoothing_ignored)),
+    Bug("rms-norm-missing-projection", "rms_norm", "missing term", _numpy("rms_norm", normalization.rms_norm_forward, rms_norm_missing_projection)),
+    Bug("group-norm-as-one-group", "group_norm", "wrong only for num_groups > 1", _numpy("group_norm", normalization.group_norm_forward, group_norm_as_one_group)),
+    Bug("instance-norm-missing-mean", "instance_norm", "missing term", _numpy("instance_norm", normalization.instance_norm_forward, instance_norm_missing_mean)),
+    Bug("normalize-without-projection", "normalize", "missing term", _numpy("normalize", normalization.normalize_forward, normalize_without_projection)),
+    Bug("cosine-similarity-first-gradient-twice", "cosine_similarity", "wrong operand", _numpy("cosine_similarity", tensor_math.cosine_similarity_forward, cosine_similarity_swapped)),
+    Bug("pairwise-distance-second-positive", "pairwise_distance", "sign error", _numpy("pairwise_distance", tensor_math.pairwise_distance_forward, pairwise_distance_second_positive)),
+    Bug("pixel-shuffle-sub-pixel-axes-swapped", "pixel_shuffle", "wrong layout", _numpy("pixel_shuffle", tensor_math.pixel_shuffle_forward, pixel_shuffle_backward_as_forward_order)),
+    Bug("pixel-unshuffle-sub-pixel-axes-swapped", "pixel_unshuffle", "wrong layout", _numpy("pixel_unshuffle", tensor_math.pixel_unshuffle_forward, pixel_unshuffle_backward_as_forward_order)),
+    Bug("pad-backward-drops-the-border", "pad", "wrong only for reflect, replicate, circular", _numpy("pad", tensor_math.pad_forward, pad_backward_drops_the_border)),
+    Bug("max-pool1d-gradient-to-the-first-tap", "max_pool1d", "wrong winner", _numpy("max_pool1d", layers.max_pool1d_forward, max_pool1d_gradient_to_the_first_tap)),
+    Bug("avg-pool1d-kernel-squared", "avg_pool1d", "extra factor", _numpy("avg_pool1d", layers.avg_pool1d_forward, avg_pool1d_kernel_squared)),
+    Bug("adaptive-avg-pool1d-floor-windows", "adaptive_avg_pool1d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool1d", layers.adaptive_avg_pool1d_forward, adaptive_avg_pool1d_floor_windows)),
+    Bug("adaptive-avg-pool2d-floor-rows", "adaptive_avg_pool2d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool2d", layers.adaptive_avg_pool2d_forward, adaptive_avg_pool2d_floor_rows)),
     Bug("logsigmoid-sigmoid-of-the-wrong-side", "logsigmoid", "sign error", _numpy("logsigmoid", activations.logsigmoid_forward, logsigmoid_wrong_side)),
 ]
 

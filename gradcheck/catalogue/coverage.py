@@ -26,9 +26,9 @@ FUNCTIONAL: dict[str, str | tuple[str, str]] = {
     "conv_transpose1d": ("", NOT_YET), "conv_transpose2d": ("", NOT_YET), "conv_transpose3d": ("", NOT_YET),
     "conv_tbc": ("", "conv1d with the (time, batch, channel) layout: conv1d covers its arithmetic"),
     "embedding": "embedding", "embedding_bag": ("", NOT_YET), "unfold": ("", NOT_YET), "fold": ("", NOT_YET),
-    "pixel_shuffle": ("", NOT_YET), "pixel_unshuffle": ("", NOT_YET), "channel_shuffle": ("", NOT_YET),
+    "pixel_shuffle": "pixel_shuffle", "pixel_unshuffle": "pixel_unshuffle", "channel_shuffle": ("", NOT_YET),
     "native_channel_shuffle": ("", NOT_YET), "interpolate": ("", NOT_YET), "upsample": ("", NOT_YET),
-    "upsample_bilinear": ("", NOT_YET), "upsample_nearest": ("", NOT_YET), "pad": ("", NOT_YET),
+    "upsample_bilinear": ("", NOT_YET), "upsample_nearest": ("", NOT_YET), "pad": "pad",
     "grid_sample": ("", NOT_YET), "affine_grid": ("", NOT_YET),
     "scaled_dot_product_attention": "attention",
     "multi_head_attention_forward": ("", "a whole module's forward (projections, attention, output): its parts are "
@@ -38,12 +38,12 @@ FUNCTIONAL: dict[str, str | tuple[str, str]] = {
     "scaled_grouped_mm": ("", "a float8 CUDA grouped matmul; not a float64 function to difference"),
     "linear_cross_entropy": ("", "linear then cross_entropy fused; both are in the catalogue"),
     # pooling
-    "max_pool1d": ("", NOT_YET), "max_pool2d": "max_pool2d", "max_pool3d": ("", NOT_YET),
+    "max_pool1d": "max_pool1d", "max_pool2d": "max_pool2d", "max_pool3d": ("", NOT_YET),
     "max_pool1d_with_indices": ("", _INDICES.format("max_pool1d")),
     "max_pool2d_with_indices": ("", _INDICES.format("max_pool2d")),
     "max_pool3d_with_indices": ("", _INDICES.format("max_pool3d")),
-    "avg_pool1d": ("", NOT_YET), "avg_pool2d": "avg_pool2d", "avg_pool3d": ("", NOT_YET),
-    "adaptive_avg_pool1d": ("", NOT_YET), "adaptive_avg_pool2d": ("", NOT_YET), "adaptive_avg_pool3d": ("", NOT_YET),
+    "avg_pool1d": "avg_pool1d", "avg_pool2d": "avg_pool2d", "avg_pool3d": ("", NOT_YET),
+    "adaptive_avg_pool1d": "adaptive_avg_pool1d", "adaptive_avg_pool2d": "adaptive_avg_pool2d", "adaptive_avg_pool3d": ("", NOT_YET),
     "adaptive_max_pool1d": ("", NOT_YET), "adaptive_max_pool2d": ("", NOT_YET), "adaptive_max_pool3d": ("", NOT_YET),
     "adaptive_max_pool1d_with_indices": ("", _INDICES.format("adaptive_max_pool1d")),
     "adaptive_max_pool2d_with_indices": ("", _INDICES.format("adaptive_max_pool2d")),
@@ -64,11 +64,11 @@ FUNCTIONAL: dict[str, str | tuple[str, str]] = {
     "leaky_relu_": ("", _IN_PLACE.format("leaky_relu")), "hardtanh_": ("", _IN_PLACE.format("hardtanh")),
     "threshold_": ("", _IN_PLACE.format("threshold")), "rrelu_": ("", _IN_PLACE.format("rrelu")),
     # normalization
-    "batch_norm": "batch_norm", "layer_norm": "layer_norm", "group_norm": ("", NOT_YET),
-    "instance_norm": ("", NOT_YET), "rms_norm": ("", NOT_YET), "local_response_norm": ("", NOT_YET),
-    "normalize": ("", NOT_YET),
+    "batch_norm": "batch_norm", "layer_norm": "layer_norm", "group_norm": "group_norm",
+    "instance_norm": "instance_norm", "rms_norm": "rms_norm", "local_response_norm": ("", NOT_YET),
+    "normalize": "normalize",
     # distances
-    "cosine_similarity": ("", NOT_YET), "pairwise_distance": ("", NOT_YET), "pdist": ("", NOT_YET),
+    "cosine_similarity": "cosine_similarity", "pairwise_distance": "pairwise_distance", "pdist": ("", NOT_YET),
     # dropout
     "dropout": "dropout", "dropout1d": ("", _RANDOM), "dropout2d": ("", _RANDOM), "dropout3d": ("", _RANDOM),
     "alpha_dropout": ("", _RANDOM), "feature_alpha_dropout": ("", _RANDOM),

@@ -4,7 +4,7 @@ call, so the catalogue, and gradcheck, import without it."""
 
 from __future__ import annotations
 
-__all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d", "relu6", "hardsigmoid", "hardswish", "hardshrink", "softshrink", "threshold", "selu", "celu", "mish", "softsign", "tanhshrink", "logsigmoid", "sub", "div", "neg", "abs_", "clamp", "sum_", "mean", "logsumexp", "var", "cumsum", "transpose", "permute", "softmin", "glu", "prelu", "l1", "huber", "soft_margin", "kl_div", "poisson_nll", "gaussian_nll", "margin_ranking", "hinge_embedding", "nll", "multilabel_soft_margin"]
+__all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d", "relu6", "hardsigmoid", "hardswish", "hardshrink", "softshrink", "threshold", "selu", "celu", "mish", "softsign", "tanhshrink", "logsigmoid", "sub", "div", "neg", "abs_", "clamp", "sum_", "mean", "logsumexp", "var", "cumsum", "transpose", "permute", "softmin", "glu", "prelu", "l1", "huber", "soft_margin", "kl_div", "poisson_nll", "gaussian_nll", "margin_ranking", "hinge_embedding", "nll", "multilabel_soft_margin", "rms_norm", "group_norm", "instance_norm", "normalize", "cosine_similarity", "pairwise_distance", "pixel_shuffle", "pixel_unshuffle", "pad", "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d", "adaptive_avg_pool2d"]
 
 
 def _torch():
@@ -198,6 +198,58 @@ def prelu(x, weight):
     # differences) F.prelu resizes an output tensor, a behaviour torch deprecates
     w = weight.reshape((1, -1) + (1,) * (x.dim() - 2)) if weight.numel() > 1 else weight.reshape(())
     return _torch().where(x > 0, x, w * x)
+
+
+def rms_norm(x, w, eps):
+    return F().rms_norm(x, tuple(w.shape), w, eps)
+
+
+def group_norm(x, w, b, num_groups, eps):
+    return F().group_norm(x, num_groups, w, b, eps)
+
+
+def instance_norm(x, w, b, eps):
+    return F().instance_norm(x, weight=w, bias=b, eps=eps)
+
+
+def normalize(x, dim, eps):
+    return F().normalize(x, 2.0, dim, eps)
+
+
+def cosine_similarity(x1, x2, dim, eps):
+    return F().cosine_similarity(x1, x2, dim, eps)
+
+
+def pairwise_distance(x1, x2, eps, keepdim):
+    return F().pairwise_distance(x1, x2, 2.0, eps, keepdim)
+
+
+def pixel_shuffle(x, upscale_factor):
+    return F().pixel_shuffle(x, upscale_factor)
+
+
+def pixel_unshuffle(x, downscale_factor):
+    return F().pixel_unshuffle(x, downscale_factor)
+
+
+def pad(x, pad, mode, value):
+    return F().pad(x, tuple(pad), mode=mode, value=value) if mode == "constant" else F().pad(x, tuple(pad), mode=mode)
+
+
+def max_pool1d(x, kernel_size, stride, padding):
+    return F().max_pool1d(x, kernel_size, stride, padding)
+
+
+def avg_pool1d(x, kernel_size, stride, padding):
+    return F().avg_pool1d(x, kernel_size, stride, padding)
+
+
+def adaptive_avg_pool1d(x, output_size):
+    return F().adaptive_avg_pool1d(x, output_size)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    return F().adaptive_avg_pool2d(x, output_size)
 
 
 def softmax(x, dim):

@@ -243,3 +243,42 @@ def max_pool_subgradient(inputs, hyper, g, gc, gr, tol):
     return ("", f"x of max_pool2d holds exact ties in its windows ({int(np.sum(at))} tied element(s), e.g. {i}): "
                 f"the candidate gave {gc[i]:.10g} there, the reference (first maximum) {gr[i]:.10g}; any share "
                 f"among the maxima is right")
+
+
+def _hyper_2d(kernel_size=2, stride=None, padding=0, **_):
+    return {"kernel_size": (1, kernel_size), "stride": (1, kernel_size if stride is None else stride),
+            "padding": (0, padding)}
+
+
+def max_pool1d_branch(x, **hyper):
+    return max_pool_branch(x[:, :, None, :], **_hyper_2d(**hyper))
+
+
+def max_pool1d_margin(x, **hyper):
+    return max_pool_margin(x[:, :, None, :], **_hyper_2d(**hyper))
+
+
+def max_pool1d_subgradient(inputs, hyper, g, gc, gr, tol):
+    """max_pool2d's rule on windows one row high."""
+    (x,), (gc1,), (gr1,) = inputs, gc, gr
+    return max_pool_subgradient((x[:, :, None, :],), _hyper_2d(**hyper), g[:, :, None, :], (gc1[:, :, None, :],),
+                                (gr1[:, :, None, :],), tol)
+
+
+def norm_branch(*names):
+    """Where a norm along ``dim`` (hyper) passes eps: x / max(||x||, eps) is a
+    constant-divisor function below, a direction above (normalize,
+    cosine_similarity; discontinuous at a zero vector)."""
+
+    def norms(xs, dim=1, eps=1e-12, **_):
+        return [np.sqrt(np.sum(np.real(x) ** 2, axis=dim)) for x in xs]
+
+    def branch(*xs, **hyper):
+        eps = hyper.get("eps", 1e-12)
+        return np.stack([n > eps for n in norms(xs, **hyper)])
+
+    def margin(*xs, **hyper):
+        eps = hyper.get("eps", 1e-12)
+        return float(min(np.min(np.abs(n - eps), initial=np.inf) for n in norms(xs, **hyper)))
+
+    return branch, margin

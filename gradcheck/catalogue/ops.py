@@ -167,6 +167,69 @@ _OPS = [
         _S({"x": (4, 3, 5), "weight": (3,), "bias": (3,)}, {"eps": 1e-3}),
     ), init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
           torch=formulas.batch_norm, placement=Placement("normalization", {"mlp": 1, "cnn": 0}, place.place_batch_norm, place.per_channel)),
+    OpDef("rms_norm", (X, W), shapes.rms_norm, {"eps": 1e-6}, family="normalization", samples=(
+        _S({"x": (4, 6), "weight": (6,)}), _S({"x": (2, 3, 4), "weight": (3, 4)}, {"eps": 1e-3}),
+    ), init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
+          torch=formulas.rms_norm, batching=copies.trailing, placement=Placement("normalization", {"mlp": 5, "sequence": 4}, place.place_rms_norm)),
+    OpDef("group_norm", (X, W, B), shapes.group_norm, {"num_groups": 1, "eps": 1e-5}, family="normalization", samples=(
+        _S({"x": (2, 4, 3), "weight": (4,), "bias": (4,)}, {"num_groups": 2}),
+        _S({"x": (2, 6, 2, 3), "weight": (6,), "bias": (6,)}, {"num_groups": 3}),
+        _S({"x": (3, 4, 5), "weight": (4,), "bias": (4,)}),
+    ), init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
+          torch=formulas.group_norm, batching=copies.per_sample, placement=Placement("normalization", {"cnn": 2, "sequence": 5}, place.place_group_norm)),
+    OpDef("instance_norm", (X, W, B), shapes.instance_norm, {"eps": 1e-5}, family="normalization", samples=(
+        _S({"x": (2, 3, 5), "weight": (3,), "bias": (3,)}), _S({"x": (2, 2, 3, 3), "weight": (2,), "bias": (2,)}),
+    ), init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
+          torch=formulas.instance_norm, batching=copies.per_sample, placement=Placement("normalization", {"cnn": 3, "sequence": 6}, place.place_instance_norm)),
+    OpDef("normalize", (X,), shapes.dim("normalize"), {"dim": 1, "eps": 1e-12}, family="normalization", kinks=True,
+          branch=kink_rules.norm_branch()[0], margin=kink_rules.norm_branch()[1], samples=(
+        _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 2}),
+    ), doc="x / max(||x||_2, eps) along dim",
+          torch=formulas.normalize, batching=copies.shift_dims("dim"), placement=Placement("normalization", _everywhere(7), place.place_normalize)),
+    OpDef("cosine_similarity", (TensorArg("x1"), TensorArg("x2")), shapes.pair_reduce("cosine_similarity", 1),
+          {"dim": 1, "eps": 1e-8}, family="structure", kinks=True, branch=kink_rules.norm_branch()[0],
+          margin=kink_rules.norm_branch()[1], samples=(
+        _S({"x1": (4, 5), "x2": (4, 5)}), _S({"x1": (2, 3, 4), "x2": (2, 3, 4)}, {"dim": 2}),
+    ),
+          torch=formulas.cosine_similarity, placement=Placement("branch", _everywhere(5), place.place_pair_reduce("cosine_similarity"))),
+    OpDef("pairwise_distance", (TensorArg("x1"), TensorArg("x2")), shapes.pair_reduce("pairwise_distance"),
+          {"eps": 1e-6, "keepdim": False}, family="structure", samples=(
+        _S({"x1": (4, 5), "x2": (4, 5)}), _S({"x1": (2, 3, 4), "x2": (2, 3, 4)}, {"keepdim": True}),
+    ), doc="||x1 - x2 + eps||_2 over the last axis",
+          torch=formulas.pairwise_distance, batching=copies.broadcasting, placement=Placement("branch", _everywhere(6), place.place_pair_reduce("pairwise_distance"))),
+    OpDef("pixel_shuffle", (X,), shapes.pixel_shuffle, {"upscale_factor": 2}, family="structure", samples=(
+        _S({"x": (2, 8, 3, 2)}), _S({"x": (1, 9, 2, 2)}, {"upscale_factor": 3}),
+    ),
+          torch=formulas.pixel_shuffle, batching=copies.per_sample, placement=Placement("reshape", {"cnn": 2}, place.place_pixel_shuffle)),
+    OpDef("pixel_unshuffle", (X,), shapes.pixel_unshuffle, {"downscale_factor": 2}, family="structure", samples=(
+        _S({"x": (2, 3, 4, 6)}), _S({"x": (1, 2, 6, 3)}, {"downscale_factor": 3}),
+    ),
+          torch=formulas.pixel_unshuffle, batching=copies.per_sample, placement=Placement("reshape", {"cnn": 3}, place.place_pixel_unshuffle)),
+    OpDef("pad", (X,), shapes.pad, {"pad": (1, 1), "mode": "constant", "value": 0.0}, family="structure", samples=(
+        _S({"x": (2, 3, 5)}), _S({"x": (2, 3, 4, 6)}, {"pad": (2, 1, 1, 2), "mode": "reflect"}),
+        _S({"x": (2, 3, 4)}, {"pad": (0, 2), "mode": "replicate"}), _S({"x": (2, 3, 4, 5)}, {"pad": (1, 1, 2, 2)}),
+        _S({"x": (1, 2, 3, 4)}, {"pad": (1, 2, 2, 0), "mode": "circular"}),
+        _S({"x": (2, 4, 3)}, {"pad": (2, 1), "value": 0.5}),
+    ), doc="torch's pad: (left, right) of the last axis, then of the one before; constant, reflect, replicate, circular",
+          torch=formulas.pad, batching=copies.per_sample, placement=Placement("layer", {"cnn": 5, "sequence": 3}, place.place_pad, place.rank_at_least(3))),
+    OpDef("max_pool1d", (X,), shapes.pool1d("max_pool1d"), {"kernel_size": 2, "stride": None, "padding": 0},
+          kinks=True, branch=kink_rules.max_pool1d_branch, margin=kink_rules.max_pool1d_margin,
+          subgradient=kink_rules.max_pool1d_subgradient, samples=(
+        _S({"x": (2, 3, 6)}), _S({"x": (1, 2, 9)}, {"kernel_size": 3, "stride": 2, "padding": 1}),
+    ),
+          torch=formulas.max_pool1d, batching=copies.per_sample, placement=Placement("layer", {"sequence": 4}, place.place_pool1d("max_pool1d"))),
+    OpDef("avg_pool1d", (X,), shapes.pool1d("avg_pool1d"), {"kernel_size": 2, "stride": None, "padding": 0}, samples=(
+        _S({"x": (2, 3, 6)}), _S({"x": (1, 2, 9)}, {"kernel_size": 3, "stride": 2, "padding": 1}),
+    ),
+          torch=formulas.avg_pool1d, batching=copies.per_sample, placement=Placement("layer", {"sequence": 5}, place.place_pool1d("avg_pool1d"))),
+    OpDef("adaptive_avg_pool1d", (X,), shapes.adaptive_pool("adaptive_avg_pool1d", 1), {"output_size": 1}, samples=(
+        _S({"x": (2, 3, 7)}, {"output_size": 3}), _S({"x": (1, 2, 5)}),
+    ),
+          torch=formulas.adaptive_avg_pool1d, batching=copies.per_sample, placement=Placement("layer", {"sequence": 6}, place.place_adaptive_pool("adaptive_avg_pool1d", 1))),
+    OpDef("adaptive_avg_pool2d", (X,), shapes.adaptive_pool("adaptive_avg_pool2d", 2), {"output_size": 1}, samples=(
+        _S({"x": (2, 3, 7, 5)}, {"output_size": (3, 2)}), _S({"x": (1, 2, 4, 4)}, {"output_size": 2}),
+    ),
+          torch=formulas.adaptive_avg_pool2d, batching=copies.per_sample, placement=Placement("layer", {"cnn": 6}, place.place_adaptive_pool("adaptive_avg_pool2d", 2))),
     OpDef("add", (TensorArg("a"), TensorArg("b")), shapes.broadcast("add"), family="structure", samples=(
         _S({"a": (3, 4), "b": (3, 4)}), _S({"a": (2, 3, 4), "b": (4,)}), _S({"a": (2, 1, 4), "b": (3, 1)}),
     ),

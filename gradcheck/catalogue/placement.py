@@ -25,7 +25,9 @@ from .opdef import ShapeError, get_op
 __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place_conv", "place_pool",
            "place_global_avg_pool", "place_flatten", "place_reshape", "place_softmax", "place_layer_norm",
            "place_batch_norm", "place_dropout", "place_binary", "place_divide", "place_reduce", "place_cumsum",
-           "place_transpose", "place_permute", "place_glu", "place_prelu", "place_concat", "place_attention", "place_embedding",
+           "place_transpose", "place_permute", "place_glu", "place_prelu", "place_rms_norm", "place_group_norm",
+           "place_instance_norm", "place_normalize", "place_pair_reduce", "place_pixel_shuffle",
+           "place_pixel_unshuffle", "place_pad", "place_pool1d", "place_adaptive_pool", "place_concat", "place_attention", "place_embedding",
            "place_declared", "head_probe", "head_targets", "head_with", "head_classes", "head_kl_div", "head_declared", "classes", "rank_at_least", "rank_is", "spatial",
            "reshapable", "per_channel"]
 
@@ -292,6 +294,136 @@ def place_prelu(ctx, x):
     shape = ctx.shapes[x]
     w = ctx.param(ctx.draw(st.sampled_from([(1,), (shape[1],)])), init={"kind": "normal", "mean": 0.25, "std": 0.1})
     return ctx.apply("prelu", x, w)
+
+
+def place_rms_norm(ctx, x):
+    shape = ctx.shapes[x]
+    k = ctx.draw(st.integers(1, max(1, min(2, len(shape) - 1))))
+    norm = shape[-k:]
+    w = ctx.param(norm, init={"kind": "normal", "mean": 1.0, "std": 0.3})
+    return ctx.apply("rms_norm", x, w)
+
+
+def place_group_norm(ctx, x):
+    shape = ctx.shapes[x]
+    if len(shape) < 2:
+        raise NotHere
+    c, per = shape[1], math.prod(shape[2:])
+    groups = [g for g in range(1, c + 1) if c % g == 0 and (c // g) * per >= 2]  # two values a group at least
+    if not groups:
+        raise NotHere
+    g = ctx.draw(st.sampled_from(groups))
+    w = ctx.param((c,), init={"kind": "normal", "mean": 1.0, "std": 0.3})
+    return ctx.apply("group_norm", x, w, ctx.param((c,)), **({} if g == 1 else {"num_groups": g}))
+
+
+def place_instance_norm(ctx, x):
+    shape = ctx.shapes[x]
+    if len(shape) < 3 or math.prod(shape[2:]) < 2:
+        raise NotHere
+    w = ctx.param((shape[1],), init={"kind": "normal", "mean": 1.0, "std": 0.3})
+    return ctx.apply("instance_norm", x, w, ctx.param((shape[1],)))
+
+
+def place_normalize(ctx, x):
+    shape = ctx.shapes[x]
+    dims = [d for d in range(1, len(shape)) if shape[d] >= 2]
+    if not dims:
+        raise NotHere
+    d = ctx.draw(st.sampled_from(dims))
+    return ctx.apply("normalize", x, **({} if d == 1 else {"dim": d}))
+
+
+def place_pair_reduce(op):
+    """x against an earlier activation of its shape (or a transform of x): a
+    similarity or a distance, reducing one axis."""
+
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        if len(shape) < 2 or shape[-1] < 2:
+            raise NotHere
+        other = _partner(ctx, x, lambda s: s == shape)
+        if other == x:
+            other = ctx.apply(ctx.draw(st.sampled_from(["tanh", "sigmoid"])), x)
+        hyper = {}
+        if op == "cosine_similarity":
+            d = ctx.draw(st.sampled_from([d for d in range(1, len(shape)) if shape[d] >= 2] or [len(shape) - 1]))
+            hyper = {} if d == 1 else {"dim": d}
+        elif ctx.draw(st.booleans()):
+            hyper["keepdim"] = True
+        return ctx.apply(op, x, other, **hyper)
+
+    return place
+
+
+def place_pixel_shuffle(ctx, x):
+    """A sub-pixel upsampling: a 1 x 1 convolution to 4 C channels when x has too
+    few, then the shuffle by 2."""
+    shape = ctx.shapes[x]
+    if len(shape) != 4:
+        raise NotHere
+    if shape[1] % 4:
+        x = ctx.apply("conv2d", x, ctx.param((4 * shape[1], shape[1], 1, 1)))
+    return ctx.apply("pixel_shuffle", x, upscale_factor=2)
+
+
+def place_pixel_unshuffle(ctx, x):
+    shape = ctx.shapes[x]
+    if len(shape) != 4 or shape[2] % 2 or shape[3] % 2:
+        raise NotHere
+    return ctx.apply("pixel_unshuffle", x, downscale_factor=2)
+
+
+def place_pad(ctx, x):
+    """torch's pad: constant pads any trailing axes; reflect, replicate and
+    circular pad every axis after (N, C), each by less than its size."""
+    shape = ctx.shapes[x]
+    if len(shape) < 3:
+        raise NotHere
+    mode = ctx.draw(st.sampled_from(["constant", "reflect", "replicate", "circular"]))
+    axes = ctx.draw(st.integers(1, 2 if len(shape) >= 4 else 1)) if mode == "constant" else len(shape) - 2
+    if axes > 2:
+        raise NotHere
+    pads = []
+    for k in range(axes):
+        size = shape[len(shape) - 1 - k]
+        most = 2 if mode in ("constant", "replicate") else min(2, size - 1)
+        if most < 1:
+            raise NotHere
+        pads += [ctx.draw(st.integers(0, most)), ctx.draw(st.integers(1, most))]
+    hyper = {"pad": tuple(pads), "mode": mode}
+    if mode == "constant" and ctx.draw(st.booleans()):
+        hyper["value"] = 0.5
+    return ctx.apply("pad", x, **hyper)
+
+
+def place_pool1d(op):
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        if len(shape) != 3 or shape[2] < 2:
+            raise NotHere
+        k = ctx.draw(st.integers(2, min(3, shape[2])))
+        hyper = {"kernel_size": k}
+        stride = ctx.draw(st.integers(1, k))
+        if stride != k:
+            hyper["stride"] = stride
+        padding = ctx.draw(st.integers(0, k // 2))
+        if padding:
+            hyper["padding"] = padding
+        return ctx.apply(op, x, **hyper)
+
+    return place
+
+
+def place_adaptive_pool(op, nd):
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        if len(shape) != nd + 2 or min(shape[2:]) < 2:
+            raise NotHere
+        sizes = tuple(ctx.draw(st.integers(1, s)) for s in shape[2:])  # windows overlap unless sizes divide
+        return ctx.apply(op, x, output_size=sizes[0] if nd == 1 else sizes)
+
+    return place
 
 
 def place_concat(ctx, x):

@@ -9,7 +9,7 @@ import numpy as np
 
 from .opdef import ShapeError
 
-__all__ = ["same", "pair", "linear", "matmul", "conv", "pool", "global_pool", "dim", "layer_norm", "batch_norm", "broadcast", "reduce", "glu", "transpose", "permute", "prelu", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "pairwise_loss", "nll", "multilabel", "cross_entropy", "weighted_sum"]
+__all__ = ["same", "pair", "linear", "matmul", "conv", "pool", "global_pool", "dim", "layer_norm", "batch_norm", "broadcast", "rms_norm", "group_norm", "instance_norm", "pair_reduce", "pixel_shuffle", "pixel_unshuffle", "pad", "pool1d", "adaptive_pool", "reduce", "glu", "transpose", "permute", "prelu", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "pairwise_loss", "nll", "multilabel", "cross_entropy", "weighted_sum"]
 
 def _need(cond, msg):
     if not cond:
@@ -87,7 +87,7 @@ def global_pool(x):
 
 
 def dim(name):
-    def rule(x, dim=-1):
+    def rule(x, dim=-1, **_):  # normalize's eps beside its dim
         _need(-len(x) <= dim < len(x), f"{name}: dim {dim} out of range for {len(x)}-d input")
         return tuple(x)
 
@@ -132,6 +132,86 @@ def prelu(x, weight):
     _need(len(x) >= 2, f"prelu: x must be (N, C, ...), got {x}")
     _need(tuple(weight) in ((1,), (x[1],)), f"prelu: weight {weight} must be (1,) or ({x[1]},)")
     return tuple(x)
+
+
+def rms_norm(x, weight, eps=1e-6):
+    k = len(weight)
+    _need(k >= 1 and tuple(x[-k:]) == tuple(weight), f"rms_norm: weight {weight} must equal the trailing dims of x {x}")
+    return tuple(x)
+
+
+def group_norm(x, weight, bias, num_groups=1, eps=1e-5):
+    _need(len(x) >= 2, f"group_norm: x must be (N, C, ...), got {x}")
+    _need(num_groups >= 1 and x[1] % num_groups == 0, f"group_norm: {num_groups} groups must divide {x[1]} channels")
+    _need(tuple(weight) == (x[1],) == tuple(bias), f"group_norm: weight and bias must be ({x[1]},)")
+    return tuple(x)
+
+
+def instance_norm(x, weight, bias, eps=1e-5):
+    _need(len(x) >= 3, f"instance_norm: x must be (N, C, *spatial), got {x}")
+    _need(tuple(weight) == (x[1],) == tuple(bias), f"instance_norm: weight and bias must be ({x[1]},)")
+    return tuple(x)
+
+
+def pair_reduce(name, default_dim=-1):
+    """Two tensors of one shape reduced over one dim (cosine_similarity's dim,
+    pairwise_distance's last axis)."""
+    def rule(x1, x2, dim=default_dim, eps=0.0, keepdim=False):
+        _need(tuple(x1) == tuple(x2), f"{name}: x1 {x1} and x2 {x2} must have the same shape")
+        _need(-len(x1) <= dim < len(x1), f"{name}: dim {dim} out of range for {x1}")
+        d = dim % len(x1)
+        return tuple(x1[:d]) + ((1,) if keepdim else ()) + tuple(x1[d + 1:])
+
+    return rule
+
+
+def pixel_shuffle(x, upscale_factor=2):
+    r = upscale_factor
+    _need(len(x) == 4 and x[1] % (r * r) == 0, f"pixel_shuffle: x must be (N, C r^2, H, W) with r={r}, got {x}")
+    return (x[0], x[1] // (r * r), x[2] * r, x[3] * r)
+
+
+def pixel_unshuffle(x, downscale_factor=2):
+    r = downscale_factor
+    _need(len(x) == 4 and x[2] % r == 0 and x[3] % r == 0, f"pixel_unshuffle: H and W of {x} must divide by {r}")
+    return (x[0], x[1] * r * r, x[2] // r, x[3] // r)
+
+
+def pad(x, pad=(1, 1), mode="constant", value=0.0):
+    _need(len(pad) % 2 == 0 and len(pad) // 2 <= len(x), f"pad: {pad} must pair up with at most {len(x)} axes")
+    if mode != "constant":
+        _need(len(pad) == 2 * (len(x) - 2), f"pad: {mode} pads every axis after (N, C) of {x}: {2 * (len(x) - 2)} "
+                                           f"numbers, got {pad}")
+    out = list(x)
+    for k in range(len(pad) // 2):
+        axis = len(x) - 1 - k
+        if mode in ("reflect", "circular"):
+            _need(max(pad[2 * k], pad[2 * k + 1]) < x[axis], f"pad: {mode} needs padding below the size {x[axis]}")
+        out[axis] = x[axis] + pad[2 * k] + pad[2 * k + 1]
+    return tuple(out)
+
+
+def pool1d(name):
+    def rule(x, kernel_size=2, stride=None, padding=0):
+        _need(len(x) == 3, f"{name}: x must be (N, C, L), got {x}")
+        s = kernel_size if stride is None else stride
+        _need(kernel_size >= 1 and s >= 1 and 0 <= padding <= kernel_size // 2,
+              f"{name}: need kernel_size, stride >= 1 and padding at most half the kernel")
+        o = _out(x[2], kernel_size, s, padding)
+        _need(o >= 1, f"{name}: kernel {kernel_size} does not fit length {x[2]}")
+        return (x[0], x[1], o)
+
+    return rule
+
+
+def adaptive_pool(name, nd):
+    def rule(x, output_size=1):
+        _need(len(x) == nd + 2, f"{name}: x must be (N, C, {'L' if nd == 1 else 'H, W'}), got {x}")
+        out = (output_size,) if nd == 1 else pair(output_size)
+        _need(all(o >= 1 for o in out), f"{name}: output_size must be >= 1")
+        return (x[0], x[1], *out)
+
+    return rule
 
 
 def layer_norm(x, weight, bias, eps=1e-5):

@@ -1098,3 +1098,246 @@ class MultilabelSoftMargin:
     def backward(saved, g):
         x, y, k = saved
         return g * k * (1 / (1 + np.exp(-x)) - y), None
+
+
+# ---------------------------------------------------------------- normalization, distances, pooling, layout
+
+
+@op("rms_norm")
+class RMSNorm:
+    @staticmethod
+    def forward(x, weight, eps=1e-6):
+        axes = tuple(range(x.ndim - weight.ndim, x.ndim))
+        rms = np.sqrt(np.mean(np.square(x), axis=axes, keepdims=True) + eps)
+        return x / rms * weight, (x, rms, weight, axes)
+
+    @staticmethod
+    def backward(saved, g):
+        x, rms, weight, axes = saved
+        n = int(np.prod([x.shape[a] for a in axes]))
+        gy = g * weight
+        dot = np.sum(gy * x, axis=axes, keepdims=True)
+        gx = gy / rms - x * dot / (n * rms**3)
+        lead = tuple(range(x.ndim - weight.ndim))
+        return gx, np.sum(g * x / rms, axis=lead)
+
+
+def _group_stats(x, groups, eps):
+    n = x.shape[0]
+    flat = x.reshape(n, groups, -1)
+    mu = flat.mean(axis=2, keepdims=True)
+    var = flat.var(axis=2, keepdims=True)
+    return flat, mu, var + eps
+
+
+@op("group_norm")
+class GroupNorm:
+    @staticmethod
+    def forward(x, weight, bias, num_groups=1, eps=1e-5):
+        flat, mu, v = _group_stats(x, num_groups, eps)
+        xhat = ((flat - mu) / np.sqrt(v)).reshape(x.shape)
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        return xhat * weight.reshape(shape) + bias.reshape(shape), (x, xhat, v, weight, num_groups)
+
+    @staticmethod
+    def backward(saved, g):
+        x, xhat, v, weight, groups = saved
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        n = x.shape[0]
+        gxh = (g * weight.reshape(shape)).reshape(n, groups, -1)
+        xh = xhat.reshape(n, groups, -1)
+        m = xh.shape[2]
+        gx = (m * gxh - gxh.sum(axis=2, keepdims=True) - xh * (gxh * xh).sum(axis=2, keepdims=True)) / (m * np.sqrt(v))
+        axes = tuple(i for i in range(x.ndim) if i != 1)
+        return gx.reshape(x.shape), (g * xhat).sum(axis=axes), g.sum(axis=axes)
+
+
+@op("instance_norm")
+class InstanceNorm:
+    @staticmethod
+    def forward(x, weight, bias, eps=1e-5):
+        return GroupNorm.forward(x, weight, bias, x.shape[1], eps)
+
+    backward = GroupNorm.backward
+
+
+@op("normalize")
+class Normalize:
+    @staticmethod
+    def forward(x, dim=1, eps=1e-12):
+        norm = np.linalg.norm(x, axis=dim, keepdims=True)
+        d = np.maximum(norm, eps)
+        return x / d, (x, norm, d, eps, dim)
+
+    @staticmethod
+    def backward(saved, g):
+        x, norm, d, eps, dim = saved
+        proj = x * np.sum(g * x, axis=dim, keepdims=True) / np.maximum(norm, eps) ** 2
+        return (np.where(norm > eps, (g - proj) / d, g / d),)
+
+
+@op("cosine_similarity")
+class CosineSimilarity:
+    @staticmethod
+    def forward(x1, x2, dim=1, eps=1e-8):
+        n1 = np.maximum(np.linalg.norm(x1, axis=dim, keepdims=True), eps)
+        n2 = np.maximum(np.linalg.norm(x2, axis=dim, keepdims=True), eps)
+        return np.sum((x1 / n1) * (x2 / n2), axis=dim), (x1, x2, n1, n2, eps, dim)
+
+    @staticmethod
+    def backward(saved, g):
+        x1, x2, n1, n2, eps, dim = saved
+        g = np.expand_dims(g, dim)
+        cos = np.sum(x1 * x2, axis=dim, keepdims=True) / (n1 * n2)
+        g1 = g * (x2 / (n1 * n2) - np.where(n1 > eps, cos * x1 / n1**2, 0))
+        g2 = g * (x1 / (n1 * n2) - np.where(n2 > eps, cos * x2 / n2**2, 0))
+        return g1, g2
+
+
+@op("pairwise_distance")
+class PairwiseDistance:
+    @staticmethod
+    def forward(x1, x2, eps=1e-6, keepdim=False):
+        d = x1 - x2 + eps
+        dist = np.linalg.norm(d, axis=-1, keepdims=keepdim)
+        return dist, (d, dist, keepdim)
+
+    @staticmethod
+    def backward(saved, g):
+        d, dist, keepdim = saved
+        if not keepdim:
+            g, dist = g[..., None], dist[..., None]
+        return g * d / dist, -g * d / dist
+
+
+@op("pixel_shuffle")
+class PixelShuffle:
+    @staticmethod
+    def forward(x, upscale_factor=2):
+        r = upscale_factor
+        n, c, h, w = x.shape
+        out = np.empty((n, c // (r * r), h * r, w * r), x.dtype)
+        for i in range(r):
+            for j in range(r):
+                out[:, :, i::r, j::r] = x[:, i * r + j::r * r]
+        return out, r
+
+    @staticmethod
+    def backward(r, g):
+        n, c, hr, wr = g.shape
+        gx = np.empty((n, c * r * r, hr // r, wr // r), g.dtype)
+        for i in range(r):
+            for j in range(r):
+                gx[:, i * r + j::r * r] = g[:, :, i::r, j::r]
+        return (gx,)
+
+
+@op("pixel_unshuffle")
+class PixelUnshuffle:
+    @staticmethod
+    def forward(x, downscale_factor=2):
+        return PixelShuffle.backward(downscale_factor, x)[0], downscale_factor
+
+    @staticmethod
+    def backward(r, g):
+        return (PixelShuffle.forward(g, r)[0],)
+
+
+@op("pad")
+class Pad:
+    @staticmethod
+    def forward(x, pad=(1, 1), mode="constant", value=0.0):
+        widths = [(0, 0)] * x.ndim
+        for k in range(len(pad) // 2):
+            widths[x.ndim - 1 - k] = (pad[2 * k], pad[2 * k + 1])
+        np_mode = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode]
+        kw = {"constant_values": value} if mode == "constant" else {}
+        # the gradient by padding an index map the same way, then summing g over each source
+        index = np.arange(x.size).reshape(x.shape)
+        src = np.pad(index, widths, mode=np_mode, **({"constant_values": -1} if mode == "constant" else {}))
+        return np.pad(x, widths, mode=np_mode, **kw), (x.shape, src)
+
+    @staticmethod
+    def backward(saved, g):
+        shape, src = saved
+        keep = src >= 0
+        gx = np.bincount(src[keep], weights=g[keep], minlength=int(np.prod(shape)))
+        return (gx.reshape(shape).astype(g.dtype),)
+
+
+def _pool1d_windows(x, k, s, p, fill):
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p)), constant_values=fill)
+    o = (xp.shape[2] - k) // s + 1
+    return np.stack([xp[:, :, i * s:i * s + k] for i in range(o)], axis=2), xp.shape
+
+
+@op("max_pool1d")
+class MaxPool1d:
+    @staticmethod
+    def forward(x, kernel_size=2, stride=None, padding=0):
+        s = stride or kernel_size
+        win, xp_shape = _pool1d_windows(x, kernel_size, s, padding, -np.inf)
+        arg = win.argmax(axis=3)
+        return np.take_along_axis(win, arg[..., None], axis=3)[..., 0], (x.shape, xp_shape, arg, kernel_size, s, padding)
+
+    @staticmethod
+    def backward(saved, g):
+        shape, xp_shape, arg, k, s, p = saved
+        gxp = np.zeros(xp_shape, g.dtype)
+        for i in range(arg.shape[2]):
+            np.put_along_axis(gxp[:, :, i * s:i * s + k], arg[:, :, i:i + 1],
+                              np.take_along_axis(gxp[:, :, i * s:i * s + k], arg[:, :, i:i + 1], axis=2)
+                              + g[:, :, i:i + 1], axis=2)
+        return (gxp[:, :, p:p + shape[2]],)
+
+
+@op("avg_pool1d")
+class AvgPool1d:
+    @staticmethod
+    def forward(x, kernel_size=2, stride=None, padding=0):
+        s = stride or kernel_size
+        win, xp_shape = _pool1d_windows(x, kernel_size, s, padding, 0.0)
+        return win.mean(axis=3), (x.shape, xp_shape, kernel_size, s, padding)
+
+    @staticmethod
+    def backward(saved, g):
+        shape, xp_shape, k, s, p = saved
+        gxp = np.zeros(xp_shape, g.dtype)
+        for i in range(g.shape[2]):
+            gxp[:, :, i * s:i * s + k] += g[:, :, i:i + 1] / k
+        return (gxp[:, :, p:p + shape[2]],)
+
+
+def _adaptive_matrix(size, out, dtype):
+    """The (out, size) averaging matrix of adaptive pooling."""
+    m = np.zeros((out, size), dtype)
+    for i in range(out):
+        a, b = int(np.floor(i * size / out)), int(np.ceil((i + 1) * size / out))
+        m[i, a:b] = 1.0 / (b - a)
+    return m
+
+
+@op("adaptive_avg_pool1d")
+class AdaptiveAvgPool1d:
+    @staticmethod
+    def forward(x, output_size=1):
+        m = _adaptive_matrix(x.shape[-1], output_size, x.dtype)
+        return x @ m.T, m
+
+    @staticmethod
+    def backward(m, g):
+        return (g @ m,)
+
+
+@op("adaptive_avg_pool2d")
+class AdaptiveAvgPool2d:
+    @staticmethod
+    def forward(x, output_size=1):
+        oh, ow = _pair(output_size)
+        mh, mw = _adaptive_matrix(x.shape[-2], oh, x.dtype), _adaptive_matrix(x.shape[-1], ow, x.dtype)
+        return np.einsum("ih,nchw,jw->ncij", mh, x, mw), (mh, mw)
+
+    @staticmethod
+    def backward(saved, g):
+        mh, mw = saved
+        return (np.einsum("ih,ncij,jw->nchw", mh, g, mw),)
