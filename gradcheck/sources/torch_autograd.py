@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 
 import numpy as np
 
@@ -309,8 +310,12 @@ class TorchSource(Source):
             if self._vmap_ok.get(graph.case_id, True):
                 try:
                     per_copy = sum(v.element_size() * v.numel() for k, v in values.items() if k in downstream)
-                    return np.concatenate([torch.func.vmap(loss_at)(xs[part]).double().cpu().numpy()
-                                           for part in slices(n, per_copy)])
+                    with warnings.catch_warnings():
+                        # torch's note that an op without a batching rule runs its slower
+                        # fallback (kl_div, soft_margin_loss): right, only slower
+                        warnings.filterwarnings("ignore", message="There is a performance drop")
+                        return np.concatenate([torch.func.vmap(loss_at)(xs[part]).double().cpu().numpy()
+                                               for part in slices(n, per_copy)])
                 except Exception:
                     # Anything vmap cannot batch (an autograd.Function without
                     # setup_context, say) runs copy by copy; a real error recurs there.
