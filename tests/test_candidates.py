@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def restore_catalogue():
-    """Loading the example declares rms_norm; later tests see the built-in catalogue."""
+    """Loading the example declares scale_norm; later tests see the built-in catalogue."""
     from gradcheck.catalogue import CATALOGUE
 
     ops = dict(CATALOGUE)
@@ -243,9 +243,9 @@ def test_a_torch_op_writing_into_its_input_is_an_error():
 
 def test_a_declared_op_is_placed_into_random_graphs_and_checked():
     c = load_candidate(f"{EXAMPLE}:candidate")
-    g = find(graphs(include="rms_norm", families=["sequence"]), lambda g: len(g.nodes) >= 3,
+    g = find(graphs(include="scale_norm", families=["sequence"]), lambda g: len(g.nodes) >= 3,
              settings=settings(database=None, deadline=None))
-    assert "rms_norm" in g.ops
+    assert "scale_norm" in g.ops
     (numpy_src,) = [s for s in candidate_sources(c) if s.name == "my-layers"]
     case = Case(g, seed=3)
     assert {r.status for r in check_pair(case, numpy_src, FiniteDifferences(numpy_src))} == {"pass"}
@@ -275,7 +275,7 @@ def test_an_engine_that_overwrites_at_fan_out_fails_and_a_correct_one_passes():
 def test_loading_by_module_attr_file_path_and_entry_point(monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLE.parent.parent))
     assert load_candidate("my_layers.layers:candidate").name == "my-layers"
-    assert load_candidate(f"{EXAMPLE}:candidate").ops == ("gelu", "layer_norm", "rms_norm")
+    assert load_candidate(f"{EXAMPLE}:candidate").ops == ("gelu", "layer_norm", "scale_norm")
     ep = load_candidate("my-layers")  # installed by make's set-up: the example's entry point
     assert ep.name == "my-layers" and ep.target == "my-layers"
 
@@ -329,7 +329,7 @@ def test_a_crashing_candidate_in_isolation_is_one_error_record_and_the_run_goes_
 def test_pytest_suites_with_the_example_candidate_passes(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "--gradcheck-profile", "dev",
-         "--candidate", f"{EXAMPLE}:candidate", "-k", "rms_norm or gelu", "--gradcheck-report", str(tmp_path)],
+         "--candidate", f"{EXAMPLE}:candidate", "-k", "scale_norm or gelu", "--gradcheck-report", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "gradcheck: candidate" in out.stdout and " passed" in out.stdout

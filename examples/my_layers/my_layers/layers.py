@@ -67,33 +67,33 @@ class GELU(torch.autograd.Function):
 # ---------------------------------------------------------------- a brand-new op
 
 
-def _rms_norm_shape(x, weight, eps=1e-6):
-    if tuple(weight) != (x[-1],):
+def _scale_norm_shape(x, weight, eps=1e-5):
+    if tuple(weight) != (1,):
         from gradcheck.catalogue import ShapeError
 
-        raise ShapeError(f"rms_norm: weight {weight} must be ({x[-1]},)")
+        raise ShapeError(f"scale_norm: weight {weight} must be (1,): one gain for every feature")
     return tuple(x)
 
 
-RMS_NORM = OpDef(
-    "rms_norm",
+SCALE_NORM = OpDef(
+    "scale_norm",
     (TensorArg("x"), TensorArg("weight", "param")),
-    _rms_norm_shape,
-    {"eps": 1e-6},
+    _scale_norm_shape,
+    {"eps": 1e-5},
     family="normalization",
-    samples=(Sample({"x": (4, 6), "weight": (6,)}), Sample({"x": (2, 3, 5), "weight": (5,)}, {"eps": 1e-3})),
-    init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
+    samples=(Sample({"x": (4, 6), "weight": (1,)}), Sample({"x": (2, 3, 5), "weight": (1,)}, {"eps": 1e-3})),
+    init={"weight": {"kind": "normal", "mean": 2.0, "std": 0.3}},
     hyper_strategy=lambda shape: st.sampled_from([{}, {"eps": 1e-3}]),
-    arg_shapes=lambda shape, hyper: {"weight": (shape[-1],)},
+    arg_shapes=lambda shape, hyper: {"weight": (1,)},
     families=("mlp", "sequence"),
-    doc="x / sqrt(mean(x^2, -1) + eps) * weight",
+    doc="ScaleNorm: weight * x / sqrt(sum(x^2, -1) + eps), one learned gain",
 )
 
 
-class RMSNorm:
+class ScaleNorm:
     @staticmethod
-    def forward(x, weight, eps=1e-6):
-        rstd = 1.0 / np.sqrt((x**2).mean(axis=-1, keepdims=True) + eps)
+    def forward(x, weight, eps=1e-5):
+        rstd = 1.0 / np.sqrt((x**2).sum(axis=-1, keepdims=True) + eps)
         xhat = x * rstd
         return xhat * weight, (xhat, rstd, weight)
 
@@ -101,16 +101,15 @@ class RMSNorm:
     def backward(saved, grad_out):
         xhat, rstd, weight = saved
         gxhat = grad_out * weight
-        gx = rstd * (gxhat - xhat * (gxhat * xhat).mean(axis=-1, keepdims=True))
-        lead = tuple(range(grad_out.ndim - 1))
-        return gx, (grad_out * xhat).sum(axis=lead)
+        gx = rstd * (gxhat - xhat * (gxhat * xhat).sum(axis=-1, keepdims=True))
+        return gx, np.atleast_1d((grad_out * xhat).sum())
 
 
-def rms_norm_formula(x, weight, eps=1e-6):
-    return x * torch.rsqrt((x * x).mean(dim=-1, keepdim=True) + eps) * weight
+def scale_norm_formula(x, weight, eps=1e-5):
+    return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + eps) * weight
 
 
-candidate.new_op(RMS_NORM, numpy=RMSNorm, formula=rms_norm_formula)
+candidate.new_op(SCALE_NORM, numpy=ScaleNorm, formula=scale_norm_formula)
 
 
 # ---------------------------------------------------------------- an optimizer
