@@ -368,10 +368,16 @@ def place_pixel_shuffle(ctx, x):
 
 
 def place_pixel_unshuffle(ctx, x):
+    """A space-to-depth by a factor dividing both sides (a constant pad of one row
+    or column first when an odd side leaves none)."""
     shape = ctx.shapes[x]
-    if len(shape) != 4 or shape[2] % 2 or shape[3] % 2:
+    if len(shape) != 4:
         raise NotHere
-    return ctx.apply("pixel_unshuffle", x, downscale_factor=2)
+    factors = [r for r in (2, 3) if shape[2] % r == 0 and shape[3] % r == 0]
+    if not factors:
+        x = ctx.apply("pad", x, pad=(0, shape[3] % 2, 0, shape[2] % 2))
+        factors = [2]
+    return ctx.apply("pixel_unshuffle", x, downscale_factor=ctx.draw(st.sampled_from(factors)))
 
 
 def place_pad(ctx, x):
