@@ -46,8 +46,8 @@ def max_pool2d(x, kernel_size, stride, padding):
     return F().max_pool2d(x, kernel_size, stride, padding)
 
 
-def avg_pool2d(x, kernel_size, stride, padding, count_include_pad=True):
-    return F().avg_pool2d(x, kernel_size, stride, padding, count_include_pad=count_include_pad)
+def avg_pool2d(x, kernel_size, stride, padding):
+    return F().avg_pool2d(x, kernel_size, stride, padding)
 
 
 def global_avg_pool(x):
@@ -240,8 +240,8 @@ def max_pool1d(x, kernel_size, stride, padding):
     return F().max_pool1d(x, kernel_size, stride, padding)
 
 
-def avg_pool1d(x, kernel_size, stride, padding, count_include_pad=True):
-    return F().avg_pool1d(x, kernel_size, stride, padding, count_include_pad=count_include_pad)
+def avg_pool1d(x, kernel_size, stride, padding):
+    return F().avg_pool1d(x, kernel_size, stride, padding)
 
 
 def adaptive_avg_pool1d(x, output_size):

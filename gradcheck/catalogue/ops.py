@@ -96,10 +96,9 @@ _OPS = [
     ),
           torch=formulas.max_pool2d, batching=copies.per_sample, placement=Placement("layer", {"cnn": 3}, place.place_pool("max_pool2d"), place.spatial)),
     OpDef("avg_pool2d", (X,), shapes.pool("avg_pool2d"),
-          {"kernel_size": 2, "stride": None, "padding": 0, "count_include_pad": True}, samples=(
+          {"kernel_size": 2, "stride": None, "padding": 0}, samples=(
         _S({"x": (2, 2, 4, 4)}),
         _S({"x": (1, 3, 5, 6)}, {"kernel_size": 3, "stride": 1, "padding": 1}),
-        _S({"x": (1, 2, 5, 5)}, {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False}),
         _S({"x": (2, 1, 7, 5)}, {"kernel_size": (3, 2), "stride": (2, 1)}),
     ),
           torch=formulas.avg_pool2d, batching=copies.per_sample, placement=Placement("layer", {"cnn": 2}, place.place_pool("avg_pool2d"), place.spatial)),
@@ -116,11 +115,8 @@ _OPS = [
                 settings=({}, {"approximate": "tanh"}), draws={"approximate": ["none", "tanh"]}),
     _activation("sigmoid", 2),
     _activation("tanh", 0),
-    # past beta x > threshold softplus is x itself: a kink there (its slope jumps from
-    # sigmoid(threshold) to 1), reached when a small threshold is drawn
-    _activation("softplus", 6, {"beta": 1.0, "threshold": 20.0}, kinks=True,
-                settings=({}, {"beta": 2.0}, {"threshold": 1.0}), draws={"beta": [1.0, 2.0], "threshold": [20.0, 1.0]},
-                **_at(lambda beta=1.0, threshold=20.0, **_: (threshold / beta,))),
+    _activation("softplus", 6, {"beta": 1.0, "threshold": 20.0}, settings=({}, {"beta": 2.0}),
+                draws={"beta": [1.0, 2.0]}),
     _activation("silu", 7),
     _activation("hardtanh", 8, {"min_val": -1.0, "max_val": 1.0}, kinks=True,
                 settings=({}, {"min_val": -0.5, "max_val": 0.25}), draws={"max_val": [1.0, 0.5]},
@@ -222,10 +218,8 @@ _OPS = [
         _S({"x": (2, 3, 6)}), _S({"x": (1, 2, 9)}, {"kernel_size": 3, "stride": 2, "padding": 1}),
     ),
           torch=formulas.max_pool1d, batching=copies.per_sample, placement=Placement("layer", {"sequence": 4}, place.place_pool1d("max_pool1d"))),
-    OpDef("avg_pool1d", (X,), shapes.pool1d("avg_pool1d"),
-          {"kernel_size": 2, "stride": None, "padding": 0, "count_include_pad": True}, samples=(
+    OpDef("avg_pool1d", (X,), shapes.pool1d("avg_pool1d"), {"kernel_size": 2, "stride": None, "padding": 0}, samples=(
         _S({"x": (2, 3, 6)}), _S({"x": (1, 2, 9)}, {"kernel_size": 3, "stride": 2, "padding": 1}),
-        _S({"x": (1, 2, 7)}, {"kernel_size": 3, "padding": 1, "count_include_pad": False}),
     ),
           torch=formulas.avg_pool1d, batching=copies.per_sample, placement=Placement("layer", {"sequence": 5}, place.place_pool1d("avg_pool1d"))),
     OpDef("adaptive_avg_pool1d", (X,), shapes.adaptive_pool("adaptive_avg_pool1d", 1), {"output_size": 1}, samples=(

@@ -134,8 +134,6 @@ def place_pool(op):
         padding = ctx.draw(st.integers(0, k // 2))
         if padding:
             hyper["padding"] = padding
-            if op.startswith("avg") and ctx.draw(st.booleans()):
-                hyper["count_include_pad"] = False  # the padding left out of each window's divisor
         return ctx.apply(op, x, **hyper)
 
     return place
@@ -418,8 +416,6 @@ def place_pool1d(op):
         padding = ctx.draw(st.integers(0, k // 2))
         if padding:
             hyper["padding"] = padding
-            if op.startswith("avg") and ctx.draw(st.booleans()):
-                hyper["count_include_pad"] = False
         return ctx.apply(op, x, **hyper)
 
     return place

@@ -66,7 +66,7 @@ def conv(nd):
 
 
 def pool(name):
-    def rule(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
+    def rule(x, kernel_size=2, stride=None, padding=0):
         _need(len(x) == 4, f"{name}: x must be (N, C, H, W), got {x}")
         ks, ss, ps = pair(kernel_size), pair(kernel_size if stride is None else stride), pair(padding)
         out = []
@@ -192,7 +192,7 @@ def pad(x, pad=(1, 1), mode="constant", value=0.0):
 
 
 def pool1d(name):
-    def rule(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
+    def rule(x, kernel_size=2, stride=None, padding=0):
         _need(len(x) == 3, f"{name}: x must be (N, C, L), got {x}")
         s = kernel_size if stride is None else stride
         _need(kernel_size >= 1 and s >= 1 and 0 <= padding <= kernel_size // 2,
