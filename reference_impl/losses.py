@@ -62,6 +62,13 @@ def bce_with_logits_backward(cache, g):
     return g * (sig - target) / count, -g * x / count
 
 
+def _mean_over_kept(per, keep):
+    """The mean of ``per`` over the rows ``keep`` marks (NaN when none is kept, as
+    torch gives), and that count."""
+    count = int(keep.sum())
+    return (per.sum() / count if count else per.sum() * np.nan), count
+
+
 def cross_entropy_forward(logits, target, reduction="mean", ignore_index=-100, label_smoothing=0.0):
     # logits (N, C), integer target (N,): -log softmax(logits)[n, target[n]], mixed
     # with label smoothing eps as (1 - eps) of that plus eps of the mean of -log
@@ -76,8 +83,7 @@ def cross_entropy_forward(logits, target, reduction="mean", ignore_index=-100, l
         per = (1 - label_smoothing) * per - label_smoothing * logp.mean(axis=1)
     per = np.where(keep, per, 0)
     if reduction == "mean":
-        count = int(keep.sum())
-        loss = per.sum() / count if count else per.sum() * np.nan
+        loss, count = _mean_over_kept(per, keep)
     else:
         loss, count = _reduce(per, reduction)
     return loss, (logp, target, count, keep, label_smoothing)
@@ -244,8 +250,7 @@ def nll_forward(logp, target, reduction="mean", ignore_index=-100):
     rows = np.arange(logp.shape[0])
     picked = np.where(keep, -logp[rows, np.where(keep, target, 0)], 0)
     if reduction == "mean":
-        count = max(int(keep.sum()), 0)
-        loss = picked.sum() / count if count else picked.sum() * np.nan
+        loss, count = _mean_over_kept(picked, keep)
     else:
         loss, count = _reduce(picked, reduction)
     return loss, (logp.shape, logp.dtype, target, keep, count)

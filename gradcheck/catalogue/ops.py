@@ -48,6 +48,8 @@ def _activation(name, rank, hyper=None, kinks=False, complex_step=True, settings
 
 
 _AWAY_FROM_ZERO = {"kind": "uniform", "low": 0.5, "high": 2.0}
+_HINGE = kink_rules.hinge_branch("margin")  # (branch, margin) where margin - x passes 0
+_NORM = kink_rules.norm_branch()  # (branch, margin) where a norm passes eps
 _SIGNS = {"kind": "sign"}  # the -1 / 1 labels of margin losses
 _PROBABILITIES = {"kind": "uniform", "low": 0.05, "high": 1.0}
 _COUNTS = {"kind": "uniform", "low": 0.0, "high": 3.0}
@@ -182,13 +184,12 @@ _OPS = [
     ), init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
           torch=formulas.instance_norm, batching=copies.per_sample, placement=Placement("normalization", {"cnn": 3, "sequence": 6}, place.place_instance_norm)),
     OpDef("normalize", (X,), shapes.dim("normalize"), {"dim": 1, "eps": 1e-12}, family="normalization", kinks=True,
-          branch=kink_rules.norm_branch()[0], margin=kink_rules.norm_branch()[1], samples=(
+          branch=_NORM[0], margin=_NORM[1], samples=(
         _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 2}),
     ), doc="x / max(||x||_2, eps) along dim",
           torch=formulas.normalize, batching=copies.shift_dims("dim"), placement=Placement("normalization", _everywhere(7), place.place_normalize)),
     OpDef("cosine_similarity", (TensorArg("x1"), TensorArg("x2")), shapes.pair_reduce("cosine_similarity", 1),
-          {"dim": 1, "eps": 1e-8}, family="structure", kinks=True, branch=kink_rules.norm_branch()[0],
-          margin=kink_rules.norm_branch()[1], samples=(
+          {"dim": 1, "eps": 1e-8}, family="structure", kinks=True, branch=_NORM[0], margin=_NORM[1], samples=(
         _S({"x1": (4, 5), "x2": (4, 5)}), _S({"x1": (2, 3, 4), "x2": (2, 3, 4)}, {"dim": 2}),
     ),
           torch=formulas.cosine_similarity, placement=Placement("branch", _everywhere(5), place.place_pair_reduce("cosine_similarity"))),
@@ -217,11 +218,11 @@ _OPS = [
           subgradient=kink_rules.max_pool1d_subgradient, samples=(
         _S({"x": (2, 3, 6)}), _S({"x": (1, 2, 9)}, {"kernel_size": 3, "stride": 2, "padding": 1}),
     ),
-          torch=formulas.max_pool1d, batching=copies.per_sample, placement=Placement("layer", {"sequence": 4}, place.place_pool1d("max_pool1d"))),
+          torch=formulas.max_pool1d, batching=copies.per_sample, placement=Placement("layer", {"sequence": 4}, place.place_pool("max_pool1d", 1))),
     OpDef("avg_pool1d", (X,), shapes.pool1d("avg_pool1d"), {"kernel_size": 2, "stride": None, "padding": 0}, samples=(
         _S({"x": (2, 3, 6)}), _S({"x": (1, 2, 9)}, {"kernel_size": 3, "stride": 2, "padding": 1}),
     ),
-          torch=formulas.avg_pool1d, batching=copies.per_sample, placement=Placement("layer", {"sequence": 5}, place.place_pool1d("avg_pool1d"))),
+          torch=formulas.avg_pool1d, batching=copies.per_sample, placement=Placement("layer", {"sequence": 5}, place.place_pool("avg_pool1d", 1))),
     OpDef("adaptive_avg_pool1d", (X,), shapes.adaptive_pool("adaptive_avg_pool1d", 1), {"output_size": 1}, samples=(
         _S({"x": (2, 3, 7)}, {"output_size": 3}), _S({"x": (1, 2, 5)}),
     ),
@@ -383,7 +384,7 @@ _OPS = [
           torch=formulas.margin_ranking, batching=copies.loss, placement=Placement("head", _everywhere(11), place.head_with("margin_ranking", ("x2", "input", None), ("y", "const", _SIGNS), draws={"margin": [0.0, 0.5]}))),
     OpDef("hinge_embedding", (X, TensorArg("target", CONST)), shapes.pairwise_loss("hinge_embedding"),
           {"margin": 1.0, "reduction": "mean"}, family="loss", kinks=True,
-          branch=kink_rules.hinge_branch("margin")[0], margin=kink_rules.hinge_branch("margin")[1], samples=(
+          branch=_HINGE[0], margin=_HINGE[1], samples=(
         _S({"x": (4, 3), "target": (4, 3)}, init={"target": _SIGNS}),
         _S({"x": (6,), "target": (6,)}, {"margin": 0.5, "reduction": "sum"}, init={"target": _SIGNS}),
     ), doc="x where target is 1, max(0, margin - x) where it is -1",

@@ -27,7 +27,7 @@ __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place
            "place_batch_norm", "place_dropout", "place_binary", "place_divide", "place_reduce", "place_cumsum",
            "place_transpose", "place_permute", "place_glu", "place_prelu", "place_rms_norm", "place_group_norm",
            "place_instance_norm", "place_normalize", "place_pair_reduce", "place_pixel_shuffle",
-           "place_pixel_unshuffle", "place_pad", "place_pool1d", "place_adaptive_pool", "place_concat", "place_attention", "place_embedding",
+           "place_pixel_unshuffle", "place_pad", "place_adaptive_pool", "place_concat", "place_attention", "place_embedding",
            "place_declared", "head_probe", "head_targets", "head_with", "head_classes", "head_kl_div", "head_declared", "classes", "rank_at_least", "rank_is", "spatial",
            "reshapable", "per_channel"]
 
@@ -121,10 +121,12 @@ def place_conv(nd):
     return place
 
 
-def place_pool(op):
+def place_pool(op, nd=2):
+    """A pooling window over the ``nd`` spatial axes of (N, C, *spatial)."""
+
     def place(ctx, x):
         shape = ctx.shapes[x]
-        if len(shape) != 4 or min(shape[2:]) < 2:
+        if len(shape) != nd + 2 or min(shape[2:]) < 2:
             raise NotHere
         k = ctx.draw(st.integers(2, min(3, *shape[2:])))
         hyper = {"kernel_size": k}
@@ -401,24 +403,6 @@ def place_pad(ctx, x):
     if mode == "constant" and ctx.draw(st.booleans()):
         hyper["value"] = 0.5
     return ctx.apply("pad", x, **hyper)
-
-
-def place_pool1d(op):
-    def place(ctx, x):
-        shape = ctx.shapes[x]
-        if len(shape) != 3 or shape[2] < 2:
-            raise NotHere
-        k = ctx.draw(st.integers(2, min(3, shape[2])))
-        hyper = {"kernel_size": k}
-        stride = ctx.draw(st.integers(1, k))
-        if stride != k:
-            hyper["stride"] = stride
-        padding = ctx.draw(st.integers(0, k // 2))
-        if padding:
-            hyper["padding"] = padding
-        return ctx.apply(op, x, **hyper)
-
-    return place
 
 
 def place_adaptive_pool(op, nd):
