@@ -412,24 +412,34 @@ def is_subclass(obj, module, attr):
     return isinstance(obj, type) and issubclass(obj, base)
 
 
-def torch_callable(name: str, impl, opdef: OpDef):
-    """A function ``f(*tensors, **hyper)`` running the candidate's torch op."""
+def torch_callable(name: str, impl, opdef: OpDef, taken=None):
+    """A function ``f(*tensors, **hyper)`` running the candidate's torch op;
+    ``taken``: the hyperparameters its signature takes (None: all; Note [Settings
+    a signature lacks] in candidates.py), the others never passed."""
     if is_subclass(impl, "torch", "autograd.Function"):
+        names = [k for k in opdef.hyper_names if taken is None or k in taken]
+
         def call(*tensors, **hyper):
-            return impl.apply(*tensors, *(hyper[k] for k in opdef.hyper_names))
+            full = opdef.full_hyper(hyper)
+            return impl.apply(*tensors, *(full[k] for k in names))
         return call
     if is_subclass(impl, "torch", "nn.Module"):
         from torch.func import functional_call
 
         def call(*tensors, **hyper):
             args = opdef.bind(len(tensors))
-            module = impl(**hyper)
+            module = impl(**{k: v for k, v in hyper.items() if taken is None or k in taken})
             params = {a.name: t for a, t in zip(args, tensors) if a.role == "param"}
             rest = [t for a, t in zip(args, tensors) if a.role != "param"]
             return functional_call(module, params, tuple(rest))
         return call
     if callable(impl):
-        return impl
+        if taken is None:
+            return impl
+
+        def call(*tensors, **hyper):
+            return impl(*tensors, **{k: v for k, v in hyper.items() if k in taken})
+        return call
     raise TypeError(f"candidate op {name!r}: expected a torch.autograd.Function or nn.Module subclass, "
                     f"a function, or a class with NumPy forward/backward; got {impl!r}")
 

@@ -87,9 +87,20 @@ class OpOptions:
     complex_step: bool | None = None
     order: int = 1
     modes: tuple = ("rev",)
+    # The hyperparameters the implementation's signature takes; None: all of them
+    # (Note [Settings a signature lacks]).
+    takes: frozenset | None = None
 
     def refuses(self, op: str, hyper: dict, shapes) -> str:
         """Why this op would not take these settings, or ""."""
+        if self.takes is not None:
+            defaults = get_op(op).hyper
+            lacking = {k: v for k, v in dict(hyper).items()
+                       if k in defaults and k not in self.takes and _frozen(v) != _frozen(defaults[k])}
+            if lacking:
+                k, v = next(iter(lacking.items()))
+                return (f"{op}'s implementation takes no {k!r} parameter, so only its default {defaults[k]!r} is "
+                        f"checked; this node has {k}={v!r}")
         if self.supports is None:
             return ""
         if isinstance(self.supports, dict):
@@ -106,6 +117,71 @@ class OpOptions:
             return f"{op}'s supports predicate raised {type(e).__name__}: {e}"
         return "" if ok else f"{op} is declared not to support {_hyper_text(hyper) or 'its defaults'} on inputs " \
                              f"{', '.join(str(tuple(s)) for s in shapes)}"
+
+
+# Note [Settings a signature lacks]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# A catalogue op gains hyperparameters (avg_pool2d's count_include_pad, say) that
+# a user's implementation, written against an older catalogue or simply without
+# that option, does not take.  Calling it with the new keyword would crash it, and
+# a crash is not a finding about its gradients.  So the signature is read when
+# the op is registered: a hyperparameter it has no parameter for (and no
+# ``**kwargs`` / ``*args`` to catch it) is never passed, and a node setting it to
+# anything but its default is refused like a ``supports=`` refusal: never drawn
+# into the candidate's random graphs, ``skipped`` with this reason where a sample
+# needs it.  For an autograd.Function the hyperparameters go positionally in the
+# catalogue's order, so a forward taking fewer positions takes the leading ones.
+
+
+def _taken_hyper(impl, opdef) -> frozenset | None:
+    """The hyperparameters of ``opdef`` that ``impl``'s signature can take, or None for all."""
+    import inspect
+
+    names = tuple(opdef.hyper_names)
+    if not names:
+        return None
+    if hasattr(impl, "forward") and hasattr(impl, "backward") and is_subclass(impl, "torch", "autograd.Function"):
+        fn, skip = impl.forward, 0 if _has_setup_context(impl) else 1  # ctx first, unless setup_context takes it
+        try:
+            params = list(inspect.signature(fn).parameters.values())[skip:]
+        except (TypeError, ValueError):
+            return None
+        if any(p.kind == p.VAR_POSITIONAL for p in params) or any(a.variadic for a in opdef.inputs):
+            return None
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        n = len(positional) - len(opdef.inputs)
+        return None if n >= len(names) else frozenset(names[:max(n, 0)])
+    if is_subclass(impl, "torch", "nn.Module"):
+        fn = impl.__init__
+    elif hasattr(impl, "forward") and hasattr(impl, "backward"):
+        fn = impl.forward
+    else:
+        fn = impl
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return None
+    taken = frozenset(n for n in names if n in {p.name for p in params if p.kind != p.POSITIONAL_ONLY})
+    return None if taken == frozenset(names) else taken
+
+
+def _has_setup_context(fn_class) -> bool:
+    import torch
+
+    return getattr(fn_class, "setup_context", None) is not getattr(torch.autograd.Function, "setup_context", None)
+
+
+def _passing_only(fn, taken):
+    """``fn`` called with only the hyperparameters in ``taken``."""
+    import functools
+
+    @functools.wraps(fn)
+    def call(*args, **hyper):
+        return fn(*args, **{k: v for k, v in hyper.items() if k in taken})
+
+    return call
 
 
 def _frozen(v):
@@ -143,14 +219,20 @@ class Candidate:
         return tuple(sorted(set(self.numpy_ops) | set(self.torch_ops)))
 
     def _register(self, name, impl, options):
+        opdef = get_op(name)
+        taken = _taken_hyper(impl, opdef)  # Note [Settings a signature lacks]
+        if taken is not None:
+            options = replace(options, takes=taken)
         if hasattr(impl, "forward") and hasattr(impl, "backward") and not (
                 is_subclass(impl, "torch", "autograd.Function") or is_subclass(impl, "torch", "nn.Module")):
-            self.numpy_ops[name] = (impl.forward, impl.backward)
+            forward = impl.forward if taken is None else _passing_only(impl.forward, taken)
+            self.numpy_ops[name] = (forward, impl.backward)
             declared = getattr(impl, "complex_step", None)  # a class may say it on itself
             if options.complex_step is None and isinstance(declared, bool):
                 options = replace(options, complex_step=declared)
         else:
-            self.torch_ops[name] = torch_callable(name, impl, get_op(name))
+            call = torch_callable(name, impl, opdef, taken)
+            self.torch_ops[name] = call
         self.options[name] = options
 
     def op(self, name: str, *, supports=None, dtypes=None, complex_step=None, order=1, modes=("rev",)):

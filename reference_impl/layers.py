@@ -136,19 +136,25 @@ def max_pool2d_backward(cache, g):
     return (gxp[:, :, ph : ph + x_shape[2], pw : pw + x_shape[3]],)
 
 
-def avg_pool2d_forward(x, kernel_size=2, stride=None, padding=0):
-    # Zero padding counts in the divisor (torch's count_include_pad=True).
+def avg_pool2d_forward(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
+    # The window's sum over its size; with count_include_pad=False over the input
+    # elements it covers, the zero padding left out of the divisor.
     (ph, pw), taps = _pool_geometry(x, kernel_size, stride, padding)
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    y = sum(xp[..., si, sj] for si, sj in taps) / len(taps)
-    return y, (x.shape, xp.shape, (ph, pw), taps)
+    total = sum(xp[..., si, sj] for si, sj in taps)
+    if count_include_pad or (ph, pw) == (0, 0):
+        divisor = len(taps)
+    else:
+        inside = np.pad(np.ones(x.shape[2:]), ((ph, ph), (pw, pw)))
+        divisor = sum(inside[si, sj] for si, sj in taps).astype(x.dtype)
+    return total / divisor, (x.shape, xp.shape, (ph, pw), taps, divisor)
 
 
 def avg_pool2d_backward(cache, g):
-    x_shape, xp_shape, (ph, pw), taps = cache
+    x_shape, xp_shape, (ph, pw), taps, divisor = cache
     gxp = np.zeros(xp_shape, dtype=g.dtype)
     for si, sj in taps:
-        gxp[..., si, sj] += g / len(taps)
+        gxp[..., si, sj] += g / divisor
     return (gxp[:, :, ph : ph + x_shape[2], pw : pw + x_shape[3]],)
 
 
@@ -217,9 +223,9 @@ def max_pool1d_backward(cache, g):
     return (max_pool2d_backward(cache, _as_2d(g))[0][:, :, 0, :],)
 
 
-def avg_pool1d_forward(x, kernel_size=2, stride=None, padding=0):
+def avg_pool1d_forward(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
     y, cache = avg_pool2d_forward(_as_2d(x), (1, kernel_size), (1, kernel_size if stride is None else stride),
-                                  (0, padding))
+                                  (0, padding), count_include_pad)
     return y[:, :, 0, :], cache
 
 

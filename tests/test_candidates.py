@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import find, settings
+from hypothesis.errors import NoSuchExample
 
 import reference_impl
 from reference_impl import activations, layers
@@ -220,6 +221,33 @@ def test_an_nn_module_is_called_with_the_graphs_parameters_by_name():
     c.op("linear")(Linear)
     (src,) = candidate_sources(c)
     assert {r.status for r in check_pair(op_cases("linear")[0], src, REF, outputs=True)} == {"pass"}
+
+
+def test_a_setting_the_implementation_has_no_parameter_for_is_skipped_with_the_reason_and_never_passed():
+    """Note [Settings a signature lacks]: layers written before avg_pool took
+    count_include_pad (a NumPy class and an autograd.Function taking fewer
+    positions) are checked on its default, never called with it, and a sample
+    needing another value is skipped, saying which parameter is missing."""
+    c = load_candidate(f"{ROOT}/tests/user_layers/old_signature.py:candidate")
+    assert "takes no 'count_include_pad' parameter" in c.refuses_node("avg_pool2d", {"count_include_pad": False}, [(1, 2, 5, 5)])
+    assert c.refuses_node("avg_pool2d", {"count_include_pad": True, "padding": 1}, [(1, 2, 5, 5)]) == ""
+    assert c.refuses_node("avg_pool1d", {"count_include_pad": False}, [(1, 2, 7)]) != ""
+    for op in ("avg_pool2d", "avg_pool1d"):
+        statuses = {}
+        for case in op_cases(op):
+            for src in (s for s in candidate_sources(c) if s.name.endswith("-torch") == (op in c.torch_ops)):
+                for r in check_pair(case, src, REF, outputs=True):
+                    statuses.setdefault(case.graph.nodes[0].hyper.get("count_include_pad", True), set()).add(
+                        (r.status, "takes no 'count_include_pad'" in r.message))
+        assert statuses[True] == {("pass", False)}, statuses
+        assert statuses[False] == {("skipped", True)}, statuses
+    # drawn for the reference, never into this candidate's random graphs
+    excluding = lambda g: any(n.hyper.get("count_include_pad") is False for n in g.nodes)  # noqa: E731
+    quick = settings(max_examples=300, database=None, deadline=None)
+    assert excluding(find(graphs(include="avg_pool2d"), excluding, settings=quick))
+    with pytest.raises(NoSuchExample):
+        find(graphs(include="avg_pool2d", accept=lambda op, hyper, shapes: not c.refuses_node(op, hyper, shapes)),
+             excluding, settings=quick)
 
 
 def test_a_torch_function_with_a_wrong_backward_fails_against_the_reference():

@@ -693,6 +693,19 @@ def adaptive_avg_pool2d_floor_rows(cache, g):
     return layers.adaptive_avg_pool2d_backward((shape, floor, cols), g)
 
 
+# ---------------------------------------------------------------- settings of existing ops
+
+
+def avg_pool2d_backward_counts_padding(cache, g):
+    x_shape, xp_shape, pads, taps, divisor = cache
+    return layers.avg_pool2d_backward((x_shape, xp_shape, pads, taps, len(taps)), g)  # right unless count_include_pad=False
+
+
+def softplus_backward_ignores_threshold(cache, g):
+    linear, z = cache
+    return (g * activations._sigmoid(z),)  # the sigmoid past the threshold too, where the slope is 1
+
+
 ZOO = [
     Bug("linear-sign-error-in-weight-gradient", "linear", "sign error", _numpy("linear", layers.linear_forward, linear_sign_weight)),
     Bug("linear-missing-transpose", "linear", "missing transpose", _numpy("linear", layers.linear_forward, linear_missing_transpose)),
@@ -783,6 +796,8 @@ ZOO = [
     Bug("avg-pool1d-kernel-squared", "avg_pool1d", "extra factor", _numpy("avg_pool1d", layers.avg_pool1d_forward, avg_pool1d_kernel_squared)),
     Bug("adaptive-avg-pool1d-floor-windows", "adaptive_avg_pool1d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool1d", layers.adaptive_avg_pool1d_forward, adaptive_avg_pool1d_floor_windows)),
     Bug("adaptive-avg-pool2d-floor-rows", "adaptive_avg_pool2d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool2d", layers.adaptive_avg_pool2d_forward, adaptive_avg_pool2d_floor_rows)),
+    Bug("avg-pool2d-backward-counts-the-padding", "avg_pool2d", "wrong only with count_include_pad=False", _numpy("avg_pool2d", layers.avg_pool2d_forward, avg_pool2d_backward_counts_padding)),
+    Bug("softplus-backward-ignores-the-threshold", "softplus", "wrong only past the threshold", _numpy("softplus", activations.softplus_forward, softplus_backward_ignores_threshold)),
     Bug("logsigmoid-sigmoid-of-the-wrong-side", "logsigmoid", "sign error", _numpy("logsigmoid", activations.logsigmoid_forward, logsigmoid_wrong_side)),
 ]
 

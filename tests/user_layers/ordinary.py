@@ -167,14 +167,19 @@ class MaxPool2d:
 @op("avg_pool2d")
 class AvgPool2d:
     @staticmethod
-    def forward(x, kernel_size=2, stride=None, padding=0):
+    def forward(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
         cols, geometry = _windows(x, kernel_size, stride, padding, 0.0)
-        return cols.mean(axis=(2, 3)).astype(x.dtype), geometry
+        if count_include_pad:
+            count = np.prod(geometry[2])
+        else:  # the windows of a ones image padded with zeros count the real elements
+            count = _windows(np.ones((1, 1) + x.shape[2:]), kernel_size, stride, padding, 0.0)[0].sum(axis=(2, 3))
+        return (cols.sum(axis=(2, 3)) / count).astype(x.dtype), (geometry, count)
 
     @staticmethod
-    def backward(geometry, g):
+    def backward(saved, g):
+        geometry, count = saved
         kh, kw = geometry[2]
-        gcols = np.broadcast_to((g / (kh * kw))[:, :, None, None], g.shape[:2] + (kh, kw) + g.shape[2:])
+        gcols = np.broadcast_to((g / count)[:, :, None, None], g.shape[:2] + (kh, kw) + g.shape[2:])
         return (_scatter(gcols, geometry),)
 
 
