@@ -96,6 +96,12 @@ def _draw(leaf: Leaf, rng, scale: float):
         return (rng.random(shape) >= init["p"]).astype(np.float64)
     if kind == "sign":  # -1 or 1: the labels of margin losses
         return np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+    if kind == "label_lists":  # each row: distinct class ids, then -1 (multilabel_margin's targets)
+        rows = np.full(shape, -1, dtype=np.int64)
+        for row in rows.reshape(-1, shape[-1]):
+            k = rng.integers(1, shape[-1] + 1)
+            row[:k] = rng.permutation(shape[-1])[:k]
+        return rows
     raise GraphError(f"leaf {leaf.name!r}: unknown init kind {kind!r}")
 
 

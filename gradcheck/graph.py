@@ -37,7 +37,7 @@ class GraphError(ValueError):
 
 
 # init kind -> the settings it needs (others are optional: mean, std, low)
-INIT_KINDS = {"normal": (), "uniform": (), "randint": ("high",), "mask": ("p",), "sign": ()}
+INIT_KINDS = {"normal": (), "uniform": (), "randint": ("high",), "mask": ("p",), "sign": (), "label_lists": ()}
 
 DEFAULT_INIT = {
     PARAM: {"kind": "normal", "std": 0.5},
@@ -79,8 +79,8 @@ class Leaf:
             if key != "kind" and not (isinstance(value, (int, float)) and not isinstance(value, bool)
                                       and math.isfinite(value)):
                 raise GraphError(f"leaf {self.name!r}: init {key!r} must be a finite number, got {value!r}")
-        if self.dtype == "int" and kind != "randint":
-            raise GraphError(f"leaf {self.name!r}: an int leaf needs init kind 'randint' with 'high'")
+        if self.dtype == "int" and kind not in ("randint", "label_lists"):
+            raise GraphError(f"leaf {self.name!r}: an int leaf needs init kind 'randint' with 'high' (or 'label_lists')")
 
     @property
     def differentiable(self) -> bool:

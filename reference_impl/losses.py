@@ -275,3 +275,133 @@ def multilabel_soft_margin_forward(x, target, reduction="mean"):
 def multilabel_soft_margin_backward(cache, g):
     x, target, count = cache
     return g * (_sigmoid(x) - target) / count, None
+
+
+def binary_cross_entropy_forward(p, target, reduction="mean"):
+    # -(t log p + (1 - t) log(1 - p)) for probabilities p; torch clamps each log at -100
+    with np.errstate(divide="ignore"):  # p of exactly 0 or 1 (a saturated sigmoid): log 0, clamped
+        per = -(target * np.maximum(np.log(p), -100.0) + (1 - target) * np.maximum(np.log(1 - p), -100.0))
+    loss, count = _reduce(per, reduction)
+    return loss, (p, target, count)
+
+
+def binary_cross_entropy_backward(cache, g):
+    p, target, count = cache
+    return g * (p - target) / np.maximum(p * (1 - p), 1e-12) / count, None
+
+
+# torch's cosine_embedding_loss adds it to each squared norm; ATen declares it a C++
+# float, so it is 1e-12 rounded to float32 (9.9999999600e-13): at a zero row the
+# gradient is x / sqrt(|x|^2 eps), and 1e-12 itself would be 2e-9 off
+_EPS_COSINE = float(np.float32(1e-12))
+
+
+def cosine_embedding_forward(x1, x2, target, margin=0.0, reduction="mean"):
+    # 1 - cos(x1, x2) where target is 1, max(0, cos - margin) where it is -1 (rows of (N, D))
+    m1 = (x1 * x1).sum(axis=-1) + _EPS_COSINE
+    m2 = (x2 * x2).sum(axis=-1) + _EPS_COSINE
+    den = np.sqrt(m1 * m2)
+    cos = (x1 * x2).sum(axis=-1) / den
+    active = np.real(cos - margin) >= 0  # clamp_min passes the gradient at equality
+    per = np.where(target == 1, 1 - cos, np.where((target == -1) & active, cos - margin, 0))
+    loss, count = _reduce(per, reduction)
+    slope = np.where(target == 1, -1.0, np.where((target == -1) & active, 1.0, 0.0)).astype(np.real(cos).dtype)
+    return loss, (x1, x2, m1, m2, den, cos, slope, count)
+
+
+def cosine_embedding_backward(cache, g):
+    x1, x2, m1, m2, den, cos, slope, count = cache
+    c = (g * slope / count)[..., None]
+    g1 = c * (x2 / den[..., None] - cos[..., None] * x1 / m1[..., None])
+    g2 = c * (x1 / den[..., None] - cos[..., None] * x2 / m2[..., None])
+    return g1, g2, None
+
+
+def _distance(a, b, eps=1e-6):
+    # torch's pairwise_distance: ||a - b + eps||_2 over the last axis
+    d = a - b + eps
+    return np.sqrt((d * d).sum(axis=-1)), d
+
+
+def triplet_margin_forward(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False, reduction="mean"):
+    # max(0, margin + d(a, p) - d(a, n)); with swap, d(a, n) is min(d(a, n), d(p, n))
+    d_ap, v_ap = _distance(anchor, positive, eps)
+    d_an, v_an = _distance(anchor, negative, eps)
+    d_pn, v_pn = _distance(positive, negative, eps)
+    # the weight of d(p, n) in min(d(a, n), d(p, n)): 1 where it is smaller, and on a
+    # tie torch's min splits the gradient, a half to each
+    swapped = (np.where(np.real(d_pn) < np.real(d_an), 1.0, np.where(d_pn == d_an, 0.5, 0.0)) if swap
+               else np.zeros(d_an.shape)).astype(np.real(d_an).dtype)
+    d_neg = np.where(swapped > 0, d_pn, d_an)
+    z = margin + d_ap - d_neg
+    active = np.real(z) >= 0
+    loss, count = _reduce(np.where(active, z, 0), reduction)
+    return loss, ((d_ap, v_ap), (d_an, v_an), (d_pn, v_pn), swapped, active, count)
+
+
+def triplet_margin_backward(cache, g):
+    (d_ap, v_ap), (d_an, v_an), (d_pn, v_pn), swapped, active, count = cache
+    c = np.where(active, g / count, 0)[..., None]
+    u_ap, u_an, u_pn = v_ap / d_ap[..., None], v_an / d_an[..., None], v_pn / d_pn[..., None]
+    s = swapped[..., None]
+    ga = c * (u_ap - (1 - s) * u_an)
+    gp = c * (-u_ap - s * u_pn)
+    gn = c * (s * u_pn + (1 - s) * u_an)
+    return ga, gp, gn
+
+
+def triplet_margin_with_distance_forward(anchor, positive, negative, margin=1.0, swap=False, reduction="mean"):
+    # the default distance_function is pairwise_distance: triplet_margin with p=2, eps=1e-6
+    return triplet_margin_forward(anchor, positive, negative, margin, 2.0, 1e-6, swap, reduction)
+
+
+triplet_margin_with_distance_backward = triplet_margin_backward
+
+
+def multi_margin_forward(x, target, p=1, margin=1.0, reduction="mean"):
+    # sum over classes i != y of max(0, margin - x[y] + x[i])^p, over C, per row of (N, C)
+    rows = np.arange(x.shape[0])
+    z = margin - x[rows, target][:, None] + x
+    on = (np.real(z) > 0) & (np.arange(x.shape[1])[None, :] != target[:, None])  # torch: z > 0 strictly
+    per = np.where(on, z if p == 1 else z * z, 0).sum(axis=1) / x.shape[1]
+    loss, count = _reduce(per, reduction)
+    return loss, (x.shape, rows, target, z, on, p, count)
+
+
+def multi_margin_backward(cache, g):
+    shape, rows, target, z, on, p, count = cache
+    scale = np.asarray(g) / count / shape[1]  # a scalar, or one per row for reduction='none'
+    h = np.where(on, (1.0 if p == 1 else 2 * z), 0) * (scale.reshape(-1, 1) if scale.ndim else scale)
+    gx = h.astype(np.result_type(z, g))
+    gx[rows, target] -= h.sum(axis=1)
+    return gx, None
+
+
+def _label_sets(target):
+    """Each row's target classes: its entries up to the first -1."""
+    out = []
+    for row in target:
+        stop = np.flatnonzero(row < 0)
+        out.append(row[: stop[0] if stop.size else row.size])
+    return out
+
+
+def multilabel_margin_forward(x, target, reduction="mean"):
+    # sum over targets j and non-targets i of max(0, 1 - (x[j] - x[i])), over C
+    n, c = x.shape
+    is_target = np.zeros((n, c), dtype=bool)
+    for r, labels in enumerate(_label_sets(target)):
+        is_target[r, labels] = True
+    # pair (r, j, i): j a target, i not
+    z = 1 - x[:, :, None] + x[:, None, :]
+    on = is_target[:, :, None] & ~is_target[:, None, :] & (np.real(z) > 0)  # torch: z > 0 strictly
+    per = np.where(on, z, 0).sum(axis=(1, 2)) / c
+    loss, count = _reduce(per, reduction)
+    return loss, (on, c, count)
+
+
+def multilabel_margin_backward(cache, g):
+    on, c, count = cache
+    scale = np.asarray(g) / count / c
+    w = on * (scale.reshape(-1, 1, 1) if scale.ndim else scale)
+    return w.sum(axis=1) - w.sum(axis=2), None

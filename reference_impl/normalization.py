@@ -137,3 +137,29 @@ def normalize_backward(cache, g):
     y, denom, big, dim = cache
     # d (x / ||x||) = (g - y <g, y>) / ||x||; below eps the divisor is the constant eps
     return (np.where(big, g - y * (g * y).sum(axis=dim, keepdims=True), g) / denom,)
+
+
+def local_response_norm_forward(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    # y_c = x_c / (k + alpha / size * sum over the channel window W(c) of x^2)^beta,
+    # W(c) = [c - size // 2, c + (size - 1) // 2] clipped to the channels (torch's zero padding)
+    c = x.shape[1]
+    lo, hi = size // 2, (size - 1) // 2
+    sq = x * x
+    s = np.zeros_like(sq)
+    for off in range(-lo, hi + 1):  # s[c] += sq[c + off]
+        a, b = max(0, -off), min(c, c - off)
+        s[:, a:b] += sq[:, a + off:b + off]
+    base = k + alpha / size * s
+    y = x * base ** (-beta)
+    return y, (x, base, size, alpha, beta, lo, hi)
+
+
+def local_response_norm_backward(cache, g):
+    x, base, size, alpha, beta, lo, hi = cache
+    c = x.shape[1]
+    t = g * x * base ** (-beta - 1)  # sum over the windows holding channel i of g_c x_c base_c^(-beta-1)
+    back = np.zeros_like(t)
+    for off in range(-lo, hi + 1):  # channel c reads c + off, so channel i is read by c = i - off
+        a, b = max(0, -off), min(c, c - off)
+        back[:, a + off:b + off] += t[:, a:b]
+    return (g * base ** (-beta) - 2 * alpha * beta / size * x * back,)

@@ -45,8 +45,10 @@ def test_include_puts_the_op_in_every_graph_and_shrinks_to_it_alone(op):
     smallest = find(graphs(include=op), lambda g: True, settings=settings(database=None, deadline=None))
     assert op in smallest.ops
     body = [n for n in smallest.nodes if n.name != smallest.output]
-    # At most one op besides it: flatten on an MLP needs a reshape to 3-d first.
-    assert len(body) <= (0 if op in LOSSES else 2), smallest.describe()
+    # At most one op besides it: flatten on an MLP needs a reshape to 3-d first; a
+    # volume pool, the reshape of an image to a volume.  binary_cross_entropy takes
+    # probabilities away from 0 and 1: sigmoid(tanh(x)) before it.
+    assert len(body) <= ((2 if op == "binary_cross_entropy" else 0) if op in LOSSES else 2), smallest.describe()
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -79,8 +81,11 @@ def test_single_op_graphs_hold_the_op_in_one_block_and_a_head(op_and_graph):
     assert op in g.ops
     body = [n.op for n in g.nodes if n.name != g.output]
     # One block: the op, plus what its placement needs (a side branch, q/k/v projections,
-    # the 1 x 1 convolution before a pixel shuffle, the pad that evens a pixel unshuffle's input).
-    assert len(body) <= 4 and set(body) <= {op, "tanh", "sigmoid", "linear", "conv2d", "pad"}, g.describe()
+    # the 1 x 1 convolution before a pixel shuffle, the pad that evens a pixel unshuffle's input,
+    # the unfold before a fold, the reshape of an image to a volume, the sum with a pooled embedding bag,
+    # the flatten of a tensor to the (N, D) rows a triplet or cosine-embedding loss takes).
+    assert len(body) <= 4 and set(body) <= {op, "tanh", "sigmoid", "linear", "conv2d", "pad", "unfold", "reshape", "flatten",
+                                            "add"}, g.describe()
 
 
 # ---------------------------------------------------------------- a planted bug in a rare setting
@@ -119,7 +124,7 @@ def test_a_bug_in_a_rare_setting_is_found_by_the_ci_profile_and_shrinks_to_one_n
     assert len(body) <= 3, smallest.graph.describe()
     assert any(n.op == "softplus" and n.hyper.get("beta") == 2.0 for n in body)
     assert "op softplus" in message and "Mismatched elements" in message
-    assert "softplus(x1, beta=2.0)" in message  # the shrunk graph, as text
+    assert "softplus(x1, beta=2.0" in message  # the shrunk graph, as text (its threshold beside)
     written = list(tmp_path.glob("cases/*.json"))
     assert len(written) == 1 and json.loads(written[0].read_text())["case_id"] == smallest.graph.case_id
 

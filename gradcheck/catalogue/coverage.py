@@ -17,18 +17,21 @@ NOT_YET = "not yet in the catalogue"
 _IN_PLACE = "the in-place form of {}: the same derivative, checked there"
 _HELPER = "a helper of torch's dispatch or argument parsing, not a differentiable function"
 _RANDOM = "random in its forward (a mask or a draw of its own); dropout's mask is a constant leaf, this one is not yet"
+_ALIAS = "a deprecated alias torch implements as {}: covered there"
 _INDICES = "{} that also returns the argmax indices (integers: nothing to differentiate in them)"
 
 # torch.nn.functional name -> the catalogue op covering it, or ("", why not)
 FUNCTIONAL: dict[str, str | tuple[str, str]] = {
     # layers
-    "linear": "linear", "bilinear": ("", NOT_YET), "conv1d": "conv1d", "conv2d": "conv2d", "conv3d": ("", NOT_YET),
-    "conv_transpose1d": ("", NOT_YET), "conv_transpose2d": ("", NOT_YET), "conv_transpose3d": ("", NOT_YET),
+    "linear": "linear", "bilinear": "bilinear", "conv1d": "conv1d", "conv2d": "conv2d", "conv3d": ("", NOT_YET),
+    "conv_transpose1d": "conv_transpose1d", "conv_transpose2d": "conv_transpose2d", "conv_transpose3d": ("", NOT_YET),
     "conv_tbc": ("", "conv1d with the (time, batch, channel) layout: conv1d covers its arithmetic"),
-    "embedding": "embedding", "embedding_bag": ("", NOT_YET), "unfold": ("", NOT_YET), "fold": ("", NOT_YET),
-    "pixel_shuffle": "pixel_shuffle", "pixel_unshuffle": "pixel_unshuffle", "channel_shuffle": ("", NOT_YET),
-    "native_channel_shuffle": ("", NOT_YET), "interpolate": ("", NOT_YET), "upsample": ("", NOT_YET),
-    "upsample_bilinear": ("", NOT_YET), "upsample_nearest": ("", NOT_YET), "pad": "pad",
+    "embedding": "embedding", "embedding_bag": "embedding_bag", "unfold": "unfold", "fold": "fold",
+    "pixel_shuffle": "pixel_shuffle", "pixel_unshuffle": "pixel_unshuffle", "channel_shuffle": "channel_shuffle",
+    "native_channel_shuffle": ("", "torch implements no derivative for it (channel_shuffle is its differentiable form)"),
+    "interpolate": "interpolate", "upsample": ("", _ALIAS.format("interpolate(input, size, scale_factor, mode, align_corners)")),
+    "upsample_bilinear": ("", _ALIAS.format("interpolate(..., mode='bilinear', align_corners=True)")),
+    "upsample_nearest": ("", _ALIAS.format("interpolate(..., mode='nearest')")), "pad": "pad",
     "grid_sample": ("", NOT_YET), "affine_grid": ("", NOT_YET),
     "scaled_dot_product_attention": "attention",
     "multi_head_attention_forward": ("", "a whole module's forward (projections, attention, output): its parts are "
@@ -42,13 +45,14 @@ FUNCTIONAL: dict[str, str | tuple[str, str]] = {
     "max_pool1d_with_indices": ("", _INDICES.format("max_pool1d")),
     "max_pool2d_with_indices": ("", _INDICES.format("max_pool2d")),
     "max_pool3d_with_indices": ("", _INDICES.format("max_pool3d")),
-    "avg_pool1d": "avg_pool1d", "avg_pool2d": "avg_pool2d", "avg_pool3d": ("", NOT_YET),
-    "adaptive_avg_pool1d": "adaptive_avg_pool1d", "adaptive_avg_pool2d": "adaptive_avg_pool2d", "adaptive_avg_pool3d": ("", NOT_YET),
-    "adaptive_max_pool1d": ("", NOT_YET), "adaptive_max_pool2d": ("", NOT_YET), "adaptive_max_pool3d": ("", NOT_YET),
+    "avg_pool1d": "avg_pool1d", "avg_pool2d": "avg_pool2d", "avg_pool3d": "avg_pool3d",
+    "adaptive_avg_pool1d": "adaptive_avg_pool1d", "adaptive_avg_pool2d": "adaptive_avg_pool2d", "adaptive_avg_pool3d": "adaptive_avg_pool3d",
+    "adaptive_max_pool1d": "adaptive_max_pool1d", "adaptive_max_pool2d": "adaptive_max_pool2d",
+    "adaptive_max_pool3d": "adaptive_max_pool3d",
     "adaptive_max_pool1d_with_indices": ("", _INDICES.format("adaptive_max_pool1d")),
     "adaptive_max_pool2d_with_indices": ("", _INDICES.format("adaptive_max_pool2d")),
     "adaptive_max_pool3d_with_indices": ("", _INDICES.format("adaptive_max_pool3d")),
-    "lp_pool1d": ("", NOT_YET), "lp_pool2d": ("", NOT_YET), "lp_pool3d": ("", NOT_YET),
+    "lp_pool1d": "lp_pool1d", "lp_pool2d": "lp_pool2d", "lp_pool3d": ("", NOT_YET),
     "fractional_max_pool2d": ("", _RANDOM), "fractional_max_pool3d": ("", _RANDOM),
     "fractional_max_pool2d_with_indices": ("", _RANDOM), "fractional_max_pool3d_with_indices": ("", _RANDOM),
     "max_unpool1d": ("", NOT_YET), "max_unpool2d": ("", NOT_YET), "max_unpool3d": ("", NOT_YET),
@@ -65,22 +69,22 @@ FUNCTIONAL: dict[str, str | tuple[str, str]] = {
     "threshold_": ("", _IN_PLACE.format("threshold")), "rrelu_": ("", _IN_PLACE.format("rrelu")),
     # normalization
     "batch_norm": "batch_norm", "layer_norm": "layer_norm", "group_norm": "group_norm",
-    "instance_norm": "instance_norm", "rms_norm": "rms_norm", "local_response_norm": ("", NOT_YET),
+    "instance_norm": "instance_norm", "rms_norm": "rms_norm", "local_response_norm": "local_response_norm",
     "normalize": "normalize",
     # distances
-    "cosine_similarity": "cosine_similarity", "pairwise_distance": "pairwise_distance", "pdist": ("", NOT_YET),
+    "cosine_similarity": "cosine_similarity", "pairwise_distance": "pairwise_distance", "pdist": "pdist",
     # dropout
     "dropout": "dropout", "dropout1d": ("", _RANDOM), "dropout2d": ("", _RANDOM), "dropout3d": ("", _RANDOM),
     "alpha_dropout": ("", _RANDOM), "feature_alpha_dropout": ("", _RANDOM),
     # losses
     "mse_loss": "mse", "l1_loss": "l1", "smooth_l1_loss": "smooth_l1", "huber_loss": "huber",
-    "binary_cross_entropy_with_logits": "bce_with_logits", "binary_cross_entropy": ("", NOT_YET),
+    "binary_cross_entropy_with_logits": "bce_with_logits", "binary_cross_entropy": "binary_cross_entropy",
     "cross_entropy": "cross_entropy", "nll_loss": "nll", "kl_div": "kl_div",
     "poisson_nll_loss": "poisson_nll", "gaussian_nll_loss": "gaussian_nll", "soft_margin_loss": "soft_margin",
-    "multilabel_soft_margin_loss": "multilabel_soft_margin", "multilabel_margin_loss": ("", NOT_YET),
-    "multi_margin_loss": ("", NOT_YET), "margin_ranking_loss": "margin_ranking",
-    "hinge_embedding_loss": "hinge_embedding", "cosine_embedding_loss": ("", NOT_YET),
-    "triplet_margin_loss": ("", NOT_YET), "triplet_margin_with_distance_loss": ("", NOT_YET),
+    "multilabel_soft_margin_loss": "multilabel_soft_margin", "multilabel_margin_loss": "multilabel_margin",
+    "multi_margin_loss": "multi_margin", "margin_ranking_loss": "margin_ranking",
+    "hinge_embedding_loss": "hinge_embedding", "cosine_embedding_loss": "cosine_embedding",
+    "triplet_margin_loss": "triplet_margin", "triplet_margin_with_distance_loss": "triplet_margin_with_distance",
     "ctc_loss": ("", NOT_YET),
     # not differentiable functions
     "one_hot": ("", "integer in, integer out: nothing to differentiate"),

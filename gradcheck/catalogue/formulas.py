@@ -46,8 +46,8 @@ def max_pool2d(x, kernel_size, stride, padding):
     return F().max_pool2d(x, kernel_size, stride, padding)
 
 
-def avg_pool2d(x, kernel_size, stride, padding):
-    return F().avg_pool2d(x, kernel_size, stride, padding)
+def avg_pool2d(x, kernel_size, stride, padding, count_include_pad=True):
+    return F().avg_pool2d(x, kernel_size, stride, padding, count_include_pad=count_include_pad)
 
 
 def global_avg_pool(x):
@@ -240,8 +240,8 @@ def max_pool1d(x, kernel_size, stride, padding):
     return F().max_pool1d(x, kernel_size, stride, padding)
 
 
-def avg_pool1d(x, kernel_size, stride, padding):
-    return F().avg_pool1d(x, kernel_size, stride, padding)
+def avg_pool1d(x, kernel_size, stride, padding, count_include_pad=True):
+    return F().avg_pool1d(x, kernel_size, stride, padding, count_include_pad=count_include_pad)
 
 
 def adaptive_avg_pool1d(x, output_size):
@@ -372,3 +372,102 @@ def weighted_sum(x, w):
         # of page faults for x * w); float32 keeps the pairwise sum's accuracy
         return torch.dot(x.reshape(-1), w.reshape(-1))
     return (x * w).sum()
+
+
+def conv_transpose1d(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return F().conv_transpose1d(x, w, b, stride, padding, output_padding, groups, dilation)
+
+
+def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return F().conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)
+
+
+def unfold(x, kernel_size, dilation, padding, stride):
+    return F().unfold(x, kernel_size, dilation=dilation, padding=padding, stride=stride)
+
+
+def fold(x, output_size, kernel_size, dilation, padding, stride):
+    return F().fold(x, output_size, kernel_size, dilation=dilation, padding=padding, stride=stride)
+
+
+def interpolate(x, size, scale_factor, mode, align_corners):
+    return F().interpolate(x, size=None if size is None else tuple(size) if not isinstance(size, int) else size,
+                           scale_factor=scale_factor, mode=mode, align_corners=align_corners)
+
+
+def channel_shuffle(x, groups):
+    return F().channel_shuffle(x, groups)
+
+
+def bilinear(x1, x2, w, b=None):
+    return F().bilinear(x1, x2, w, b)
+
+
+def embedding_bag(ids, table, per_sample_weights=None, offsets=None, mode="mean"):
+    torch = _torch()
+    off = None if offsets is None else torch.tensor(list(offsets), dtype=torch.long, device=ids.device)
+    return F().embedding_bag(ids, table, off, mode=mode, per_sample_weights=per_sample_weights)
+
+
+def pdist(x, p):
+    return F().pdist(x, p)
+
+
+def adaptive_max_pool1d(x, output_size):
+    return F().adaptive_max_pool1d(x, output_size)
+
+
+def adaptive_max_pool2d(x, output_size):
+    return F().adaptive_max_pool2d(x, output_size)
+
+
+def adaptive_max_pool3d(x, output_size):
+    return F().adaptive_max_pool3d(x, output_size)
+
+
+def adaptive_avg_pool3d(x, output_size):
+    return F().adaptive_avg_pool3d(x, output_size)
+
+
+def lp_pool1d(x, norm_type, kernel_size, stride):
+    return F().lp_pool1d(x, norm_type, kernel_size, stride)
+
+
+def lp_pool2d(x, norm_type, kernel_size, stride):
+    return F().lp_pool2d(x, norm_type, kernel_size, stride)
+
+
+def avg_pool3d(x, kernel_size, stride, padding, count_include_pad=True):
+    return F().avg_pool3d(x, kernel_size, stride, padding, count_include_pad=count_include_pad)
+
+
+def local_response_norm(x, size, alpha, beta, k):
+    # torch's own reshapes 5-d input with view, which fails on a non-contiguous one
+    # (after a transpose): a limitation of torch, so the comparison hands it a copy
+    return F().local_response_norm(x.contiguous(), size, alpha=alpha, beta=beta, k=k)
+
+
+def binary_cross_entropy(p, t, reduction):
+    return F().binary_cross_entropy(p, t, reduction=reduction)
+
+
+def cosine_embedding(x1, x2, y, margin, reduction):
+    return F().cosine_embedding_loss(x1, x2, y, margin=margin, reduction=reduction)
+
+
+def triplet_margin(anchor, positive, negative, margin, p, eps, swap, reduction):
+    return F().triplet_margin_loss(anchor, positive, negative, margin=margin, p=p, eps=eps, swap=swap,
+                                   reduction=reduction)
+
+
+def triplet_margin_with_distance(anchor, positive, negative, margin, swap, reduction):
+    return F().triplet_margin_with_distance_loss(anchor, positive, negative, margin=margin, swap=swap,
+                                                 reduction=reduction)
+
+
+def multi_margin(x, t, p, margin, reduction):
+    return F().multi_margin_loss(x, t, p=p, margin=margin, reduction=reduction)
+
+
+def multilabel_margin(x, t, reduction):
+    return F().multilabel_margin_loss(x, t, reduction=reduction)

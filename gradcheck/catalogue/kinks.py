@@ -282,3 +282,166 @@ def norm_branch(*names):
         return float(min(np.min(np.abs(n - eps), initial=np.inf) for n in norms(xs, **hyper)))
 
     return branch, margin
+
+
+# ---------------------------------------------------------------- kinks of the wider catalogue
+
+
+def _gap(block):
+    """The gap between the two largest values along the last axis (inf for one value)."""
+    if block.shape[-1] < 2:
+        return np.inf
+    top = np.sort(np.real(block).astype(np.float64), axis=-1)[..., -2:]
+    return float(np.min(top[..., 1] - top[..., 0], initial=np.inf))
+
+
+def adaptive_max_branch(x, output_size=1):
+    nd = x.ndim - 2
+    picks = _ref_ops[f"adaptive_max_pool{nd}d"].forward(x, output_size)[1][2]
+    return np.stack([k for _, _, k in picks])  # the winner of each cell
+
+
+def adaptive_max_margin(x, output_size=1):
+    from reference_impl.spatial import _windows_nd
+
+    nd = x.ndim - 2
+    cells, _ = _windows_nd(x.shape[-nd:], output_size)
+    gaps = [_gap(x[(Ellipsis,) + tuple(slice(a, b) for _, (a, b) in cell)].reshape(x.shape[:-nd] + (-1,)))
+            for cell in cells]
+    return float(min(gaps, default=np.inf))
+
+
+def lp_pool_branch(x, norm_type=2.0, kernel_size=2, stride=None):
+    s = _ref_ops[f"lp_pool{x.ndim - 2}d"].forward(x, norm_type, kernel_size, stride)[1][3]
+    return np.real(s) > 0 if norm_type == 1 else np.real(s) != 0
+
+
+def lp_pool_margin(x, norm_type=2.0, kernel_size=2, stride=None):
+    # p = 2: a window's 2-norm is its distance to the all-zero window, where sqrt is
+    # not differentiable; p = 1: |sum| / sqrt(window size) is the distance to sum = 0
+    nd = x.ndim - 2
+    if norm_type == 2:
+        s = _ref_ops[f"lp_pool{nd}d"].forward(np.real(x), 2.0, kernel_size, stride)[1][3]
+        return float(np.min(np.sqrt(np.abs(s)), initial=np.inf))
+    s = _ref_ops[f"lp_pool{nd}d"].forward(np.real(x), 1.0, kernel_size, stride)[1][3]
+    k = np.prod(pair(kernel_size) if nd == 2 else (kernel_size,))
+    return float(np.min(np.abs(s), initial=np.inf) / np.sqrt(k))
+
+
+def pdist_branch(x, p=2.0):
+    return _ref_ops["pdist"].forward(np.real(x), p)[0] > 0
+
+
+def pdist_margin(x, p=2.0):
+    return float(np.min(_ref_ops["pdist"].forward(np.real(x), p)[0], initial=np.inf))
+
+
+def cosine_embedding_branch(x1, x2, target, margin=0.0, **_):
+    return _ref_ops["cosine_embedding"].forward(np.real(x1), np.real(x2), target, margin)[1][6] > 0
+
+
+def cosine_embedding_margin(x1, x2, target, margin=0.0, **_):
+    # |cos - margin| over the gradient of cos (at most 1 / ||x||) bounds the distance
+    x1, x2 = np.real(x1), np.real(x2)
+    cos = _ref_ops["cosine_embedding"].forward(x1, x2, target, margin)[1][5]
+    scale = np.minimum(np.linalg.norm(x1, axis=-1), np.linalg.norm(x2, axis=-1))
+    return float(np.min(np.where(target == -1, np.abs(cos - margin) * scale, np.inf), initial=np.inf))
+
+
+def _triplet_terms(anchor, positive, negative, margin, eps, swap):
+    from reference_impl.losses import _distance
+
+    a, p, n = (np.real(t) for t in (anchor, positive, negative))
+    (d_ap, v_ap), (d_an, v_an), (d_pn, v_pn) = _distance(a, p, eps), _distance(a, n, eps), _distance(p, n, eps)
+    d_neg = np.minimum(d_an, d_pn) if swap else d_an
+    # a distance near 0 is the norm's kink (|a - p + eps| itself for one feature):
+    # which side of 0 each component of a close pair is on
+    near = np.concatenate([np.where(d[..., None] < 1e-3, np.sign(v), 0) for d, v in
+                           ((d_ap, v_ap), (d_an, v_an), (d_pn, v_pn))], axis=-1)
+    return margin + d_ap - d_neg, (d_an - d_pn) if swap else np.full(d_an.shape, np.inf), near, \
+        np.minimum(np.minimum(d_ap, d_an), d_pn)
+
+
+def triplet_branch(anchor, positive, negative, margin=1.0, eps=1e-6, swap=False, **_):
+    z, swing, near, _ = _triplet_terms(anchor, positive, negative, margin, eps, swap)
+    return np.concatenate([np.stack([z > 0, swing > 0], axis=-1), near > 0], axis=-1)
+
+
+def triplet_margin_rule(anchor, positive, negative, margin=1.0, eps=1e-6, swap=False, **_):
+    # each distance moves at most 1 per unit of input: |z| / 3 bounds the distance to the hinge
+    z, swing, _, closest = _triplet_terms(anchor, positive, negative, margin, eps, swap)
+    return float(min(np.min(np.abs(z), initial=np.inf), np.min(np.abs(swing), initial=np.inf)) / 3)
+
+
+def multi_margin_branch(x, target, p=1, margin=1.0, **_):
+    rows = np.arange(x.shape[0])
+    z = margin - np.real(x)[rows, target][:, None] + np.real(x)
+    return z > 0
+
+
+def multi_margin_margin(x, target, p=1, margin=1.0, **_):
+    rows = np.arange(x.shape[0])
+    z = margin - np.real(x)[rows, target][:, None] + np.real(x)
+    other = np.arange(x.shape[1])[None, :] != target[:, None]
+    return float(np.min(np.abs(z[other]), initial=np.inf) / np.sqrt(2))
+
+
+def _multilabel_z(x, target):
+    from reference_impl.losses import _label_sets
+
+    x = np.real(x)
+    is_target = np.zeros(x.shape, dtype=bool)
+    for r, labels in enumerate(_label_sets(target)):
+        is_target[r, labels] = True
+    pairs = is_target[:, :, None] & ~is_target[:, None, :]
+    return 1 - x[:, :, None] + x[:, None, :], pairs
+
+
+def multilabel_margin_branch(x, target, **_):
+    z, pairs = _multilabel_z(x, target)
+    return pairs & (z > 0)
+
+
+def multilabel_margin_margin(x, target, **_):
+    z, pairs = _multilabel_z(x, target)
+    return float(np.min(np.abs(z[pairs]), initial=np.inf) / np.sqrt(2))
+
+
+def embedding_bag_branch(ids, table, *weights, mode="mean", offsets=None):
+    if mode != "max":
+        return np.zeros(1, dtype=bool)
+    winners = _ref_ops["embedding_bag"].forward(ids, np.real(table), *weights, offsets=offsets, mode=mode)[1][5]
+    return np.concatenate([w for w in winners if w is not None] or [np.zeros(0, dtype=int)])
+
+
+def embedding_bag_margin(ids, table, *weights, mode="mean", offsets=None):
+    # in max mode: the gap between a bag's largest value and the next one from another id
+    if mode != "max":
+        return np.inf
+    from reference_impl.spatial import _bags
+
+    flat, table = ids.reshape(-1), np.real(table)
+    gaps = []
+    for positions in _bags(ids, offsets):
+        distinct = np.unique(flat[positions])
+        if len(distinct) > 1:
+            gaps.append(_gap(table[distinct].T))
+    return float(min(gaps, default=np.inf))
+
+
+def bce_branch(p, target, **_):
+    """binary_cross_entropy clamps each log at -100, and torch's backward divides
+    by max(p (1 - p), 1e-12): within 1e-12 of 0 or 1 (a saturated sigmoid) the
+    derivative torch computes is no longer the forward's, and 1 - p has lost its
+    digits anyway; the branch is which side of that clamp each p is on."""
+    r = np.real(p)
+    return r * (1 - r) > 1e-12
+
+
+def bce_margin(p, target, **_):
+    # inside the clamp (p (1 - p) <= 1e-12) the derivative torch computes is not the
+    # forward's at all: such a p sits on the kink
+    r = np.real(p)
+    if np.any(r * (1 - r) <= 1e-12):
+        return 0.0
+    return float(np.min(np.abs(np.minimum(r, 1 - r) - 1e-12), initial=np.inf))

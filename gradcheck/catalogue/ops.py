@@ -98,9 +98,10 @@ _OPS = [
     ),
           torch=formulas.max_pool2d, batching=copies.per_sample, placement=Placement("layer", {"cnn": 3}, place.place_pool("max_pool2d"), place.spatial)),
     OpDef("avg_pool2d", (X,), shapes.pool("avg_pool2d"),
-          {"kernel_size": 2, "stride": None, "padding": 0}, samples=(
+          {"kernel_size": 2, "stride": None, "padding": 0, "count_include_pad": True}, samples=(
         _S({"x": (2, 2, 4, 4)}),
         _S({"x": (1, 3, 5, 6)}, {"kernel_size": 3, "stride": 1, "padding": 1}),
+        _S({"x": (1, 2, 5, 5)}, {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False}),
         _S({"x": (2, 1, 7, 5)}, {"kernel_size": (3, 2), "stride": (2, 1)}),
     ),
           torch=formulas.avg_pool2d, batching=copies.per_sample, placement=Placement("layer", {"cnn": 2}, place.place_pool("avg_pool2d"), place.spatial)),
@@ -117,8 +118,11 @@ _OPS = [
                 settings=({}, {"approximate": "tanh"}), draws={"approximate": ["none", "tanh"]}),
     _activation("sigmoid", 2),
     _activation("tanh", 0),
-    _activation("softplus", 6, {"beta": 1.0, "threshold": 20.0}, settings=({}, {"beta": 2.0}),
-                draws={"beta": [1.0, 2.0]}),
+    # past beta x > threshold softplus is x itself: a kink there (its slope jumps from
+    # sigmoid(threshold) to 1), reached when a small threshold is drawn
+    _activation("softplus", 6, {"beta": 1.0, "threshold": 20.0}, kinks=True,
+                settings=({}, {"beta": 2.0}, {"threshold": 1.0}), draws={"beta": [1.0, 2.0], "threshold": [20.0, 1.0]},
+                **_at(lambda beta=1.0, threshold=20.0, **_: (threshold / beta,))),
     _activation("silu", 7),
     _activation("hardtanh", 8, {"min_val": -1.0, "max_val": 1.0}, kinks=True,
                 settings=({}, {"min_val": -0.5, "max_val": 0.25}), draws={"max_val": [1.0, 0.5]},
@@ -219,8 +223,10 @@ _OPS = [
         _S({"x": (2, 3, 6)}), _S({"x": (1, 2, 9)}, {"kernel_size": 3, "stride": 2, "padding": 1}),
     ),
           torch=formulas.max_pool1d, batching=copies.per_sample, placement=Placement("layer", {"sequence": 4}, place.place_pool("max_pool1d", 1))),
-    OpDef("avg_pool1d", (X,), shapes.pool1d("avg_pool1d"), {"kernel_size": 2, "stride": None, "padding": 0}, samples=(
+    OpDef("avg_pool1d", (X,), shapes.pool1d("avg_pool1d"),
+          {"kernel_size": 2, "stride": None, "padding": 0, "count_include_pad": True}, samples=(
         _S({"x": (2, 3, 6)}), _S({"x": (1, 2, 9)}, {"kernel_size": 3, "stride": 2, "padding": 1}),
+        _S({"x": (1, 2, 7)}, {"kernel_size": 3, "padding": 1, "count_include_pad": False}),
     ),
           torch=formulas.avg_pool1d, batching=copies.per_sample, placement=Placement("layer", {"sequence": 5}, place.place_pool("avg_pool1d", 1))),
     OpDef("adaptive_avg_pool1d", (X,), shapes.adaptive_pool("adaptive_avg_pool1d", 1), {"output_size": 1}, samples=(
@@ -403,6 +409,138 @@ _OPS = [
         _S({"x": (3, 5), "target": (3, 5)}, {"reduction": "sum"}, init={"target": _LABELS}),
     ), doc="the mean over classes of binary cross-entropy with logits, 0/1 targets",
           torch=formulas.multilabel_soft_margin, batching=copies.loss, placement=Placement("head", _everywhere(14), place.head_with("multilabel_soft_margin", ("y", "const", _LABELS)), place.classes)),
+    # ---------------------------------------------------------------- the wider catalogue
+    *(OpDef(f"conv_transpose{nd}d", (X, W, B_OPT), shapes.conv_transpose(nd),
+            {"stride": 1, "padding": 0, "output_padding": 0, "groups": 1, "dilation": 1}, samples=samples,
+            doc="the VJP of a convolution as a layer: weight (in_channels, out_channels / groups, *kernel)",
+            torch=getattr(formulas, f"conv_transpose{nd}d"), batching=copies.per_sample,
+            placement=Placement("layer", families, place.place_conv_transpose(nd), place.rank_is(nd + 2)))
+      for nd, families, samples in (
+          (1, {"sequence": 7, "cnn": 7}, (
+              _S({"x": (2, 3, 5), "weight": (3, 2, 3), "bias": (2,)}),
+              _S({"x": (1, 4, 4), "weight": (4, 1, 2)}, {"stride": 2, "padding": 1, "output_padding": 1, "groups": 2}),
+              _S({"x": (2, 2, 3), "weight": (2, 3, 2), "bias": (3,)}, {"dilation": 2, "output_padding": 1}))),
+          (2, {"cnn": 8}, (
+              _S({"x": (2, 3, 3, 4), "weight": (3, 2, 3, 3), "bias": (2,)}),
+              _S({"x": (1, 4, 3, 3), "weight": (4, 1, 2, 2)}, {"stride": 2, "padding": 1, "output_padding": 1, "groups": 2}),
+              _S({"x": (1, 2, 3, 2), "weight": (2, 2, 2, 3), "bias": (2,)},
+                 {"stride": (2, 1), "dilation": (1, 2), "output_padding": (1, 0)}))))),
+    OpDef("unfold", (X,), shapes.unfold, {"kernel_size": 2, "dilation": 1, "padding": 0, "stride": 1},
+          family="structure", samples=(
+        _S({"x": (2, 3, 4, 4)}), _S({"x": (1, 2, 5, 4)}, {"kernel_size": (2, 3), "stride": 2, "padding": 1}),
+        _S({"x": (1, 2, 5, 5)}, {"kernel_size": 2, "dilation": 2}),
+    ), doc="im2col: (N, C, H, W) -> (N, C kh kw, L), the blocks a convolution reads",
+          torch=formulas.unfold, batching=copies.per_sample, placement=Placement("reshape", {"cnn": 8}, place.place_unfold, place.rank_is(4))),
+    OpDef("fold", (X,), shapes.fold, {"output_size": (3, 3), "kernel_size": 2, "dilation": 1, "padding": 0, "stride": 1},
+          family="structure", samples=(
+        _S({"x": (2, 12, 4)}), _S({"x": (1, 8, 10)}, {"output_size": (4, 3), "kernel_size": 2, "stride": (1, 2), "padding": 1}),
+    ), doc="col2im, the adjoint of unfold: overlapping blocks add",
+          torch=formulas.fold, batching=copies.per_sample, placement=Placement("reshape", {"cnn": 9}, place.place_fold, place.rank_is(4))),
+    OpDef("interpolate", (X,), shapes.interpolate, {"size": None, "scale_factor": None, "mode": "nearest",
+                                                    "align_corners": None}, family="structure", samples=(
+        _S({"x": (2, 3, 4)}, {"scale_factor": 2.0}), _S({"x": (1, 2, 5)}, {"size": 7, "mode": "linear", "align_corners": False}),
+        _S({"x": (1, 2, 3, 4)}, {"size": (5, 7), "mode": "bilinear", "align_corners": True}),
+        _S({"x": (2, 1, 3, 3)}, {"scale_factor": 1.5, "mode": "bicubic", "align_corners": False}),
+        _S({"x": (1, 2, 4, 3)}, {"size": (3, 5), "mode": "nearest-exact"}),
+    ), doc="nearest, nearest-exact, linear, bilinear and bicubic resizing; linear in x (one matrix an axis)",
+          torch=formulas.interpolate, batching=copies.per_sample, placement=Placement("reshape", {"cnn": 10, "sequence": 8}, place.place_interpolate, place.rank_at_least(3))),
+    *(OpDef(name, (X,), shapes.channel_shuffle(name), {"groups": 2}, family="structure", samples=(
+        _S({"x": (2, 6, 3)}), _S({"x": (1, 6, 2, 2)}, {"groups": 3}),
+    ), doc="channels (groups, C / groups) transposed to (C / groups, groups)",
+          torch=getattr(formulas, name), batching=copies.per_sample, placement=Placement("reshape", {"cnn": rank}, place.place_channel_shuffle(name), place.rank_at_least(3)))
+      for name, rank in (("channel_shuffle", 11),)),
+    OpDef("bilinear", (TensorArg("x1"), TensorArg("x2"), W, B_OPT), shapes.bilinear, samples=(
+        _S({"x1": (4, 3), "x2": (4, 2), "weight": (5, 3, 2), "bias": (5,)}),
+        _S({"x1": (2, 3, 2), "x2": (2, 3, 4), "weight": (3, 2, 4)}),
+    ), doc="y = x1^T W x2 + b per output feature",
+          torch=formulas.bilinear, placement=Placement("layer", {"mlp": 6, "sequence": 9}, place.place_bilinear)),
+    OpDef("embedding_bag", (TensorArg("ids", CONST, dtype="int"), TensorArg("table", PARAM),
+                            TensorArg("per_sample_weights", optional=True)), shapes.embedding_bag,
+          {"offsets": None, "mode": "mean"}, kinks=True, branch=kink_rules.embedding_bag_branch,
+          margin=kink_rules.embedding_bag_margin, samples=(
+        _S({"ids": (3, 4), "table": (5, 2)}, init={"ids": {"kind": "randint", "high": 5}}),
+        _S({"ids": (7,), "table": (4, 3), "per_sample_weights": (7,)}, {"offsets": (0, 2, 2, 5), "mode": "sum"},
+           init={"ids": {"kind": "randint", "high": 4}}),
+        _S({"ids": (2, 3), "table": (6, 3)}, {"mode": "max"}, init={"ids": {"kind": "randint", "high": 6}}),
+    ), doc="a bag of table rows pooled by sum, mean or max: rows of 2-d ids, or 1-d ids cut at offsets",
+          torch=formulas.embedding_bag, placement=Placement("branch", {"mlp": 7}, place.place_embedding_bag, place.rank_is(2))),
+    OpDef("pdist", (X,), shapes.pdist, {"p": 2.0}, family="structure", kinks=True, branch=kink_rules.pdist_branch,
+          margin=kink_rules.pdist_margin, complex_step=False, samples=(_S({"x": (4, 3)}), _S({"x": (2, 5)})),
+          doc="||x_i - x_j||_2 for the rows i < j",
+          torch=formulas.pdist, placement=Placement("reshape", {"mlp": 8}, place.place_pdist, place.rank_is(2))),
+    *(OpDef(f"adaptive_max_pool{nd}d", (X,), shapes.adaptive_pool(f"adaptive_max_pool{nd}d", nd), {"output_size": 1},
+            kinks=True, branch=kink_rules.adaptive_max_branch, margin=kink_rules.adaptive_max_margin, samples=samples,
+            torch=getattr(formulas, f"adaptive_max_pool{nd}d"), batching=copies.per_sample,
+            placement=Placement("layer", families, place.place_adaptive_pool(f"adaptive_max_pool{nd}d", nd) if nd < 3 else place.place_volume("adaptive_max_pool3d"), place.rank_at_least(4) if nd == 3 else (lambda shape: True)))
+      for nd, families, samples in (
+          (1, {"sequence": 10}, (_S({"x": (2, 3, 7)}, {"output_size": 3}), _S({"x": (1, 2, 5)}))),
+          (2, {"cnn": 13}, (_S({"x": (2, 3, 5, 7)}, {"output_size": (2, 3)}), _S({"x": (1, 2, 4, 4)}, {"output_size": 2}))),
+          (3, {"cnn": 17}, (_S({"x": (1, 2, 3, 5, 4)}, {"output_size": (2, 3, 2)}), _S({"x": (2, 1, 2, 3, 3)}))))),
+    OpDef("adaptive_avg_pool3d", (X,), shapes.adaptive_pool("adaptive_avg_pool3d", 3), {"output_size": 1}, samples=(
+        _S({"x": (1, 2, 3, 5, 4)}, {"output_size": (2, 3, 2)}), _S({"x": (2, 1, 4, 2, 3)}, {"output_size": 2}),
+    ),
+          torch=formulas.adaptive_avg_pool3d, batching=copies.per_sample, placement=Placement("layer", {"cnn": 16}, place.place_volume("adaptive_avg_pool3d"), place.rank_at_least(4))),
+    *(OpDef(f"lp_pool{nd}d", (X,), shapes.lp_pool(f"lp_pool{nd}d", nd), {"norm_type": 2.0, "kernel_size": 2, "stride": None},
+            kinks=True, branch=kink_rules.lp_pool_branch, margin=kink_rules.lp_pool_margin, complex_step=False,
+            samples=samples, doc="(sum of x^p over each window)^(1/p), p = 1 or 2",
+            torch=getattr(formulas, f"lp_pool{nd}d"), batching=copies.per_sample,
+            placement=Placement("layer", families, place.place_lp_pool(nd)))
+      for nd, families, samples in (
+          (1, {"sequence": 11}, (_S({"x": (2, 3, 6)}), _S({"x": (1, 2, 7)}, {"norm_type": 1.0, "kernel_size": 3, "stride": 2}))),
+          (2, {"cnn": 14}, (_S({"x": (2, 2, 4, 4)}), _S({"x": (1, 3, 5, 4)}, {"norm_type": 1.0, "kernel_size": (3, 2), "stride": 1}))))),
+    OpDef("avg_pool3d", (X,), shapes.pool3d, {"kernel_size": 2, "stride": None, "padding": 0, "count_include_pad": True},
+          samples=(
+        _S({"x": (2, 2, 4, 4, 4)}), _S({"x": (1, 2, 3, 4, 5)}, {"kernel_size": (1, 2, 3), "stride": 1}),
+        _S({"x": (1, 1, 3, 4, 4)}, {"kernel_size": 2, "padding": 1, "count_include_pad": False}),
+    ),
+          torch=formulas.avg_pool3d, batching=copies.per_sample, placement=Placement("layer", {"cnn": 15}, place.place_volume("avg_pool3d"), place.rank_at_least(4))),
+    OpDef("local_response_norm", (X,), shapes.local_response_norm, {"size": 2, "alpha": 1e-4, "beta": 0.75, "k": 1.0},
+          family="normalization", samples=(
+        _S({"x": (2, 5, 3)}, {"size": 3}), _S({"x": (1, 4, 2, 3)}, {"size": 2, "alpha": 1.0, "k": 2.0}),
+        _S({"x": (2, 3, 4)}, {"size": 5, "alpha": 0.5, "beta": 1.5}),
+    ), doc="x / (k + alpha / size * sum of x^2 over a window of channels)^beta",
+          torch=formulas.local_response_norm, batching=copies.per_sample, placement=Placement("normalization", {"cnn": 4, "sequence": 7}, place.place_local_response_norm, place.rank_at_least(3))),
+    OpDef("binary_cross_entropy", (TensorArg("p"), TensorArg("target", CONST)), shapes.pairwise_loss("binary_cross_entropy"),
+          {"reduction": "mean"}, family="loss", complex_step=False, kinks=True, branch=kink_rules.bce_branch,
+          margin=kink_rules.bce_margin, samples=(
+        _S({"p": (4, 3), "target": (4, 3)}, init={"p": {"kind": "uniform", "low": 0.05, "high": 0.95},
+                                                   "target": {"kind": "uniform", "low": 0.0, "high": 1.0}}),
+        _S({"p": (6,), "target": (6,)}, {"reduction": "sum"}, init={"p": {"kind": "uniform", "low": 0.05, "high": 0.95},
+                                                                    "target": _LABELS}),
+    ), doc="-(t log p + (1 - t) log(1 - p)) of probabilities p (graphs put a sigmoid first)",
+          torch=formulas.binary_cross_entropy, batching=copies.loss, placement=Placement("head", _everywhere(15), place.head_bce)),
+    OpDef("cosine_embedding", (TensorArg("x1"), TensorArg("x2"), TensorArg("target", CONST)), shapes.cosine_embedding,
+          {"margin": 0.0, "reduction": "mean"}, family="loss", kinks=True, complex_step=False,
+          branch=kink_rules.cosine_embedding_branch, margin=kink_rules.cosine_embedding_margin, samples=(
+        _S({"x1": (4, 3), "x2": (4, 3), "target": (4,)}, init={"target": _SIGNS}),
+        _S({"x1": (5, 2), "x2": (5, 2), "target": (5,)}, {"margin": 0.3, "reduction": "sum"}, init={"target": _SIGNS}),
+    ), doc="1 - cos(x1, x2) where target is 1, max(0, cos - margin) where it is -1",
+          torch=formulas.cosine_embedding, placement=Placement("head", _everywhere(16), place.head_cosine_embedding)),
+    *(OpDef(name, (TensorArg("anchor"), TensorArg("positive"), TensorArg("negative")), shapes.triplet(name), hyper,
+            family="loss", kinks=True, complex_step=False, branch=kink_rules.triplet_branch,
+            margin=kink_rules.triplet_margin_rule, samples=(
+        _S({"anchor": (4, 3), "positive": (4, 3), "negative": (4, 3)}),
+        _S({"anchor": (3, 5), "positive": (3, 5), "negative": (3, 5)}, {"margin": 2.0, "swap": True, "reduction": "sum"}),
+    ), doc=doc, torch=getattr(formulas, name), placement=Placement("head", _everywhere(rank), place.head_triplet(name)))
+      for name, rank, hyper, doc in (
+          ("triplet_margin", 17, {"margin": 1.0, "p": 2.0, "eps": 1e-6, "swap": False, "reduction": "mean"},
+           "max(0, margin + d(a, p) - d(a, n)), d pairwise_distance; swap: d(a, n) -> min(d(a, n), d(p, n))"),
+          ("triplet_margin_with_distance", 18, {"margin": 1.0, "swap": False, "reduction": "mean"},
+           "triplet_margin through triplet_margin_with_distance_loss's default distance"))),
+    OpDef("multi_margin", (X, TensorArg("target", CONST, dtype="int")), shapes.multi_margin,
+          {"p": 1, "margin": 1.0, "reduction": "mean"}, family="loss", kinks=True, complex_step=False,
+          branch=kink_rules.multi_margin_branch, margin=kink_rules.multi_margin_margin, samples=(
+        _S({"x": (4, 3), "target": (4,)}, init={"target": {"kind": "randint", "high": 3}}),
+        _S({"x": (3, 5), "target": (3,)}, {"p": 2, "margin": 0.5, "reduction": "sum"}, init={"target": {"kind": "randint", "high": 5}}),
+    ), doc="the multi-class hinge: sum over i != y of max(0, margin - x[y] + x[i])^p / C",
+          torch=formulas.multi_margin, placement=Placement("head", _everywhere(19), place.head_multi_margin, place.classes)),
+    OpDef("multilabel_margin", (X, TensorArg("target", CONST, dtype="int")), shapes.multilabel("multilabel_margin"),
+          {"reduction": "mean"}, family="loss", kinks=True, complex_step=False,
+          branch=kink_rules.multilabel_margin_branch, margin=kink_rules.multilabel_margin_margin, samples=(
+        _S({"x": (4, 3), "target": (4, 3)}, init={"target": {"kind": "label_lists"}}),
+        _S({"x": (3, 5), "target": (3, 5)}, {"reduction": "sum"}, init={"target": {"kind": "label_lists"}}),
+    ), doc="sum over targets j and non-targets i of max(0, 1 - (x[j] - x[i])) / C; a row's targets end at -1",
+          torch=formulas.multilabel_margin, placement=Placement("head", _everywhere(20), place.head_multilabel_margin, place.classes)),
     OpDef("weighted_sum", (X, TensorArg("weight", CONST)), shapes.weighted_sum, family="loss",
           samples=(_S({"x": (3, 4), "weight": (3, 4)}),),
           doc="sum(x * weight) with a fixed weight: the probe head of single-op graphs",

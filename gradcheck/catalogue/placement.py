@@ -29,7 +29,10 @@ __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place
            "place_instance_norm", "place_normalize", "place_pair_reduce", "place_pixel_shuffle",
            "place_pixel_unshuffle", "place_pad", "place_adaptive_pool", "place_concat", "place_attention", "place_embedding",
            "place_declared", "head_probe", "head_targets", "head_with", "head_classes", "head_kl_div", "head_declared", "classes", "rank_at_least", "rank_is", "spatial",
-           "reshapable", "per_channel"]
+           "reshapable", "per_channel", "place_conv_transpose", "place_unfold", "place_fold", "place_interpolate",
+           "place_channel_shuffle", "place_bilinear", "place_embedding_bag", "place_pdist", "place_lp_pool",
+           "place_volume", "place_local_response_norm", "head_bce", "head_cosine_embedding", "head_triplet",
+           "head_multi_margin", "head_multilabel_margin"]
 
 
 class NotHere(Exception):
@@ -136,6 +139,8 @@ def place_pool(op, nd=2):
         padding = ctx.draw(st.integers(0, k // 2))
         if padding:
             hyper["padding"] = padding
+            if op.startswith("avg") and ctx.draw(st.booleans()):
+                hyper["count_include_pad"] = False  # the padding left out of each window's divisor
         return ctx.apply(op, x, **hyper)
 
     return place
@@ -601,3 +606,264 @@ def head_declared(loss):
         _finish(ctx, loss, args, hyper)
 
     return place
+
+
+# ---------------------------------------------------------------- the wider catalogue
+
+
+def place_conv_transpose(nd):
+    """An upsampling convolution: stride, padding, output_padding (below the
+    stride or dilation), dilation and groups drawn."""
+
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        if len(shape) != nd + 2:
+            raise NotHere
+        in_ch = shape[1]
+        k = ctx.draw(st.integers(1, 3))
+        stride = ctx.draw(st.integers(1, 2))
+        dilation = ctx.draw(st.integers(1, 2))
+        padding = ctx.draw(st.integers(0, (dilation * (k - 1)) // 2))
+        output_padding = ctx.draw(st.integers(0, max(stride, dilation) - 1))
+        groups = ctx.draw(st.sampled_from([g for g in range(1, in_ch + 1) if in_ch % g == 0]))
+        out_per_group = ctx.draw(st.integers(1, max(1, ctx.max_dim // groups)))
+        hyper = {key: v for key, v, default in (("stride", stride, 1), ("padding", padding, 0),
+                                                 ("output_padding", output_padding, 0), ("groups", groups, 1),
+                                                 ("dilation", dilation, 1)) if v != default}
+        w = ctx.param((in_ch, out_per_group) + (k,) * nd)
+        op = f"conv_transpose{nd}d"
+        if ctx.draw(st.booleans()):
+            return ctx.apply(op, x, w, **hyper)
+        return ctx.apply(op, x, w, ctx.param((out_per_group * groups,)), **hyper)
+
+    return place
+
+
+def place_unfold(ctx, x):
+    """im2col: the (N, C kh kw, L) blocks of an image (then a linear over blocks
+    is a convolution written by hand)."""
+    shape = ctx.shapes[x]
+    if len(shape) != 4:
+        raise NotHere
+    k = ctx.draw(st.integers(1, min(2, *shape[2:])))
+    hyper = {"kernel_size": k}
+    if ctx.draw(st.booleans()):
+        hyper["stride"] = 2
+    if ctx.draw(st.booleans()):
+        hyper["padding"] = 1
+    return ctx.apply("unfold", x, **hyper)
+
+
+def place_fold(ctx, x):
+    """col2im: (N, C, H, W) unfolded by a 2 x 2 window of stride 1, then folded
+    back; overlapping blocks add (unfold then fold is not the identity)."""
+    shape = ctx.shapes[x]
+    if len(shape) != 4 or min(shape[2:]) < 2:
+        raise NotHere
+    stride = ctx.draw(st.sampled_from([1, 2]))
+    h, w = shape[2:]
+    if stride == 2 and (h % 2 or w % 2):
+        stride = 1
+    cols = ctx.apply("unfold", x, kernel_size=2, stride=stride)
+    return ctx.apply("fold", cols, output_size=(h, w), kernel_size=2, **({"stride": 2} if stride == 2 else {}))
+
+
+def place_interpolate(ctx, x):
+    """Upsampling (or resizing) of (N, C, L) or (N, C, H, W): a mode for the rank,
+    align_corners for the linear and cubic ones, a scale factor or a size."""
+    shape = ctx.shapes[x]
+    if len(shape) not in (3, 4):
+        raise NotHere
+    modes = ["nearest", "nearest-exact", "linear"] if len(shape) == 3 else ["nearest", "nearest-exact", "bilinear",
+                                                                             "bicubic"]
+    mode = ctx.draw(st.sampled_from(modes))
+    hyper = {"mode": mode} if mode != "nearest" else {}
+    if mode not in ("nearest", "nearest-exact") and ctx.draw(st.booleans()):
+        hyper["align_corners"] = True
+    elif mode not in ("nearest", "nearest-exact"):
+        hyper["align_corners"] = False
+    if ctx.draw(st.booleans()):
+        hyper["scale_factor"] = ctx.draw(st.sampled_from([2.0, 1.5]))
+    else:
+        sizes = tuple(ctx.draw(st.integers(1, 2 * s)) for s in shape[2:])
+        hyper["size"] = sizes[0] if len(sizes) == 1 else sizes
+    return ctx.apply("interpolate", x, **hyper)
+
+
+def place_channel_shuffle(op):
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        if len(shape) < 3 or shape[1] < 2:
+            raise NotHere
+        groups = ctx.draw(st.sampled_from([g for g in range(2, shape[1] + 1) if shape[1] % g == 0]))
+        return ctx.apply(op, x, groups=groups)
+
+    return place
+
+
+def place_bilinear(ctx, x):
+    """x against an earlier activation with the same batch dims (or a transform of x)."""
+    shape = ctx.shapes[x]
+    other = _partner(ctx, x, lambda s: len(s) == len(shape) and s[:-1] == shape[:-1])
+    if other == x:
+        other = ctx.apply(ctx.draw(st.sampled_from(["tanh", "sigmoid"])), x)
+    out = ctx.dim()
+    w = ctx.param((out, shape[-1], ctx.shapes[other][-1]))
+    if ctx.draw(st.booleans()):
+        return ctx.apply("bilinear", x, other, w)
+    return ctx.apply("bilinear", x, other, w, ctx.param((out,)))
+
+
+def place_embedding_bag(ctx, x):
+    """A bag of ids per sample pooled (sum, mean or max) from a table, added to x
+    (N, D): a feature the model learns from ids.  Ids repeat within a bag; with
+    1-d ids the bags are cut at drawn offsets (an empty bag possible)."""
+    shape = ctx.shapes[x]
+    if len(shape) != 2:
+        raise NotHere
+    n, d = shape
+    vocab = ctx.draw(st.integers(2, 6))
+    mode = ctx.draw(st.sampled_from(["mean", "sum", "max"]))
+    hyper = {} if mode == "mean" else {"mode": mode}
+    init = {"kind": "randint", "high": vocab}
+    if ctx.draw(st.booleans()):
+        ids = ctx.leaf("ids", (n, ctx.draw(st.integers(1, 4))), "const", "int", init)
+    else:
+        total = ctx.draw(st.integers(1, 3 * n))
+        cuts = sorted(ctx.draw(st.lists(st.integers(0, total), min_size=n - 1, max_size=n - 1)))
+        hyper["offsets"] = tuple([0] + cuts)
+        ids = ctx.leaf("ids", (total,), "const", "int", init)
+    args = [ids, ctx.param((vocab, d))]
+    if mode == "sum" and ctx.draw(st.booleans()):
+        args.append(ctx.leaf("w", ctx.shapes[ids], "input"))
+    bag = ctx.apply("embedding_bag", *args, **hyper)
+    return ctx.apply("add", x, bag)
+
+
+def place_pdist(ctx, x):
+    """The distances between the rows of a (N, D) activation."""
+    shape = ctx.shapes[x]
+    if len(shape) != 2 or shape[0] < 2:
+        raise NotHere
+    return ctx.apply("pdist", x)
+
+
+def place_lp_pool(nd):
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        if len(shape) != nd + 2 or min(shape[2:]) < 2:
+            raise NotHere
+        k = ctx.draw(st.integers(2, min(3, *shape[2:])))
+        hyper = {"kernel_size": k}
+        if ctx.draw(st.booleans()):
+            hyper["norm_type"] = 1.0
+        stride = ctx.draw(st.integers(1, k))
+        if stride != k:
+            hyper["stride"] = stride
+        return ctx.apply(f"lp_pool{nd}d", x, **hyper)
+
+    return place
+
+
+def place_volume(op):
+    """A pool over volumes: (N, C, H, W) seen as (N, 1, C, H, W), channels the depth."""
+
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        if len(shape) == 4:
+            x = ctx.apply("reshape", x, shape=(shape[0], 1) + tuple(shape[1:]))
+            shape = ctx.shapes[x]
+        if len(shape) != 5:
+            raise NotHere
+        if op != "avg_pool3d":  # adaptive: an output size per axis, windows overlapping unless sizes divide
+            return ctx.apply(op, x, output_size=tuple(ctx.draw(st.integers(1, s)) for s in shape[2:]))
+        k = tuple(ctx.draw(st.integers(1, min(2, s))) for s in shape[2:])
+        hyper = {"kernel_size": k}
+        if ctx.draw(st.booleans()):
+            hyper["stride"] = 1
+        if all(kk == 2 for kk in k) and ctx.draw(st.booleans()):
+            hyper["padding"] = 1
+            if ctx.draw(st.booleans()):
+                hyper["count_include_pad"] = False
+        return ctx.apply("avg_pool3d", x, **hyper)
+
+    return place
+
+
+def place_local_response_norm(ctx, x):
+    shape = ctx.shapes[x]
+    if len(shape) < 3:
+        raise NotHere
+    size = ctx.draw(st.integers(1, max(1, min(5, shape[1]))))
+    hyper = {"size": size}
+    if ctx.draw(st.booleans()):  # a strong normalisation, so its gradient matters
+        hyper.update(alpha=1.0, beta=0.75, k=2.0)
+    return ctx.apply("local_response_norm", x, **hyper)
+
+
+def head_bce(ctx, x):
+    """binary_cross_entropy of probabilities sigmoid(tanh(x)) against targets in
+    [0, 1].  The tanh keeps p within [0.27, 0.73]: for p within 1e-4 of 0 or 1
+    the rounding of p is amplified 1 / (1 - p) times in log(1 - p), and float64
+    differences can no longer judge the loss (that saturation is why
+    bce_with_logits exists)."""
+    p = ctx.apply("sigmoid", ctx.apply("tanh", x))
+    t = ctx.leaf("t", ctx.shapes[p], "const", init={"kind": "uniform", "low": 0.0, "high": 1.0})
+    _finish(ctx, "binary_cross_entropy", (p, t), {} if ctx.draw(st.booleans()) else {"reduction": "sum"})
+
+
+def _rows(ctx, x):
+    """x as (N, D): flattened when it has more dims."""
+    shape = ctx.shapes[x]
+    if len(shape) == 1:
+        raise NotHere
+    return x if len(shape) == 2 else ctx.apply("flatten", x)
+
+
+def head_cosine_embedding(ctx, x):
+    x = _rows(ctx, x)
+    shape = ctx.shapes[x]
+    other = ctx.leaf("x2", shape, "input")
+    y = ctx.leaf("y", (shape[0],), "const", init={"kind": "sign"})
+    hyper = {}
+    if ctx.draw(st.booleans()):
+        hyper["margin"] = 0.3
+    if ctx.draw(st.booleans()):
+        hyper["reduction"] = "sum"
+    _finish(ctx, "cosine_embedding", (x, other, y), hyper)
+
+
+def head_triplet(loss):
+    def place(ctx, x):
+        x = _rows(ctx, x)
+        shape = ctx.shapes[x]
+        positive, negative = ctx.leaf("pos", shape, "input"), ctx.leaf("neg", shape, "input")
+        hyper = {}
+        if ctx.draw(st.booleans()):
+            hyper["swap"] = True
+        if ctx.draw(st.booleans()):
+            hyper["margin"] = 2.0
+        if ctx.draw(st.booleans()):
+            hyper["reduction"] = "sum"
+        _finish(ctx, loss, (x, positive, negative), hyper)
+
+    return place
+
+
+def head_multi_margin(ctx, x):
+    shape = ctx.shapes[x]
+    hyper = {}
+    if ctx.draw(st.booleans()):
+        hyper["p"] = 2
+    if ctx.draw(st.booleans()):
+        hyper["margin"] = 0.5
+    if ctx.draw(st.booleans()):
+        hyper["reduction"] = "sum"
+    y = ctx.leaf("y", (shape[0],), "const", "int", {"kind": "randint", "high": shape[1]})
+    _finish(ctx, "multi_margin", (x, y), hyper)
+
+
+def head_multilabel_margin(ctx, x):
+    shape = ctx.shapes[x]
+    y = ctx.leaf("y", shape, "const", "int", {"kind": "label_lists"})
+    _finish(ctx, "multilabel_margin", (x, y), {} if ctx.draw(st.booleans()) else {"reduction": "sum"})

@@ -66,7 +66,7 @@ def conv(nd):
 
 
 def pool(name):
-    def rule(x, kernel_size=2, stride=None, padding=0):
+    def rule(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
         _need(len(x) == 4, f"{name}: x must be (N, C, H, W), got {x}")
         ks, ss, ps = pair(kernel_size), pair(kernel_size if stride is None else stride), pair(padding)
         out = []
@@ -192,7 +192,7 @@ def pad(x, pad=(1, 1), mode="constant", value=0.0):
 
 
 def pool1d(name):
-    def rule(x, kernel_size=2, stride=None, padding=0):
+    def rule(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
         _need(len(x) == 3, f"{name}: x must be (N, C, L), got {x}")
         s = kernel_size if stride is None else stride
         _need(kernel_size >= 1 and s >= 1 and 0 <= padding <= kernel_size // 2,
@@ -206,8 +206,8 @@ def pool1d(name):
 
 def adaptive_pool(name, nd):
     def rule(x, output_size=1):
-        _need(len(x) == nd + 2, f"{name}: x must be (N, C, {'L' if nd == 1 else 'H, W'}), got {x}")
-        out = (output_size,) if nd == 1 else pair(output_size)
+        _need(len(x) == nd + 2, f"{name}: x must be (N, C, {('L', 'H, W', 'D, H, W')[nd - 1]}), got {x}")
+        out = (output_size,) * nd if isinstance(output_size, int) else tuple(output_size)
         _need(all(o >= 1 for o in out), f"{name}: output_size must be >= 1")
         return (x[0], x[1], *out)
 
@@ -322,4 +322,158 @@ def cross_entropy(logits, target, reduction="mean", ignore_index=-100, label_smo
 
 def weighted_sum(x, weight):
     _need(tuple(x) == tuple(weight), f"weighted_sum: weight {weight} must match x {x}")
+    return ()
+
+
+def _n(v, nd):
+    return (v,) * nd if isinstance(v, int) else tuple(v)
+
+
+def conv_transpose(nd):
+    def rule(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+        name = f"conv_transpose{nd}d"
+        _need(len(x) == nd + 2 and len(weight) == nd + 2, f"{name}: x and weight need {nd + 2} dims, got {x}, {weight}")
+        _need(groups >= 1 and x[1] % groups == 0, f"{name}: groups={groups} must divide in_channels={x[1]}")
+        _need(weight[0] == x[1], f"{name}: weight {weight} must be (in_channels={x[1]}, out_channels / groups, *kernel)")
+        _need(bias is None or tuple(bias) == (weight[1] * groups,), f"{name}: bias {bias} must be ({weight[1] * groups},)")
+        out = []
+        for size, k, s, p, op, d in zip(x[2:], weight[2:], *(_n(v, nd) for v in (stride, padding, output_padding, dilation))):
+            _need(s >= 1 and p >= 0 and d >= 1 and op >= 0, f"{name}: need stride, dilation >= 1, padding, output_padding >= 0")
+            _need(op < max(s, d), f"{name}: output_padding {op} must be smaller than stride {s} or dilation {d}")
+            o = (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+            _need(o >= 1, f"{name}: padding {p} leaves no output for input {size}")
+            out.append(o)
+        return (x[0], weight[1] * groups, *out)
+
+    return rule
+
+
+def _im2col_out(name, size, kernel_size, dilation, padding, stride):
+    out = []
+    for s, k, d, p, st in zip(size, *(_n(v, 2) for v in (kernel_size, dilation, padding, stride))):
+        o = _out(s, k, st, p, d)
+        _need(k >= 1 and d >= 1 and st >= 1 and p >= 0 and o >= 1, f"{name}: kernel {k} (dilation {d}) does not fit {s} with padding {p}")
+        out.append(o)
+    return out
+
+
+def unfold(x, kernel_size, dilation=1, padding=0, stride=1):
+    _need(len(x) == 4, f"unfold: x must be (N, C, H, W), got {x}")
+    oh, ow = _im2col_out("unfold", x[2:], kernel_size, dilation, padding, stride)
+    return (x[0], x[1] * math.prod(_n(kernel_size, 2)), oh * ow)
+
+
+def fold(x, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    taps = math.prod(_n(kernel_size, 2))
+    _need(len(x) == 3 and x[1] % taps == 0, f"fold: x must be (N, C * {taps}, L), got {x}")
+    oh, ow = _im2col_out("fold", _n(output_size, 2), kernel_size, dilation, padding, stride)
+    _need(x[2] == oh * ow, f"fold: x has {x[2]} blocks, output_size {output_size} with this kernel gives {oh * ow}")
+    return (x[0], x[1] // taps, *_n(output_size, 2))
+
+
+_MODES = {3: ("nearest", "nearest-exact", "linear"), 4: ("nearest", "nearest-exact", "bilinear", "bicubic")}
+
+
+def interpolate(x, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    _need(len(x) in _MODES, f"interpolate: x must be (N, C, L) or (N, C, H, W), got {x}")
+    _need(mode in _MODES[len(x)], f"interpolate: mode {mode!r} on a {len(x)}-d input; choose among {_MODES[len(x)]}")
+    _need((size is None) != (scale_factor is None), "interpolate: give exactly one of size and scale_factor")
+    _need(align_corners is None or mode in ("linear", "bilinear", "bicubic"),
+          f"interpolate: align_corners is for the linear and cubic modes, not {mode!r}")
+    nd = len(x) - 2
+    if size is not None:
+        out = _n(size, nd)
+    else:
+        factors = (scale_factor,) * nd if isinstance(scale_factor, (int, float)) else tuple(scale_factor)
+        out = tuple(int(math.floor(s * f)) for s, f in zip(x[2:], factors))
+    _need(len(out) == nd and all(o >= 1 for o in out), f"interpolate: output size {out} for input {x}")
+    return (x[0], x[1], *out)
+
+
+def channel_shuffle(name):
+    def rule(x, groups):
+        _need(len(x) >= 3 and groups >= 1 and x[1] % groups == 0, f"{name}: groups={groups} must divide the channels of {x} (N, C, *spatial)")
+        return tuple(x)
+
+    return rule
+
+
+def bilinear(x1, x2, weight, bias=None):
+    _need(len(x1) >= 1 and len(x2) == len(x1) and tuple(x1[:-1]) == tuple(x2[:-1]) and len(weight) == 3,
+          f"bilinear: x1 (..., in1), x2 (..., in2) with the same batch dims and weight (out, in1, in2), got {x1}, {x2}, {weight}")
+    _need((weight[1], weight[2]) == (x1[-1], x2[-1]), f"bilinear: weight {weight} does not match x1 {x1} and x2 {x2}")
+    _need(bias is None or tuple(bias) == (weight[0],), f"bilinear: bias {bias} must be ({weight[0]},)")
+    return tuple(x1[:-1]) + (weight[0],)
+
+
+def embedding_bag(ids, table, per_sample_weights=None, offsets=None, mode="mean"):
+    _need(len(table) == 2, f"embedding_bag: table must be (num_embeddings, dim), got {table}")
+    _need(mode in ("sum", "mean", "max"), f"embedding_bag: mode must be 'sum', 'mean' or 'max', got {mode!r}")
+    _need(per_sample_weights is None or (tuple(per_sample_weights) == tuple(ids) and mode == "sum"),
+          f"embedding_bag: per_sample_weights {per_sample_weights} must match ids {ids}, with mode 'sum'")
+    if len(ids) == 2:
+        _need(offsets is None, "embedding_bag: 2-d ids are one bag a row; offsets are for 1-d ids")
+        return (ids[0], table[1])
+    _need(len(ids) == 1 and offsets is not None and len(offsets) >= 1 and offsets[0] == 0 and
+          all(a <= b for a, b in zip(offsets, offsets[1:])) and offsets[-1] <= ids[0],
+          f"embedding_bag: 1-d ids need offsets starting at 0, nondecreasing, within {ids[0]}; got {offsets}")
+    return (len(offsets), table[1])
+
+
+def pdist(x, p=2.0):
+    _need(len(x) == 2 and x[0] >= 2, f"pdist: x must be (N, M) with N >= 2, got {x}")
+    _need(p == 2.0, f"pdist: p={p}; the catalogue checks p=2")
+    return (x[0] * (x[0] - 1) // 2,)
+
+
+def lp_pool(name, nd):
+    def rule(x, norm_type=2.0, kernel_size=2, stride=None):
+        _need(len(x) == nd + 2, f"{name}: x must have {nd + 2} dims, got {x}")
+        _need(norm_type in (1.0, 2.0), f"{name}: norm_type={norm_type}; the catalogue checks 1 and 2")
+        out = []
+        for size, k, s in zip(x[2:], _n(kernel_size, nd), _n(kernel_size if stride is None else stride, nd)):
+            o = _out(size, k, s, 0)
+            _need(k >= 1 and s >= 1 and o >= 1, f"{name}: kernel {k} does not fit {size}")
+            out.append(o)
+        return (x[0], x[1], *out)
+
+    return rule
+
+
+def pool3d(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
+    _need(len(x) == 5, f"avg_pool3d: x must be (N, C, D, H, W), got {x}")
+    out = []
+    for size, k, s, p in zip(x[2:], _n(kernel_size, 3), _n(kernel_size if stride is None else stride, 3), _n(padding, 3)):
+        _need(k >= 1 and s >= 1 and 0 <= p <= k // 2, "avg_pool3d: kernel, stride >= 1 and padding at most half the kernel")
+        o = _out(size, k, s, p)
+        _need(o >= 1, f"avg_pool3d: kernel {k} does not fit {size}")
+        out.append(o)
+    return (x[0], x[1], *out)
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    _need(len(x) >= 3 and size >= 1, f"local_response_norm: x must be (N, C, *spatial) and size >= 1, got {x}, size={size}")
+    return tuple(x)
+
+
+def triplet(name):
+    def rule(anchor, positive, negative, reduction="mean", **_):
+        _need(len(anchor) == 2 and tuple(anchor) == tuple(positive) == tuple(negative),
+              f"{name}: anchor, positive and negative must be the same (N, D), got {anchor}, {positive}, {negative}")
+        _need(reduction in ("mean", "sum"), f"{name}: reduction must be 'mean' or 'sum'")
+        return ()
+
+    return rule
+
+
+def cosine_embedding(x1, x2, target, margin=0.0, reduction="mean"):
+    _need(len(x1) == 2 and tuple(x1) == tuple(x2) and tuple(target) == (x1[0],),
+          f"cosine_embedding: x1, x2 (N, D) and target (N,), got {x1}, {x2}, {target}")
+    _need(reduction in ("mean", "sum"), "cosine_embedding: reduction must be 'mean' or 'sum'")
+    return ()
+
+
+def multi_margin(x, target, p=1, margin=1.0, reduction="mean"):
+    _need(len(x) == 2 and tuple(target) == (x[0],), f"multi_margin: x (N, C) and target (N,), got {x}, {target}")
+    _need(p in (1, 2) and reduction in ("mean", "sum"), "multi_margin: p must be 1 or 2, reduction 'mean' or 'sum'")
     return ()

@@ -67,12 +67,28 @@ def check_pair(case: Case, a, b, *, tolerance: Tolerance | None = None, outputs:
             what = str(e) if isinstance(e, WorkerFailure) else f"{type(e).__name__}: {e}"
             records = [error_record(case, a, b, f"{source.name} raised {what}", op=getattr(e, "op", "") or label,
                                     seconds=time.perf_counter() - t0)]
-            return opinions.out_of_range(case, records, tensors, case.dtype)
+            return opinions.out_of_range(case, records, tensors, case.dtype, _torch_formulas(a, b))
         results.append(run)
     records = compare(case.graph, results[0], results[1], seed=case.seed, tolerance=tolerance, outputs=outputs)
-    records = opinions.out_of_range(case, records, tensors, coarser_dtype(results[0].dtype, results[1].dtype))
+    records = opinions.out_of_range(case, records, tensors, coarser_dtype(results[0].dtype, results[1].dtype),
+                                    _torch_formulas(a, b))
     records = _second_opinions(case, records, tensors, a, b, results, tolerance, outputs, mine)
     return [replace(r, spec_a=a.spec, spec_b=b.spec) for r in records]
+
+
+def _torch_formulas(*sources) -> frozenset:
+    """The names of the sources running torch's own ops (no candidate's code), alone
+    or through finite differences: Note [Out of range]."""
+    from ..sources.torch_autograd import TorchSource
+
+    names = set()
+    for s in sources:
+        inner = s
+        while getattr(inner, "of", None) is not None:
+            inner = inner.of
+        if isinstance(inner, TorchSource) and candidate_of(s) is None:
+            names.add(s.name)
+    return frozenset(names)
 
 
 def _second_opinions(case, records, tensors, a, b, results, tolerance, outputs, mine):
