@@ -10,7 +10,7 @@ This package imports nothing from torch or gradcheck.
 
 from typing import Callable, NamedTuple
 
-from . import activations, executor, layers, losses, normalization, spatial, structure, tensor_math
+from . import activations, executor, layers, losses, normalization, recurrent, spatial, structure, tensor_math
 
 
 class Op(NamedTuple):
@@ -28,7 +28,7 @@ def _collect(*modules):
     return ops
 
 
-OPS = _collect(activations, layers, losses, normalization, spatial, structure, tensor_math)
+OPS = _collect(activations, layers, losses, normalization, recurrent, spatial, structure, tensor_math)
 
 
 def forward(steps, leaves, ops=None):

@@ -317,7 +317,7 @@ def cosine_embedding_backward(cache, g):
     return g1, g2, None
 
 
-def _distance(a, b, eps=1e-6):
+def distance(a, b, eps=1e-6):
     # torch's pairwise_distance: ||a - b + eps||_2 over the last axis
     d = a - b + eps
     return np.sqrt((d * d).sum(axis=-1)), d
@@ -325,9 +325,9 @@ def _distance(a, b, eps=1e-6):
 
 def triplet_margin_forward(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False, reduction="mean"):
     # max(0, margin + d(a, p) - d(a, n)); with swap, d(a, n) is min(d(a, n), d(p, n))
-    d_ap, v_ap = _distance(anchor, positive, eps)
-    d_an, v_an = _distance(anchor, negative, eps)
-    d_pn, v_pn = _distance(positive, negative, eps)
+    d_ap, v_ap = distance(anchor, positive, eps)
+    d_an, v_an = distance(anchor, negative, eps)
+    d_pn, v_pn = distance(positive, negative, eps)
     # the weight of d(p, n) in min(d(a, n), d(p, n)): 1 where it is smaller, and on a
     # tie torch's min splits the gradient, a half to each
     swapped = (np.where(np.real(d_pn) < np.real(d_an), 1.0, np.where(d_pn == d_an, 0.5, 0.0)) if swap
@@ -377,7 +377,7 @@ def multi_margin_backward(cache, g):
     return gx, None
 
 
-def _label_sets(target):
+def label_sets(target):
     """Each row's target classes: its entries up to the first -1."""
     out = []
     for row in target:
@@ -390,7 +390,7 @@ def multilabel_margin_forward(x, target, reduction="mean"):
     # sum over targets j and non-targets i of max(0, 1 - (x[j] - x[i])), over C
     n, c = x.shape
     is_target = np.zeros((n, c), dtype=bool)
-    for r, labels in enumerate(_label_sets(target)):
+    for r, labels in enumerate(label_sets(target)):
         is_target[r, labels] = True
     # pair (r, j, i): j a target, i not
     z = 1 - x[:, :, None] + x[:, None, :]

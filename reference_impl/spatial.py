@@ -234,7 +234,7 @@ def bilinear_backward(cache, g):
 # ---------------------------------------------------------------- embedding bags
 
 
-def _bags(ids, offsets):
+def bags(ids, offsets):
     """The ids of each bag: the rows of a 2-d ids, or 1-d ids cut at the offsets."""
     if ids.ndim == 2:
         return [np.arange(i * ids.shape[1], (i + 1) * ids.shape[1]) for i in range(ids.shape[0])]
@@ -248,7 +248,7 @@ def embedding_bag_forward(ids, table, per_sample_weights=None, offsets=None, mod
     if per_sample_weights is not None:
         rows = rows * per_sample_weights.reshape(-1)[:, None]
     out, winners = [], []
-    for positions in _bags(ids, offsets):
+    for positions in bags(ids, offsets):
         if len(positions) == 0:  # an empty bag is zeros
             out.append(np.zeros(table.shape[1], dtype=rows.dtype))
             winners.append(None)
@@ -259,7 +259,7 @@ def embedding_bag_forward(ids, table, per_sample_weights=None, offsets=None, mod
         else:
             out.append(rows[positions].sum(axis=0) / (len(positions) if mode == "mean" else 1))
             winners.append(None)
-    return np.stack(out), (flat, table.shape, table, per_sample_weights, _bags(ids, offsets), winners, mode)
+    return np.stack(out), (flat, table.shape, table, per_sample_weights, bags(ids, offsets), winners, mode)
 
 
 def embedding_bag_backward(cache, g):
@@ -309,14 +309,14 @@ def _adaptive(size, out):
     return [(k * size // out, -(-(k + 1) * size // out)) for k in range(out)]
 
 
-def _windows_nd(spatial, output_size):
+def windows_nd(spatial, output_size):
     outs = _tuple(output_size, len(spatial))
     return list(itertools.product(*(list(enumerate(_adaptive(s, o))) for s, o in zip(spatial, outs)))), outs
 
 
 def _adaptive_max_pool(x, output_size, nd):
     batch = x.shape[:-nd]
-    cells, outs = _windows_nd(x.shape[-nd:], output_size)
+    cells, outs = windows_nd(x.shape[-nd:], output_size)
     y = np.zeros(batch + outs, dtype=x.dtype)
     picks = []
     for cell in cells:
@@ -357,7 +357,7 @@ adaptive_max_pool1d_backward = adaptive_max_pool2d_backward = adaptive_max_pool3
 
 
 def adaptive_avg_pool3d_forward(x, output_size=1):
-    cells, outs = _windows_nd(x.shape[2:], output_size)
+    cells, outs = windows_nd(x.shape[2:], output_size)
     y = np.zeros(x.shape[:2] + outs, dtype=x.dtype)
     for cell in cells:
         y[(Ellipsis,) + tuple(k for k, _ in cell)] = x[(Ellipsis,) + tuple(slice(a, b) for _, (a, b) in cell)].mean(axis=(-3, -2, -1))

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 import reference_impl
-from reference_impl import activations, layers, losses, normalization, structure, tensor_math
+from reference_impl import activations, layers, losses, normalization, recurrent, spatial, structure, tensor_math
 from reference_impl._util import unbroadcast
 from gradcheck import Candidate
 
@@ -706,6 +706,232 @@ def softplus_backward_ignores_threshold(cache, g):
     return (g * activations._sigmoid(z),)  # the sigmoid past the threshold too, where the slope is 1
 
 
+# ---------------------------------------------------------------- the wider catalogue
+
+
+def _conv_transpose2d_noting_output_padding(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                                            dilation=1):
+    y, cache = spatial.conv_transpose2d_forward(x, weight, bias, stride, padding, output_padding, groups, dilation)
+    return y, (cache, output_padding)
+
+
+def conv_transpose2d_drops_output_padding(saved, g):
+    cache, output_padding = saved
+    oph, opw = (output_padding, output_padding) if isinstance(output_padding, int) else output_padding
+    g = g.copy()
+    g[:, :, g.shape[2] - oph:] = 0  # written for output_padding=0: the rows it adds get no gradient
+    g[:, :, :, g.shape[3] - opw:] = 0
+    return spatial.conv_transpose2d_backward(cache, g)
+
+
+def conv_transpose1d_weight_from_group_0(cache, g):
+    xg, wg, taps, full_shape, pads, has_bias = cache
+    grads = spatial.conv_transpose1d_backward(cache, g)
+    same = (np.repeat(xg[:, :1], xg.shape[1], axis=1), wg, taps, full_shape, pads, has_bias)  # every group reads group 0
+    return (grads[0], spatial.conv_transpose1d_backward(same, g)[1]) + grads[2:]
+
+
+def unfold_assigns_overlaps(cache, g):
+    x_shape, xp_shape, pads, out, taps = cache
+    n, c = x_shape[:2]
+    cols = g.reshape(n, c, len(taps), *out)
+    xp = np.zeros(xp_shape, dtype=g.dtype)
+    for k, (si, sj) in enumerate(taps):
+        xp[..., si, sj] = cols[:, :, k]  # overlapping blocks overwrite instead of adding
+    return (xp[..., pads[0]:pads[0] + x_shape[2], pads[1]:pads[1] + x_shape[3]],)
+
+
+def fold_backward_pads_one_side(geometry, g):
+    x_shape, xp_shape, (ph, pw), (oh, ow), taps = geometry
+    gp = np.pad(g, ((0, 0), (0, 0), (0, 2 * ph), (0, 2 * pw)))  # the padding all on the far side
+    cols = np.stack([gp[..., si, sj] for si, sj in taps], axis=2)
+    return (cols.reshape(x_shape[0], -1, oh * ow),)
+
+
+def _interpolate_ignoring_align_corners(x, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    y, mats = spatial.interpolate_forward(x, size, scale_factor, mode, align_corners)
+    _, wrong = spatial.interpolate_forward(x, size, scale_factor, mode, False if align_corners else align_corners)
+    return y, wrong  # the backward's weights as if align_corners were False
+
+
+def channel_shuffle_backward_shuffles_again(cache, g):
+    shape, groups = cache
+    return (spatial.channel_shuffle_forward(g, groups)[0],)  # the same shuffle, not its inverse
+
+
+def bilinear_x2_gradient_first_output_only(cache, g):
+    x1, x2, weight, has_bias = cache
+    grads = spatial.bilinear_backward(cache, g)
+    g2 = np.einsum("...,ij,...i->...j", g.sum(axis=-1), weight[0], x1)  # right for one output feature only
+    return (grads[0], g2) + grads[2:]
+
+
+def embedding_bag_mean_by_first_bag(cache, g):
+    flat, table_shape, table, weights, bags, winners, mode = cache
+    if mode != "mean":
+        return spatial.embedding_bag_backward(cache, g)
+    same = [b for b in bags]
+    scale = np.array([len(b) / max(len(bags[0]), 1) if len(b) else 1.0 for b in same])[:, None]
+    return spatial.embedding_bag_backward(cache, g * scale)  # every bag divided by the first bag's size
+
+
+def pdist_backward_one_side(cache, g):
+    shape, i, j, d, dist = cache
+    safe = np.where(dist == 0, 1.0, dist)
+    contrib = d * (g / safe)[:, None]
+    gx = np.zeros(shape, dtype=contrib.dtype)
+    np.add.at(gx, i, contrib)  # row j's share forgotten
+    return (gx,)
+
+
+def adaptive_max_assigns_overlaps(cache, g):
+    shape, nd, picks = cache
+    batch = shape[:-nd]
+    gx = np.zeros(shape, dtype=g.dtype)
+    for index, region, k in picks:
+        sizes = tuple(sl.stop - sl.start for sl in region)
+        block = np.zeros(batch + (int(np.prod(sizes)),), dtype=g.dtype)
+        np.put_along_axis(block, k[..., None], g[(Ellipsis,) + index][..., None], axis=-1)
+        part = gx[(Ellipsis,) + region]
+        gx[(Ellipsis,) + region] = np.where(block.reshape(batch + sizes) != 0, block.reshape(batch + sizes), part)
+    return (gx,)  # a second window's gradient overwrites the first's where windows overlap
+
+
+def adaptive_max1d_forgets_the_window_start(cache, g):
+    shape, nd, picks = cache
+    gx = np.zeros(shape, dtype=g.dtype)
+    for index, region, k in picks:
+        np.put_along_axis(gx, k[..., None], np.take_along_axis(gx, k[..., None], axis=-1) + g[(Ellipsis,) + index][..., None],
+                          axis=-1)  # the winner's place within its window taken as its place in the row
+    return (gx,)
+
+
+def adaptive_avg3d_nominal_divisor(cache, g):
+    shape, cells = cache
+    outs = [max(cell[a][0] for cell in cells) + 1 for a in range(3)]
+    nominal = np.prod([max(1, size // o) for size, o in zip(shape[2:], outs)])
+    gx = np.zeros(shape, dtype=g.dtype)
+    for cell in cells:
+        region = tuple(slice(a, b) for _, (a, b) in cell)
+        gx[(Ellipsis,) + region] += g[(Ellipsis,) + tuple(slice(k, k + 1) for k, _ in cell)] / nominal
+    return (gx,)  # divided by size // out, wrong where the sizes do not divide
+
+
+def avg_pool3d_counts_padding(cache, g):
+    shape, xp_shape, pads, taps, divisor = cache
+    return spatial.avg_pool3d_backward((shape, xp_shape, pads, taps, len(taps)), g)
+
+
+def lp_pool_p1_as_p2(cache, g):
+    x, p, taps, s, y = cache
+    if p != 1:
+        return spatial.lp_pool2d_backward(cache, g)
+    safe = np.where(s == 0, 1.0, np.abs(s))
+    gx = np.zeros(x.shape, dtype=np.result_type(x, g))
+    for t in taps:
+        gx[(Ellipsis,) + t] += g * x[(Ellipsis,) + t] / safe  # the p = 2 slope x / y where p = 1's is 1
+    return (gx,)
+
+
+def lp_pool_overlaps_overwrite(cache, g):
+    x, p, taps, s, y = cache
+    safe = np.where(s == 0, 1.0, s)
+    factor = np.where(s == 0, 0.0, g if p == 1 else g * y / safe)
+    gx = np.zeros(x.shape, dtype=np.result_type(x, g))
+    for t in taps:
+        gx[(Ellipsis,) + t] = factor * (x[(Ellipsis,) + t] ** (p - 1) if p != 1 else 1.0)  # = where += is due
+    return (gx,)
+
+
+def lrn_backward_own_channel_only(cache, g):
+    x, base, size, alpha, beta, lo, hi = cache
+    return (g * base ** (-beta) - 2 * alpha * beta / size * x * (g * x * base ** (-beta - 1)),)  # no neighbours
+
+
+def bce_backward_always_mean(cache, g):
+    p, target, count = cache
+    return g * (p - target) / np.maximum(p * (1 - p), 1e-12) / p.size, None  # divided as for 'mean' under 'sum' too
+
+
+def cosine_embedding_ignores_the_margin_hinge(cache, g):
+    x1, x2, m1, m2, den, cos, slope, count = cache
+    target_slope = np.where(slope < 0, -1.0, 1.0)  # every -1 pair treated as active
+    return losses.cosine_embedding_backward((x1, x2, m1, m2, den, cos, target_slope, count), g)
+
+
+def triplet_backward_ignores_swap(cache, g):
+    ap, an, pn, swapped, active, count = cache
+    return losses.triplet_margin_backward((ap, an, pn, np.zeros_like(swapped), active, count), g)
+
+
+def triplet_backward_no_hinge(cache, g):
+    ap, an, pn, swapped, active, count = cache
+    return losses.triplet_margin_backward((ap, an, pn, swapped, np.ones_like(active), count), g)
+
+
+def multi_margin_p2_as_p1(cache, g):
+    shape, rows, target, z, on, p, count = cache
+    return losses.multi_margin_backward((shape, rows, target, z, on, 1, count), g)
+
+
+def _multilabel_first_target_only(x, target, reduction="mean"):
+    y, cache = losses.multilabel_margin_forward(x, target, reduction)
+    first = np.where(np.arange(target.shape[1])[None, :] == 0, target, -1)  # the backward sees one target a row
+    return y, losses.multilabel_margin_forward(x, first, reduction)[1]
+
+
+# ---------------------------------------------------------------- recurrent
+
+
+def lstm_forget_bias_gradient_missing(cache, g):
+    gx, gh, gc, g_ih, g_hh, gb_ih, gb_hh = recurrent.lstm_backward(cache, g)
+    hidden = g_hh.shape[1]
+    gb_ih, gb_hh = gb_ih.copy(), gb_hh.copy()
+    gb_ih[hidden:2 * hidden] = 0  # the forget gate's bias gets no gradient
+    gb_hh[hidden:2 * hidden] = 0
+    return gx, gh, gc, g_ih, g_hh, gb_ih, gb_hh
+
+
+def gru_update_gate_state_path_missing(cache, grad):
+    x, w_ih, w_hh, steps = cache
+    gx = np.zeros(x.shape, dtype=np.result_type(x, grad))
+    g_ih, g_hh = np.zeros(w_ih.shape, dtype=gx.dtype), np.zeros(w_hh.shape, dtype=gx.dtype)
+    gb_ih, gb_hh = np.zeros(w_ih.shape[0], dtype=gx.dtype), np.zeros(w_hh.shape[0], dtype=gx.dtype)
+    dh = np.zeros(steps[0][0].shape, dtype=gx.dtype)
+    for s in reversed(range(x.shape[1])):
+        h_prev, r, u, nn, hn = steps[s]
+        dh = dh + grad[:, s]
+        dn = dh * (1 - u) * (1 - nn * nn)
+        du = dh * (h_prev - nn) * u * (1 - u)
+        dr = dn * hn * r * (1 - r)
+        da = np.concatenate([dr, du, dn], axis=1)
+        db = np.concatenate([dr, du, dn * r], axis=1)
+        gx[:, s] = da @ w_ih
+        g_ih += da.T @ x[:, s]
+        gb_ih += da.sum(axis=0)
+        g_hh += db.T @ h_prev
+        gb_hh += db.sum(axis=0)
+        dh = db @ w_hh  # the state's own path, h' = ... + u h, dropped: dh * u is missing
+    return gx, dh, g_ih, g_hh, gb_ih, gb_hh
+
+
+def rnn_truncated_bptt(cache, g):
+    x, w_ih, w_hh, steps, out, nonlinearity = cache
+    gx = np.zeros(x.shape, dtype=np.result_type(x, g))
+    g_ih, g_hh = np.zeros(w_ih.shape, dtype=gx.dtype), np.zeros(w_hh.shape, dtype=gx.dtype)
+    gb = np.zeros(w_ih.shape[0], dtype=gx.dtype)
+    dh = None
+    for s in reversed(range(x.shape[1])):
+        h_prev, z = steps[s]
+        dz = g[:, s] * (1 - out[s] * out[s]) if nonlinearity == "tanh" else np.where(z > 0, g[:, s], 0)
+        gx[:, s] = dz @ w_ih
+        g_ih += dz.T @ x[:, s]
+        g_hh += dz.T @ h_prev
+        gb += dz.sum(axis=0)
+        dh = dz @ w_hh  # each step's gradient stops at the step before: no gradient through time
+    return gx, dh, g_ih, g_hh, gb, gb.copy()
+
+
 ZOO = [
     Bug("linear-sign-error-in-weight-gradient", "linear", "sign error", _numpy("linear", layers.linear_forward, linear_sign_weight)),
     Bug("linear-missing-transpose", "linear", "missing transpose", _numpy("linear", layers.linear_forward, linear_missing_transpose)),
@@ -798,6 +1024,32 @@ ZOO = [
     Bug("adaptive-avg-pool2d-floor-rows", "adaptive_avg_pool2d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool2d", layers.adaptive_avg_pool2d_forward, adaptive_avg_pool2d_floor_rows)),
     Bug("avg-pool2d-backward-counts-the-padding", "avg_pool2d", "wrong only with count_include_pad=False", _numpy("avg_pool2d", layers.avg_pool2d_forward, avg_pool2d_backward_counts_padding)),
     Bug("softplus-backward-ignores-the-threshold", "softplus", "wrong only past the threshold", _numpy("softplus", activations.softplus_forward, softplus_backward_ignores_threshold)),
+    Bug("conv-transpose2d-drops-output-padding", "conv_transpose2d", "wrong only with output_padding", _numpy("conv_transpose2d", _conv_transpose2d_noting_output_padding, conv_transpose2d_drops_output_padding)),
+    Bug("conv-transpose1d-weight-from-group-0", "conv_transpose1d", "wrong only for groups > 1", _numpy("conv_transpose1d", spatial.conv_transpose1d_forward, conv_transpose1d_weight_from_group_0)),
+    Bug("unfold-overlapping-blocks-overwrite", "unfold", "wrong only where blocks overlap", _numpy("unfold", spatial.unfold_forward, unfold_assigns_overlaps)),
+    Bug("fold-backward-pads-one-side", "fold", "wrong only with padding", _numpy("fold", spatial.fold_forward, fold_backward_pads_one_side)),
+    Bug("interpolate-backward-ignores-align-corners", "interpolate", "wrong only with align_corners=True", _numpy("interpolate", _interpolate_ignoring_align_corners, spatial.interpolate_backward)),
+    Bug("channel-shuffle-backward-shuffles-again", "channel_shuffle", "the op, not its inverse", _numpy("channel_shuffle", spatial.channel_shuffle_forward, channel_shuffle_backward_shuffles_again)),
+    Bug("bilinear-x2-gradient-first-output-only", "bilinear", "wrong only for several outputs", _numpy("bilinear", spatial.bilinear_forward, bilinear_x2_gradient_first_output_only)),
+    Bug("embedding-bag-mean-by-the-first-bag", "embedding_bag", "wrong only for bags of unequal size", _numpy("embedding_bag", spatial.embedding_bag_forward, embedding_bag_mean_by_first_bag)),
+    Bug("pdist-backward-one-side", "pdist", "missing term", _numpy("pdist", spatial.pdist_forward, pdist_backward_one_side)),
+    Bug("adaptive-max-pool2d-overlaps-overwrite", "adaptive_max_pool2d", "wrong only where windows overlap", _numpy("adaptive_max_pool2d", spatial.adaptive_max_pool2d_forward, adaptive_max_assigns_overlaps)),
+    Bug("adaptive-max-pool1d-forgets-the-window-start", "adaptive_max_pool1d", "wrong only for output_size > 1", _numpy("adaptive_max_pool1d", spatial.adaptive_max_pool1d_forward, adaptive_max1d_forgets_the_window_start)),
+    Bug("adaptive-max-pool3d-overlaps-overwrite", "adaptive_max_pool3d", "wrong only where windows overlap", _numpy("adaptive_max_pool3d", spatial.adaptive_max_pool3d_forward, adaptive_max_assigns_overlaps)),
+    Bug("adaptive-avg-pool3d-nominal-divisor", "adaptive_avg_pool3d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool3d", spatial.adaptive_avg_pool3d_forward, adaptive_avg3d_nominal_divisor)),
+    Bug("avg-pool3d-backward-counts-the-padding", "avg_pool3d", "wrong only with count_include_pad=False", _numpy("avg_pool3d", spatial.avg_pool3d_forward, avg_pool3d_counts_padding)),
+    Bug("lp-pool2d-p1-slope-of-p2", "lp_pool2d", "wrong only for norm_type=1", _numpy("lp_pool2d", spatial.lp_pool2d_forward, lp_pool_p1_as_p2)),
+    Bug("lp-pool1d-overlapping-windows-overwrite", "lp_pool1d", "wrong only where windows overlap (stride < kernel)", _numpy("lp_pool1d", spatial.lp_pool1d_forward, lp_pool_overlaps_overwrite)),
+    Bug("local-response-norm-own-channel-only", "local_response_norm", "wrong only for size > 1", _numpy("local_response_norm", normalization.local_response_norm_forward, lrn_backward_own_channel_only)),
+    Bug("bce-backward-always-divides-by-count", "binary_cross_entropy", "wrong only for reduction='sum'", _numpy("binary_cross_entropy", losses.binary_cross_entropy_forward, bce_backward_always_mean)),
+    Bug("cosine-embedding-ignores-the-margin-hinge", "cosine_embedding", "wrong only for dissimilar pairs below the margin", _numpy("cosine_embedding", losses.cosine_embedding_forward, cosine_embedding_ignores_the_margin_hinge)),
+    Bug("triplet-backward-ignores-swap", "triplet_margin", "wrong only with swap=True", _numpy("triplet_margin", losses.triplet_margin_forward, triplet_backward_ignores_swap)),
+    Bug("triplet-with-distance-no-hinge", "triplet_margin_with_distance", "wrong only where the hinge is off", _numpy("triplet_margin_with_distance", losses.triplet_margin_with_distance_forward, triplet_backward_no_hinge)),
+    Bug("multi-margin-p2-slope-of-p1", "multi_margin", "wrong only for p=2", _numpy("multi_margin", losses.multi_margin_forward, multi_margin_p2_as_p1)),
+    Bug("multilabel-margin-first-target-only", "multilabel_margin", "wrong only for several targets a row", _numpy("multilabel_margin", _multilabel_first_target_only, losses.multilabel_margin_backward)),
+    Bug("lstm-forget-gate-bias-gradient-missing", "lstm", "missing term", _numpy("lstm", recurrent.lstm_forward, lstm_forget_bias_gradient_missing)),
+    Bug("gru-state-path-through-the-update-gate-missing", "gru", "missing term", _numpy("gru", recurrent.gru_forward, gru_update_gate_state_path_missing)),
+    Bug("rnn-no-gradient-through-time", "rnn", "wrong only for sequences longer than one step", _numpy("rnn", recurrent.rnn_forward, rnn_truncated_bptt)),
     Bug("logsigmoid-sigmoid-of-the-wrong-side", "logsigmoid", "sign error", _numpy("logsigmoid", activations.logsigmoid_forward, logsigmoid_wrong_side)),
 ]
 

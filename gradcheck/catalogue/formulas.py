@@ -471,3 +471,22 @@ def multi_margin(x, t, p, margin, reduction):
 
 def multilabel_margin(x, t, reduction):
     return F().multilabel_margin_loss(x, t, reduction=reduction)
+
+
+def _vf():
+    from torch import _VF  # the kernels nn.LSTM, nn.GRU and nn.RNN call
+
+    return _VF
+
+
+def lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    return _vf().lstm(x, (h0[None], c0[None]), [w_ih, w_hh, b_ih, b_hh], True, 1, 0.0, False, False, True)[0]
+
+
+def gru(x, h0, w_ih, w_hh, b_ih, b_hh):
+    return _vf().gru(x, h0[None], [w_ih, w_hh, b_ih, b_hh], True, 1, 0.0, False, False, True)[0]
+
+
+def rnn(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
+    kernel = _vf().rnn_tanh if nonlinearity == "tanh" else _vf().rnn_relu
+    return kernel(x, h0[None], [w_ih, w_hh, b_ih, b_hh], True, 1, 0.0, False, False, True)[0]

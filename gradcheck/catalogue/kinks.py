@@ -302,10 +302,10 @@ def adaptive_max_branch(x, output_size=1):
 
 
 def adaptive_max_margin(x, output_size=1):
-    from reference_impl.spatial import _windows_nd
+    from reference_impl.spatial import windows_nd
 
     nd = x.ndim - 2
-    cells, _ = _windows_nd(x.shape[-nd:], output_size)
+    cells, _ = windows_nd(x.shape[-nd:], output_size)
     gaps = [_gap(x[(Ellipsis,) + tuple(slice(a, b) for _, (a, b) in cell)].reshape(x.shape[:-nd] + (-1,)))
             for cell in cells]
     return float(min(gaps, default=np.inf))
@@ -349,10 +349,10 @@ def cosine_embedding_margin(x1, x2, target, margin=0.0, **_):
 
 
 def _triplet_terms(anchor, positive, negative, margin, eps, swap):
-    from reference_impl.losses import _distance
+    from reference_impl.losses import distance
 
     a, p, n = (np.real(t) for t in (anchor, positive, negative))
-    (d_ap, v_ap), (d_an, v_an), (d_pn, v_pn) = _distance(a, p, eps), _distance(a, n, eps), _distance(p, n, eps)
+    (d_ap, v_ap), (d_an, v_an), (d_pn, v_pn) = distance(a, p, eps), distance(a, n, eps), distance(p, n, eps)
     d_neg = np.minimum(d_an, d_pn) if swap else d_an
     # a distance near 0 is the norm's kink (|a - p + eps| itself for one feature):
     # which side of 0 each component of a close pair is on
@@ -387,11 +387,11 @@ def multi_margin_margin(x, target, p=1, margin=1.0, **_):
 
 
 def _multilabel_z(x, target):
-    from reference_impl.losses import _label_sets
+    from reference_impl.losses import label_sets
 
     x = np.real(x)
     is_target = np.zeros(x.shape, dtype=bool)
-    for r, labels in enumerate(_label_sets(target)):
+    for r, labels in enumerate(label_sets(target)):
         is_target[r, labels] = True
     pairs = is_target[:, :, None] & ~is_target[:, None, :]
     return 1 - x[:, :, None] + x[:, None, :], pairs
@@ -418,11 +418,11 @@ def embedding_bag_margin(ids, table, *weights, mode="mean", offsets=None):
     # in max mode: the gap between a bag's largest value and the next one from another id
     if mode != "max":
         return np.inf
-    from reference_impl.spatial import _bags
+    from reference_impl.spatial import bags
 
     flat, table = ids.reshape(-1), np.real(table)
     gaps = []
-    for positions in _bags(ids, offsets):
+    for positions in bags(ids, offsets):
         distinct = np.unique(flat[positions])
         if len(distinct) > 1:
             gaps.append(_gap(table[distinct].T))
@@ -445,3 +445,20 @@ def bce_margin(p, target, **_):
     if np.any(r * (1 - r) <= 1e-12):
         return 0.0
     return float(np.min(np.abs(np.minimum(r, 1 - r) - 1e-12), initial=np.inf))
+
+
+def rnn_branch(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
+    """A relu RNN's kinks: the sign of every step's pre-activation (none for tanh)."""
+    if nonlinearity != "relu":
+        return np.zeros(1, dtype=bool)
+    steps = _ref_ops["rnn"].forward(np.real(x), np.real(h0), np.real(w_ih), np.real(w_hh), np.real(b_ih),
+                                    np.real(b_hh), nonlinearity)[1][3]
+    return np.stack([z > 0 for _, z in steps])
+
+
+def rnn_margin(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
+    if nonlinearity != "relu":
+        return np.inf
+    steps = _ref_ops["rnn"].forward(np.real(x), np.real(h0), np.real(w_ih), np.real(w_hh), np.real(b_ih),
+                                    np.real(b_hh), nonlinearity)[1][3]
+    return float(min(np.min(np.abs(z), initial=np.inf) for _, z in steps))

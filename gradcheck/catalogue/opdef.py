@@ -103,6 +103,10 @@ class OpDef:
     # Where random graphs place the op (catalogue/placement.py); None for a declared
     # op, which the generic rule places by hyper_strategy, arg_shapes and families.
     placement: "Placement | None" = None
+    # Whether torch's formula has a double backward and a forward-mode rule: torch
+    # implements neither for some kernels (pdist, multi_margin_loss), and the
+    # higher-order suites place an op only where it has both.
+    higher_order: bool = True
     # Declared order of the hyperparameters, for callables that take them
     # positionally (torch.autograd.Function.apply takes no keywords).
     hyper_names: tuple | None = None

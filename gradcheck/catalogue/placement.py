@@ -32,7 +32,7 @@ __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place
            "reshapable", "per_channel", "place_conv_transpose", "place_unfold", "place_fold", "place_interpolate",
            "place_channel_shuffle", "place_bilinear", "place_embedding_bag", "place_pdist", "place_lp_pool",
            "place_volume", "place_local_response_norm", "head_bce", "head_cosine_embedding", "head_triplet",
-           "head_multi_margin", "head_multilabel_margin"]
+           "head_multi_margin", "head_multilabel_margin", "place_recurrent"]
 
 
 class NotHere(Exception):
@@ -655,8 +655,9 @@ def place_unfold(ctx, x):
 
 
 def place_fold(ctx, x):
-    """col2im: (N, C, H, W) unfolded by a 2 x 2 window of stride 1, then folded
-    back; overlapping blocks add (unfold then fold is not the identity)."""
+    """col2im: (N, C, H, W) unfolded by a 2 x 2 window (stride 1, perhaps padded,
+    or stride 2), then folded back; overlapping blocks add (unfold then fold is
+    not the identity)."""
     shape = ctx.shapes[x]
     if len(shape) != 4 or min(shape[2:]) < 2:
         raise NotHere
@@ -664,8 +665,11 @@ def place_fold(ctx, x):
     h, w = shape[2:]
     if stride == 2 and (h % 2 or w % 2):
         stride = 1
-    cols = ctx.apply("unfold", x, kernel_size=2, stride=stride)
-    return ctx.apply("fold", cols, output_size=(h, w), kernel_size=2, **({"stride": 2} if stride == 2 else {}))
+    hyper = {"stride": 2} if stride == 2 else {}
+    if stride == 1 and ctx.draw(st.booleans()):
+        hyper["padding"] = 1
+    cols = ctx.apply("unfold", x, kernel_size=2, **hyper)
+    return ctx.apply("fold", cols, output_size=(h, w), kernel_size=2, **hyper)
 
 
 def place_interpolate(ctx, x):
@@ -691,11 +695,18 @@ def place_interpolate(ctx, x):
 
 
 def place_channel_shuffle(op):
+    """A ShuffleNet channel shuffle; with fewer than 6 channels (where every
+    shuffle is the identity or its own inverse) a 1 x 1 convolution to 6 first."""
+
     def place(ctx, x):
         shape = ctx.shapes[x]
-        if len(shape) < 3 or shape[1] < 2:
+        if len(shape) not in (3, 4):
             raise NotHere
-        groups = ctx.draw(st.sampled_from([g for g in range(2, shape[1] + 1) if shape[1] % g == 0]))
+        if shape[1] < 6:
+            nd = len(shape) - 2
+            x = ctx.apply(f"conv{nd}d", x, ctx.param((6, shape[1]) + (1,) * nd))
+            shape = ctx.shapes[x]
+        groups = ctx.draw(st.sampled_from([g for g in range(2, shape[1]) if shape[1] % g == 0] or [shape[1]]))
         return ctx.apply(op, x, groups=groups)
 
     return place
@@ -781,8 +792,8 @@ def place_volume(op):
         hyper = {"kernel_size": k}
         if ctx.draw(st.booleans()):
             hyper["stride"] = 1
-        if all(kk == 2 for kk in k) and ctx.draw(st.booleans()):
-            hyper["padding"] = 1
+        if any(kk == 2 for kk in k) and ctx.draw(st.booleans()):
+            hyper["padding"] = tuple(1 if kk == 2 else 0 for kk in k)  # at most half of each kernel side
             if ctx.draw(st.booleans()):
                 hyper["count_include_pad"] = False
         return ctx.apply("avg_pool3d", x, **hyper)
@@ -867,3 +878,22 @@ def head_multilabel_margin(ctx, x):
     shape = ctx.shapes[x]
     y = ctx.leaf("y", shape, "const", "int", {"kind": "label_lists"})
     _finish(ctx, "multilabel_margin", (x, y), {} if ctx.draw(st.booleans()) else {"reduction": "sum"})
+
+
+def place_recurrent(op, gates, cells=1):
+    """A recurrent layer over the sequence (N, T, D): hidden size drawn, initial
+    state(s) an input of the graph, torch's weight layout."""
+
+    def place(ctx, x):
+        shape = ctx.shapes[x]
+        if len(shape) != 3:
+            raise NotHere
+        n, _, d = shape
+        hidden = ctx.dim()
+        states = [ctx.leaf("h" if k == 0 else "c", (n, hidden), "input") for k in range(cells)]
+        weights = [ctx.param((gates * hidden, d)), ctx.param((gates * hidden, hidden)),
+                   ctx.param((gates * hidden,)), ctx.param((gates * hidden,))]
+        hyper = {"nonlinearity": "relu"} if op == "rnn" and ctx.draw(st.booleans()) else {}
+        return ctx.apply(op, x, *states, *weights, **hyper)
+
+    return place

@@ -477,3 +477,21 @@ def multi_margin(x, target, p=1, margin=1.0, reduction="mean"):
     _need(len(x) == 2 and tuple(target) == (x[0],), f"multi_margin: x (N, C) and target (N,), got {x}, {target}")
     _need(p in (1, 2) and reduction in ("mean", "sum"), "multi_margin: p must be 1 or 2, reduction 'mean' or 'sum'")
     return ()
+
+
+def recurrent(name, gates, cells=1):
+    """x (N, T, D), the initial state(s) (N, H), w_ih (G H, D), w_hh (G H, H),
+    b_ih and b_hh (G H,) -> the hidden state at every step (N, T, H)."""
+
+    def rule(x, *rest, nonlinearity="tanh"):
+        states, (w_ih, w_hh, b_ih, b_hh) = rest[:cells], rest[cells:]
+        _need(len(x) == 3, f"{name}: x must be (N, T, D), batch first, got {x}")
+        hidden = states[0][1] if states and len(states[0]) == 2 else -1
+        _need(all(tuple(s) == (x[0], hidden) for s in states), f"{name}: initial states {states} must be (N={x[0]}, H)")
+        _need(tuple(w_ih) == (gates * hidden, x[2]) and tuple(w_hh) == (gates * hidden, hidden),
+              f"{name}: w_ih {w_ih} must be ({gates} H, D) = {(gates * hidden, x[2])} and w_hh {w_hh} ({gates} H, H)")
+        _need(tuple(b_ih) == tuple(b_hh) == (gates * hidden,), f"{name}: b_ih {b_ih} and b_hh {b_hh} must be ({gates * hidden},)")
+        _need(nonlinearity in ("tanh", "relu"), f"{name}: nonlinearity must be 'tanh' or 'relu'")
+        return (x[0], x[1], hidden)
+
+    return rule

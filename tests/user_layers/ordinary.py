@@ -170,9 +170,9 @@ class AvgPool2d:
     def forward(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
         cols, geometry = _windows(x, kernel_size, stride, padding, 0.0)
         if count_include_pad:
-            count = np.prod(geometry[2])
+            count = int(np.prod(geometry[2]))
         else:  # the windows of a ones image padded with zeros count the real elements
-            count = _windows(np.ones((1, 1) + x.shape[2:]), kernel_size, stride, padding, 0.0)[0].sum(axis=(2, 3))
+            count = _windows(np.ones((1, 1) + x.shape[2:], x.dtype), kernel_size, stride, padding, 0.0)[0].sum(axis=(2, 3))
         return (cols.sum(axis=(2, 3)) / count).astype(x.dtype), (geometry, count)
 
     @staticmethod
@@ -1346,3 +1346,673 @@ class AdaptiveAvgPool2d:
     def backward(saved, g):
         mh, mw = saved
         return (np.einsum("ih,ncij,jw->nchw", mh, g, mw),)
+
+
+# ---------------------------------------------------------------- the wider catalogue
+
+
+@op("conv_transpose2d")
+class ConvTranspose2d:
+    """Pixel by pixel: input pixel (h, w) paints weight[c] * x into the output at
+    (h s + i d, w s + j d), then the padding is cut off."""
+
+    @staticmethod
+    def forward(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+        (sh, sw), (ph, pw), (oph, opw), (dh, dw) = (_pair(v) for v in (stride, padding, output_padding, dilation))
+        n, c, h, w = x.shape
+        _, og, kh, kw = weight.shape
+        big = np.zeros((n, og * groups, (h - 1) * sh + dh * (kh - 1) + 1 + oph, (w - 1) * sw + dw * (kw - 1) + 1 + opw))
+        cg = c // groups
+        for gi in range(groups):
+            xs, ws = x[:, gi * cg:(gi + 1) * cg], weight[gi * cg:(gi + 1) * cg]
+            for a in range(h):
+                for b in range(w):
+                    patch = np.einsum("nc,cokl->nokl", xs[:, :, a, b], ws)
+                    big[:, gi * og:(gi + 1) * og, a * sh:a * sh + dh * (kh - 1) + 1:dh,
+                        b * sw:b * sw + dw * (kw - 1) + 1:dw] += patch
+        out = big[:, :, ph:big.shape[2] - ph, pw:big.shape[3] - pw]
+        if bias is not None:
+            out = out + bias[None, :, None, None]
+        return out.astype(x.dtype), (x, weight, bias is not None, big.shape, (sh, sw, ph, pw, dh, dw, groups))
+
+    @staticmethod
+    def backward(saved, g):
+        x, weight, has_bias, big_shape, (sh, sw, ph, pw, dh, dw, groups) = saved
+        n, c, h, w = x.shape
+        _, og, kh, kw = weight.shape
+        gbig = np.zeros(big_shape)
+        gbig[:, :, ph:big_shape[2] - ph, pw:big_shape[3] - pw] = g
+        gx, gw = np.zeros(x.shape), np.zeros(weight.shape)
+        cg = c // groups
+        for gi in range(groups):
+            for a in range(h):
+                for b in range(w):
+                    window = gbig[:, gi * og:(gi + 1) * og, a * sh:a * sh + dh * (kh - 1) + 1:dh,
+                                  b * sw:b * sw + dw * (kw - 1) + 1:dw]
+                    gx[:, gi * cg:(gi + 1) * cg, a, b] = np.einsum("nokl,cokl->nc", window, weight[gi * cg:(gi + 1) * cg])
+                    gw[gi * cg:(gi + 1) * cg] += np.einsum("nc,nokl->cokl", x[:, gi * cg:(gi + 1) * cg, a, b], window)
+        grads = (gx.astype(x.dtype), gw.astype(weight.dtype))
+        return grads + ((g.sum(axis=(0, 2, 3)).astype(g.dtype),) if has_bias else ())
+
+
+@op("conv_transpose1d")
+class ConvTranspose1d:
+    @staticmethod
+    def forward(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+        y, saved = ConvTranspose2d.forward(x[:, :, None], weight[:, :, None], bias, (1, stride), (0, padding),
+                                           (0, output_padding), groups, (1, dilation))
+        return y[:, :, 0], saved
+
+    @staticmethod
+    def backward(saved, g):
+        grads = ConvTranspose2d.backward(saved, g[:, :, None])
+        return (grads[0][:, :, 0], grads[1][:, :, 0]) + tuple(grads[2:])
+
+
+def _blocks(size, kernel_size, dilation, padding, stride):
+    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = (_pair(v) for v in (kernel_size, dilation, padding, stride))
+    oh = (size[0] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (size[1] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    return [(a * sh, b * sw) for a in range(oh) for b in range(ow)], (kh, kw, dh, dw, ph, pw)
+
+
+@op("unfold")
+class Unfold:
+    @staticmethod
+    def forward(x, kernel_size, dilation=1, padding=0, stride=1):
+        starts, (kh, kw, dh, dw, ph, pw) = _blocks(x.shape[2:], kernel_size, dilation, padding, stride)
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        cols = [xp[:, :, r:r + dh * (kh - 1) + 1:dh, q:q + dw * (kw - 1) + 1:dw].reshape(x.shape[0], -1) for r, q in starts]
+        return np.stack(cols, axis=-1), (x.shape, xp.shape, starts, (kh, kw, dh, dw, ph, pw))
+
+    @staticmethod
+    def backward(saved, g):
+        shape, xp_shape, starts, (kh, kw, dh, dw, ph, pw) = saved
+        gxp = np.zeros(xp_shape, g.dtype)
+        for l, (r, q) in enumerate(starts):
+            gxp[:, :, r:r + dh * (kh - 1) + 1:dh, q:q + dw * (kw - 1) + 1:dw] += g[:, :, l].reshape(shape[0], shape[1], kh, kw)
+        return (gxp[:, :, ph:ph + shape[2], pw:pw + shape[3]],)
+
+
+@op("fold")
+class Fold:
+    @staticmethod
+    def forward(x, output_size, kernel_size, dilation=1, padding=0, stride=1):
+        h, w = _pair(output_size)
+        starts, (kh, kw, dh, dw, ph, pw) = _blocks((h, w), kernel_size, dilation, padding, stride)
+        c = x.shape[1] // (kh * kw)
+        out = np.zeros((x.shape[0], c, h + 2 * ph, w + 2 * pw), x.dtype)
+        for l, (r, q) in enumerate(starts):
+            out[:, :, r:r + dh * (kh - 1) + 1:dh, q:q + dw * (kw - 1) + 1:dw] += x[:, :, l].reshape(x.shape[0], c, kh, kw)
+        return out[:, :, ph:ph + h, pw:pw + w], (x.shape, starts, (kh, kw, dh, dw, ph, pw))
+
+    @staticmethod
+    def backward(saved, g):
+        shape, starts, (kh, kw, dh, dw, ph, pw) = saved
+        gp = np.pad(g, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        cols = [gp[:, :, r:r + dh * (kh - 1) + 1:dh, q:q + dw * (kw - 1) + 1:dw].reshape(shape[0], -1) for r, q in starts]
+        return (np.stack(cols, axis=-1),)
+
+
+def _taps(n_in, n_out, mode, align_corners, scale_factor):
+    """For each output index along an axis: the input indices it reads and their weights."""
+    scale = 1.0 / scale_factor if scale_factor is not None else n_in / n_out
+    idx, wts = [], []
+    for o in range(n_out):
+        if mode in ("nearest", "nearest-exact"):
+            src = math.floor((o + (0.5 if mode == "nearest-exact" else 0.0)) * scale)
+            idx.append([min(src, n_in - 1)])
+            wts.append([1.0])
+            continue
+        src = o * (n_in - 1) / (n_out - 1) if align_corners and n_out > 1 else (0.0 if align_corners else (o + 0.5) * scale - 0.5)
+        if mode == "bicubic":
+            i0 = math.floor(src)
+            t = src - i0
+            a = -0.75
+            ws = [((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+                  ((a + 2) * t - (a + 3)) * t * t + 1,
+                  ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+                  ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a]
+            idx.append([min(max(i0 + k, 0), n_in - 1) for k in (-1, 0, 1, 2)])
+            wts.append(ws)
+            continue
+        src = max(src, 0.0)
+        i0 = min(int(src), n_in - 1)
+        lam = src - i0
+        idx.append([i0, min(i0 + 1, n_in - 1)])
+        wts.append([1.0 - lam, lam])
+    return np.array(idx), np.array(wts)
+
+
+@op("interpolate")
+class Interpolate:
+    @staticmethod
+    def forward(x, size=None, scale_factor=None, mode="nearest", align_corners=None):
+        nd = x.ndim - 2
+        if size is not None:
+            outs = (size,) * nd if isinstance(size, int) else tuple(size)
+        else:
+            outs = tuple(int(math.floor(s * scale_factor)) for s in x.shape[2:])
+        per_axis = [_taps(n, o, mode, bool(align_corners), scale_factor) for n, o in zip(x.shape[2:], outs)]
+        y = x
+        for axis, (idx, wts) in enumerate(per_axis):
+            moved = np.moveaxis(y, 2 + axis, -1)
+            y = np.moveaxis((moved[..., idx] * wts).sum(axis=-1), -1, 2 + axis)
+        return y.astype(x.dtype), (x.shape, per_axis)
+
+    @staticmethod
+    def backward(saved, g):
+        shape, per_axis = saved
+        sizes = list(shape[2:])
+        for axis in reversed(range(len(per_axis))):
+            idx, wts = per_axis[axis]
+            moved = np.moveaxis(g, 2 + axis, -1)  # (..., out)
+            back = np.zeros(moved.shape[:-1] + (sizes[axis],), g.dtype)
+            for t in range(idx.shape[1]):
+                np.add.at(back, (Ellipsis, idx[:, t]), moved * wts[:, t])
+            g = np.moveaxis(back, -1, 2 + axis)
+        return (g,)
+
+
+@op("channel_shuffle")
+class ChannelShuffle:
+    @staticmethod
+    def forward(x, groups):
+        perm = np.arange(x.shape[1]).reshape(groups, -1).T.ravel()
+        return x[:, perm], perm
+
+    @staticmethod
+    def backward(perm, g):
+        gx = np.empty_like(g)
+        gx[:, perm] = g
+        return (gx,)
+
+
+@op("bilinear")
+class Bilinear:
+    @staticmethod
+    def forward(x1, x2, weight, bias=None):
+        y = np.stack([((x1 @ weight[o]) * x2).sum(axis=-1) for o in range(weight.shape[0])], axis=-1)
+        return (y if bias is None else y + bias).astype(x1.dtype), (x1, x2, weight, bias is not None)
+
+    @staticmethod
+    def backward(saved, g):
+        x1, x2, weight, has_bias = saved
+        g1 = sum(g[..., o:o + 1] * (x2 @ weight[o].T) for o in range(weight.shape[0]))
+        g2 = sum(g[..., o:o + 1] * (x1 @ weight[o]) for o in range(weight.shape[0]))
+        f1, f2, fg = x1.reshape(-1, x1.shape[-1]), x2.reshape(-1, x2.shape[-1]), g.reshape(-1, g.shape[-1])
+        gw = np.stack([(f1 * fg[:, o:o + 1]).T @ f2 for o in range(weight.shape[0])])
+        grads = (g1.astype(x1.dtype), g2.astype(x2.dtype), gw.astype(weight.dtype))
+        return grads + ((fg.sum(axis=0),) if has_bias else ())
+
+
+@op("embedding_bag")
+class EmbeddingBag:
+    @staticmethod
+    def forward(ids, table, per_sample_weights=None, offsets=None, mode="mean"):
+        if ids.ndim == 2:
+            bags = [list(range(r * ids.shape[1], (r + 1) * ids.shape[1])) for r in range(ids.shape[0])]
+        else:
+            bounds = list(offsets) + [ids.size]
+            bags = [list(range(bounds[b], bounds[b + 1])) for b in range(len(offsets))]
+        flat = ids.ravel()
+        weights = np.ones(flat.size) if per_sample_weights is None else per_sample_weights.ravel()
+        out = np.zeros((len(bags), table.shape[1]), table.dtype)
+        chosen = []
+        for b, pos in enumerate(bags):
+            if not pos:
+                chosen.append(None)
+                continue
+            rows = table[flat[pos]] * weights[pos][:, None]
+            if mode == "max":
+                k = rows.argmax(axis=0)
+                out[b] = rows[k, np.arange(table.shape[1])]
+                chosen.append([pos[i] for i in k])
+            else:
+                out[b] = rows.sum(axis=0) / (len(pos) if mode == "mean" else 1)
+                chosen.append(None)
+        return out, (flat, table, weights, None if per_sample_weights is None else per_sample_weights.shape, bags,
+                     chosen, mode)
+
+    @staticmethod
+    def backward(saved, g):
+        flat, table, weights, weights_shape, bags, chosen, mode = saved
+        gt = np.zeros_like(table, dtype=g.dtype)
+        gw = np.zeros(flat.size, g.dtype)
+        for b, pos in enumerate(bags):
+            if not pos:
+                continue
+            if mode == "max":
+                for d, p in enumerate(chosen[b]):
+                    gt[flat[p], d] += g[b, d] * weights[p]
+                continue
+            share = g[b] / (len(pos) if mode == "mean" else 1)
+            for p in pos:
+                gt[flat[p]] += share * weights[p]
+                gw[p] += share @ table[flat[p]]
+        return (None, gt) + ((gw.reshape(weights_shape).astype(g.dtype),) if weights_shape is not None else ())
+
+
+@op("pdist")
+class Pdist:
+    @staticmethod
+    def forward(x, p=2.0):
+        diff = x[:, None, :] - x[None, :, :]
+        full = np.sqrt((diff ** 2).sum(axis=-1))
+        iu = np.triu_indices(x.shape[0], 1)
+        return full[iu], (diff, full, iu)
+
+    @staticmethod
+    def backward(saved, g):
+        diff, full, iu = saved
+        gm = np.zeros(full.shape, g.dtype)
+        gm[iu] = g
+        with np.errstate(invalid="ignore", divide="ignore"):
+            coef = np.where(full > 0, gm / full, 0.0)
+        return (((coef + coef.T)[:, :, None] * diff).sum(axis=1).astype(g.dtype),)  # pair (i, j) moves both rows
+
+
+def _cells(spatial, output_size):
+    outs = (output_size,) * len(spatial) if isinstance(output_size, int) else tuple(output_size)
+    ranges = [[(int(np.floor(i * s / o)), int(np.ceil((i + 1) * s / o))) for i in range(o)] for s, o in zip(spatial, outs)]
+    return outs, ranges
+
+
+def _adaptive_max(nd):
+    class AdaptiveMax:
+        @staticmethod
+        def forward(x, output_size=1):
+            outs, ranges = _cells(x.shape[2:], output_size)
+            y = np.zeros(x.shape[:2] + outs, x.dtype)
+            where = {}
+            for cell in np.ndindex(*outs):
+                box = tuple(slice(*ranges[a][i]) for a, i in enumerate(cell))
+                block = x[(slice(None), slice(None)) + box].reshape(x.shape[0], x.shape[1], -1)
+                k = block.argmax(axis=-1)
+                y[(slice(None), slice(None)) + cell] = block.max(axis=-1)
+                where[cell] = (box, k)
+            return y, (x.shape, where)
+
+        @staticmethod
+        def backward(saved, g):
+            shape, where = saved
+            gx = np.zeros(shape, g.dtype)
+            n, c = shape[:2]
+            for cell, (box, k) in where.items():
+                sizes = tuple(s.stop - s.start for s in box)
+                local = np.zeros((n, c, int(np.prod(sizes))), g.dtype)
+                np.put_along_axis(local, k[..., None], g[(slice(None), slice(None)) + cell][..., None], axis=-1)
+                gx[(slice(None), slice(None)) + box] += local.reshape((n, c) + sizes)
+            return (gx,)
+
+    return AdaptiveMax
+
+
+for _nd in (1, 2, 3):
+    op(f"adaptive_max_pool{_nd}d")(_adaptive_max(_nd))
+
+
+@op("adaptive_avg_pool3d")
+class AdaptiveAvgPool3d:
+    @staticmethod
+    def forward(x, output_size=1):
+        outs, ranges = _cells(x.shape[2:], output_size)
+        y = np.zeros(x.shape[:2] + outs, x.dtype)
+        for cell in np.ndindex(*outs):
+            box = tuple(slice(*ranges[a][i]) for a, i in enumerate(cell))
+            y[(slice(None), slice(None)) + cell] = x[(slice(None), slice(None)) + box].mean(axis=(2, 3, 4))
+        return y, (x.shape, outs, ranges)
+
+    @staticmethod
+    def backward(saved, g):
+        shape, outs, ranges = saved
+        gx = np.zeros(shape, g.dtype)
+        for cell in np.ndindex(*outs):
+            box = tuple(slice(*ranges[a][i]) for a, i in enumerate(cell))
+            count = np.prod([s.stop - s.start for s in box])
+            gx[(slice(None), slice(None)) + box] += g[(slice(None), slice(None)) + cell][:, :, None, None, None] / count
+        return (gx,)
+
+
+def _triple(v):
+    return (v,) * 3 if isinstance(v, int) else tuple(v)
+
+
+@op("avg_pool3d")
+class AvgPool3d:
+    @staticmethod
+    def forward(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
+        k, s, p = _triple(kernel_size), _triple(kernel_size if stride is None else stride), _triple(padding)
+        xp = np.pad(x, ((0, 0), (0, 0)) + tuple((q, q) for q in p))
+        ones = np.pad(np.ones(x.shape[2:]), tuple((q, q) for q in p))
+        outs = tuple((xp.shape[2 + a] - k[a]) // s[a] + 1 for a in range(3))
+        y = np.zeros(x.shape[:2] + outs, x.dtype)
+        counts = np.zeros(outs)
+        for cell in np.ndindex(*outs):
+            box = tuple(slice(cell[a] * s[a], cell[a] * s[a] + k[a]) for a in range(3))
+            counts[cell] = np.prod(k) if count_include_pad else ones[box].sum()
+            y[(slice(None), slice(None)) + cell] = xp[(slice(None), slice(None)) + box].sum(axis=(2, 3, 4)) / counts[cell]
+        return y, (x.shape, xp.shape, k, s, p, counts)
+
+    @staticmethod
+    def backward(saved, g):
+        shape, xp_shape, k, s, p, counts = saved
+        gxp = np.zeros(xp_shape, g.dtype)
+        for cell in np.ndindex(*counts.shape):
+            box = tuple(slice(cell[a] * s[a], cell[a] * s[a] + k[a]) for a in range(3))
+            gxp[(slice(None), slice(None)) + box] += (g[(slice(None), slice(None)) + cell] / counts[cell])[:, :, None, None, None]
+        return (gxp[:, :, p[0]:p[0] + shape[2], p[1]:p[1] + shape[3], p[2]:p[2] + shape[4]],)
+
+
+def _lp(nd):
+    class LpPool:
+        @staticmethod
+        def forward(x, norm_type=2.0, kernel_size=2, stride=None):
+            k = (kernel_size,) * nd if isinstance(kernel_size, int) else tuple(kernel_size)
+            st = k if stride is None else ((stride,) * nd if isinstance(stride, int) else tuple(stride))
+            outs = tuple((x.shape[2 + a] - k[a]) // st[a] + 1 for a in range(nd))
+            sums = np.zeros(x.shape[:2] + outs, x.dtype)
+            boxes = {}
+            for cell in np.ndindex(*outs):
+                box = tuple(slice(cell[a] * st[a], cell[a] * st[a] + k[a]) for a in range(nd))
+                boxes[cell] = box
+                sums[(slice(None), slice(None)) + cell] = (x[(slice(None), slice(None)) + box] ** norm_type).sum(
+                    axis=tuple(range(2, 2 + nd)))
+            y = sums if norm_type == 1 else np.sqrt(sums)
+            return y.astype(x.dtype), (x, norm_type, boxes, sums, y)
+
+        @staticmethod
+        def backward(saved, g):
+            x, p, boxes, sums, y = saved
+            gx = np.zeros_like(x, dtype=g.dtype)
+            for cell, box in boxes.items():
+                idx = (slice(None), slice(None)) + cell
+                if p == 1:
+                    coef = np.where(sums[idx] != 0, g[idx], 0.0)
+                    local = np.ones_like(x[(slice(None), slice(None)) + box])
+                else:  # d sqrt(s) = x / sqrt(s)
+                    coef = np.where(y[idx] > 0, g[idx] / np.where(y[idx] > 0, y[idx], 1.0), 0.0)
+                    local = x[(slice(None), slice(None)) + box]
+                gx[(slice(None), slice(None)) + box] += coef.reshape(coef.shape + (1,) * nd) * local
+            return (gx,)
+
+    return LpPool
+
+
+for _nd in (1, 2):
+    op(f"lp_pool{_nd}d")(_lp(_nd))
+
+
+@op("local_response_norm")
+class LocalResponseNorm:
+    @staticmethod
+    def forward(x, size, alpha=1e-4, beta=0.75, k=1.0):
+        c = x.shape[1]
+        pad = [(0, 0)] * x.ndim
+        pad[1] = (size // 2, (size - 1) // 2)
+        sq = np.pad(x * x, pad)
+        window = np.stack([sq[:, i:i + size].sum(axis=1) for i in range(c)], axis=1)
+        denom = k + alpha * window / size
+        return (x / denom ** beta).astype(x.dtype), (x, denom, size, alpha, beta)
+
+    @staticmethod
+    def backward(saved, g):
+        x, denom, size, alpha, beta = saved
+        c = x.shape[1]
+        u = g * x * beta * denom ** (-beta - 1) * alpha / size  # d y_c / d window_c, times g_c and x_c
+        front = size // 2
+        gx = g / denom ** beta
+        for i in range(c):  # channel i is in the window of channel j when j - front <= i <= j - front + size - 1
+            js = [j for j in range(c) if j - front <= i <= j - front + size - 1]
+            gx[:, i] -= 2 * x[:, i] * u[:, js].sum(axis=1)
+        return (gx.astype(x.dtype),)
+
+
+@op("binary_cross_entropy")
+class BinaryCrossEntropy:
+    @staticmethod
+    def forward(p, target, reduction="mean"):
+        per = -(target * np.clip(np.log(p), -100, None) + (1 - target) * np.clip(np.log1p(-p), -100, None))
+        return _reduced(per, reduction).astype(p.dtype), (p, target, _scale(reduction, per.size))
+
+    @staticmethod
+    def backward(saved, g):
+        p, target, scale = saved
+        return (g * scale * (p - target) / np.maximum(p * (1 - p), 1e-12)).astype(p.dtype), None
+
+
+@op("cosine_embedding")
+class CosineEmbedding:
+    @staticmethod
+    def forward(x1, x2, target, margin=0.0, reduction="mean"):
+        eps = np.float32(1e-12).item()
+        n1, n2 = (x1 ** 2).sum(-1) + eps, (x2 ** 2).sum(-1) + eps
+        cos = (x1 * x2).sum(-1) / np.sqrt(n1 * n2)
+        per = np.where(target == 1, 1 - cos, np.where(target == -1, np.maximum(cos - margin, 0), 0))
+        slope = np.where(target == 1, -1.0, np.where((target == -1) & (cos >= margin), 1.0, 0.0))
+        return _reduced(per, reduction).astype(x1.dtype), (x1, x2, n1, n2, cos, slope, _scale(reduction, per.size))
+
+    @staticmethod
+    def backward(saved, g):
+        x1, x2, n1, n2, cos, slope, scale = saved
+        c = (g * scale * slope)[:, None]
+        r = np.sqrt(n1 * n2)[:, None]
+        return ((c * (x2 / r - cos[:, None] * x1 / n1[:, None])).astype(x1.dtype),
+                (c * (x1 / r - cos[:, None] * x2 / n2[:, None])).astype(x2.dtype), None)
+
+
+def _triplet(with_p):
+    class Triplet:
+        @staticmethod
+        def forward(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False, reduction="mean"):
+            def dist(a, b):
+                v = a - b + eps
+                return np.linalg.norm(v, axis=-1), v
+
+            (dp, vp), (dn, vn), (ds, vs) = dist(anchor, positive), dist(anchor, negative), dist(positive, negative)
+            use_s = np.zeros(dn.shape) if not swap else np.where(ds < dn, 1.0, np.where(ds == dn, 0.5, 0.0))
+            neg = np.where(use_s > 0, ds, dn)
+            z = margin + dp - neg
+            per = np.maximum(z, 0)
+            return _reduced(per, reduction).astype(anchor.dtype), (
+                vp / dp[:, None], vn / dn[:, None], vs / ds[:, None], use_s, z >= 0, _scale(reduction, per.size))
+
+        @staticmethod
+        def backward(saved, g):
+            up, un, us, use_s, on, scale = saved
+            c = (g * scale * on)[:, None]
+            s = use_s[:, None]
+            ga = c * (up - (1 - s) * un)
+            gp = c * (-up - s * us)
+            gn = c * ((1 - s) * un + s * us)
+            return tuple(t.astype(up.dtype) for t in (ga, gp, gn))
+
+    if not with_p:
+        class WithDistance(Triplet):
+            @staticmethod
+            def forward(anchor, positive, negative, margin=1.0, swap=False, reduction="mean"):
+                return Triplet.forward(anchor, positive, negative, margin, 2.0, 1e-6, swap, reduction)
+
+        return WithDistance
+    return Triplet
+
+
+op("triplet_margin")(_triplet(True))
+op("triplet_margin_with_distance")(_triplet(False))
+
+
+@op("multi_margin")
+class MultiMargin:
+    @staticmethod
+    def forward(x, target, p=1, margin=1.0, reduction="mean"):
+        n, c = x.shape
+        per = np.zeros(n, x.dtype)
+        slopes = np.zeros(x.shape)
+        for r in range(n):
+            y = target[r]
+            for i in range(c):
+                z = margin - x[r, y] + x[r, i]
+                if i != y and z > 0:
+                    per[r] += (z if p == 1 else z * z) / c
+                    d = (1.0 if p == 1 else 2 * z) / c
+                    slopes[r, i] += d
+                    slopes[r, y] -= d
+        return _reduced(per, reduction).astype(x.dtype), (slopes, _scale(reduction, n))
+
+    @staticmethod
+    def backward(saved, g):
+        slopes, scale = saved
+        gg = np.asarray(g).reshape(-1, 1) if np.ndim(g) else g
+        return (gg * scale * slopes).astype(np.asarray(g).dtype), None
+
+
+@op("multilabel_margin")
+class MultilabelMargin:
+    @staticmethod
+    def forward(x, target, reduction="mean"):
+        n, c = x.shape
+        per = np.zeros(n, x.dtype)
+        slopes = np.zeros(x.shape)
+        for r in range(n):
+            labels = []
+            for t in target[r]:
+                if t < 0:
+                    break
+                labels.append(int(t))
+            others = [i for i in range(c) if i not in labels]
+            for j in labels:
+                for i in others:
+                    z = 1 - (x[r, j] - x[r, i])
+                    if z > 0:
+                        per[r] += z / c
+                        slopes[r, i] += 1 / c
+                        slopes[r, j] -= 1 / c
+        return _reduced(per, reduction).astype(x.dtype), (slopes, _scale(reduction, n))
+
+    backward = MultiMargin.backward
+
+
+# ---------------------------------------------------------------- recurrent layers, unrolled by hand
+
+
+def _sig(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@op("lstm")
+class LSTM:
+    """Four gate matrices sliced out of torch's stacked layout, one step at a time."""
+
+    @staticmethod
+    def forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        hsz = h0.shape[1]
+        parts = [(w_ih[k * hsz:(k + 1) * hsz], w_hh[k * hsz:(k + 1) * hsz], b_ih[k * hsz:(k + 1) * hsz] + b_hh[k * hsz:(k + 1) * hsz])
+                 for k in range(4)]
+        h, c, hs, tape = h0, c0, [], []
+        for t in range(x.shape[1]):
+            xt = x[:, t]
+            i, f, g, o = (xt @ wi.T + h @ wh.T + b for wi, wh, b in parts)
+            i, f, g, o = _sig(i), _sig(f), np.tanh(g), _sig(o)
+            c_next = f * c + i * g
+            tape.append((xt, h, c, i, f, g, o, c_next))
+            h, c = o * np.tanh(c_next), c_next
+            hs.append(h)
+        return np.stack(hs, 1).astype(x.dtype), (parts, tape, x.dtype)
+
+    @staticmethod
+    def backward(saved, gy):
+        parts, tape, dtype = saved
+        gw_i = [np.zeros_like(p[0]) for p in parts]
+        gw_h = [np.zeros_like(p[1]) for p in parts]
+        gb = [np.zeros_like(p[2]) for p in parts]
+        gx = np.zeros((gy.shape[0], gy.shape[1], parts[0][0].shape[1]))
+        dh_next, dc_next = 0.0, 0.0
+        for t in range(len(tape) - 1, -1, -1):
+            xt, h, c, i, f, g, o, c_next = tape[t]
+            dh = gy[:, t] + dh_next
+            tanh_c = np.tanh(c_next)
+            dc = dc_next + dh * o * (1 - tanh_c ** 2)
+            pre = [dc * g * i * (1 - i), dc * c * f * (1 - f), dc * i * (1 - g ** 2), dh * tanh_c * o * (1 - o)]
+            dh_next = sum(d @ p[1] for d, p in zip(pre, parts))
+            gx[:, t] = sum(d @ p[0] for d, p in zip(pre, parts))
+            for k, d in enumerate(pre):
+                gw_i[k] += d.T @ xt
+                gw_h[k] += d.T @ h
+                gb[k] += d.sum(0)
+            dc_next = dc * f
+        bias = np.concatenate(gb).astype(dtype)
+        return (gx.astype(dtype), np.asarray(dh_next).astype(dtype), np.asarray(dc_next).astype(dtype),
+                np.concatenate(gw_i).astype(dtype), np.concatenate(gw_h).astype(dtype), bias, bias.copy())
+
+
+@op("gru")
+class GRU:
+    @staticmethod
+    def forward(x, h0, w_ih, w_hh, b_ih, b_hh):
+        hsz = h0.shape[1]
+        sl = [slice(k * hsz, (k + 1) * hsz) for k in range(3)]
+        h, hs, tape = h0, [], []
+        for t in range(x.shape[1]):
+            xt = x[:, t]
+            r = _sig(xt @ w_ih[sl[0]].T + b_ih[sl[0]] + h @ w_hh[sl[0]].T + b_hh[sl[0]])
+            z = _sig(xt @ w_ih[sl[1]].T + b_ih[sl[1]] + h @ w_hh[sl[1]].T + b_hh[sl[1]])
+            hn = h @ w_hh[sl[2]].T + b_hh[sl[2]]
+            n = np.tanh(xt @ w_ih[sl[2]].T + b_ih[sl[2]] + r * hn)
+            tape.append((xt, h, r, z, n, hn))
+            h = (1 - z) * n + z * h
+            hs.append(h)
+        return np.stack(hs, 1).astype(x.dtype), (w_ih, w_hh, sl, tape, x.dtype)
+
+    @staticmethod
+    def backward(saved, gy):
+        w_ih, w_hh, sl, tape, dtype = saved
+        gwi, gwh = np.zeros(w_ih.shape), np.zeros(w_hh.shape)
+        gbi, gbh = np.zeros(w_ih.shape[0]), np.zeros(w_hh.shape[0])
+        gx = np.zeros((gy.shape[0], gy.shape[1], w_ih.shape[1]))
+        dh_next = np.zeros(tape[0][1].shape)
+        for t in reversed(range(len(tape))):
+            xt, h, r, z, n, hn = tape[t]
+            dh = gy[:, t] + dh_next
+            dn_pre = dh * (1 - z) * (1 - n ** 2)
+            dz_pre = dh * (h - n) * z * (1 - z)
+            dr_pre = dn_pre * hn * r * (1 - r)
+            dh_next = dh * z
+            for k, (di, dhh) in enumerate(((dr_pre, dr_pre), (dz_pre, dz_pre), (dn_pre, dn_pre * r))):
+                gwi[sl[k]] += di.T @ xt
+                gbi[sl[k]] += di.sum(0)
+                gwh[sl[k]] += dhh.T @ h
+                gbh[sl[k]] += dhh.sum(0)
+                gx[:, t] += di @ w_ih[sl[k]]
+                dh_next = dh_next + dhh @ w_hh[sl[k]]
+        return tuple(a.astype(dtype) for a in (gx, dh_next, gwi, gwh, gbi, gbh))
+
+
+@op("rnn")
+class RNN:
+    @staticmethod
+    def forward(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
+        h, hs, tape = h0, [], []
+        for t in range(x.shape[1]):
+            pre = x[:, t] @ w_ih.T + h @ w_hh.T + b_ih + b_hh
+            tape.append((x[:, t], h, pre))
+            h = np.tanh(pre) if nonlinearity == "tanh" else np.maximum(pre, 0)
+            hs.append(h)
+        return np.stack(hs, 1).astype(x.dtype), (w_ih, w_hh, tape, nonlinearity, x.dtype)
+
+    @staticmethod
+    def backward(saved, gy):
+        w_ih, w_hh, tape, nonlinearity, dtype = saved
+        grads = [np.zeros((gy.shape[0], gy.shape[1], w_ih.shape[1])), None, np.zeros(w_ih.shape), np.zeros(w_hh.shape),
+                 np.zeros(w_ih.shape[0])]
+        dh = np.zeros(tape[0][1].shape)
+        for t in reversed(range(len(tape))):
+            xt, h, pre = tape[t]
+            d = gy[:, t] + dh
+            d = d * (1 - np.tanh(pre) ** 2) if nonlinearity == "tanh" else d * (pre > 0)
+            grads[0][:, t] = d @ w_ih
+            grads[2] += d.T @ xt
+            grads[3] += d.T @ h
+            grads[4] += d.sum(0)
+            dh = d @ w_hh
+        grads[1] = dh
+        return tuple(a.astype(dtype) for a in grads) + (grads[4].astype(dtype),)
