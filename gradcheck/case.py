@@ -57,6 +57,7 @@ class Case:
     dtype: str = "float64"
     scale: float = 1.0
     quantize: float = 0.0  # > 0: data inputs rounded to multiples of it (ties, exact zeros)
+    offset: float = 0.0  # added to data inputs: a large mean beside the spread (Note [Value regimes])
 
     def __post_init__(self):
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
@@ -67,9 +68,11 @@ class Case:
             raise ValueError(f"scale must be a finite number > 0, got {self.scale!r}")
         if not (isinstance(self.quantize, (int, float)) and math.isfinite(self.quantize) and self.quantize >= 0):
             raise ValueError(f"quantize must be a finite number >= 0, got {self.quantize!r}")
+        if not (isinstance(self.offset, (int, float)) and math.isfinite(self.offset)):
+            raise ValueError(f"offset must be a finite number, got {self.offset!r}")
 
     def tensors(self):
-        return materialize(self.graph, self.seed, self.dtype, self.scale, self.quantize)
+        return materialize(self.graph, self.seed, self.dtype, self.scale, self.quantize, self.offset)
 
 
 def _leaf_rng(seed: int, name: str):
@@ -118,7 +121,8 @@ def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
     return x.astype(dtype)
 
 
-def materialize(graph: Graph, seed: int, dtype: str = "float64", scale: float = 1.0, quantize: float = 0.0) -> dict:
+def materialize(graph: Graph, seed: int, dtype: str = "float64", scale: float = 1.0, quantize: float = 0.0,
+                offset: float = 0.0) -> dict:
     """Arrays for every leaf, drawn from ``seed``; float leaves in ``dtype``.
 
     Float values are drawn in float64 and rounded, so the float32 case is the
@@ -128,12 +132,27 @@ def materialize(graph: Graph, seed: int, dtype: str = "float64", scale: float = 
     arithmetic, not the rounding of the inputs.  ``quantize`` > 0 rounds input
     leaves (data, not parameters) to multiples of it, as integer-valued data
     (pixels) would be: exact ties and exact zeros then occur.
+
+    Note [Value regimes]
+    ~~~~~~~~~~~~~~~~~~~~
+    Backward passes break in regimes unit normals never reach, so cases vary
+    the values three ways: ``scale`` (up to 4: large logits, saturated
+    activations, losses near their range), ``quantize`` (ties and exact zeros at
+    kinks) and ``offset``, added to the data inputs drawn around 0: a mean of
+    100 beside a spread of 1 is where a variance computed as E[x^2] - E[x]^2
+    loses most of float32's digits (a layer norm or batch norm written that
+    way), while a two-pass variance keeps them.  A regime that leaves the
+    dtype's range is recorded as such (Note [Out of range]), one across a kink
+    as nondifferentiable, never as a failure of a correct implementation.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     out = {}
     for leaf in graph.leaves:
         value = _draw(leaf, _leaf_rng(seed, leaf.name), scale)
+        if offset and leaf.role == INPUT and leaf.dtype == "float" and leaf.init.get("kind", "normal") == "normal" \
+                and "mean" not in leaf.init:  # data drawn around 0, not probabilities or positive variances
+            value = value + offset
         if quantize and leaf.role == INPUT and leaf.dtype == "float":
             value = np.round(value / quantize) * quantize
         out[leaf.name] = value.astype(np.int64) if leaf.dtype == "int" else round_to(value, dtype)

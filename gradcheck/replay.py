@@ -66,7 +66,7 @@ def write_gradient_case(path, case, a, b, records=(), outputs=False) -> Path:
     candidate = candidate_of(a) or candidate_of(b)
     doc = _common("gradients", a.spec, b.spec, records, candidate)
     doc.update({"case_id": case.graph.case_id, "graph": case.graph.to_dict(), "seed": case.seed, "dtype": case.dtype,
-                "scale": case.scale, "quantize": case.quantize, "outputs": outputs})
+                "scale": case.scale, "quantize": case.quantize, "offset": case.offset, "outputs": outputs})
     return _write(path, doc)
 
 
@@ -112,7 +112,7 @@ class ReplayFile:
             if not isinstance(seed, int) or isinstance(seed, bool):
                 raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
             return Case(Graph.from_dict(d["graph"]), seed, str(d["dtype"]), _number(d["scale"], "scale"),
-                        _number(d.get("quantize", 0.0), "quantize"))
+                        _number(d.get("quantize", 0.0), "quantize"), _number(d.get("offset", 0.0), "offset"))
         except GraphError as e:
             raise ReplayError(f"{self.path}: not a valid graph: {e}") from None
         except (KeyError, TypeError, ValueError) as e:

@@ -202,7 +202,8 @@ def _random_graphs(opts, plan, emit, console):
             @given(case=cases(graphs(include=op, accept=plan.accept)))
             def check_one(case):
                 for pair in plan.graph_pairs:
-                    c = Case(case.graph, case.seed, case_dtype(pair, opts.dtype), case.scale, case.quantize)
+                    c = Case(case.graph, case.seed, case_dtype(pair, opts.dtype), case.scale, case.quantize,
+                             case.offset)
                     emit.gradients(c, pair, check_pair(c, pair.a, pair.b, outputs=pair.outputs))
                 progress.update(task, advance=1, failures=emit.failures)
 

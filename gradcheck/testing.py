@@ -50,6 +50,7 @@ def describe_failure(case: Case, records, a_name: str, b_name: str) -> str:
     lines = [f"{len(bad)} of {len(records)} checks failed: {a_name} against {b_name}, "
              f"{case.dtype}, seed {case.seed}, scale {case.scale}"
              + (f", data quantized to {case.quantize}" if case.quantize else "")
+             + (f", data offset by {case.offset}" if case.offset else "")
              + (f", directions seeded {seeds[0]}" if seeds else "") + f", case {case.graph.case_id}"]
     for r in sorted(bad, key=lambda r: -r.ratio if r.ratio == r.ratio else 0)[:MAX_SHOWN]:
         where = f"tensor {r.tensor!r}" if r.tensor else "the whole case"

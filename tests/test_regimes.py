@@ -72,3 +72,27 @@ def test_cases_draw_scale_four_which_reaches_relu6s_upper_kink_after_a_linear_la
                                 .outputs[graph.nodes[0].name]) > 6) for seed in range(20))
 
     assert reached(4.0) >= 10 and reached(1.0) <= 2
+
+
+def test_an_offset_shifts_only_the_data_drawn_around_zero_and_survives_a_replay_file(tmp_path):
+    """Note [Value regimes]: the offset moves data inputs to a large mean beside
+    their spread; parameters, constants and inputs drawn in a range keep theirs,
+    and a replay file brings the same values back."""
+    from gradcheck.replay import read_replay, write_gradient_case
+
+    b = GraphBuilder()
+    x = b.input("x", (4, 6))
+    p = b.input("p", (4, 6), init={"kind": "uniform", "low": 0.05, "high": 0.95})
+    w, bias = b.param("w", (6,)), b.param("b", (6,))
+    h = b.op("layer_norm", x, w, bias)
+    graph = b.build(b.op("binary_cross_entropy", b.op("sigmoid", b.op("mul", h, p)), b.const("t", (4, 6)), name="loss"))
+    plain, shifted = Case(graph, seed=3).tensors(), Case(graph, seed=3, offset=100.0).tensors()
+    np.testing.assert_allclose(shifted["x"] - plain["x"], 100.0)
+    for name in ("p", "w", "b", "t"):
+        np.testing.assert_array_equal(shifted[name], plain[name])
+    case = Case(graph, seed=3, dtype="float32", offset=100.0)
+    path = write_gradient_case(tmp_path / "case.json", case, ReferenceSource(), ReferenceSource())
+    again = read_replay(path).case()
+    assert again.offset == 100.0 and again == case
+    with pytest.raises(ValueError, match="offset must be a finite number"):
+        Case(graph, offset=float("nan"))

@@ -932,6 +932,21 @@ def rnn_truncated_bptt(cache, g):
     return gx, dh, g_ih, g_hh, gb, gb.copy()
 
 
+# ---------------------------------------------------------------- value regimes
+
+
+def layer_norm_one_pass_variance(x, weight, bias, eps=1e-5):
+    """var = E[x^2] - E[x]^2 in the input's dtype: right in exact arithmetic, and in
+    float32 it loses its digits to cancellation when the mean is large beside the
+    spread (Note [Value regimes])."""
+    axes = tuple(range(x.ndim - weight.ndim, x.ndim))
+    mu = x.mean(axis=axes, keepdims=True)
+    var = np.maximum((x * x).mean(axis=axes, keepdims=True) - mu * mu, 0)
+    rstd = 1 / np.sqrt(var + np.asarray(eps, x.dtype))
+    xhat = (x - mu) * rstd
+    return xhat * weight + bias, (xhat, rstd, weight, axes)
+
+
 ZOO = [
     Bug("linear-sign-error-in-weight-gradient", "linear", "sign error", _numpy("linear", layers.linear_forward, linear_sign_weight)),
     Bug("linear-missing-transpose", "linear", "missing transpose", _numpy("linear", layers.linear_forward, linear_missing_transpose)),
@@ -1050,6 +1065,7 @@ ZOO = [
     Bug("lstm-forget-gate-bias-gradient-missing", "lstm", "missing term", _numpy("lstm", recurrent.lstm_forward, lstm_forget_bias_gradient_missing)),
     Bug("gru-state-path-through-the-update-gate-missing", "gru", "missing term", _numpy("gru", recurrent.gru_forward, gru_update_gate_state_path_missing)),
     Bug("rnn-no-gradient-through-time", "rnn", "wrong only for sequences longer than one step", _numpy("rnn", recurrent.rnn_forward, rnn_truncated_bptt)),
+    Bug("layer-norm-one-pass-variance", "layer_norm", "wrong only in float32 for a large mean", _numpy("layer_norm", layer_norm_one_pass_variance, normalization.layer_norm_backward)),
     Bug("logsigmoid-sigmoid-of-the-wrong-side", "logsigmoid", "sign error", _numpy("logsigmoid", activations.logsigmoid_forward, logsigmoid_wrong_side)),
 ]
 

@@ -314,9 +314,14 @@ def single_op_graphs(op: str, **kwargs) -> st.SearchStrategy:
                   max_depth=0 if op == "embedding" else 1, **kwargs)
 
 
-def cases(graph_strategy=None, dtypes=("float64",), scales=(1.0, 0.5, 2.0, 4.0), quantize=(0.0, 0.5)) -> st.SearchStrategy:
-    """``Case``s: a drawn graph with the seed, dtype, value scale and quantisation
-    (data rounded to multiples of it: ties and exact zeros, as in pixel data) to
+OFFSETS = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 100.0)  # a large mean in one case of eight
+
+
+def cases(graph_strategy=None, dtypes=("float64",), scales=(1.0, 0.5, 2.0, 4.0), quantize=(0.0, 0.5),
+          offsets=OFFSETS) -> st.SearchStrategy:
+    """``Case``s: a drawn graph with the seed, dtype, value scale, quantisation
+    (data rounded to multiples of it: ties and exact zeros, as in pixel data) and
+    offset (a large mean added to the data: Note [Value regimes] in case.py) to
     run it on.  ``graph_strategy`` may be a strategy or a fixed ``Graph``."""
     for d in dtypes:
         if d not in DTYPES:
@@ -328,4 +333,4 @@ def cases(graph_strategy=None, dtypes=("float64",), scales=(1.0, 0.5, 2.0, 4.0),
     elif isinstance(graph_strategy, Graph):
         graph_strategy = st.just(graph_strategy)
     return st.builds(Case, graph_strategy, st.integers(0, 2**32 - 1), st.sampled_from(dtypes),
-                     st.sampled_from(scales), st.sampled_from(quantize))
+                     st.sampled_from(scales), st.sampled_from(quantize), st.sampled_from(offsets or (0.0,)))
