@@ -75,6 +75,9 @@ class Case:
         return materialize(self.graph, self.seed, self.dtype, self.scale, self.quantize, self.offset)
 
 
+_DATA_INIT = {"kind": "normal", "std": 1.0}  # the default init of an input leaf: what an offset moves
+
+
 def _leaf_rng(seed: int, name: str):
     # Each leaf draws from its own stream, so adding or removing one leaf does not
     # change the values of the others (shrinking relies on this).
@@ -91,6 +94,8 @@ def _draw(leaf: Leaf, rng, scale: float):
         return rng.uniform(init.get("low", 0.0), init.get("high", 1.0), shape)
     if kind == "randint":
         ids = rng.integers(init.get("low", 0), init["high"], shape)
+        if "some" in init and ids.size > 1 and not np.any(ids == init["some"]):
+            ids.flat[-1] = init["some"]  # an ignore_index some row uses: else the setting checks nothing
         if "not_all" in init and ids.size and np.all(ids == init["not_all"]):
             # some id other than this one (an ignore_index that would leave nothing to average)
             ids.flat[0] = (init["not_all"] + 1 - init.get("low", 0)) % (init["high"] - init.get("low", 0)) + init.get("low", 0)
@@ -150,9 +155,8 @@ def materialize(graph: Graph, seed: int, dtype: str = "float64", scale: float = 
     out = {}
     for leaf in graph.leaves:
         value = _draw(leaf, _leaf_rng(seed, leaf.name), scale)
-        if offset and leaf.role == INPUT and leaf.dtype == "float" and leaf.init.get("kind", "normal") == "normal" \
-                and "mean" not in leaf.init:  # data drawn around 0, not probabilities or positive variances
-            value = value + offset
+        if offset and leaf.role == INPUT and leaf.dtype == "float" and dict(leaf.init) == _DATA_INIT:
+            value = value + offset  # data, drawn around 0: not probabilities, variances or a recurrent state
         if quantize and leaf.role == INPUT and leaf.dtype == "float":
             value = np.round(value / quantize) * quantize
         out[leaf.name] = value.astype(np.int64) if leaf.dtype == "int" else round_to(value, dtype)

@@ -182,7 +182,8 @@ def kl_div_backward(cache, g):
 def poisson_nll_forward(input, target, log_input=True, eps=1e-8, reduction="mean"):  # noqa: A002
     # exp(x) - t x (log_input), or x - t log(x + eps); full=False (no Stirling term)
     if log_input:
-        per = np.exp(input) - target * input
+        with np.errstate(over="ignore"):  # exp(x) past the dtype's range is inf: the case leaves the range
+            per = np.exp(input) - target * input
     else:
         per = input - target * np.log(input + eps)
     loss, count = _reduce(per, reduction)
@@ -191,8 +192,9 @@ def poisson_nll_forward(input, target, log_input=True, eps=1e-8, reduction="mean
 
 def poisson_nll_backward(cache, g):
     input, target, log_input, eps, count = cache  # noqa: A001
-    slope = np.exp(input) - target if log_input else 1 - target / (input + eps)
-    return g * slope / count, None
+    with np.errstate(over="ignore", invalid="ignore"):
+        slope = np.exp(input) - target if log_input else 1 - target / (input + eps)
+        return g * slope / count, None
 
 
 def gaussian_nll_forward(input, target, var, eps=1e-6, reduction="mean"):  # noqa: A002

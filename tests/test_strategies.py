@@ -42,7 +42,8 @@ def test_every_catalogue_op_is_reachable_from_the_default_strategy(op):
 
 @pytest.mark.parametrize("op", sorted(set(o for ops in FAMILY_OPS.values() for o in ops) | set(LOSSES)))
 def test_include_puts_the_op_in_every_graph_and_shrinks_to_it_alone(op):
-    smallest = find(graphs(include=op), lambda g: True, settings=settings(database=None, deadline=None))
+    # derandomized: the same search every run (a random one can stop in a local minimum, a flatten short)
+    smallest = find(graphs(include=op), lambda g: True, settings=settings(database=None, deadline=None, derandomize=True))
     assert op in smallest.ops
     body = [n for n in smallest.nodes if n.name != smallest.output]
     # At most one op besides it: flatten on an MLP needs a reshape to 3-d first; a

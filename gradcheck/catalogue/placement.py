@@ -573,7 +573,8 @@ def head_classes(loss, smoothing=False):
             hyper["reduction"] = "sum"
         init = {"kind": "randint", "high": shape[1]}
         if ctx.draw(st.booleans()):
-            hyper["ignore_index"] = init["not_all"] = ctx.draw(st.integers(0, shape[1] - 1))
+            # a class some row has (so the setting is exercised) and some row has not
+            hyper["ignore_index"] = init["not_all"] = init["some"] = ctx.draw(st.integers(0, shape[1] - 1))
         if smoothing and ctx.draw(st.booleans()):
             hyper["label_smoothing"] = 0.1
         other = ctx.leaf("y", (shape[0],), "const", "int", init)
@@ -820,7 +821,7 @@ def head_bce(ctx, x):
     bce_with_logits exists)."""
     p = ctx.apply("sigmoid", ctx.apply("tanh", x))
     t = ctx.leaf("t", ctx.shapes[p], "const", init={"kind": "uniform", "low": 0.0, "high": 1.0})
-    _finish(ctx, "binary_cross_entropy", (p, t), {} if ctx.draw(st.booleans()) else {"reduction": "sum"})
+    _finish(ctx, "binary_cross_entropy", (p, t), {"reduction": "sum"} if ctx.draw(st.booleans()) else {})
 
 
 def _rows(ctx, x):
@@ -877,7 +878,7 @@ def head_multi_margin(ctx, x):
 def head_multilabel_margin(ctx, x):
     shape = ctx.shapes[x]
     y = ctx.leaf("y", shape, "const", "int", {"kind": "label_lists"})
-    _finish(ctx, "multilabel_margin", (x, y), {} if ctx.draw(st.booleans()) else {"reduction": "sum"})
+    _finish(ctx, "multilabel_margin", (x, y), {"reduction": "sum"} if ctx.draw(st.booleans()) else {})
 
 
 def place_recurrent(op, gates, cells=1):
@@ -890,7 +891,9 @@ def place_recurrent(op, gates, cells=1):
             raise NotHere
         n, _, d = shape
         hidden = ctx.dim()
-        states = [ctx.leaf("h" if k == 0 else "c", (n, hidden), "input") for k in range(cells)]
+        # the initial state is not data: drawn at half scale, and no offset moves it (Note [Value regimes])
+        states = [ctx.leaf("h" if k == 0 else "c", (n, hidden), "input", init={"kind": "normal", "std": 0.5})
+                  for k in range(cells)]
         weights = [ctx.param((gates * hidden, d)), ctx.param((gates * hidden, hidden)),
                    ctx.param((gates * hidden,)), ctx.param((gates * hidden,))]
         hyper = {"nonlinearity": "relu"} if op == "rnn" and ctx.draw(st.booleans()) else {}

@@ -86,7 +86,7 @@ class EngineSource(Source):
             raise CandidateError("engine: loss_and_grads must return (loss, grads)", phase="loss_and_grads")
         loss, grads = result
         if not np.isfinite(loss):
-            raise CandidateError(f"engine: loss is {loss}", phase="loss_and_grads")
+            raise CandidateError(f"engine: loss is {loss} (a non-finite value)", phase="loss_and_grads")
         dtype = dtype_of(graph, tensors)
         checked = {}
         for leaf in graph.differentiable_leaves:
