@@ -290,3 +290,134 @@ def pad_backward(cache, g):
         np.add.at(out, src[keep], moved[keep])  # a position read twice (reflect, circular) gets both
         g = np.moveaxis(out, 0, axis)
     return (g,)
+
+
+# ---------------------------------------------------------------- elementwise math
+
+
+def exp_forward(x):
+    with np.errstate(over="ignore"):  # past the dtype's range exp is inf: Note [Out of range]
+        y = np.exp(x)
+    return y, y
+
+
+def exp_backward(y, g):
+    return (g * y,)
+
+
+def log_forward(x):
+    return np.log(x), x
+
+
+def log_backward(x, g):
+    return (g / x,)
+
+
+def sqrt_forward(x):
+    y = np.sqrt(x)
+    return y, y
+
+
+def sqrt_backward(y, g):
+    return (g / (2 * y),)
+
+
+def pow_forward(x, exponent=2.0):
+    return x ** exponent, (x, exponent)
+
+
+def pow_backward(cache, g):
+    x, p = cache
+    return (g * p * x ** (p - 1),)
+
+
+def _pick(a, b, first):
+    """The weight of a in an elementwise max or min (``first``: where a wins); on a
+    tie torch splits the gradient, a half to each."""
+    return np.where(first, 1.0, np.where(np.real(a) == np.real(b), 0.5, 0.0))
+
+
+def maximum_forward(a, b):
+    w = _pick(a, b, np.real(a) > np.real(b))
+    return np.where(w > 0, a, b), (a.shape, b.shape, w)
+
+
+def maximum_backward(cache, g):
+    a_shape, b_shape, w = cache
+    wa = w.astype(np.real(g).dtype)
+    return unbroadcast(g * wa, a_shape), unbroadcast(g * (1 - wa), b_shape)
+
+
+def minimum_forward(a, b):
+    w = _pick(a, b, np.real(a) < np.real(b))
+    return np.where(w > 0, a, b), (a.shape, b.shape, w)
+
+
+minimum_backward = maximum_backward
+
+
+def where_forward(x, mask, other):
+    # torch.where(mask, x, other) with a constant 0/1 mask
+    keep = mask > 0.5
+    return np.where(keep, x, other), (x.shape, other.shape, keep)
+
+
+def where_backward(cache, g):
+    x_shape, other_shape, keep = cache
+    return unbroadcast(np.where(keep, g, 0), x_shape), None, unbroadcast(np.where(keep, 0, g), other_shape)
+
+
+# ---------------------------------------------------------------- reductions with ties, products, stacking
+
+
+def _extreme(x, dim, keepdim, largest):
+    r = np.real(x)
+    top = r.max(axis=dim, keepdims=True) if largest else r.min(axis=dim, keepdims=True)
+    ties = (r == top)
+    share = (ties / ties.sum(axis=dim, keepdims=True)).astype(r.dtype)  # torch spreads the gradient evenly over a tie
+    y = np.sum(np.where(ties, x, 0) * share, axis=dim, keepdims=keepdim)
+    return y, (share, dim, keepdim)
+
+
+def _extreme_backward(cache, g):
+    share, dim, keepdim = cache
+    if not keepdim:
+        g = np.expand_dims(g, dim)
+    return (g * share,)
+
+
+def amax_forward(x, dim=-1, keepdim=False):
+    return _extreme(x, dim, keepdim, True)
+
+
+def amin_forward(x, dim=-1, keepdim=False):
+    return _extreme(x, dim, keepdim, False)
+
+
+amax_backward = amin_backward = _extreme_backward
+
+
+def cumprod_forward(x, dim=-1):
+    return np.cumprod(x, axis=dim), (x, dim)
+
+
+def cumprod_backward(cache, g):
+    # d y_i / d x_j = prod_{k <= i, k != j} x_k for i >= j: the running product with
+    # x_j replaced by 1, so zeros in x need no division
+    x, dim = cache
+    xm, gm = np.moveaxis(x, dim, -1), np.moveaxis(g, dim, -1)
+    gx = np.zeros(np.broadcast_shapes(xm.shape, gm.shape), dtype=np.result_type(x, g))
+    for j in range(xm.shape[-1]):
+        without = xm.copy()
+        without[..., j] = 1
+        gx[..., j] = (gm[..., j:] * np.cumprod(without, axis=-1)[..., j:]).sum(axis=-1)
+    return (np.moveaxis(gx, -1, dim),)
+
+
+def stack_forward(*xs, dim=0):
+    return np.stack(xs, axis=dim), (len(xs), dim)
+
+
+def stack_backward(cache, g):
+    n, dim = cache
+    return tuple(np.take(g, i, axis=dim) for i in range(n))

@@ -947,6 +947,66 @@ def layer_norm_one_pass_variance(x, weight, bias, eps=1e-5):
     return xhat * weight + bias, (xhat, rstd, weight, axes)
 
 
+# ---------------------------------------------------------------- more tensor math
+
+
+def exp_backward_of_x(y, g):
+    return (g * np.log(y),)  # the input where exp(x) is due
+
+
+def log_backward_squared(x, g):
+    return (g / (x * x),)
+
+
+def sqrt_backward_missing_half(y, g):
+    return (g / y,)
+
+
+def pow_backward_wrong_exponent(cache, g):
+    x, p = cache
+    return (g * p * x ** p,)  # x^p where x^(p-1) is due
+
+
+def maximum_gradient_to_both(cache, g):
+    a_shape, b_shape, w = cache
+    return unbroadcast(g, a_shape), unbroadcast(g, b_shape)  # the loser gets it too
+
+
+def minimum_branches_swapped(cache, g):
+    a_shape, b_shape, w = cache
+    return tensor_math.maximum_backward((a_shape, b_shape, 1 - w), g)
+
+
+def where_mask_inverted(cache, g):
+    x_shape, other_shape, keep = cache
+    return tensor_math.where_backward((x_shape, other_shape, ~keep), g)
+
+
+def amax_backward_expands_the_last_axis(cache, g):
+    share, dim, keepdim = cache
+    return (np.expand_dims(g, -1) * share if not keepdim else g * share,)  # right only when dim is the last or kept
+
+
+def amin_backward_to_the_first_element(cache, g):
+    share, dim, keepdim = cache
+    first = np.zeros_like(share)
+    np.put_along_axis(first, np.zeros_like(np.take(share, [0], axis=dim), dtype=int), 1.0, axis=dim)
+    return tensor_math.amin_backward((first, dim, keepdim), g)
+
+
+def cumprod_backward_by_division(cache, g):
+    x, dim = cache
+    y = np.cumprod(x, axis=dim)
+    rev = np.flip(np.cumsum(np.flip(g * y, axis=dim), axis=dim), axis=dim)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (np.where(x == 0, 0.0, rev / np.where(x == 0, 1.0, x)),)  # y / x: wrong wherever x has a zero
+
+
+def stack_backward_reversed(cache, g):
+    n, dim = cache
+    return tuple(reversed(tensor_math.stack_backward(cache, g)))  # each tensor gets another's gradient
+
+
 ZOO = [
     Bug("linear-sign-error-in-weight-gradient", "linear", "sign error", _numpy("linear", layers.linear_forward, linear_sign_weight)),
     Bug("linear-missing-transpose", "linear", "missing transpose", _numpy("linear", layers.linear_forward, linear_missing_transpose)),
@@ -1066,6 +1126,17 @@ ZOO = [
     Bug("gru-state-path-through-the-update-gate-missing", "gru", "missing term", _numpy("gru", recurrent.gru_forward, gru_update_gate_state_path_missing)),
     Bug("rnn-no-gradient-through-time", "rnn", "wrong only for sequences longer than one step", _numpy("rnn", recurrent.rnn_forward, rnn_truncated_bptt)),
     Bug("layer-norm-one-pass-variance", "layer_norm", "wrong only in float32 for a large mean", _numpy("layer_norm", layer_norm_one_pass_variance, normalization.layer_norm_backward)),
+    Bug("exp-backward-of-the-input", "exp", "wrong saved value", _numpy("exp", tensor_math.exp_forward, exp_backward_of_x)),
+    Bug("log-backward-squared", "log", "wrong power", _numpy("log", tensor_math.log_forward, log_backward_squared)),
+    Bug("sqrt-backward-missing-half", "sqrt", "missing factor", _numpy("sqrt", tensor_math.sqrt_forward, sqrt_backward_missing_half)),
+    Bug("pow-backward-wrong-exponent", "pow", "off-by-one exponent", _numpy("pow", tensor_math.pow_forward, pow_backward_wrong_exponent)),
+    Bug("maximum-gradient-to-both", "maximum", "the loser gets the gradient too", _numpy("maximum", tensor_math.maximum_forward, maximum_gradient_to_both)),
+    Bug("minimum-branches-swapped", "minimum", "branches swapped", _numpy("minimum", tensor_math.minimum_forward, minimum_branches_swapped)),
+    Bug("where-mask-inverted", "where", "mask inverted", _numpy("where", tensor_math.where_forward, where_mask_inverted)),
+    Bug("amax-backward-expands-the-last-axis", "amax", "wrong only with keepdim=False over an inner dim", _numpy("amax", tensor_math.amax_forward, amax_backward_expands_the_last_axis)),
+    Bug("amin-backward-to-the-first-element", "amin", "wrong winner", _numpy("amin", tensor_math.amin_forward, amin_backward_to_the_first_element)),
+    Bug("cumprod-backward-by-division", "cumprod", "wrong only at zeros", _numpy("cumprod", tensor_math.cumprod_forward, cumprod_backward_by_division)),
+    Bug("stack-backward-reversed", "stack", "tensors' gradients swapped", _numpy("stack", tensor_math.stack_forward, stack_backward_reversed)),
     Bug("logsigmoid-sigmoid-of-the-wrong-side", "logsigmoid", "sign error", _numpy("logsigmoid", activations.logsigmoid_forward, logsigmoid_wrong_side)),
 ]
 

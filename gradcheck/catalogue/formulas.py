@@ -490,3 +490,47 @@ def gru(x, h0, w_ih, w_hh, b_ih, b_hh):
 def rnn(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
     kernel = _vf().rnn_tanh if nonlinearity == "tanh" else _vf().rnn_relu
     return kernel(x, h0[None], [w_ih, w_hh, b_ih, b_hh], True, 1, 0.0, False, False, True)[0]
+
+
+def exp(x):
+    return _torch().exp(x)
+
+
+def log(x):
+    return _torch().log(x)
+
+
+def sqrt(x):
+    return _torch().sqrt(x)
+
+
+def pow_(x, exponent):
+    return _torch().pow(x, exponent)
+
+
+def maximum(a, b):
+    return _torch().maximum(a, b)
+
+
+def minimum(a, b):
+    return _torch().minimum(a, b)
+
+
+def where(x, mask, other):
+    return _torch().where(mask > 0.5, x, other)
+
+
+def amax(x, dim, keepdim):
+    return _torch().amax(x, dim=dim, keepdim=keepdim)
+
+
+def amin(x, dim, keepdim):
+    return _torch().amin(x, dim=dim, keepdim=keepdim)
+
+
+def cumprod(x, dim):
+    return _torch().cumprod(x, dim=dim)
+
+
+def stack(*xs, dim=0):
+    return _torch().stack(xs, dim=dim)

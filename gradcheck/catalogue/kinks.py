@@ -462,3 +462,31 @@ def rnn_margin(x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity="tanh"):
     steps = _ref_ops["rnn"].forward(np.real(x), np.real(h0), np.real(w_ih), np.real(w_hh), np.real(b_ih),
                                     np.real(b_hh), nonlinearity)[1][3]
     return float(min(np.min(np.abs(z), initial=np.inf) for _, z in steps))
+
+
+def binary_extreme_rule(largest):
+    """maximum / minimum: which operand wins each element; the margin is how close
+    the two are (a tie is the kink, where torch splits the gradient)."""
+
+    def branch(a, b, **_):
+        return np.real(a) > np.real(b) if largest else np.real(a) < np.real(b)
+
+    def margin(a, b, **_):
+        return float(np.min(np.abs(np.real(a) - np.real(b)), initial=np.inf))
+
+    return branch, margin
+
+
+def reduce_extreme_rule(largest):
+    """amax / amin over dim: the winner along the axis; the margin is the gap to the
+    runner-up (a tie is the kink)."""
+
+    def branch(x, dim=-1, keepdim=False):
+        r = np.real(x)
+        return np.argmax(r, axis=dim) if largest else np.argmin(r, axis=dim)
+
+    def margin(x, dim=-1, keepdim=False):
+        r = np.moveaxis(np.real(x), dim, -1)
+        return _gap(r if largest else -r)
+
+    return branch, margin

@@ -556,6 +556,40 @@ _OPS = [
            "a GRU over the sequence: gates reset, update, new (the reset gate scales W_hn h + b_hn)"),
           ("rnn", 1, ("h0",), {"nonlinearity": "tanh"}, 14, ((3, 4, {}), (3, 3, {"nonlinearity": "relu"})),
            "an Elman RNN over the sequence, tanh or relu"))),
+    # ---------------------------------------------------------------- more tensor math
+    _activation("exp", 26),
+    _activation("pow", 27, {"exponent": 2.0}, settings=({}, {"exponent": 3.0}), draws={"exponent": [2.0, 3.0]},
+                torch=formulas.pow_),
+    *(OpDef(name, (X,), shapes.same, family="activation", samples=(
+        _S({"x": (7,)}, init={"x": _AWAY_FROM_ZERO}), _S({"x": (3, 5)}, init={"x": _AWAY_FROM_ZERO}),
+    ), doc=f"{name} of a positive input (graphs put a softplus first)",
+          torch=getattr(formulas, name), batching=copies.broadcasting, placement=Placement("activation", _everywhere(rank), place.place_positive(name)))
+      for name, rank in (("log", 28), ("sqrt", 29))),
+    *(OpDef(name, (TensorArg("a"), TensorArg("b")), shapes.broadcast(name), family="structure", kinks=True,
+            branch=kink_rules.binary_extreme_rule(name == "maximum")[0], margin=kink_rules.binary_extreme_rule(name == "maximum")[1],
+            samples=(_S({"a": (3, 4), "b": (3, 4)}), _S({"a": (2, 3, 4), "b": (4,)})),
+            doc=f"elementwise {name[:3]} of a and b; a tie splits the gradient",
+            torch=getattr(formulas, name), batching=copies.broadcasting, placement=Placement("branch", _everywhere(rank), place.place_binary(name)))
+      for name, rank in (("maximum", 8), ("minimum", 9))),
+    OpDef("where", (X, TensorArg("mask", CONST), TensorArg("other")), shapes.where, family="structure", samples=(
+        _S({"x": (3, 4), "mask": (3, 4), "other": (3, 4)}, init={"mask": _LABELS}),
+        _S({"x": (2, 3, 4), "mask": (3, 4), "other": (4,)}, init={"mask": _LABELS}),
+    ), doc="x where a constant 0/1 mask is 1, other where it is 0",
+          torch=formulas.where, batching=copies.broadcasting, placement=Placement("branch", _everywhere(10), place.place_where)),
+    *(OpDef(name, (X,), shapes.reduce(name), {"dim": -1, "keepdim": False}, family="structure", kinks=True,
+            branch=kink_rules.reduce_extreme_rule(name == "amax")[0], margin=kink_rules.reduce_extreme_rule(name == "amax")[1],
+            samples=(_S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 1, "keepdim": True}), _S({"x": (2, 3, 4)}, {"dim": -2})),
+            doc="the largest (smallest) value along dim; a tie spreads the gradient evenly",
+            torch=getattr(formulas, name), batching=copies.shift_dims("dim"), placement=Placement("reshape", _everywhere(rank), place.place_reduce(name)))
+      for name, rank in (("amax", 8), ("amin", 9))),
+    OpDef("cumprod", (X,), shapes.dim("cumprod"), {"dim": -1}, family="structure", samples=(
+        _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 1}),
+    ), doc="the running product along dim; its VJP needs no division, so zeros are fine",
+          torch=formulas.cumprod, batching=copies.shift_dims("dim"), placement=Placement("normalization", _everywhere(8), place.place_cumprod, place.rank_at_least(2))),
+    OpDef("stack", (TensorArg("x", variadic=True),), shapes.stack, {"dim": 0}, family="structure", samples=(
+        _S({"x": [(2, 3), (2, 3)]}), _S({"x": [(2, 3, 2), (2, 3, 2), (2, 3, 2)]}, {"dim": 2}),
+    ), doc="tensors of one shape along a new axis",
+          torch=formulas.stack, placement=Placement("branch", _everywhere(11), place.place_stack)),
     OpDef("weighted_sum", (X, TensorArg("weight", CONST)), shapes.weighted_sum, family="loss",
           samples=(_S({"x": (3, 4), "weight": (3, 4)}),),
           doc="sum(x * weight) with a fixed weight: the probe head of single-op graphs",

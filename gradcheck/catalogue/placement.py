@@ -32,7 +32,8 @@ __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place
            "reshapable", "per_channel", "place_conv_transpose", "place_unfold", "place_fold", "place_interpolate",
            "place_channel_shuffle", "place_bilinear", "place_embedding_bag", "place_pdist", "place_lp_pool",
            "place_volume", "place_local_response_norm", "head_bce", "head_cosine_embedding", "head_triplet",
-           "head_multi_margin", "head_multilabel_margin", "place_recurrent"]
+           "head_multi_margin", "head_multilabel_margin", "place_recurrent", "place_positive", "place_where",
+           "place_cumprod", "place_stack"]
 
 
 class NotHere(Exception):
@@ -900,3 +901,39 @@ def place_recurrent(op, gates, cells=1):
         return ctx.apply(op, x, *states, *weights, **hyper)
 
     return place
+
+
+def place_positive(op):
+    """An op defined for positive inputs (log, sqrt): softplus(x) first."""
+
+    def place(ctx, x):
+        return ctx.apply(op, ctx.apply("softplus", x))
+
+    return place
+
+
+def place_where(ctx, x):
+    """x where a constant mask holds, another activation of its shape (or a
+    transform of x) elsewhere."""
+    shape = ctx.shapes[x]
+    other = _partner(ctx, x, lambda s: s == shape)
+    if other == x:
+        other = ctx.apply(ctx.draw(st.sampled_from(["tanh", "sigmoid"])), x)
+    mask = ctx.leaf("mask", shape, "const", init={"kind": "mask", "p": 0.5})
+    return ctx.apply("where", x, mask, other)
+
+
+def place_cumprod(ctx, x):
+    if len(ctx.shapes[x]) < 2:
+        raise NotHere
+    return ctx.apply("cumprod", x, dim=_inner_dim(ctx, ctx.shapes[x]))
+
+
+def place_stack(ctx, x):
+    """x stacked with an earlier activation of its shape (or a transform of x) on a new axis."""
+    shape = ctx.shapes[x]
+    other = _partner(ctx, x, lambda s: s == shape)
+    if other == x:
+        other = ctx.apply(ctx.draw(st.sampled_from(["tanh", "sigmoid"])), x)
+    dim = ctx.draw(st.integers(1, len(shape)))
+    return ctx.apply("stack", x, other, dim=dim)

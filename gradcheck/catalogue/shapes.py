@@ -495,3 +495,18 @@ def recurrent(name, gates, cells=1):
         return (x[0], x[1], hidden)
 
     return rule
+
+
+def where(x, mask, other):
+    try:
+        return tuple(np.broadcast_shapes(tuple(x), tuple(mask), tuple(other)))
+    except ValueError:
+        raise ShapeError(f"where: x {x}, mask {mask} and other {other} do not broadcast") from None
+
+
+def stack(*xs, dim=0):
+    _need(len(xs) >= 1 and all(tuple(s) == tuple(xs[0]) for s in xs), f"stack: every tensor must have one shape, got {xs}")
+    r = len(xs[0])
+    _need(-(r + 1) <= dim <= r, f"stack: dim {dim} out of range for {r}-d tensors")
+    d = dim % (r + 1)
+    return tuple(xs[0][:d]) + (len(xs),) + tuple(xs[0][d:])

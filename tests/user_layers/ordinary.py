@@ -2016,3 +2016,144 @@ class RNN:
             dh = d @ w_hh
         grads[1] = dh
         return tuple(a.astype(dtype) for a in grads) + (grads[4].astype(dtype),)
+
+
+# ---------------------------------------------------------------- more tensor math
+
+
+@op("exp")
+class Exp:
+    @staticmethod
+    def forward(x):
+        y = np.exp(x)
+        return y, y
+
+    @staticmethod
+    def backward(y, g):
+        return (g * y,)
+
+
+@op("pow")
+class Pow:
+    @staticmethod
+    def forward(x, exponent=2.0):
+        return np.power(x, exponent), (x, exponent)
+
+    @staticmethod
+    def backward(saved, g):
+        x, p = saved
+        return ((g * p * np.power(x, p - 1)).astype(x.dtype),)
+
+
+@op("log")
+class Log:
+    @staticmethod
+    def forward(x):
+        return np.log(x), x
+
+    @staticmethod
+    def backward(x, g):
+        return (g * (1 / x),)
+
+
+@op("sqrt")
+class Sqrt:
+    @staticmethod
+    def forward(x):
+        return np.sqrt(x), x
+
+    @staticmethod
+    def backward(x, g):
+        return ((0.5 * g / np.sqrt(x)).astype(x.dtype),)
+
+
+def _extreme_pair(larger):
+    class Extreme:
+        @staticmethod
+        def forward(a, b):
+            win = (a > b) if larger else (a < b)
+            tie = a == b
+            return np.where(win | tie, a, b), (a.shape, b.shape, win, tie)
+
+        @staticmethod
+        def backward(saved, g):
+            a_shape, b_shape, win, tie = saved
+            to_a = np.where(win, g, np.where(tie, g / 2, 0)).astype(g.dtype)
+            return _unbroadcast(to_a, a_shape), _unbroadcast(g - to_a, b_shape)
+
+    return Extreme
+
+
+op("maximum")(_extreme_pair(True))
+op("minimum")(_extreme_pair(False))
+
+
+@op("where")
+class Where:
+    @staticmethod
+    def forward(x, mask, other):
+        m = mask.astype(bool)
+        return np.where(m, x, other), (m, x.shape, other.shape)
+
+    @staticmethod
+    def backward(saved, g):
+        m, xs, os_ = saved
+        return _unbroadcast(g * m, xs).astype(g.dtype), None, _unbroadcast(g * ~m, os_).astype(g.dtype)
+
+
+def _extreme_reduce(larger):
+    class Reduce:
+        @staticmethod
+        def forward(x, dim=-1, keepdim=False):
+            top = (x.max if larger else x.min)(axis=dim, keepdims=True)
+            hits = (x == top).astype(x.dtype)
+            y = top if keepdim else np.squeeze(top, axis=dim)
+            return y, (hits / hits.sum(axis=dim, keepdims=True), dim, keepdim)
+
+        @staticmethod
+        def backward(saved, g):
+            weights, dim, keepdim = saved
+            return ((g if keepdim else np.expand_dims(g, dim)) * weights,)
+
+    return Reduce
+
+
+op("amax")(_extreme_reduce(True))
+op("amin")(_extreme_reduce(False))
+
+
+@op("cumprod")
+class Cumprod:
+    """The VJP as a sum over the products that skip each element (no division)."""
+
+    @staticmethod
+    def forward(x, dim=-1):
+        return np.cumprod(x, axis=dim), (x, dim)
+
+    @staticmethod
+    def backward(saved, g):
+        x, dim = saved
+        xs, gs = np.moveaxis(x, dim, 0), np.moveaxis(g, dim, 0)
+        n = xs.shape[0]
+        gx = np.zeros_like(gs)
+        for j in range(n):
+            for i in range(j, n):
+                prod = np.ones_like(xs[0])
+                for k in range(i + 1):
+                    if k != j:
+                        prod = prod * xs[k]
+                gx[j] += gs[i] * prod
+        return (np.moveaxis(gx, 0, dim),)
+
+
+@op("stack")
+class Stack:
+    @staticmethod
+    def forward(*xs, dim=0):
+        return np.stack(xs, axis=dim), (len(xs), dim)
+
+    @staticmethod
+    def backward(saved, g):
+        n, dim = saved
+        parts = np.split(g, n, axis=dim)
+        return tuple(np.squeeze(p, axis=dim) for p in parts)
