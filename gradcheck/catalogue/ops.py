@@ -557,9 +557,13 @@ _OPS = [
           ("rnn", 1, ("h0",), {"nonlinearity": "tanh"}, 14, ((3, 4, {}), (3, 3, {"nonlinearity": "relu"})),
            "an Elman RNN over the sequence, tanh or relu"))),
     # ---------------------------------------------------------------- more tensor math
-    _activation("exp", 26),
-    _activation("pow", 27, {"exponent": 2.0}, settings=({}, {"exponent": 3.0}), draws={"exponent": [2.0, 3.0]},
-                torch=formulas.pow_),
+    OpDef("exp", (X,), shapes.same, family="activation", samples=(_S({"x": (7,)}), _S({"x": (3, 5)})),
+          torch=formulas.exp, batching=copies.broadcasting,
+          placement=Placement("activation", _everywhere(26), place.place_bounded("exp"))),
+    OpDef("pow", (X,), shapes.same, {"exponent": 2.0}, family="activation", samples=(
+        _S({"x": (7,)}), _S({"x": (3, 5)}, {"exponent": 3.0}),
+    ), torch=formulas.pow_, batching=copies.broadcasting,
+          placement=Placement("activation", _everywhere(27), place.place_bounded("pow", exponent=[2.0, 3.0]))),
     *(OpDef(name, (X,), shapes.same, family="activation", samples=(
         _S({"x": (7,)}, init={"x": _AWAY_FROM_ZERO}), _S({"x": (3, 5)}, init={"x": _AWAY_FROM_ZERO}),
     ), doc=f"{name} of a positive input (graphs put a softplus first)",
