@@ -146,7 +146,10 @@ def materialize(graph: Graph, seed: int, dtype: str = "float64", scale: float = 
     kinks) and ``offset``, added to the data inputs drawn around 0: a mean of
     100 beside a spread of 1 is where a variance computed as E[x^2] - E[x]^2
     loses most of float32's digits (a layer norm or batch norm written that
-    way), while a two-pass variance keeps them.  A regime that leaves the
+    way), while a two-pass variance keeps them.  ``cases()`` draws the offset
+    for low-precision cases only: in float64 it costs finite differences more
+    digits (about 2 of them, amplified by every cancellation x - mean) than any
+    one-pass variance loses there.  A regime that leaves the
     dtype's range is recorded as such (Note [Out of range]), one across a kink
     as nondifferentiable, never as a failure of a correct implementation.
     """

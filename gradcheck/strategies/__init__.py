@@ -332,5 +332,9 @@ def cases(graph_strategy=None, dtypes=("float64",), scales=(1.0, 0.5, 2.0, 4.0),
         graph_strategy = graphs()
     elif isinstance(graph_strategy, Graph):
         graph_strategy = st.just(graph_strategy)
-    return st.builds(Case, graph_strategy, st.integers(0, 2**32 - 1), st.sampled_from(dtypes),
+    # the offset is a low-precision regime: in float64 a mean of 100 costs finite
+    # differences more digits than any one-pass variance loses (Note [Value regimes])
+    return st.builds(lambda g, seed, dtype, scale, q, offset: Case(g, seed, dtype, scale, q,
+                                                                   offset if dtype != "float64" else 0.0),
+                     graph_strategy, st.integers(0, 2**32 - 1), st.sampled_from(dtypes),
                      st.sampled_from(scales), st.sampled_from(quantize), st.sampled_from(offsets or (0.0,)))
