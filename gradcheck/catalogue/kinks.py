@@ -490,16 +490,3 @@ def reduce_extreme_rule(largest):
         return _gap(r if largest else -r)
 
     return branch, margin
-
-
-def pairwise_branch(x1, x2, eps=1e-6, keepdim=False, **_):
-    """pairwise_distance's kink: ||x1 - x2 + eps|| at 0 (|d| itself for one feature):
-    which side of 0 each component of a close pair is on."""
-    v = np.real(x1 - x2) + eps
-    d = np.sqrt((v * v).sum(axis=-1, keepdims=True))
-    return np.where(d < 1e-3, np.sign(v), 0) > 0
-
-
-def pairwise_margin(x1, x2, eps=1e-6, keepdim=False, **_):
-    v = np.real(x1 - x2) + eps
-    return float(np.min(np.sqrt((v * v).sum(axis=-1)), initial=np.inf))

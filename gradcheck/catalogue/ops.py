@@ -198,8 +198,7 @@ _OPS = [
     ),
           torch=formulas.cosine_similarity, placement=Placement("branch", _everywhere(5), place.place_pair_reduce("cosine_similarity"))),
     OpDef("pairwise_distance", (TensorArg("x1"), TensorArg("x2")), shapes.pair_reduce("pairwise_distance"),
-          {"eps": 1e-6, "keepdim": False}, family="structure", kinks=True, branch=kink_rules.pairwise_branch,
-          margin=kink_rules.pairwise_margin, samples=(
+          {"eps": 1e-6, "keepdim": False}, family="structure", samples=(
         _S({"x1": (4, 5), "x2": (4, 5)}), _S({"x1": (2, 3, 4), "x2": (2, 3, 4)}, {"keepdim": True}),
     ), doc="||x1 - x2 + eps||_2 over the last axis",
           torch=formulas.pairwise_distance, batching=copies.broadcasting, placement=Placement("branch", _everywhere(6), place.place_pair_reduce("pairwise_distance"))),
