@@ -770,8 +770,7 @@ def embedding_bag_mean_by_first_bag(cache, g):
     flat, table_shape, table, weights, bags, winners, mode = cache
     if mode != "mean":
         return spatial.embedding_bag_backward(cache, g)
-    same = [b for b in bags]
-    scale = np.array([len(b) / max(len(bags[0]), 1) if len(b) else 1.0 for b in same])[:, None]
+    scale = np.array([len(b) / max(len(bags[0]), 1) if len(b) else 1.0 for b in bags])[:, None]
     return spatial.embedding_bag_backward(cache, g * scale)  # every bag divided by the first bag's size
 
 

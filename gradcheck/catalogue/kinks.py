@@ -358,18 +358,17 @@ def _triplet_terms(anchor, positive, negative, margin, eps, swap):
     # which side of 0 each component of a close pair is on
     near = np.concatenate([np.where(d[..., None] < 1e-3, np.sign(v), 0) for d, v in
                            ((d_ap, v_ap), (d_an, v_an), (d_pn, v_pn))], axis=-1)
-    return margin + d_ap - d_neg, (d_an - d_pn) if swap else np.full(d_an.shape, np.inf), near, \
-        np.minimum(np.minimum(d_ap, d_an), d_pn)
+    return margin + d_ap - d_neg, (d_an - d_pn) if swap else np.full(d_an.shape, np.inf), near
 
 
 def triplet_branch(anchor, positive, negative, margin=1.0, eps=1e-6, swap=False, **_):
-    z, swing, near, _ = _triplet_terms(anchor, positive, negative, margin, eps, swap)
+    z, swing, near = _triplet_terms(anchor, positive, negative, margin, eps, swap)
     return np.concatenate([np.stack([z > 0, swing > 0], axis=-1), near > 0], axis=-1)
 
 
 def triplet_margin_rule(anchor, positive, negative, margin=1.0, eps=1e-6, swap=False, **_):
     # each distance moves at most 1 per unit of input: |z| / 3 bounds the distance to the hinge
-    z, swing, _, closest = _triplet_terms(anchor, positive, negative, margin, eps, swap)
+    z, swing, _ = _triplet_terms(anchor, positive, negative, margin, eps, swap)
     return float(min(np.min(np.abs(z), initial=np.inf), np.min(np.abs(swing), initial=np.inf)) / 3)
 
 
