@@ -173,6 +173,7 @@ def guarded_call(fn, op: str, phase: str, limit: float | None, breaker: Breaker 
 # that accumulates gradients in place would then change two of them at once.
 
 COPY_BUDGET = 64 << 20
+TORCH_COPY_BUDGET = 1 << 20  # bytes of a torch op's inputs compared with a copy (Note [Writes into a torch op's inputs])
 _TooHard = getattr(np, "exceptions", np).TooHardError
 
 
@@ -452,12 +453,19 @@ def guard_torch_op(name: str, fn, opdef: OpDef, limit: float | None = None, brea
     def guarded(*tensors, **hyper):
         import torch
 
-        before = [t.detach().clone() if t.dtype.is_floating_point else t.clone() for t in tensors]
+        # Note [Writes into a torch op's inputs]: every in-place torch op on a
+        # tensor, or on a view or detach() of it, bumps its version counter, at no
+        # cost; below the copy budget a copy compared afterwards catches the rest
+        # (a write through .data or through .numpy()), which above it is not worth
+        # a pass over the model's memory at every call
+        versions = [t._version for t in tensors]
+        copies = sum(t.numel() * t.element_size() for t in tensors) <= TORCH_COPY_BUDGET
+        before = [t.detach().clone() for t in tensors] if copies else None
         out = guarded_call(fn, name, "forward", limit, breaker, *tensors, **hyper)
         if not isinstance(out, torch.Tensor):
             fail(f"forward returned {type(out).__name__}, not a tensor")
-        for arg_name, t, b in zip(_arg_names(opdef, len(tensors))[1], tensors, before):
-            if not torch.equal(t.detach(), b):
+        for i, (arg_name, t) in enumerate(zip(_arg_names(opdef, len(tensors))[1], tensors)):
+            if t._version != versions[i] or (copies and not torch.equal(t.detach(), before[i])):
                 fail(f".forward wrote into its input {arg_name!r} in place")
         expected = tuple(opdef.shape(*(tuple(t.shape) for t in tensors), **opdef.full_hyper(hyper)))
         if tuple(out.shape) != expected:

@@ -458,7 +458,7 @@ CHECK_FULL_LIMIT = 8
 
 def check(fn, *inputs, reference=None, loss=None, dtype=None, device: str = "cpu", mode: str = "auto",
           seed: int = 0, tolerance: Tolerance | None = None, name: str | None = None, order: int = 1,
-          modes=("rev",), names=None) -> Records:
+          modes=("rev",), names=None, samples=None) -> Records:
     """Check the backward of torch callable ``fn`` at ``inputs`` (see the module
     docstring).  Tensors with ``requires_grad`` are differentiated (every floating
     tensor when none has it), other tensors held constant, anything else passed
@@ -479,14 +479,18 @@ def check(fn, *inputs, reference=None, loss=None, dtype=None, device: str = "cpu
     ``"fwd"`` (forward mode, Note [Forward mode]), ``"batched"`` (the backward
     under vmap, Note [Batched gradients]) and/or ``"per-sample"`` (vmap over the
     first input's samples, Note [Per-sample gradients]); names: what messages
-    call the inputs (default: ``fn``'s parameter names).  Returns the records;
-    raises ``CheckFailed`` on any failure."""
+    call the inputs (default: ``fn``'s parameter names); samples: for
+    per-sample gradients, the inputs (names or positions) whose first axis is
+    the sample, sliced together (inputs and their targets; default: the first
+    tensor input).  Returns the records; raises ``CheckFailed`` on any
+    failure."""
     return _check(fn, inputs, reference=reference, loss=loss, dtype=dtype, device=device, mode=mode, seed=seed,
-                  tolerance=tolerance, name=name, order=order, modes=modes, names=names)
+                  tolerance=tolerance, name=name, order=order, modes=modes, names=names, samples=samples)
 
 
 def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", mode="auto", seed=0, tolerance=None,
-           name=None, names=None, order=1, modes=("rev",), undefined_check=True, output=None, n_directions=4):
+           name=None, names=None, order=1, modes=("rev",), undefined_check=True, output=None, n_directions=4,
+           samples=None):
     fn, reference = _as_callable(fn), _as_callable(reference)
     if not callable(fn):
         raise TypeError(f"check: fn must be callable, got {type(fn).__name__}")
@@ -498,6 +502,9 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
     if not modes or any(m not in ("rev", "fwd", "batched", "per-sample") for m in modes):
         raise ValueError(f"check: modes must hold 'rev' (reverse mode), 'fwd' (forward mode), 'batched' (the "
                          f"backward under vmap) and/or 'per-sample' (vmap over the first input), got {modes!r}")
+    if samples is not None and "per-sample" not in modes:
+        raise ValueError("check: samples= names the inputs sliced for per-sample gradients; give modes with "
+                         "'per-sample'")
     if set(modes) - {"rev"} and order != 1:
         raise ValueError("check: forward mode, batched and per-sample gradients are checked at order 1; give "
                          "modes=('rev',) with order=2")
@@ -516,6 +523,8 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
         if dtype is not None:  # the parts' dtype
             dtype = {"complex128": "float64", "complex64": "float32"}.get(_dtype_name(dtype), dtype)
     plan = _Plan(fn, inputs, dtype, numpy_style=False, names=names, loss=loss, seed=seed)
+    if samples is not None:
+        _sample_args(plan, samples)  # a bad samples= is an error before anything runs
     if output is not None:  # the caller computed it already
         plan._output = output
     if order == 2:
@@ -534,7 +543,7 @@ def _check(fn, inputs, *, reference=None, loss=None, dtype=None, device="cpu", m
             if "batched" in modes:
                 extra.append(_batched_gradients(plan, label, seed=seed, tolerance=tolerance))
             if "per-sample" in modes:
-                extra.append(_per_sample(plan, label, seed=seed, tolerance=tolerance))
+                extra.append(_per_sample(plan, label, seed=seed, tolerance=tolerance, samples=samples))
         more = [r for _, records, _ in extra for r in records]
         bad = [e for e in extra if any(r.status in ("fail", "error") for r in e[1])]
         if "rev" not in modes:
@@ -659,8 +668,8 @@ def _real_parts(out):
 # quarter even when two equal errors are all there is (one, for torch's
 # gradgradcheck fast_mode and JAX's check_grads).  One double backward and four
 # first backwards: about twice a double backward (benchmarks/
-# bench_higher_order.py).  The first derivative at the check's values is
-# computed once and gives the inner check its output.
+# bench_higher_order.py).  The inner check is told its output's shape (the
+# shapes of the leaves differentiated), so no backward runs to learn it.
 SECOND_ORDER_DIRECTIONS = 2
 
 
@@ -698,9 +707,9 @@ def _second_order(plan, fn, reference, *, device, mode, seed, tolerance, name):
 
     with plan.kept():
         try:
-            # the first derivative at the check's values, computed once: it gives the
-            # inner check its output (and shape) without another backward
-            at_values = grads_of(fn, leaves, create_graph=False)
+            # the inner check needs its output's shape only, which is the shapes of
+            # the leaves differentiated: no backward runs for it
+            at_values = torch.empty(sum(leaves[i].numel() for i in wrt), dtype=leaves[wrt[0]].dtype)
             records = _check(first_derivative_of(fn), leaves,
                              reference=None if reference is None else first_derivative_of(reference),
                              dtype=plan.dtype, device=device, mode=mode, seed=seed, tolerance=tolerance,
@@ -1004,7 +1013,8 @@ def _undefined_gradients(plan, label, *, seed, tolerance):
 # torch.func.vmap(torch.func.grad(loss of one sample)) gives every sample's
 # gradient in one call (differential privacy, influence functions, Fisher
 # estimates), through the vmap rules of every op and Function on the way.
-# With modes containing "per-sample", the callable's first tensor input is
+# With modes containing "per-sample", the callable's first tensor input (or
+# the inputs ``samples=`` names: a batch and its targets, sliced together) is
 # taken as a batch of independent samples along its first axis: each
 # sample's loss <u_n, fn(x_n, ...)> and its gradients with respect to every
 # differentiable input (x_n's own included) are computed under vmap and, one
@@ -1012,40 +1022,77 @@ def _undefined_gradients(plan, label, *, seed, tolerance):
 # vmap rule that mixes samples (a Function's vmap staticmethod) shows in the
 # losses or the gradients; a Function functorch cannot transform is an error
 # that says why.  Only for callables whose samples do not interact (no batch
-# norm over the batch).
+# norm over the batch): a callable whose samples do interact is still checked
+# consistently (vmap and the loop both see it on batches of one sample), but its
+# per-sample gradients are not the batch's.
 
 
-def _per_sample(plan, label, *, seed, tolerance):
+def _sample_args(plan, samples):
+    """The positions in ``plan.args`` of the inputs sliced by sample: those
+    ``samples`` names or numbers (positions among the inputs), or the first
+    tensor input with an axis."""
+    if samples is None:
+        first = next((i for i, a in enumerate(plan.args) if a.role != PARAM and plan.values[a.name].ndim >= 1),
+                     None)
+        return [] if first is None else [first]
+    samples = [samples] if isinstance(samples, (str, int)) else list(samples)
+    inputs = [i for i, a in enumerate(plan.args) if a.role != PARAM]
+    out = []
+    for s in samples:
+        if isinstance(s, int) and not isinstance(s, bool):
+            if not 0 <= s < len(inputs):
+                raise ValueError(f"check: samples: there is no tensor input number {s} (there are {len(inputs)})")
+            out.append(inputs[s])
+            continue
+        found = [i for i in inputs if plan.args[i].name == s]
+        if not found:
+            raise ValueError(f"check: samples: no tensor input is called {s!r} (the inputs: "
+                             f"{', '.join(plan.args[i].name for i in inputs)})")
+        out.append(found[0])
+    sizes = {plan.args[i].name: plan.values[plan.args[i].name].shape[:1] for i in out}
+    if any(not size for size in sizes.values()) or len(set(sizes.values())) > 1:
+        raise ValueError(f"check: samples: the inputs sliced by sample must share their first axis, got "
+                         f"{', '.join(f'{k} of {tuple(v) or 0} samples' for k, v in sizes.items())}")
+    return sorted(set(out))
+
+
+def _per_sample(plan, label, *, seed, tolerance, samples=None):
     """The per-sample records of ``plan``'s callable: (case, records, name)."""
     torch = _torch()
     graph, _, case, _ = _mode_case(plan, label, seed)
     a_name, b_name = f"{label} per-sample (vmap)", f"{label} one sample at a time"
-    first = next((i for i, a in enumerate(plan.args) if a.role != PARAM and plan.values[a.name].ndim >= 1), None)
-    if first is None:
+    sliced = _sample_args(plan, samples)
+    if not sliced:
         return case, [_unjudged_in(graph, seed, a_name, b_name, plan.dtype,
                                    f"{label} has no tensor input with a batch axis for per-sample gradients",
                                    op=label, tensor="per-sample gradients", ad_mode="per-sample")], a_name
     base = [torch.as_tensor(plan.values[a.name]) for a in plan.args]
     wrt = [i for i, a in enumerate(plan.args) if a.differentiable]
-    n = int(base[first].shape[0])
-    with torch.no_grad():
-        one = _flat(plan.call(*[t[:1] if i == first else t for i, t in enumerate(base)]))
+    n = int(base[sliced[0]].shape[0])
+    try:
+        with torch.no_grad():
+            one = _flat(plan.call(*[t[:1] if i in sliced else t for i, t in enumerate(base)]))
+    except Exception as e:  # noqa: BLE001 - the callable's own fault, as a record
+        return case, [_unjudged_in(graph, seed, a_name, b_name, plan.dtype,
+                                   f"{label} on one sample raised {type(e).__name__}: {_reason(e)}", op=label,
+                                   tensor="per-sample gradients", ad_mode="per-sample")], a_name
     gen = torch.Generator().manual_seed(seed + 13)
     u = torch.randn((n, *one.shape), generator=gen, dtype=torch.float64).to(one.dtype)
 
-    def loss_of_one(*args):  # (u_n, then every leaf, the first one sample of it)
+    def loss_of_one(*args):  # (u_n, then every leaf, the sliced ones one sample of it)
         un, leaves = args[0], list(args[1:])
-        leaves[first] = leaves[first].unsqueeze(0)
+        for i in sliced:
+            leaves[i] = leaves[i].unsqueeze(0)
         return (_flat(plan.call(*leaves)) * un).sum()
 
     argnums = tuple(1 + i for i in wrt)
     try:
-        in_dims = (0, *[0 if i == first else None for i in range(len(base))])
+        in_dims = (0, *[0 if i in sliced else None for i in range(len(base))])
         g_v, l_v = torch.func.vmap(torch.func.grad_and_value(loss_of_one, argnums=argnums), in_dims=in_dims)(
             u, *base)
         loop_g, loop_l = [], []
         for k in range(n):
-            leaves = [t[k].clone().requires_grad_(i in wrt) if i == first else t.clone().requires_grad_(i in wrt)
+            leaves = [t[k].clone().requires_grad_(i in wrt) if i in sliced else t.clone().requires_grad_(i in wrt)
                       for i, t in enumerate(base)]
             with torch.enable_grad():
                 value = loss_of_one(u[k], *leaves)
@@ -1060,7 +1107,8 @@ def _per_sample(plan, label, *, seed, tolerance):
     pairs = [("per-sample loss", l_v, torch.stack(loop_l))]
     pairs += [(f"per-sample grad of {plan.args[i].name}", g_v[j], torch.stack([g[j] for g in loop_g]))
               for j, i in enumerate(wrt)]
-    note = f"the first index is the sample, of {n} along {plan.args[first].name}'s first axis"
+    note = (f"the first index is the sample, of {n} along the first axis of "
+            f"{', '.join(plan.args[i].name for i in sliced)}")
     records = [_agreeing(graph, seed, a_name, b_name, plan.dtype, mine.detach().double().numpy(),
                          theirs.detach().double().numpy(), tolerance, note, tensor=tensor, op=label,
                          ad_mode="per-sample") for tensor, mine, theirs in pairs]

@@ -222,3 +222,32 @@ def test_per_sample_gradients_under_vmap_equal_each_sample_alone():
     assert {r.tensor for r in records} == {"per-sample loss", "per-sample grad of 0.weight",
                                            "per-sample grad of 0.bias"}
     assert {r.status for r in records} == {"pass"} and {r.ad_mode for r in records} == {"per-sample"}
+
+
+def test_per_sample_gradients_slice_a_batch_and_its_targets_together():
+    """``samples=`` names the inputs whose first axis is the sample: a model's loss
+    on (x, target) per sample, the targets sliced with the inputs; a loss whose
+    batching rule mixes samples fails, and a bad ``samples`` is a clear error."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(5, 3).double()
+    x, target = _x(), torch.randint(0, 3, (4,))
+
+    def loss(x, target):
+        return F.cross_entropy(net(x), target, reduction="sum")
+
+    records = check(loss, x, target, modes="per-sample", samples=("x", "target"))
+    assert {r.status for r in records} == {"pass"}
+    assert "along the first axis of x, target" in next(r for r in records if r.tensor == "per-sample loss").message
+    with pytest.raises(CheckFailed, match="loss on one sample raised"):  # target left whole: 1 input, 4 targets
+        check(loss, x, target, modes="per-sample")
+
+    def mixed(x, target):  # a per-sample loss that reads the whole batch's mean
+        return F.cross_entropy(net(x - x.mean(0)), target, reduction="sum")
+
+    assert {r.status for r in check(mixed, x, target, modes="per-sample", samples=(0, 1))} == {"pass"}
+    with pytest.raises(ValueError, match="no tensor input is called 'y'"):
+        check(loss, x, target, modes="per-sample", samples=("x", "y"))
+    with pytest.raises(ValueError, match="must share their first axis"):
+        check(loss, x, torch.zeros(3, dtype=torch.long), modes="per-sample", samples=("x", "target"))
+    with pytest.raises(ValueError, match="give modes with 'per-sample'"):
+        check(loss, x, target, samples=("x", "target"))

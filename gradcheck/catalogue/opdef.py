@@ -107,6 +107,10 @@ class OpDef:
     # implements neither for some kernels (pdist, multi_margin_loss), and the
     # higher-order suites place an op only where it has both.
     higher_order: bool = True
+    # Whether torch's formula runs under torch.func.vmap: gaussian_nll_loss tests
+    # its variance with data-dependent control flow, which vmap cannot batch; the
+    # per-sample suite places an op only where it does.
+    vmap: bool = True
     # Declared order of the hyperparameters, for callables that take them
     # positionally (torch.autograd.Function.apply takes no keywords).
     hyper_names: tuple | None = None

@@ -380,7 +380,7 @@ _OPS = [
         _S({"x": (4, 3), "target": (4, 3), "var": (4, 3)}, init={"var": _AWAY_FROM_ZERO}),
         _S({"x": (6,), "target": (6,), "var": (6,)}, {"reduction": "sum"}, init={"var": _AWAY_FROM_ZERO}),
     ), doc="0.5 (log var + (x - target)^2 / var), var clamped at eps (full=False)",
-          torch=formulas.gaussian_nll, batching=copies.loss, placement=Placement("head", _everywhere(10), place.head_with("gaussian_nll", ("target", "input", None), ("var", "input", _AWAY_FROM_ZERO)))),
+          torch=formulas.gaussian_nll, batching=copies.loss, vmap=False, placement=Placement("head", _everywhere(10), place.head_with("gaussian_nll", ("target", "input", None), ("var", "input", _AWAY_FROM_ZERO)))),
     OpDef("margin_ranking", (TensorArg("x1"), TensorArg("x2"), TensorArg("target", CONST)),
           shapes.pairwise_loss("margin_ranking"), {"margin": 0.0, "reduction": "mean"}, family="loss", kinks=True,
           branch=kink_rules.ranking_branch, margin=kink_rules.ranking_margin, samples=(

@@ -186,19 +186,24 @@ class TorchSource(Source):
                 raise
         return values
 
-    def loss_function(self, graph: Graph, tensors: dict):
+    def loss_function(self, graph: Graph, tensors: dict, also=()):
         """The graph's loss as a torch function of its differentiable leaves, in
-        ``graph.differentiable_leaves`` order, the other leaves held at their
-        values; with those leaves as tensors and their names.  For checks of this
-        source's higher derivatives (second order, forward mode) by
-        ``gradcheck.check``."""
+        ``graph.differentiable_leaves`` order, then of the leaves named in
+        ``also`` (constants a caller slices, such as targets), the other leaves
+        held at their values; with those leaves as tensors (the differentiable
+        ones requiring grad) and their names.  For checks of this source's
+        higher derivatives (second order, forward mode, per-sample gradients)
+        by ``gradcheck.check``."""
         fixed = self._leaves(graph, tensors, False)
-        names = [leaf.name for leaf in graph.differentiable_leaves]
+        differentiable = [leaf.name for leaf in graph.differentiable_leaves]
+        names = differentiable + [n for n in also if n not in differentiable]
 
         def loss(*leaves):
             return self._forward(graph, {**fixed, **dict(zip(names, leaves))})[graph.output]
 
-        return loss, [fixed[n] for n in names], names
+        if len(names) == len(differentiable):  # every one differentiated (check's rule when none requires grad)
+            return loss, [fixed[n] for n in names], names
+        return loss, [fixed[n].detach().requires_grad_(n in differentiable) for n in names], names
 
     def forward(self, graph: Graph, tensors: dict):
         torch = _torch()

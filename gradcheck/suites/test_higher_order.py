@@ -4,7 +4,10 @@ differences of the NumPy reference's hand-written VJPs (gradcheck.sources.
 hessian: two independent second derivatives); its forward mode (JVPs) against
 differences of its forward and against its backward by the adjoint identity.
 The first and the last through ``gradcheck.check`` (Notes [Second order] and
-[Forward mode] in gradcheck/front.py).  The built-in torch source only: a
+[Forward mode] in gradcheck/front.py), as are its per-sample gradients under
+vmap against each sample alone and its backward under vmap over cotangents
+against one cotangent at a time (Notes [Per-sample gradients], [Batched
+gradients]).  The built-in torch source only: a
 candidate's Function need not be twice differentiable or have a jvp.
 
 Values are not quantised here: an element at two kinks at once (x used twice,
@@ -14,7 +17,7 @@ rightly call wrong for one kink.  Exact kinks of higher derivatives are tested
 on their own (tests/test_second_order.py, tests/test_forward_mode.py)."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import assume, given, strategies as st
 
 from gradcheck import check
 from gradcheck.catalogue import get_op
@@ -27,6 +30,7 @@ __all__ = [  # the tests, for the thin copies in suites/
     "test_double_backward_matches_differences_of_the_backward",
     "test_forward_mode_matches_differences_and_the_backward",
     "test_double_backward_agrees_with_differences_of_the_references_backward",
+    "test_per_sample_gradients_under_vmap_match_each_sample_alone",
     "test_a_candidates_op_in_the_order_and_modes_it_declares",
 ]
 
@@ -75,6 +79,47 @@ def test_double_backward_agrees_with_differences_of_the_references_backward(torc
                      label="case")
     assert_gradients_agree(case, HessianVector(torch_source, seed=case.seed),
                            HessianVector(reference64, seed=case.seed, differences=True))
+
+
+def _batch_leaves(graph):
+    """The leaves carrying the batch: the data input and every other non-parameter
+    leaf whose first axis has its length (targets, masks, a second input)."""
+    n = graph.shapes[graph.leaves[0].name][:1]
+    return [leaf.name for leaf in graph.leaves if leaf.role != "param" and graph.shapes[leaf.name][:1] == n]
+
+
+def _one_sample_runs(torch_source, case, batch):
+    """Whether the graph's torch forward runs on the first sample of its batch
+    leaves: not where an op fixes the batch size (a reshape to (N, ...))."""
+    import torch
+
+    fn, leaves, names = torch_source.loss_function(case.graph, case.tensors(), also=batch)
+    try:
+        with torch.no_grad():
+            fn(*(t[:1] if n in batch else t for n, t in zip(names, leaves)))
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@suite(1 / 4)
+@given(data=st.data())
+def test_per_sample_gradients_under_vmap_match_each_sample_alone(torch_source, self_dtypes, family, data):
+    """vmap(grad(loss of one sample)) over the batch leaves against the same
+    gradient one sample at a time, and the backward under vmap over three
+    cotangents against each alone: every op's batching rules, forward and
+    backward, on random architectures."""
+    case = data.draw(cases(graphs([family], accept=lambda op, hyper, shapes: (
+        _twice(torch_source.accepts)(op, hyper, shapes) and get_op(op).vmap)), dtypes=self_dtypes, quantize=(0.0,)),
+        label="case")
+    batch = _batch_leaves(case.graph)
+    assume(_one_sample_runs(torch_source, case, batch))
+    fn, leaves, names = torch_source.loss_function(case.graph, case.tensors(), also=batch)
+    records = check(fn, *leaves, names=names, name=f"torch graph {case.graph.case_id}", seed=case.seed,
+                    modes=("batched", "per-sample"), samples=batch)
+    assert {r.ad_mode for r in records} == {"batched", "per-sample"}
+    assert {r.status for r in records} == {"pass"}
 
 
 @suite(1 / 2)
