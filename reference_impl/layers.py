@@ -173,14 +173,16 @@ def global_avg_pool_backward(x_shape, g):
 # ---------------------------------------------------------------- embedding, attention
 
 
-def embedding_forward(ids, table):
-    return table[ids], (ids, table.shape)
+def embedding_forward(ids, table, padding_idx=None):
+    return table[ids], (ids, table.shape, padding_idx)
 
 
 def embedding_backward(cache, g):
-    ids, table_shape = cache
+    ids, table_shape, padding_idx = cache
     gt = np.zeros(table_shape, dtype=g.dtype)
     np.add.at(gt, ids, g)  # a repeated id accumulates, it does not overwrite
+    if padding_idx is not None:
+        gt[padding_idx] = 0  # the padding row is looked up but never trained
     return None, gt
 
 

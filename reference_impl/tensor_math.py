@@ -111,6 +111,40 @@ def var_backward(cache, g):
     return (_expand(g, d.shape, dim, keepdim) * 2 * d / (n - correction),)
 
 
+def std_forward(x, dim=-1, correction=1, keepdim=False):
+    n = x.shape[dim]
+    d = x - x.mean(axis=dim, keepdims=True)
+    y = np.sqrt((d * d).sum(axis=dim, keepdims=True) / (n - correction))
+    return (y if keepdim else np.squeeze(y, axis=dim)), (d, y, dim, correction, keepdim)
+
+
+def std_backward(cache, g):
+    d, y, dim, correction, keepdim = cache
+    n = d.shape[dim]
+    # std = sqrt(var): d std = d var / (2 std), and d var/dx_i = 2 (x_i - mean) / (n - correction);
+    # a constant row (std 0, a cone) gets the subgradient 0 central differences see
+    # there (torch's formula gives 0/0 = nan: Note [Out of range])
+    scale = np.divide(1.0, (n - correction) * y, out=np.zeros_like(y), where=y > 0)
+    return (_expand(g, d.shape, dim, keepdim) * d * scale,)
+
+
+def norm_forward(x, dim=-1, p=2.0, keepdim=False):
+    """The vector p-norm over ``dim``, (sum |x_i|^p)^(1/p), for p >= 2 (smooth but
+    at the zero vector)."""
+    a = np.abs(x)
+    y = (a ** p).sum(axis=dim, keepdims=True) ** (1.0 / p)
+    return (y if keepdim else np.squeeze(y, axis=dim)), (x, y, dim, p, keepdim)
+
+
+def norm_backward(cache, g):
+    x, y, dim, p, keepdim = cache
+    # d ||x||_p / dx_i = sign(x_i) |x_i|^(p-1) / ||x||_p^(p-1); at the zero vector
+    # (a relu's zero row) the subgradient 0, torch's choice and central
+    # differences' value there
+    scale = np.divide(1.0, y ** (p - 1), out=np.zeros_like(y), where=y > 0)
+    return (_expand(g, x.shape, dim, keepdim) * np.sign(x) * np.abs(x) ** (p - 1) * scale,)
+
+
 def cumsum_forward(x, dim=-1):
     return np.cumsum(x, axis=dim), dim
 
@@ -320,6 +354,16 @@ def sqrt_forward(x):
 
 def sqrt_backward(y, g):
     return (g / (2 * y),)
+
+
+def rsqrt_forward(x):
+    y = 1 / np.sqrt(x)
+    return y, y
+
+
+def rsqrt_backward(y, g):
+    # d x^(-1/2) = -1/2 x^(-3/2)
+    return (-0.5 * g * y * y * y,)
 
 
 def pow_forward(x, exponent=2.0):

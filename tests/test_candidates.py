@@ -400,3 +400,27 @@ def test_pytest_isolate_runs_the_candidate_in_a_worker(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "passed" in out.stdout
+
+
+@pytest.mark.parametrize("mode", ["full", "directional", "per-tensor"])
+def test_the_padding_row_is_held_still_by_differences_and_a_backward_training_it_fails(mode):
+    """Note [Frozen elements]: embedding's padding_idx row has no gradient by
+    convention; differences hold it still, in every mode, so torch and the
+    reference pass; a backward that trains the row fails against the reference."""
+    from gradcheck import GraphBuilder
+    from gradcheck.sources.torch_autograd import TorchSource
+    from zoo import embedding_trains_the_padding_row
+
+    b = GraphBuilder()
+    ids = b.leaf("ids", (4, 6), "const", "int", {"kind": "randint", "high": 3})
+    y = b.op("embedding", ids, b.param("table", (3, 5)), padding_idx=0)
+    g = b.build(b.op("weighted_sum", b.op("tanh", y), b.const("p", (4, 6, 5)), name="loss"))
+    case = Case(g, seed=3)
+    assert (case.tensors()["ids"] == 0).any()
+    for src in (REF, TorchSource()):
+        records = check_pair(case, src, FiniteDifferences(src, "central", mode))
+        assert {r.status for r in records} == {"pass"}, [r.message for r in records]
+    bad = numpy_candidate("embedding", layers.embedding_forward, embedding_trains_the_padding_row)
+    (src,) = candidate_sources(bad)
+    (table,) = [r for r in check_pair(case, src, REF) if r.tensor == "table"]
+    assert table.status == "fail" and table.index.startswith("(0,")

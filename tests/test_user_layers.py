@@ -276,3 +276,24 @@ def test_a_torch_op_declaring_order_2_and_forward_mode_is_checked_so_in_random_g
     assert saved.returncode == 1 and "second order: the double backward of gelu in graph" in saved.stdout
     jvp = suites(*args, "--candidate", f"{LAYERS}/higher.py:wrong_jvp")
     assert jvp.returncode == 1 and "tensor 'jvp along" in jvp.stdout and "op gelu in graph" in jvp.stdout
+
+
+def test_a_tie_the_candidates_own_rounding_breaks_is_judged_on_the_candidates_values():
+    """Note [Exact kinks]: two overlapping adaptive averages are both -0.5 in the
+    reference, one ulp apart in a layer that averages by matrix products, so the
+    max pool after them picks the other cell.  Both are subgradients: the case is
+    nondifferentiable, not a failure."""
+    ordinary = load_candidate(f"{LAYERS}/ordinary.py:candidate")
+    (src,) = candidate_sources(ordinary)
+    b = GraphBuilder()
+    avg = b.op("adaptive_avg_pool2d", b.input("x", (1, 1, 3, 5)), output_size=(2, 2))
+    top = b.op("adaptive_max_pool2d", avg, output_size=(1, 2))
+    g = b.build(b.op("weighted_sum", b.op("tanh", top), b.const("p", (1, 1, 1, 2)), name="loss"))
+    case = Case(g, seed=235252)
+    tensors = case.tensors()
+    tensors["x"] = np.array([[[[-2.0, 1.5, 1.0, -1.0, -2.0], [0.0, 0.5, 0.0, 0.0, -1.0],
+                               [1.0, -1.0, -1.5, -0.5, 0.0]]]])
+    records = check_pair(case, src, ReferenceSource(), tensors=tensors)
+    (x,) = [r for r in records if r.tensor == "x"]
+    assert x.status == "nondifferentiable" and "holds exact ties in its cells" in x.message + x.opinions
+    assert {r.status for r in records} <= {"pass", "nondifferentiable"}

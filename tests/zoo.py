@@ -102,9 +102,18 @@ def dropout_no_rescale(cache, g):
 
 
 def embedding_overwrites(cache, g):
-    ids, table_shape = cache
+    ids, table_shape, padding_idx = cache
     gt = np.zeros(table_shape, dtype=g.dtype)
     gt[ids] = g  # a repeated id keeps only its last gradient
+    if padding_idx is not None:
+        gt[padding_idx] = 0
+    return None, gt
+
+
+def embedding_trains_the_padding_row(cache, g):
+    ids, table_shape, padding_idx = cache
+    gt = np.zeros(table_shape, dtype=g.dtype)
+    np.add.at(gt, ids, g)  # padding_idx forgotten
     return None, gt
 
 
@@ -513,6 +522,16 @@ def logsumexp_unnormalised(cache, g):
 def var_assumes_unbiased(cache, g):
     d, dim, correction, keepdim = cache
     return (tensor_math._expand(g, d.shape, dim, keepdim) * 2 * d / (d.shape[dim] - 1),)  # wrong for correction=0
+
+
+def std_backward_of_var(cache, g):
+    d, y, dim, correction, keepdim = cache
+    return (tensor_math._expand(g, d.shape, dim, keepdim) * 2 * d / (d.shape[dim] - correction),)  # var's
+
+
+def norm_backward_as_two(cache, g):
+    x, y, dim, p, keepdim = cache
+    return (tensor_math._expand(g, x.shape, dim, keepdim) * x / y,)  # the 2-norm's rule, wrong for p = 3
 
 
 def cumsum_not_reversed(dim, g):
@@ -961,6 +980,10 @@ def sqrt_backward_missing_half(y, g):
     return (g / y,)
 
 
+def rsqrt_backward_sign_lost(y, g):
+    return (0.5 * g * y * y * y,)
+
+
 def pow_backward_wrong_exponent(cache, g):
     x, p = cache
     return (g * p * x ** p,)  # x^p where x^(p-1) is due
@@ -1033,6 +1056,7 @@ ZOO = [
     Bug("softplus-ignores-beta", "softplus", "wrong only in a rare setting", _numpy("softplus", softplus_forward_keep_beta, softplus_ignores_beta)),
     Bug("dropout-not-rescaled", "dropout", "missing factor", _numpy("dropout", structure.dropout_forward, dropout_no_rescale)),
     Bug("embedding-repeated-ids-overwrite", "embedding", "overwrite instead of accumulate", _numpy("embedding", layers.embedding_forward, embedding_overwrites)),
+    Bug("embedding-trains-the-padding-row", "embedding", "wrong only with padding_idx", _numpy("embedding", layers.embedding_forward, embedding_trains_the_padding_row)),
     Bug("attention-key-gradient-unscaled", "attention", "missing factor", _numpy("attention", layers.attention_forward, attention_key_unscaled)),
     Bug("cross-entropy-not-averaged", "cross_entropy", "missing factor", _numpy("cross_entropy", losses.cross_entropy_forward, cross_entropy_not_averaged)),
     Bug("mse-missing-two", "mse", "missing factor", _numpy("mse", losses.mse_forward, mse_missing_two)),
@@ -1066,6 +1090,8 @@ ZOO = [
     Bug("mean-divides-by-the-last-axis", "mean", "wrong only for an inner dim", _numpy("mean", tensor_math.mean_forward, mean_divides_by_last_axis)),
     Bug("logsumexp-gradient-unnormalised", "logsumexp", "missing term", _numpy("logsumexp", logsumexp_keep_x, logsumexp_unnormalised)),
     Bug("var-assumes-unbiased", "var", "wrong only in a rare setting", _numpy("var", tensor_math.var_forward, var_assumes_unbiased)),
+    Bug("std-backward-of-var", "std", "missing factor", _numpy("std", tensor_math.std_forward, std_backward_of_var)),
+    Bug("norm-backward-as-two-norm", "norm", "wrong only for p=3", _numpy("norm", tensor_math.norm_forward, norm_backward_as_two)),
     Bug("cumsum-gradient-not-reversed", "cumsum", "wrong direction", _numpy("cumsum", tensor_math.cumsum_forward, cumsum_not_reversed)),
     Bug("transpose-gradient-not-transposed-back", "transpose", "wrong layout", _numpy("transpose", tensor_math.transpose_forward, transpose_not_undone)),
     Bug("permute-gradient-by-the-same-permutation", "permute", "wrong only for a non-involution", _numpy("permute", tensor_math.permute_forward, permute_same_permutation)),
@@ -1128,6 +1154,7 @@ ZOO = [
     Bug("exp-backward-of-the-input", "exp", "wrong saved value", _numpy("exp", tensor_math.exp_forward, exp_backward_of_x)),
     Bug("log-backward-squared", "log", "wrong power", _numpy("log", tensor_math.log_forward, log_backward_squared)),
     Bug("sqrt-backward-missing-half", "sqrt", "missing factor", _numpy("sqrt", tensor_math.sqrt_forward, sqrt_backward_missing_half)),
+    Bug("rsqrt-backward-sign-lost", "rsqrt", "sign error", _numpy("rsqrt", tensor_math.rsqrt_forward, rsqrt_backward_sign_lost)),
     Bug("pow-backward-wrong-exponent", "pow", "off-by-one exponent", _numpy("pow", tensor_math.pow_forward, pow_backward_wrong_exponent)),
     Bug("maximum-gradient-to-both", "maximum", "the loser gets the gradient too", _numpy("maximum", tensor_math.maximum_forward, maximum_gradient_to_both)),
     Bug("minimum-branches-swapped", "minimum", "branches swapped", _numpy("minimum", tensor_math.minimum_forward, minimum_branches_swapped)),

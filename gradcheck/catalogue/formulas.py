@@ -4,7 +4,7 @@ call, so the catalogue, and gradcheck, import without it."""
 
 from __future__ import annotations
 
-__all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d", "relu6", "hardsigmoid", "hardswish", "hardshrink", "softshrink", "threshold", "selu", "celu", "mish", "softsign", "tanhshrink", "logsigmoid", "sub", "div", "neg", "abs_", "clamp", "sum_", "mean", "logsumexp", "var", "cumsum", "transpose", "permute", "softmin", "glu", "prelu", "l1", "huber", "soft_margin", "kl_div", "poisson_nll", "gaussian_nll", "margin_ranking", "hinge_embedding", "nll", "multilabel_soft_margin", "rms_norm", "group_norm", "instance_norm", "normalize", "cosine_similarity", "pairwise_distance", "pixel_shuffle", "pixel_unshuffle", "pad", "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d", "adaptive_avg_pool2d"]
+__all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d", "relu6", "hardsigmoid", "hardswish", "hardshrink", "softshrink", "threshold", "selu", "celu", "mish", "softsign", "tanhshrink", "logsigmoid", "sub", "div", "neg", "abs_", "clamp", "sum_", "mean", "logsumexp", "var", "std", "norm", "rsqrt", "cumsum", "transpose", "permute", "softmin", "glu", "prelu", "l1", "huber", "soft_margin", "kl_div", "poisson_nll", "gaussian_nll", "margin_ranking", "hinge_embedding", "nll", "multilabel_soft_margin", "rms_norm", "group_norm", "instance_norm", "normalize", "cosine_similarity", "pairwise_distance", "pixel_shuffle", "pixel_unshuffle", "pad", "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d", "adaptive_avg_pool2d"]
 
 
 def _torch():
@@ -173,6 +173,18 @@ def var(x, dim, correction, keepdim):
     return _torch().var(x, dim=dim, correction=correction, keepdim=keepdim)
 
 
+def std(x, dim, correction, keepdim):
+    return _torch().std(x, dim=dim, correction=correction, keepdim=keepdim)
+
+
+def norm(x, dim, p, keepdim):
+    return _torch().linalg.vector_norm(x, ord=p, dim=dim, keepdim=keepdim)
+
+
+def rsqrt(x):
+    return _torch().rsqrt(x)
+
+
 def cumsum(x, dim):
     return _torch().cumsum(x, dim=dim)
 
@@ -293,8 +305,8 @@ def dropout(x, mask, p):
     return x * mask / (1.0 - p)
 
 
-def embedding(ids, table):
-    return F().embedding(ids, table)
+def embedding(ids, table, padding_idx=None):
+    return F().embedding(ids, table, padding_idx=padding_idx)
 
 
 def attention(q, k, v, causal):

@@ -311,6 +311,67 @@ def adaptive_max_margin(x, output_size=1):
     return float(min(gaps, default=np.inf))
 
 
+def adaptive_max_subgradient(inputs, hyper, g, gc, gr, tol):
+    """max_pool2d's rule on adaptive windows (which overlap where the sizes do not
+    divide), in 1, 2 or 3 spatial dims: an element tied for the maximum of some
+    cells has a gradient between the sums of those cells' negative and positive
+    gradients (plus what it gets as the sole maximum of others), every (sample,
+    channel) keeps its total, and elements tied nowhere get the reference's."""
+    from reference_impl.spatial import windows_nd
+
+    (x,), (gc,), (gr,) = inputs, gc, gr
+    nd = x.ndim - 2
+    name = f"adaptive_max_pool{nd}d"
+    cells, _ = windows_nd(x.shape[-nd:], hyper.get("output_size", 1))
+    fixed, lo_var, hi_var = (np.zeros(x.shape) for _ in range(3))
+    at = np.zeros(x.shape, dtype=bool)
+    xr = np.real(x)
+    for cell in cells:
+        index = (Ellipsis,) + tuple(k for k, _ in cell)
+        region = (Ellipsis,) + tuple(slice(a, b) for _, (a, b) in cell)
+        block = xr[region]
+        top = block.reshape(block.shape[:2] + (-1,)).max(axis=-1).reshape(block.shape[:2] + (1,) * nd)
+        is_max = block == top
+        count = is_max.reshape(block.shape[:2] + (-1,)).sum(axis=-1).reshape(block.shape[:2] + (1,) * nd)
+        gi = g[index].reshape(g.shape[:2] + (1,) * nd)
+        tied = is_max & (count > 1)
+        fixed[region] += np.where(is_max & ~tied, gi, 0)
+        lo_var[region] += np.where(tied, np.minimum(gi, 0), 0)
+        hi_var[region] += np.where(tied, np.maximum(gi, 0), 0)
+        at[region] |= tied
+    off = _off_kink(name, "x", gc, gr, at, tol)
+    if off or not np.any(at):
+        return off, ""
+    slack = _local_tolerance(gr, tol)
+    lo, hi = fixed + lo_var - slack, fixed + hi_var + slack
+    outside = at & ((gc < lo) | (gc > hi))
+    if np.any(outside):
+        i = tuple(int(j) for j in np.argwhere(outside)[0])
+        return (f"{name}: x at {i} is tied for the maximum of a cell; its gradient may lie in "
+                f"[{lo[i] + slack[i]:.10g}, {hi[i] - slack[i]:.10g}], the candidate gave {gc[i]:.10g}"), ""
+    axes = tuple(range(2, x.ndim))
+    plane_c, plane_r = gc.sum(axis=axes), gr.sum(axis=axes)
+    lost = np.abs(plane_c - plane_r) > _local_tolerance(plane_r, tol) * max(1, int(np.prod(x.shape[2:]))) ** 0.5
+    if np.any(lost):
+        n, c = (int(j) for j in np.argwhere(lost)[0])
+        return (f"{name}: the gradients of sample {n}, channel {c} add up to {plane_c[n, c]:.10g}, but every way "
+                f"of sharing tied cells' gradients among their maxima adds up to {plane_r[n, c]:.10g}"), ""
+    i = tuple(int(j) for j in np.argwhere(at)[0])
+    return ("", f"x of {name} holds exact ties in its cells ({int(np.sum(at))} tied element(s), e.g. {i}): the "
+                f"candidate gave {gc[i]:.10g} there, the reference (first maximum) {gr[i]:.10g}; any share among "
+                f"the maxima is right")
+
+
+def embedding_padding_row(shapes, hyper):
+    """The table row padding_idx names: looked up, never trained."""
+    pad = hyper.get("padding_idx")
+    if pad is None:
+        return {}
+    mask = np.zeros(shapes["table"], dtype=bool)
+    mask[pad] = True
+    return {"table": mask}
+
+
 def lp_pool_branch(x, norm_type=2.0, kernel_size=2, stride=None):
     s = _ref_ops[f"lp_pool{x.ndim - 2}d"].forward(x, norm_type, kernel_size, stride)[1][3]
     return np.real(s) > 0 if norm_type == 1 else np.real(s) != 0

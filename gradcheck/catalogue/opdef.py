@@ -111,6 +111,11 @@ class OpDef:
     # its variance with data-dependent control flow, which vmap cannot batch; the
     # per-sample suite places an op only where it does.
     vmap: bool = True
+    # frozen(arg_shapes, hyper) -> {arg name: boolean mask}: elements of an input
+    # the op's backward gives no gradient by convention, not by its derivative
+    # (embedding's padding_idx row); finite differences hold them still (Note
+    # [Frozen elements] in sources/finite_differences.py).  None: no such elements.
+    frozen: Callable | None = None
     # Declared order of the hyperparameters, for callables that take them
     # positionally (torch.autograd.Function.apply takes no keywords).
     hyper_names: tuple | None = None

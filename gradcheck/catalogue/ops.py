@@ -262,7 +262,14 @@ _OPS = [
           placement=Placement("reshape", _everywhere(rank), place.place_reduce(name, corrections)))
       for name, rank, extra, more, corrections in (
           ("sum", 2, {}, {}, None), ("mean", 3, {}, {}, None), ("logsumexp", 4, {}, {}, None),
-          ("var", 5, {"correction": 1}, {"correction": 0}, [1, 0]))),
+          ("var", 5, {"correction": 1}, {"correction": 0}, [1, 0]),
+          ("std", 6, {"correction": 1}, {"correction": 0}, [1, 0]))),
+    OpDef("norm", (X,), shapes.reduce("norm"), {"dim": -1, "p": 2.0, "keepdim": False}, family="structure",
+          complex_step=False, samples=(  # |x| is not complex-analytic
+        _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 1, "keepdim": True, "p": 3.0}), _S({"x": (2, 3, 4)}, {"dim": -2}),
+    ), doc="the vector p-norm over dim (p 2 or 3: smooth but at the zero vector, which random values miss)",
+          torch=formulas.norm, batching=copies.shift_dims("dim"),
+          placement=Placement("reshape", _everywhere(11), place.place_norm)),
     OpDef("cumsum", (X,), shapes.dim("cumsum"), {"dim": -1}, family="structure", samples=(
         _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 1}),
     ),
@@ -308,10 +315,12 @@ _OPS = [
     ),
           torch=formulas.dropout, batching=copies.broadcasting, placement=Placement("normalization", {"mlp": 2, "cnn": 1, "sequence": 3}, place.place_dropout)),
     OpDef("embedding", (TensorArg("ids", CONST, dtype="int"), TensorArg("table", PARAM)), shapes.embedding,
-          samples=(
+          {"padding_idx": None}, samples=(
         _S({"ids": (5,), "table": (4, 3)}, init={"ids": {"kind": "randint", "high": 4}}),
         _S({"ids": (3, 6), "table": (5, 2)}, init={"ids": {"kind": "randint", "high": 5}}),
-    ), doc="table[ids]; repeated ids accumulate gradient",
+        _S({"ids": (4, 5), "table": (3, 2)}, {"padding_idx": 0}, init={"ids": {"kind": "randint", "high": 3}}),
+    ), doc="table[ids]; repeated ids accumulate gradient; the padding_idx row gets none",
+          frozen=kink_rules.embedding_padding_row,
           torch=formulas.embedding, placement=Placement("input", {"sequence": 0}, place.place_embedding)),
     OpDef("attention", (TensorArg("q"), TensorArg("k"), TensorArg("v")), shapes.attention, {"causal": False},
           samples=(
@@ -469,7 +478,8 @@ _OPS = [
           doc="||x_i - x_j||_2 for the rows i < j",
           higher_order=False, torch=formulas.pdist, placement=Placement("reshape", {"mlp": 8}, place.place_pdist, place.rank_is(2))),
     *(OpDef(f"adaptive_max_pool{nd}d", (X,), shapes.adaptive_pool(f"adaptive_max_pool{nd}d", nd), {"output_size": 1},
-            kinks=True, branch=kink_rules.adaptive_max_branch, margin=kink_rules.adaptive_max_margin, samples=samples,
+            kinks=True, branch=kink_rules.adaptive_max_branch, margin=kink_rules.adaptive_max_margin,
+            subgradient=kink_rules.adaptive_max_subgradient, samples=samples,
             torch=getattr(formulas, f"adaptive_max_pool{nd}d"), batching=copies.per_sample,
             placement=Placement("layer", families, place.place_adaptive_pool(f"adaptive_max_pool{nd}d", nd) if nd < 3 else place.place_volume("adaptive_max_pool3d"), place.rank_at_least(4) if nd == 3 else (lambda shape: True)))
       for nd, families, samples in (
@@ -568,7 +578,7 @@ _OPS = [
         _S({"x": (7,)}, init={"x": _AWAY_FROM_ZERO}), _S({"x": (3, 5)}, init={"x": _AWAY_FROM_ZERO}),
     ), doc=f"{name} of a positive input (graphs put a softplus first)",
           torch=getattr(formulas, name), batching=copies.broadcasting, placement=Placement("activation", _everywhere(rank), place.place_positive(name)))
-      for name, rank in (("log", 28), ("sqrt", 29))),
+      for name, rank in (("log", 28), ("sqrt", 29), ("rsqrt", 30))),
     *(OpDef(name, (TensorArg("a"), TensorArg("b")), shapes.broadcast(name), family="structure", kinks=True,
             branch=kink_rules.binary_extreme_rule(name == "maximum")[0], margin=kink_rules.binary_extreme_rule(name == "maximum")[1],
             samples=(_S({"a": (3, 4), "b": (3, 4)}), _S({"a": (2, 3, 4), "b": (4,)})),

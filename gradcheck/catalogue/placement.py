@@ -33,7 +33,7 @@ __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place
            "place_channel_shuffle", "place_bilinear", "place_embedding_bag", "place_pdist", "place_lp_pool",
            "place_volume", "place_local_response_norm", "head_bce", "head_cosine_embedding", "head_triplet",
            "head_multi_margin", "head_multilabel_margin", "place_recurrent", "place_positive", "place_where",
-           "place_cumprod", "place_stack", "place_bounded"]
+           "place_cumprod", "place_stack", "place_bounded", "place_norm"]
 
 
 class NotHere(Exception):
@@ -266,6 +266,16 @@ def place_reduce(op, corrections=None):
     return place
 
 
+def place_norm(ctx, x):
+    """A p-norm over an inner axis, p and keepdim drawn."""
+    shape = ctx.shapes[x]
+    dim = _inner_dim(ctx, shape, 2)
+    hyper = {"dim": ctx.draw(st.sampled_from([dim, dim - len(shape)])), "p": ctx.draw(st.sampled_from([2.0, 3.0]))}
+    if ctx.draw(st.booleans()):
+        hyper["keepdim"] = True
+    return ctx.apply("norm", x, **hyper)
+
+
 def place_cumsum(ctx, x):
     return ctx.apply("cumsum", x, dim=_inner_dim(ctx, ctx.shapes[x]))
 
@@ -480,8 +490,10 @@ def place_declared(op):
 
 
 def place_embedding(ctx, ids, vocab):
-    """The sequence family's input: integer ids through an embedding table."""
-    return ctx.apply("embedding", ids, ctx.param((vocab, ctx.dim())))
+    """The sequence family's input: integer ids through an embedding table, a
+    padding row (0, as tokenizers put it) drawn in one case of three."""
+    hyper = {"padding_idx": 0} if ctx.draw(st.integers(0, 2)) == 0 else {}
+    return ctx.apply("embedding", ids, ctx.param((vocab, ctx.dim())), **hyper)
 
 
 # ---------------------------------------------------------------- loss heads

@@ -95,9 +95,9 @@ def dim(name):
 
 
 def reduce(name):
-    """A reduction over one dim (sum, mean, logsumexp, var): that axis dropped, or
+    """A reduction over one dim (sum, mean, logsumexp, var, std, norm): that axis dropped, or
     kept as 1 with keepdim."""
-    def rule(x, dim=-1, keepdim=False, correction=None):
+    def rule(x, dim=-1, keepdim=False, correction=None, p=None):
         _need(len(x) >= 1 and -len(x) <= dim < len(x), f"{name}: dim {dim} out of range for {len(x)}-d input")
         d = dim % len(x)
         if correction is not None:
@@ -274,8 +274,10 @@ def dropout(x, mask, p=0.5):
     return tuple(x)
 
 
-def embedding(ids, table):
+def embedding(ids, table, padding_idx=None):
     _need(len(table) == 2, f"embedding: table must be (num_embeddings, dim), got {table}")
+    _need(padding_idx is None or (isinstance(padding_idx, int) and -table[0] <= padding_idx < table[0]),
+          f"embedding: padding_idx must be None or a row of the {table[0]}-row table, got {padding_idx!r}")
     return tuple(ids) + (table[1],)
 
 

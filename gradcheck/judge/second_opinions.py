@@ -29,14 +29,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from reference_impl import executor
+from reference_impl import Op, executor
 
 from ..case import eps_of
 from ..catalogue import BUILTIN_OPS, get_op
 from ..graph import Graph
 from ..sources import numeric
 from ..sources.base import ANALYTIC, SourceResult, Unsupported, candidate_of, dtype_of, rademacher
-from ..sources.finite_differences import FiniteDifferences
+from ..sources.finite_differences import FiniteDifferences, frozen_elements, frozen_results, hold_still
 from ..sources.reference import ReferenceOrFormula
 from .compare import compare, record_for_elements, scale_of
 from .record import JOINT, with_opinion
@@ -81,7 +81,8 @@ def localise_directional(differences, graph: Graph, tensors: dict, a_result, tol
     f, kinky = differences.objective(graph)
     small = [n for n in failing if np.size(tensors[n]) <= differences.bisect_above]
     full = SourceResult(differences.name, differences.method, a_result.loss, {}, dtype=a_result.dtype)
-    for name, r in numeric.jacobian(f, tensors, small, differences.method, kinky).items():
+    frozen = frozen_elements(graph)
+    for name, r in frozen_results(frozen, numeric.jacobian(f, tensors, small, differences.method, kinky)).items():
         full.grads[name], full.grad_errors[name] = r.value, r.error
         if r.kink is not None:
             full.grad_kinks[name] = r.kink
@@ -106,12 +107,13 @@ def _bisect(differences, graph, tensors, name, a_result, tol, f, kinky, seed):
     memo = {"moved": differences.scratch}
     xmax = numeric.largest_magnitude([x])
     lo, hi, probes, stuck = 0, x.size, 0, False
+    frozen = frozen_elements(graph)
     while hi - lo > BISECT_LEAF and not stuck:
         mid = (lo + hi) // 2
         for a, b in ((lo, mid), (mid, hi)):
             d = np.zeros(x.size, dtype=np.int8)
             d[a:b] = rademacher(rng, (b - a,))
-            d = d.reshape(x.shape)
+            d = hold_still(frozen, {name: d.reshape(x.shape)})[name]
             fd = numeric.directional(
                 lambda t: differences.of.forward(graph, t), tensors, {name: d}, differences.method, xmax=xmax,
                 vnorm=math.sqrt(b - a),
@@ -124,12 +126,13 @@ def _bisect(differences, graph, tensors, name, a_result, tol, f, kinky, seed):
         else:
             stuck = True  # neither half fails on its own: the block is differentiated whole
     elements = np.arange(lo, hi)
-    fd = numeric.jacobian(f, tensors, [name], differences.method, kinky, elements=elements)[name]
+    fd = frozen_results(frozen, numeric.jacobian(f, tensors, [name], differences.method, kinky, elements=elements),
+                        elements)[name]
     record = record_for_elements(graph, a_result, differences.name, differences.method, name, x.shape, elements,
                                  g[elements], fd, tol, time.perf_counter() - t0)
     if record.status == "fail" and differences.method == "central":
         # as check_pair does for full Jacobians: a failure must survive Richardson
-        fd = numeric.refine(f, tensors, [name], kinky, elements=elements)[name]
+        fd = frozen_results(frozen, numeric.refine(f, tensors, [name], kinky, elements=elements), elements)[name]
         record = record_for_elements(graph, a_result, differences.name, "richardson", name, x.shape, elements,
                                      g[elements], fd, tol, time.perf_counter() - t0)
     how = (f"bisected over its {x.size:,} elements ({probes} directional checks"
@@ -605,12 +608,28 @@ def exact_kinks(case, records, tensors, a, b, results):
         return records
     dtype = results[0].dtype if results[0].dtype in ("float64", "float32") else "float32"
     tol = tolerance_for(ANALYTIC, ANALYTIC, dtype)
+    # The candidate's op at a kink node sees the candidate's own values of its
+    # inputs: a tie in the reference's values may be a rounding away from one in
+    # the candidate's (an average computed another way), and the candidate's
+    # choice is the one its own values made.
+    own = results[0].outputs if results[0].kind == ANALYTIC else {}
+
+    def own_values(names, fallback):
+        return [np.asarray(own[n], dtype=np.float64) if n in own and np.shape(own[n]) == np.shape(v) else v
+                for n, v in zip(names, fallback)]
+
+    def on_own_values(impl, names):
+        def forward(*args, **hyper):
+            return impl.forward(*(x.astype(a.dtype) if a.dtype.kind == "f" else x
+                                  for x, a in zip(own_values(names, args), args)), **hyper)
+        return Op(forward, impl.backward)
+
     # the case with the candidate's op at the kink nodes only, the rest the reference's
     steps, table = [], dict(theirs)
     for name, op_name, inputs, hyper in graph.plan():
         key = f"{op_name}@{name}" if name in kinks else op_name
         if name in kinks:
-            table[key] = ours[op_name]
+            table[key] = on_own_values(ours[op_name], inputs)
         steps.append((name, key, inputs, dict(hyper)))
     leaves = {k: v for k, v in values.items() if k in {l.name for l in graph.leaves}}
     try:
@@ -626,7 +645,7 @@ def exact_kinks(case, records, tensors, a, b, results):
         hyper = dict(hypers[name])
         g = np.asarray(hybrid_grads.get(name, np.zeros(graph.shapes[name])), dtype=np.float64)
         try:
-            gc = _vjp(ours[node.op], inputs, hyper, g, dtype)
+            gc = _vjp(ours[node.op], own_values(node.inputs, inputs), hyper, g, dtype)
             gr = _vjp(theirs[node.op], inputs, hyper, g, "float64")
         except Exception:  # noqa: BLE001
             return records
@@ -769,11 +788,14 @@ def _local_differences(op_impl, op, args, hyper, g, dtype, vjps, rng):
 
     kinky = op.branch is not None
     out = []
+    masks = {} if op.frozen is None else op.frozen({a.name: x.shape for a, x in zip(op.bind(len(args)), args)},
+                                                   op.full_hyper(hyper))
     for i, arg in enumerate(op.bind(len(args))):
         if not (arg.differentiable and args[i].dtype.kind == "f") or vjps[i] is None:
             out.append((None, None, None, None))
         elif args[i].size <= LOCAL_FULL_LIMIT:
-            r = numeric.jacobian(f, cast, [str(i)], "central", with_branches=kinky)[str(i)]
+            frozen = {str(i): masks[arg.name]} if arg.name in masks else {}
+            r = frozen_results(frozen, numeric.jacobian(f, cast, [str(i)], "central", with_branches=kinky))[str(i)]
             out.append((vjps[i], r.value, r.error, r.kink))
         else:
             dirs = [rng.standard_normal(args[i].shape) for _ in range(2)]

@@ -16,10 +16,65 @@ from . import numeric
 from .base import Source, SourceResult, Unsupported, dtype_of, rademacher, split
 from .reference import ReferenceOrFormula
 
-__all__ = ["FiniteDifferences"]
+__all__ = ["FiniteDifferences", "frozen_elements", "hold_still", "frozen_results"]
 
 
 MIXED_SCALE = 16.0  # a tensor this many times smaller than the largest steps at its own scale
+
+
+# Note [Frozen elements]
+# Some ops give an input no gradient by convention, not because the output does
+# not depend on it: embedding's padding_idx row is looked up in the forward and
+# never trained.  Finite differences would see the true derivative there, and
+# every correct backward would fail.  An op declares such elements
+# (``OpDef.frozen``); where they belong to a leaf fed straight into the op,
+# differences hold them still: a direction has no component there, and an
+# element-by-element derivative there is 0 with no error.  The analytic sides
+# are compared with each other (torch, the reference, a candidate) as they are,
+# so a backward that trains the padding row still fails against the reference.
+
+
+def frozen_elements(graph: Graph) -> dict:
+    """``{leaf name: boolean mask}`` of the elements finite differences hold still
+    (Note [Frozen elements])."""
+    leaves = {leaf.name for leaf in graph.differentiable_leaves}
+    out = {}
+    for node in graph.nodes:
+        op = get_op(node.op)
+        if op.frozen is None:
+            continue
+        args = op.bind(len(node.inputs))
+        masks = op.frozen({a.name: graph.shapes[i] for a, i in zip(args, node.inputs)}, op.full_hyper(node.hyper))
+        for a, i in zip(args, node.inputs):
+            if a.name in masks and i in leaves:
+                out[i] = out[i] | masks[a.name] if i in out else masks[a.name]
+    return out
+
+
+def hold_still(frozen: dict, directions: dict) -> dict:
+    """``directions`` with no component on frozen elements."""
+    if not any(n in frozen for n in directions):
+        return directions
+    out = dict(directions)
+    for n, mask in frozen.items():
+        if n in out:
+            out[n] = np.where(mask, 0, out[n]).astype(np.asarray(out[n]).dtype)
+    return out
+
+
+def frozen_results(frozen: dict, results: dict, elements=None) -> dict:
+    """Element-by-element ``{name: FDResult}`` with 0 (and no error) at frozen
+    elements: their gradient is 0 by the op's convention."""
+    for name, r in results.items():
+        if name not in frozen:
+            continue
+        mask = np.ravel(frozen[name]) if elements is None else np.ravel(frozen[name])[elements]
+        value, error = np.array(r.value, dtype=np.float64), np.array(r.error, dtype=np.float64)
+        shape = value.shape
+        value, error = value.reshape(-1, mask.size), error.reshape(-1, mask.size)
+        value[:, mask], error[:, mask] = 0.0, 0.0
+        results[name] = replace(r, value=value.reshape(shape), error=error.reshape(shape))
+    return results
 
 
 def _scaled_to_each_tensor(dirs, tensors, scales, xmax):
@@ -153,16 +208,18 @@ class FiniteDifferences(Source):
         to refine only those elements (None: all); ``noise``: the size of the
         loss's terms (Note [Loss rounding] in numeric.py)."""
         f, kinky = self.objective(graph)
+        frozen = frozen_elements(graph)
         grads, errors, kinks = dict(result.grads), dict(result.grad_errors), dict(result.grad_kinks)
         wanted = names if isinstance(names, dict) else dict.fromkeys(names)
         for name, elements in wanted.items():
             if elements is None:
-                r = numeric.refine(f, tensors, [name], kinky, noise=noise)[name]
+                r = frozen_results(frozen, numeric.refine(f, tensors, [name], kinky, noise=noise))[name]
                 grads[name], errors[name] = r.value, r.error
                 kinks[name] = r.kink | kinks.get(name, False)
                 continue
             # only these elements: the others passed against central differences already
-            r = numeric.refine(f, tensors, [name], kinky, elements=elements, noise=noise)[name]
+            r = frozen_results(frozen, numeric.refine(f, tensors, [name], kinky, elements=elements, noise=noise),
+                               elements)[name]
             shape = np.shape(result.grads[name])
             value = np.array(result.grads[name], dtype=np.float64, copy=True).reshape(-1)
             error = np.array(np.broadcast_to(result.grad_errors.get(name, 0.0), shape), dtype=np.float64).reshape(-1)
@@ -200,19 +257,21 @@ class FiniteDifferences(Source):
         mode = self.mode
         if mode == "auto":
             mode = "full" if graph.size <= self.full_limit else "directional"
+        frozen = frozen_elements(graph)
         batched = self.of.batched_forward if self.of.batches_copies else None
         if mode == "full" and batched is not None and self.method != "complex":
             # Perturbed copies run in batches; kinks are looked for only where a
             # check fails (check_pair refines those tensors with branch signatures).
             memo = {}  # the unperturbed forward, made once for every batch
-            for name, r in numeric.jacobian_batched(lambda n, idx, steps: batched(graph, tensors, n, idx, steps, memo),
-                                                    tensors, names, self.method).items():
+            for name, r in frozen_results(frozen, numeric.jacobian_batched(
+                    lambda n, idx, steps: batched(graph, tensors, n, idx, steps, memo), tensors, names,
+                    self.method)).items():
                 result.grads[name], result.grad_errors[name] = r.value, r.error
                 if r.kink is not None:
                     result.grad_kinks[name] = r.kink
         elif mode == "full":
             f, kinky = self.objective(graph)
-            for name, r in numeric.jacobian(f, tensors, names, self.method, kinky).items():
+            for name, r in frozen_results(frozen, numeric.jacobian(f, tensors, names, self.method, kinky)).items():
                 result.grads[name], result.grad_errors[name] = r.value, r.error
                 if r.kink is not None:
                     result.grad_kinks[name] = r.kink
@@ -220,14 +279,15 @@ class FiniteDifferences(Source):
             # Near the cost floor: two forwards a direction, no branch signatures (kinks
             # are looked for by localise, and only when the check fails).
             rng = np.random.default_rng(seed)
-            dirs = [split(rademacher(rng, (sum(np.size(tensors[n]) for n in names),)), tensors, names)
-                    for _ in range(self.n_directions)]
+            dirs = [hold_still(frozen, split(rademacher(rng, (sum(np.size(tensors[n]) for n in names),)), tensors,
+                                             names)) for _ in range(self.n_directions)]
             plain = (lambda t: self.of.forward(graph, t))
             step_along = self.of.forward_along if self.of.steps_along else None
             scales = {n: max(1.0, numeric.largest_magnitude([tensors[n]])) for n in names}
             xmax = max(scales.values(), default=1.0)
             dirs = _scaled_to_each_tensor(dirs, tensors, scales, xmax)
-            vnorm = math.sqrt(sum(np.size(tensors[n]) for n in names))  # every element is +1 or -1
+            # every element is +1 or -1 (but frozen ones, 0)
+            vnorm = math.sqrt(sum(np.size(tensors[n]) for n in names) - sum(int(m.sum()) for m in frozen.values()))
             for key in [k for k in self.scratch if k not in names and k != ("flat",)]:
                 del self.scratch[key]  # buffers of another graph's leaves
             memo = {"moved": self.scratch}  # + the tensors in the source's own form
@@ -242,6 +302,8 @@ class FiniteDifferences(Source):
             for name in names:
                 shape = np.shape(tensors[name])
                 dirs = rademacher(rng, (self.n_directions, *shape))
+                if name in frozen:
+                    dirs = np.where(frozen[name], 0, dirs).astype(dirs.dtype)
                 vals = [numeric.directional(f, tensors, {name: d}, self.method, kinky) for d in dirs]
                 result.directional[name] = (dirs, numeric.FDResult(
                     np.array([v.value for v in vals]), np.array([v.error for v in vals]),

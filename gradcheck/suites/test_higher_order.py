@@ -37,8 +37,21 @@ __all__ = [  # the tests, for the thin copies in suites/
 
 def _twice(accepts):
     """The source's ops that torch can also differentiate twice and in forward mode
-    (``OpDef.higher_order``): torch has neither rule for pdist or multi_margin_loss."""
-    return lambda op, hyper, shapes: (accepts is None or accepts(op, hyper, shapes)) and get_op(op).higher_order
+    (``OpDef.higher_order``): torch has neither rule for pdist or multi_margin_loss.
+    Not with settings whose backward gives elements no gradient by convention
+    (embedding's padding_idx, Note [Frozen elements]): forward mode and
+    differences of the backward see the true derivative there."""
+
+    def accept(op, hyper, shapes):
+        opdef = get_op(op)
+        if not opdef.higher_order or (accepts is not None and not accepts(op, hyper, shapes)):
+            return False
+        if opdef.frozen is None:
+            return True
+        named = {a.name: s for a, s in zip(opdef.bind(len(shapes)), shapes)}
+        return not any(m.any() for m in opdef.frozen(named, hyper).values())
+
+    return accept
 
 
 def _checked(torch_source, case, name=None, **options):

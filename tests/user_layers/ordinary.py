@@ -471,16 +471,17 @@ class Dropout:
 @op("embedding")
 class Embedding:
     @staticmethod
-    def forward(ids, table):
-        return table[ids], (ids, table.shape)
+    def forward(ids, table, padding_idx=None):
+        return table[ids], (ids, table.shape, padding_idx)
 
     @staticmethod
     def backward(saved, g):
-        ids, shape = saved
+        ids, shape, pad = saved
         gt = np.zeros(shape, dtype=g.dtype)
         flat = g.reshape(-1, shape[1])
         for row, i in zip(flat, ids.reshape(-1)):
-            gt[i] += row
+            if pad is None or i != pad % shape[0]:
+                gt[i] += row
         return None, gt
 
 
@@ -864,6 +865,41 @@ class Var:
         g = g if keepdim else np.expand_dims(g, axis)
         n = x.shape[axis]
         return (g * 2 * (x - x.mean(axis=axis, keepdims=True)) / (n - ddof),)
+
+
+@op("std")
+class Std:
+    @staticmethod
+    def forward(x, dim=-1, correction=1, keepdim=False):
+        y = np.std(x, axis=dim, ddof=correction, keepdims=True)
+        return (y if keepdim else np.squeeze(y, axis=dim)), (x, y, _axis(dim, x.ndim), correction, keepdim)
+
+    @staticmethod
+    def backward(saved, g):
+        x, y, axis, ddof, keepdim = saved
+        g = g if keepdim else np.expand_dims(g, axis)
+        inv = np.divide(1.0, (x.shape[axis] - ddof) * y, out=np.zeros_like(y), where=y > 0)  # 0 on a constant row
+        return (g * (x - x.mean(axis=axis, keepdims=True)) * inv,)
+
+
+@op("norm")
+class Norm:
+    """Through the square: ||x||_p = exp(log(sum |x|^p) / p), differentiated by hand."""
+
+    @staticmethod
+    def forward(x, dim=-1, p=2.0, keepdim=False):
+        axis = _axis(dim, x.ndim)
+        s = np.sum(np.abs(x) ** p, axis=axis, keepdims=True)
+        y = s ** (1 / p)
+        return (y if keepdim else np.squeeze(y, axis=axis)), (x, s, y, axis, p, keepdim)
+
+    @staticmethod
+    def backward(saved, g):
+        x, s, y, axis, p, keepdim = saved
+        g = g if keepdim else np.expand_dims(g, axis)
+        # dy/ds = y / (p s), ds/dx = p |x|^(p-1) sign(x); 0 at the zero vector
+        ratio = np.divide(y, s, out=np.zeros_like(s), where=s > 0)
+        return (g * ratio * np.abs(x) ** (p - 1) * np.sign(x),)
 
 
 @op("cumsum")
@@ -2065,6 +2101,17 @@ class Sqrt:
     @staticmethod
     def backward(x, g):
         return ((0.5 * g / np.sqrt(x)).astype(x.dtype),)
+
+
+@op("rsqrt")
+class Rsqrt:
+    @staticmethod
+    def forward(x):
+        return 1 / np.sqrt(x), x
+
+    @staticmethod
+    def backward(x, g):
+        return ((-0.5 * g / (x * np.sqrt(x))).astype(x.dtype),)
 
 
 def _extreme_pair(larger):
