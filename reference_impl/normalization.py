@@ -72,6 +72,22 @@ def batch_norm_forward(x, weight, bias, eps=1e-5):
     return xhat * w + bias.reshape(bshape), (xhat, rstd, w, axes)
 
 
+def batch_norm_eval_forward(x, running_mean, running_var, weight, bias, eps=1e-5):
+    # Eval mode: the running statistics, constants, instead of the batch's: an
+    # affine map of x per channel, no sample reaching another.
+    bshape = (1, -1) + (1,) * (x.ndim - 2)
+    rstd = 1.0 / np.sqrt(running_var.reshape(bshape) + eps)
+    xhat = (x - running_mean.reshape(bshape)) * rstd
+    w = weight.reshape(bshape)
+    return xhat * w + bias.reshape(bshape), (xhat, rstd, w)
+
+
+def batch_norm_eval_backward(cache, g):
+    xhat, rstd, w = cache
+    axes = (0,) + tuple(range(2, g.ndim))
+    return g * w * rstd, None, None, (g * xhat).sum(axis=axes), g.sum(axis=axes)
+
+
 def batch_norm_backward(cache, g):
     xhat, rstd, w, axes = cache
     gx = _normalize_backward(g * w, xhat, rstd, axes)

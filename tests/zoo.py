@@ -110,6 +110,15 @@ def embedding_overwrites(cache, g):
     return None, gt
 
 
+def batch_norm_eval_with_batch_statistics(cache, g):
+    xhat, rstd, w = cache  # the training-mode backward, as if the batch's mean and variance were used
+    axes = (0,) + tuple(range(2, g.ndim))
+    n = g.size // g.shape[1]
+    gxhat = g * w
+    gx = rstd / n * (n * gxhat - gxhat.sum(axis=axes, keepdims=True) - xhat * (gxhat * xhat).sum(axis=axes, keepdims=True))
+    return gx, None, None, (g * xhat).sum(axis=axes), g.sum(axis=axes)
+
+
 def embedding_trains_the_padding_row(cache, g):
     ids, table_shape, padding_idx = cache
     gt = np.zeros(table_shape, dtype=g.dtype)
@@ -1056,6 +1065,7 @@ ZOO = [
     Bug("softplus-ignores-beta", "softplus", "wrong only in a rare setting", _numpy("softplus", softplus_forward_keep_beta, softplus_ignores_beta)),
     Bug("dropout-not-rescaled", "dropout", "missing factor", _numpy("dropout", structure.dropout_forward, dropout_no_rescale)),
     Bug("embedding-repeated-ids-overwrite", "embedding", "overwrite instead of accumulate", _numpy("embedding", layers.embedding_forward, embedding_overwrites)),
+    Bug("batch-norm-eval-backward-of-training-mode", "batch_norm_eval", "wrong mode", _numpy("batch_norm_eval", normalization.batch_norm_eval_forward, batch_norm_eval_with_batch_statistics)),
     Bug("embedding-trains-the-padding-row", "embedding", "wrong only with padding_idx", _numpy("embedding", layers.embedding_forward, embedding_trains_the_padding_row)),
     Bug("attention-key-gradient-unscaled", "attention", "missing factor", _numpy("attention", layers.attention_forward, attention_key_unscaled)),
     Bug("cross-entropy-not-averaged", "cross_entropy", "missing factor", _numpy("cross_entropy", losses.cross_entropy_forward, cross_entropy_not_averaged)),

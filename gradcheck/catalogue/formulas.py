@@ -4,7 +4,7 @@ call, so the catalogue, and gradcheck, import without it."""
 
 from __future__ import annotations
 
-__all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d", "relu6", "hardsigmoid", "hardswish", "hardshrink", "softshrink", "threshold", "selu", "celu", "mish", "softsign", "tanhshrink", "logsigmoid", "sub", "div", "neg", "abs_", "clamp", "sum_", "mean", "logsumexp", "var", "std", "norm", "rsqrt", "cumsum", "transpose", "permute", "softmin", "glu", "prelu", "l1", "huber", "soft_margin", "kl_div", "poisson_nll", "gaussian_nll", "margin_ranking", "hinge_embedding", "nll", "multilabel_soft_margin", "rms_norm", "group_norm", "instance_norm", "normalize", "cosine_similarity", "pairwise_distance", "pixel_shuffle", "pixel_unshuffle", "pad", "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d", "adaptive_avg_pool2d"]
+__all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "batch_norm_eval", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d", "relu6", "hardsigmoid", "hardswish", "hardshrink", "softshrink", "threshold", "selu", "celu", "mish", "softsign", "tanhshrink", "logsigmoid", "sub", "div", "neg", "abs_", "clamp", "sum_", "mean", "logsumexp", "var", "std", "norm", "rsqrt", "cumsum", "transpose", "permute", "softmin", "glu", "prelu", "l1", "huber", "soft_margin", "kl_div", "poisson_nll", "gaussian_nll", "margin_ranking", "hinge_embedding", "nll", "multilabel_soft_margin", "rms_norm", "group_norm", "instance_norm", "normalize", "cosine_similarity", "pairwise_distance", "pixel_shuffle", "pixel_unshuffle", "pad", "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d", "adaptive_avg_pool2d"]
 
 
 def _torch():
@@ -278,6 +278,10 @@ def layer_norm(x, w, b, eps):
 
 def batch_norm(x, w, b, eps):
     return F().batch_norm(x, None, None, w, b, training=True, eps=eps)
+
+
+def batch_norm_eval(x, running_mean, running_var, w, b, eps):
+    return F().batch_norm(x, running_mean, running_var, w, b, training=False, eps=eps)
 
 
 def add(a, b):

@@ -173,6 +173,16 @@ _OPS = [
         _S({"x": (4, 3, 5), "weight": (3,), "bias": (3,)}, {"eps": 1e-3}),
     ), init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
           torch=formulas.batch_norm, placement=Placement("normalization", {"mlp": 1, "cnn": 0}, place.place_batch_norm, place.per_channel)),
+    OpDef("batch_norm_eval", (X, TensorArg("running_mean", CONST), TensorArg("running_var", CONST), W, B),
+          shapes.batch_norm_eval, {"eps": 1e-5}, family="normalization", samples=(
+        _S({"x": (6, 3), "running_mean": (3,), "running_var": (3,), "weight": (3,), "bias": (3,)},
+           init={"running_var": _AWAY_FROM_ZERO}),
+        _S({"x": (2, 2, 4, 4), "running_mean": (2,), "running_var": (2,), "weight": (2,), "bias": (2,)}, {"eps": 1e-3},
+           init={"running_var": _AWAY_FROM_ZERO}),
+    ), init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
+          doc="batch norm in eval mode (training=False): the running statistics, not the batch's",
+          torch=formulas.batch_norm_eval,
+          placement=Placement("normalization", {"mlp": 8, "cnn": 7}, place.place_batch_norm_eval, place.per_channel)),
     OpDef("rms_norm", (X, W), shapes.rms_norm, {"eps": 1e-6}, family="normalization", samples=(
         _S({"x": (4, 6), "weight": (6,)}), _S({"x": (2, 3, 4), "weight": (3, 4)}, {"eps": 1e-3}),
     ), init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},

@@ -33,7 +33,7 @@ __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place
            "place_channel_shuffle", "place_bilinear", "place_embedding_bag", "place_pdist", "place_lp_pool",
            "place_volume", "place_local_response_norm", "head_bce", "head_cosine_embedding", "head_triplet",
            "head_multi_margin", "head_multilabel_margin", "place_recurrent", "place_positive", "place_where",
-           "place_cumprod", "place_stack", "place_bounded", "place_norm"]
+           "place_cumprod", "place_stack", "place_bounded", "place_norm", "place_batch_norm_eval"]
 
 
 class NotHere(Exception):
@@ -199,6 +199,19 @@ def place_batch_norm(ctx, x):
         raise NotHere
     w = ctx.param((shape[1],), init={"kind": "normal", "mean": 1.0, "std": 0.3})
     return ctx.apply("batch_norm", x, w, ctx.param((shape[1],)))
+
+
+def place_batch_norm_eval(ctx, x):
+    """Batch norm in eval mode: running statistics as constants (a variance kept
+    away from 0, as a trained one is)."""
+    shape = ctx.shapes[x]
+    if len(shape) < 2:
+        raise NotHere
+    c = (shape[1],)
+    mean = ctx.leaf("running_mean", c, "const", init={"kind": "normal", "std": 0.5})
+    var = ctx.leaf("running_var", c, "const", init={"kind": "uniform", "low": 0.5, "high": 2.0})
+    w = ctx.param(c, init={"kind": "normal", "mean": 1.0, "std": 0.3})
+    return ctx.apply("batch_norm_eval", x, mean, var, w, ctx.param(c))
 
 
 def place_dropout(ctx, x):

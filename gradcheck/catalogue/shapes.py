@@ -9,7 +9,7 @@ import numpy as np
 
 from .opdef import ShapeError
 
-__all__ = ["same", "pair", "linear", "matmul", "conv", "pool", "global_pool", "dim", "layer_norm", "batch_norm", "broadcast", "rms_norm", "group_norm", "instance_norm", "pair_reduce", "pixel_shuffle", "pixel_unshuffle", "pad", "pool1d", "adaptive_pool", "reduce", "glu", "transpose", "permute", "prelu", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "pairwise_loss", "nll", "multilabel", "cross_entropy", "weighted_sum"]
+__all__ = ["same", "pair", "linear", "matmul", "conv", "pool", "global_pool", "dim", "layer_norm", "batch_norm", "batch_norm_eval", "broadcast", "rms_norm", "group_norm", "instance_norm", "pair_reduce", "pixel_shuffle", "pixel_unshuffle", "pad", "pool1d", "adaptive_pool", "reduce", "glu", "transpose", "permute", "prelu", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "pairwise_loss", "nll", "multilabel", "cross_entropy", "weighted_sum"]
 
 def _need(cond, msg):
     if not cond:
@@ -218,6 +218,13 @@ def layer_norm(x, weight, bias, eps=1e-5):
     k = len(weight)
     _need(k >= 1 and tuple(x[-k:]) == tuple(weight) and tuple(weight) == tuple(bias),
           f"layer_norm: weight {weight} and bias {bias} must equal the trailing dims of x {x}")
+    return tuple(x)
+
+
+def batch_norm_eval(x, running_mean, running_var, weight, bias, eps=1e-5):
+    _need(len(x) >= 2, f"batch_norm_eval: x must be (N, C, ...), got {x}")
+    _need(tuple(running_mean) == tuple(running_var) == tuple(weight) == (x[1],) == tuple(bias),
+          f"batch_norm_eval: running_mean, running_var, weight and bias must be ({x[1]},)")
     return tuple(x)
 
 

@@ -387,6 +387,28 @@ class BatchNorm:
         return gx, (g * xhat).sum(axis=axes), g.sum(axis=axes)
 
 
+@op("batch_norm_eval")
+class BatchNormEval:
+    """Folded into a scale and a shift per channel, as inference code does."""
+
+    @staticmethod
+    def forward(x, running_mean, running_var, weight, bias, eps=1e-5):
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        inv = 1 / np.sqrt(running_var + eps)
+        scale = weight * inv
+        shift = bias - running_mean * scale
+        return x * scale.reshape(shape) + shift.reshape(shape), (x, running_mean, scale, inv)
+
+    @staticmethod
+    def backward(saved, g):
+        x, mean, scale, inv = saved
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        gx = g * scale.reshape(shape)
+        gscale = (g * x).sum(axis=axes) - g.sum(axis=axes) * mean  # through x * scale and -mean * scale
+        return gx, None, None, gscale * inv, g.sum(axis=axes)
+
+
 # ---------------------------------------------------------------- structure
 
 
