@@ -30,15 +30,21 @@ def linear_backward(cache, g):
 
 
 def matmul_forward(a, b):
-    # a (..., n, k) @ b (..., k, m); batch dimensions broadcast.
+    # a (..., n, k) @ b (..., k, m); batch dimensions broadcast.  A 1-d a is a
+    # row (1, k) and a 1-d b a column (k, 1), their unit axis dropped from the
+    # output (torch.matmul's rule).
     return a @ b, (a, b)
 
 
 def matmul_backward(cache, g):
     a, b = cache
-    ga = g @ np.swapaxes(b, -1, -2)
-    gb = np.swapaxes(a, -1, -2) @ g
-    return unbroadcast(ga, a.shape), unbroadcast(gb, b.shape)
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    g2 = g[..., None] if b.ndim == 1 else g  # the dropped axes back
+    g2 = np.expand_dims(g2, -2) if a.ndim == 1 else g2
+    ga = g2 @ np.swapaxes(b2, -1, -2)
+    gb = np.swapaxes(a2, -1, -2) @ g2
+    return unbroadcast(ga, a2.shape).reshape(a.shape), unbroadcast(gb, b2.shape).reshape(b.shape)
 
 
 # ---------------------------------------------------------------- convolution

@@ -91,6 +91,14 @@ def matmul_no_broadcast_reduction(cache, g):
     return g @ np.swapaxes(b, -1, -2), np.swapaxes(a, -1, -2) @ g
 
 
+def matmul_vector_from_the_last_row(cache, g):
+    a, b = cache
+    ga, gb = layers.matmul_backward(cache, g)
+    if b.ndim == 1 and a.ndim >= 2:  # the column's gradient from the last row of a only
+        gb = (a[..., -1, :] * g[..., -1:]).reshape(-1, b.size).sum(axis=0)
+    return ga, gb
+
+
 def concat_pieces_reversed(cache, g):
     dim, sizes = cache
     return tuple(reversed(np.split(g, np.cumsum(sizes[::-1])[:-1], axis=dim)))
@@ -1043,6 +1051,7 @@ ZOO = [
     Bug("linear-missing-transpose", "linear", "missing transpose", _numpy("linear", layers.linear_forward, linear_missing_transpose)),
     Bug("linear-bias-not-summed-over-batch", "linear", "bias gradient not summed", _numpy("linear", layers.linear_forward, linear_bias_not_summed)),
     Bug("add-broadcast-not-reduced", "add", "wrong broadcast reduction", _numpy("add", structure.add_forward, add_no_broadcast_reduction)),
+    Bug("matmul-vector-from-the-last-row", "matmul", "wrong only for a 1-d operand", _numpy("matmul", layers.matmul_forward, matmul_vector_from_the_last_row)),
     Bug("matmul-broadcast-not-reduced", "matmul", "wrong broadcast reduction", _numpy("matmul", layers.matmul_forward, matmul_no_broadcast_reduction)),
     Bug("mul-wrong-operand", "mul", "wrong operand", _numpy("mul", structure.mul_forward, mul_wrong_operand)),
     Bug("concat-pieces-reversed", "concat", "wrong split", _numpy("concat", structure.concat_forward, concat_pieces_reversed)),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["loop", "broadcasting", "per_sample", "shift_dims", "trailing", "linear", "conv", "reshape", "loss",
+__all__ = ["loop", "broadcasting", "matmul", "per_sample", "shift_dims", "trailing", "linear", "conv", "reshape", "loss",
            "cross_entropy"]
 
 
@@ -34,6 +34,22 @@ def _aligned(args, stacked):
 def broadcasting(forward, args, stacked, hyper, n):
     # elementwise and batched-matmul ops: NumPy broadcasting carries the copy axis
     return np.asarray(forward(*_aligned(args, stacked), **hyper)[0])
+
+
+def matmul(forward, args, stacked, hyper, n):
+    """Broadcasting over batch dims.  Stacked 1-d rows a (n, k): against a 1-d b
+    they are a matrix-vector product already; against b (..., k, m) each is a
+    (1, k) matrix broadcast over b's batch dims, its unit axis dropped after.
+    A stacked 1-d column b would read as a matrix: copy by copy."""
+    (a, b), (sa, sb) = args, stacked
+    if sb and np.ndim(b) == 2:
+        return loop(forward, args, stacked, hyper, n)
+    if sa and np.ndim(a) == 2 and np.ndim(b) >= 2:
+        rows = a.reshape((n,) + (1,) * (np.ndim(b) - 2 - bool(sb)) + (1, a.shape[1]))  # a stacked b: copy to copy
+        return np.squeeze(np.asarray(forward(rows, b, **hyper)[0]), axis=-2)
+    if sa and np.ndim(a) == 2:
+        return np.asarray(forward(a, b, **hyper)[0])
+    return broadcasting(forward, args, stacked, hyper, n)
 
 
 def _first_only(rule):

@@ -72,8 +72,9 @@ _OPS = [
         _S({"a": (3, 4), "b": (4, 2)}),
         _S({"a": (2, 3, 4), "b": (2, 4, 5)}),
         _S({"a": (2, 1, 3, 4), "b": (3, 4, 2)}),  # broadcast batch dims
-    ), doc="batched a @ b with broadcasting batch dims",
-          torch=formulas.matmul, batching=copies.broadcasting, placement=Placement("layer", {"mlp": 1, "sequence": 2}, place.place_matmul, place.rank_at_least(2))),
+        _S({"a": (2, 3, 4), "b": (4,)}), _S({"a": (3,), "b": (2, 3, 5)}), _S({"a": (4,), "b": (4,)}),  # 1-d operands
+    ), doc="batched a @ b with broadcasting batch dims; a 1-d operand is a row (a) or a column (b)",
+          torch=formulas.matmul, batching=copies.matmul, placement=Placement("layer", {"mlp": 1, "sequence": 2}, place.place_matmul, place.rank_at_least(2))),
     OpDef("conv1d", (X, W, B_OPT), shapes.conv(1),
           {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}, samples=(
         _S({"x": (2, 3, 9), "weight": (4, 3, 3), "bias": (4,)}),

@@ -86,9 +86,16 @@ def place_linear(ctx, x):
 
 
 def place_matmul(ctx, x):
+    """x @ W; in one case of four x @ v with a vector v (a score per row), and
+    on a 3-d x in one of eight v @ x (a weighted sum over the rows)."""
     shape = ctx.shapes[x]
     if len(shape) < 2:
         raise NotHere
+    kind = ctx.draw(st.integers(0, 7))
+    if kind == 0 and len(shape) >= 3:
+        return ctx.apply("matmul", ctx.param((shape[-2],)), x)
+    if kind <= 2:
+        return ctx.apply("matmul", x, ctx.param((shape[-1],)))
     return ctx.apply("matmul", x, ctx.param((shape[-1], ctx.dim())))
 
 

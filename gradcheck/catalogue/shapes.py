@@ -36,13 +36,15 @@ def linear(x, weight, bias=None):
 
 
 def matmul(a, b):
-    _need(len(a) >= 2 and len(b) >= 2, f"matmul: both operands need >= 2 dims, got {a} and {b}")
-    _need(a[-1] == b[-2], f"matmul: inner sizes differ: {a} @ {b}")
+    _need(len(a) >= 1 and len(b) >= 1, f"matmul: both operands need >= 1 dim, got {a} and {b}")
+    a2 = (1,) + tuple(a) if len(a) == 1 else tuple(a)  # a 1-d operand as a row, or a column
+    b2 = tuple(b) + (1,) if len(b) == 1 else tuple(b)
+    _need(a2[-1] == b2[-2], f"matmul: inner sizes differ: {a} @ {b}")
     try:
-        batch = np.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2]))
+        batch = np.broadcast_shapes(tuple(a2[:-2]), tuple(b2[:-2]))
     except ValueError:
-        raise ShapeError(f"matmul: batch dims {a[:-2]} and {b[:-2]} do not broadcast") from None
-    return tuple(batch) + (a[-2], b[-1])
+        raise ShapeError(f"matmul: batch dims {a2[:-2]} and {b2[:-2]} do not broadcast") from None
+    return tuple(batch) + ((a2[-2],) if len(a) > 1 else ()) + ((b2[-1],) if len(b) > 1 else ())
 
 
 def conv(nd):

@@ -58,6 +58,13 @@ class MatMul:
     @staticmethod
     def backward(saved, g):
         a, b = saved
+        if a.ndim == 1 and b.ndim == 1:  # a dot product
+            return g * b, g * a
+        if b.ndim == 1:  # (..., n, k) @ (k,): g is (..., n)
+            return g[..., None] * b, (g[..., None] * a).reshape(-1, b.size).sum(axis=0)
+        if a.ndim == 1:  # (k,) @ (..., k, m): g is (..., m)
+            ga = (g[..., None, :] * b).sum(axis=-1).reshape(-1, a.size).sum(axis=0)
+            return ga, _unbroadcast(a[:, None] * g[..., None, :], b.shape)
         ga = np.matmul(g, np.swapaxes(b, -1, -2))
         gb = np.matmul(np.swapaxes(a, -1, -2), g)
         return _unbroadcast(ga, a.shape), _unbroadcast(gb, b.shape)
