@@ -90,9 +90,16 @@ class OpOptions:
     # The hyperparameters the implementation's signature takes; None: all of them
     # (Note [Settings a signature lacks]).
     takes: frozenset | None = None
+    # How many of the op's inputs the signature takes, when it stops before an
+    # optional one (cross_entropy's class weight); None: all of them.
+    inputs_taken: int | None = None
 
     def refuses(self, op: str, hyper: dict, shapes) -> str:
         """Why this op would not take these settings, or ""."""
+        if self.inputs_taken is not None and len(shapes) > self.inputs_taken:
+            name = get_op(op).inputs[self.inputs_taken].name
+            return (f"{op}'s implementation takes no {name!r} input, so only nodes without it are checked; this node "
+                    f"has one")
         if self.takes is not None:
             defaults = get_op(op).hyper
             lacking = {k: v for k, v in dict(hyper).items()
@@ -131,6 +138,37 @@ class OpOptions:
 # into the candidate's random graphs, ``skipped`` with this reason where a sample
 # needs it.  For an autograd.Function the hyperparameters go positionally in the
 # catalogue's order, so a forward taking fewer positions takes the leading ones.
+# An optional tensor input the catalogue added (cross_entropy's class weight)
+# goes positionally too: where the signature has a hyperparameter (or nothing)
+# at its place, a node with that input is refused the same way.
+
+
+def _taken_inputs(impl, opdef) -> int | None:
+    """How many of ``opdef``'s inputs ``impl`` takes, when that stops before an
+    optional one (Note [Settings a signature lacks]); None for all."""
+    import inspect
+
+    optional = [i for i, a in enumerate(opdef.inputs) if a.optional]
+    if not optional or any(a.variadic for a in opdef.inputs):
+        return None
+    if hasattr(impl, "forward") and hasattr(impl, "backward") and is_subclass(impl, "torch", "autograd.Function"):
+        fn, skip = impl.forward, 0 if _has_setup_context(impl) else 1
+    elif is_subclass(impl, "torch", "nn.Module"):
+        return None  # parameters come by name (functional_call), inputs in order: nothing to read
+    else:
+        fn, skip = (impl.forward if hasattr(impl, "forward") else impl), 0
+    try:
+        params = list(inspect.signature(fn).parameters.values())[skip:]
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return None
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    hyper = set(opdef.hyper_names or ())
+    for i in optional:
+        if i >= len(positional) or positional[i] in hyper:
+            return i
+    return None
 
 
 def _taken_hyper(impl, opdef) -> frozenset | None:
@@ -223,6 +261,9 @@ class Candidate:
         taken = _taken_hyper(impl, opdef)  # Note [Settings a signature lacks]
         if taken is not None:
             options = replace(options, takes=taken)
+        inputs = _taken_inputs(impl, opdef)
+        if inputs is not None:
+            options = replace(options, inputs_taken=inputs)
         if hasattr(impl, "forward") and hasattr(impl, "backward") and not (
                 is_subclass(impl, "torch", "autograd.Function") or is_subclass(impl, "torch", "nn.Module")):
             forward = impl.forward if taken is None else _passing_only(impl.forward, taken)

@@ -69,33 +69,47 @@ def _mean_over_kept(per, keep):
     return (per.sum() / count if count else per.sum() * np.nan), count
 
 
-def cross_entropy_forward(logits, target, reduction="mean", ignore_index=-100, label_smoothing=0.0):
+def cross_entropy_forward(logits, target, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0):
     # logits (N, C), integer target (N,): -log softmax(logits)[n, target[n]], mixed
     # with label smoothing eps as (1 - eps) of that plus eps of the mean of -log
     # softmax over the classes; rows whose target is ignore_index count for
-    # nothing, and the mean is over the others (torch's conventions).
+    # nothing, and the mean is over the others (torch's conventions).  With class
+    # weights w (C,): a row's term is w[target] times its -log p, the smoothing
+    # term weighs each class by w, and the mean divides by the kept rows' w[target].
     z = logits - np.max(np.real(logits), axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     keep = target != ignore_index
     rows = np.arange(logits.shape[0])
-    per = -logp[rows, np.where(keep, target, 0)]
+    t = np.where(keep, target, 0)
+    w = np.ones(logits.shape[1]) if weight is None else weight
+    per = -w[t] * logp[rows, t]
     if label_smoothing:
-        per = (1 - label_smoothing) * per - label_smoothing * logp.mean(axis=1)
+        per = (1 - label_smoothing) * per - label_smoothing * (logp * w).mean(axis=1)
     per = np.where(keep, per, 0)
-    if reduction == "mean":
+    if reduction == "mean" and weight is not None:
+        count = float(np.sum(np.where(keep, w[t], 0)))
+        loss = per.sum() / count if count else per.sum() * np.nan
+    elif reduction == "mean":
         loss, count = _mean_over_kept(per, keep)
     else:
         loss, count = _reduce(per, reduction)
-    return loss, (logp, target, count, keep, label_smoothing)
+    return loss, (logp, target, count, keep, label_smoothing, weight)
 
 
 def cross_entropy_backward(cache, g):
-    logp, target, count, keep, eps = cache
-    grad = np.exp(logp) - eps / logp.shape[1]
-    rows = np.arange(grad.shape[0])[keep]
-    grad[rows, target[keep]] -= 1 - eps
+    logp, target, count, keep, eps, weight = cache
+    c = logp.shape[1]
+    w = np.ones(c) if weight is None else weight
+    rows = np.arange(logp.shape[0])[keep]
+    p = np.exp(logp)
+    # d/dz of (1 - eps) w_y (-log p_y) + (eps / C) sum_c w_c (-log p_c):
+    # (1 - eps) w_y (p - e_y) + (eps / C) (sum(w) p - w)
+    grad = (eps / c) * (np.sum(w) * p - w)
+    grad[rows] += (1 - eps) * w[target[keep]][:, None] * p[rows]
+    grad[rows, target[keep]] -= (1 - eps) * w[target[keep]]
     grad[~keep] = 0
-    return np.reshape(g, (-1, 1)) * grad / count, None  # g: a scalar, or one a row (reduction "none")
+    gx = np.reshape(g, (-1, 1)) * grad / count  # g: a scalar, or one a row (reduction "none")
+    return (gx, None) if weight is None else (gx, None, None)
 
 
 def weighted_sum_forward(x, weight):

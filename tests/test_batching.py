@@ -61,11 +61,11 @@ def test_losses_with_reduction_none_give_the_elements_the_mean_averages():
     assert per.shape == (4, 3) and np.isclose(per.mean(), losses.mse_forward(p, t)[0])
     logits, target = p, np.array([0, 2, 1, 1])
     per, cache = losses.cross_entropy_forward(logits, target, reduction="none")
-    assert per.shape == (4,) and np.isclose(per.sum(), losses.cross_entropy_forward(logits, target, "sum")[0])
+    assert per.shape == (4,) and np.isclose(per.sum(), losses.cross_entropy_forward(logits, target, reduction="sum")[0])
     # its VJP with one cotangent a row equals the sum-reduced VJP scaled row by row
     g = np.array([1.0, 2.0, 0.5, -1.0])
     gx, _ = losses.cross_entropy_backward(cache, g)
-    _, cache_sum = losses.cross_entropy_forward(logits, target, "sum")
+    _, cache_sum = losses.cross_entropy_forward(logits, target, reduction="sum")
     rows = [losses.cross_entropy_backward(cache_sum, 1.0)[0][i] * g[i] for i in range(4)]
     np.testing.assert_allclose(gx, np.array(rows))
     with pytest.raises(ValueError, match="'mean', 'sum' or 'none'"):

@@ -232,6 +232,13 @@ def test_a_setting_the_implementation_has_no_parameter_for_is_skipped_with_the_r
     assert "takes no 'count_include_pad' parameter" in c.refuses_node("avg_pool2d", {"count_include_pad": False}, [(1, 2, 5, 5)])
     assert c.refuses_node("avg_pool2d", {"count_include_pad": True, "padding": 1}, [(1, 2, 5, 5)]) == ""
     assert c.refuses_node("avg_pool1d", {"count_include_pad": False}, [(1, 2, 7)]) != ""
+    assert "takes no 'weight' input" in c.refuses_node("cross_entropy", {}, [(4, 3), (4,), (3,)])
+    assert c.refuses_node("cross_entropy", {"label_smoothing": 0.1}, [(4, 3), (4,)]) == ""
+    for case in op_cases("cross_entropy"):
+        (src,) = [s for s in candidate_sources(c) if not s.name.endswith("-torch")]
+        weighted = len(case.graph.nodes[0].inputs) == 3
+        statuses = {r.status for r in check_pair(case, src, REF, outputs=True)}
+        assert statuses == ({"skipped"} if weighted else {"pass"}), (case.graph.nodes[0], statuses)
     for op in ("avg_pool2d", "avg_pool1d"):
         statuses = {}
         for case in op_cases(op):

@@ -276,10 +276,10 @@ def attention_key_unscaled(cache, g):
 
 
 def cross_entropy_not_averaged(cache, g):
-    logp, target, count, keep, eps = cache
+    logp, target, count, keep, eps, weight = cache
     grad = np.exp(logp)
     grad[np.arange(grad.shape[0]), target] -= 1
-    return g * grad, None
+    return (g * grad, None) if weight is None else (g * grad, None, None)
 
 
 def mse_missing_two(cache, g):
@@ -640,8 +640,14 @@ def multilabel_soft_margin_not_over_classes(x, target, reduction="mean"):
 
 
 def cross_entropy_smoothing_ignored(cache, g):
-    logp, target, count, keep, eps = cache
-    return losses.cross_entropy_backward((logp, target, count, keep, 0.0), g)  # right only without label smoothing
+    logp, target, count, keep, eps, weight = cache
+    return losses.cross_entropy_backward((logp, target, count, keep, 0.0, weight), g)  # right only without smoothing
+
+
+def cross_entropy_weights_forgotten(cache, g):
+    logp, target, count, keep, eps, weight = cache
+    gx = losses.cross_entropy_backward((logp, target, count, keep, eps, None), g)[0]  # the divisor still weighted
+    return gx, None, None
 
 
 # ---------------------------------------------------------------- normalization, distances, pooling, layout
@@ -1127,6 +1133,7 @@ ZOO = [
     Bug("hinge-embedding-hinge-slope-positive", "hinge_embedding", "sign error (labels -1 only)", _numpy("hinge_embedding", losses.hinge_embedding_forward, hinge_embedding_hinge_slope_positive)),
     Bug("nll-mean-counts-ignored-rows", "nll", "wrong only with ignore_index", _numpy("nll", nll_mean_over_every_row, losses.nll_backward)),
     Bug("multilabel-soft-margin-not-over-classes", "multilabel_soft_margin", "missing factor", _numpy("multilabel_soft_margin", multilabel_soft_margin_not_over_classes, losses.multilabel_soft_margin_backward)),
+    Bug("cross-entropy-class-weights-forgotten", "cross_entropy", "wrong only with class weights", _numpy("cross_entropy", losses.cross_entropy_forward, cross_entropy_weights_forgotten)),
     Bug("cross-entropy-label-smoothing-ignored", "cross_entropy", "wrong only with label_smoothing", _numpy("cross_entropy", losses.cross_entropy_forward, cross_entropy_smoothing_ignored)),
     Bug("rms-norm-missing-projection", "rms_norm", "missing term", _numpy("rms_norm", normalization.rms_norm_forward, rms_norm_missing_projection)),
     Bug("group-norm-as-one-group", "group_norm", "wrong only for num_groups > 1", _numpy("group_norm", normalization.group_norm_forward, group_norm_as_one_group)),

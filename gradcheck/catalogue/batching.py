@@ -137,13 +137,15 @@ def loss(forward, args, stacked, hyper, n):
 
 
 def cross_entropy(forward, args, stacked, hyper, n):
-    logits, target = args
-    if stacked[1]:
+    logits, target, *weight = args
+    if any(stacked[1:]):
         return loop(forward, args, stacked, hyper, n)
-    per = np.asarray(forward(logits.reshape((-1,) + logits.shape[2:]), np.tile(target, n),
+    per = np.asarray(forward(logits.reshape((-1,) + logits.shape[2:]), np.tile(target, n), *weight,
                              **{**hyper, "reduction": "none"})[0]).reshape(n, -1)
     if hyper.get("reduction", "mean") != "mean":
         return per.sum(axis=1)
-    # the mean over the rows each copy keeps (all but those at ignore_index)
-    kept = np.sum(np.asarray(target) != hyper.get("ignore_index", -100))
+    # the mean over the rows each copy keeps (all but those at ignore_index), by
+    # their class weights when there are some
+    keep = np.asarray(target) != hyper.get("ignore_index", -100)
+    kept = np.sum(np.asarray(weight[0])[np.where(keep, target, 0)] * keep) if weight else np.sum(keep)
     return per.sum(axis=1) / kept

@@ -329,8 +329,9 @@ def bce_with_logits(x, t, reduction):
     return F().binary_cross_entropy_with_logits(x, t, reduction=reduction)
 
 
-def cross_entropy(x, t, reduction, ignore_index=-100, label_smoothing=0.0):
-    return F().cross_entropy(x, t, reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)
+def cross_entropy(x, t, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0):
+    return F().cross_entropy(x, t, weight=weight, reduction=reduction, ignore_index=ignore_index,
+                             label_smoothing=label_smoothing)
 
 
 def l1(p, t, reduction):

@@ -611,7 +611,11 @@ def head_classes(loss, smoothing=False):
         if smoothing and ctx.draw(st.booleans()):
             hyper["label_smoothing"] = 0.1
         other = ctx.leaf("y", (shape[0],), "const", "int", init)
-        _finish(ctx, loss, (x, other), hyper)
+        args = (x, other)
+        if loss == "cross_entropy" and ctx.draw(st.integers(0, 2)) == 0:  # class weights, in one case of three
+            args += (ctx.leaf("class_weight", (shape[1],), "const", init={"kind": "uniform", "low": 0.5,
+                                                                           "high": 2.0}),)
+        _finish(ctx, loss, args, hyper)
 
     return place
 

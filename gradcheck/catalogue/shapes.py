@@ -324,8 +324,9 @@ def multilabel(name):
     return rule
 
 
-def cross_entropy(logits, target, reduction="mean", ignore_index=-100, label_smoothing=0.0):
+def cross_entropy(logits, target, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0):
     _need(len(logits) == 2 and tuple(target) == (logits[0],), f"cross_entropy: logits (N, C) and target (N,), got {logits}, {target}")
+    _need(weight is None or tuple(weight) == (logits[1],), f"cross_entropy: weight must be ({logits[1]},), got {weight}")
     _need(reduction in ("mean", "sum"), "cross_entropy: reduction must be 'mean' or 'sum'")
     _need(0.0 <= label_smoothing <= 1.0, f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     return ()

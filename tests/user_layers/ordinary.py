@@ -589,19 +589,26 @@ class BCEWithLogits:
 @op("cross_entropy")
 class CrossEntropy:
     @staticmethod
-    def forward(logits, target, reduction="mean", ignore_index=-100, label_smoothing=0.0):
+    def forward(logits, target, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0):
+        """As a dense soft target q per row, each class weighed by w: the loss is
+        -sum(w * q * logp) over kept rows, by the kept rows' w[target] for a mean."""
         m = logits.max(axis=1, keepdims=True)
         logp = logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
         keep = (target != ignore_index)[:, None]
         c = logp.shape[1]
-        q = (1 - label_smoothing) * np.eye(c, dtype=logp.dtype)[np.where(keep[:, 0], target, 0)] + label_smoothing / c
-        n = int(keep.sum()) if reduction == "mean" else 1
-        return np.asarray(-(q * logp * keep).sum() / n, dtype=logits.dtype), (logp, q * keep, keep, n)
+        w = np.ones(c, dtype=logp.dtype) if weight is None else weight.astype(logp.dtype)
+        t = np.where(keep[:, 0], target, 0)
+        onehot = np.eye(c, dtype=logp.dtype)[t]
+        q = ((1 - label_smoothing) * onehot * w[t][:, None] + label_smoothing / c * w) * keep
+        n = float((w[t] * keep[:, 0]).sum()) if reduction == "mean" else 1.0
+        return np.asarray(-(q * logp).sum() / n, dtype=logits.dtype), (logp, q, n, weight is not None)
 
     @staticmethod
     def backward(saved, g):
-        logp, q, keep, n = saved
-        return g * (np.exp(logp) * keep - q) / n, None
+        logp, q, n, weighted = saved
+        # d/dlogits of -sum(q logp) = q.sum(1) softmax - q
+        gx = g * (np.exp(logp) * q.sum(axis=1, keepdims=True) - q) / n
+        return (gx, None, None) if weighted else (gx, None)
 
 
 @op("weighted_sum")
