@@ -192,10 +192,14 @@ def embedding_backward(cache, g):
     return None, gt
 
 
-def attention_forward(q, k, v, causal=False):
-    # q (..., L, E), k (..., S, E), v (..., S, Ev); softmax(q k^T / sqrt(E)) v.
-    scale = 1.0 / math.sqrt(q.shape[-1])
+def attention_forward(q, k, v, attn_mask=None, causal=False, scale=None):
+    # q (..., L, E), k (..., S, E), v (..., S, Ev); softmax(q k^T * scale + mask) v,
+    # scale 1/sqrt(E) unless given; attn_mask (broadcasting to (..., L, S)) is added
+    # to the scores (a constant: no gradient).
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     s = (q @ np.swapaxes(k, -1, -2)) * scale
+    if attn_mask is not None:
+        s = s + attn_mask
     if causal:
         # torch's is_causal: query i sees keys 0..i (top-left aligned).
         keep = np.tril(np.ones(s.shape[-2:], dtype=bool))
@@ -203,17 +207,17 @@ def attention_forward(q, k, v, causal=False):
     s = s - np.max(np.real(s), axis=-1, keepdims=True)
     e = np.exp(s)
     p = e / e.sum(axis=-1, keepdims=True)
-    return p @ v, (q, k, v, p, scale)
+    return p @ v, (q, k, v, p, scale, attn_mask is not None)
 
 
 def attention_backward(cache, g):
-    q, k, v, p, scale = cache
+    q, k, v, p, scale, masked = cache
     gv = np.swapaxes(p, -1, -2) @ g
     gp = g @ np.swapaxes(v, -1, -2)
     gs = p * (gp - (gp * p).sum(axis=-1, keepdims=True))  # softmax VJP
     gq = (gs @ k) * scale
     gk = (np.swapaxes(gs, -1, -2) @ q) * scale
-    return gq, gk, gv
+    return (gq, gk, gv, None) if masked else (gq, gk, gv)
 
 
 def _as_2d(x):

@@ -270,9 +270,16 @@ def softplus_ignores_beta(cache, g):
 
 
 def attention_key_unscaled(cache, g):
-    gq, gk, gv = layers.attention_backward(cache, g)
-    q, k, v, p, scale = cache
-    return gq, gk / scale, gv
+    gq, gk, gv, *mask = layers.attention_backward(cache, g)
+    q, k, v, p, scale, masked = cache
+    return (gq, gk / scale, gv, *mask)
+
+
+def attention_default_scale(cache, g):
+    q, k, v, p, scale, masked = cache
+    gq, gk, gv, *mask = layers.attention_backward(cache, g)
+    default = 1.0 / np.sqrt(q.shape[-1])
+    return (gq * default / scale, gk * default / scale, gv, *mask)  # 1/sqrt(E) whatever scale was given
 
 
 def cross_entropy_not_averaged(cache, g):
@@ -1082,6 +1089,7 @@ ZOO = [
     Bug("embedding-repeated-ids-overwrite", "embedding", "overwrite instead of accumulate", _numpy("embedding", layers.embedding_forward, embedding_overwrites)),
     Bug("batch-norm-eval-backward-of-training-mode", "batch_norm_eval", "wrong mode", _numpy("batch_norm_eval", normalization.batch_norm_eval_forward, batch_norm_eval_with_batch_statistics)),
     Bug("embedding-trains-the-padding-row", "embedding", "wrong only with padding_idx", _numpy("embedding", layers.embedding_forward, embedding_trains_the_padding_row)),
+    Bug("attention-backward-ignores-scale", "attention", "wrong only with scale", _numpy("attention", layers.attention_forward, attention_default_scale)),
     Bug("attention-key-gradient-unscaled", "attention", "missing factor", _numpy("attention", layers.attention_forward, attention_key_unscaled)),
     Bug("cross-entropy-not-averaged", "cross_entropy", "missing factor", _numpy("cross_entropy", losses.cross_entropy_forward, cross_entropy_not_averaged)),
     Bug("mse-missing-two", "mse", "missing factor", _numpy("mse", losses.mse_forward, mse_missing_two)),

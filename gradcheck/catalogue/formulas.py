@@ -313,8 +313,8 @@ def embedding(ids, table, padding_idx=None):
     return F().embedding(ids, table, padding_idx=padding_idx)
 
 
-def attention(q, k, v, causal):
-    return F().scaled_dot_product_attention(q, k, v, is_causal=causal)
+def attention(q, k, v, attn_mask=None, causal=False, scale=None):
+    return F().scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal, scale=scale)
 
 
 def mse(p, t, reduction):

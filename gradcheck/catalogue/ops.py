@@ -333,12 +333,13 @@ _OPS = [
     ), doc="table[ids]; repeated ids accumulate gradient; the padding_idx row gets none",
           frozen=kink_rules.embedding_padding_row,
           torch=formulas.embedding, placement=Placement("input", {"sequence": 0}, place.place_embedding)),
-    OpDef("attention", (TensorArg("q"), TensorArg("k"), TensorArg("v")), shapes.attention, {"causal": False},
-          samples=(
+    OpDef("attention", (TensorArg("q"), TensorArg("k"), TensorArg("v"), TensorArg("attn_mask", CONST, optional=True)),
+          shapes.attention, {"causal": False, "scale": None}, samples=(
         _S({"q": (4, 3), "k": (5, 3), "v": (5, 2)}),
         _S({"q": (2, 4, 3), "k": (2, 4, 3), "v": (2, 4, 3)}, {"causal": True}),
         _S({"q": (2, 2, 3, 4), "k": (2, 2, 5, 4), "v": (2, 2, 5, 3)}, {"causal": True}),
-    ), doc="scaled dot-product attention softmax(q k^T / sqrt(E)) v",
+        _S({"q": (2, 4, 3), "k": (2, 5, 3), "v": (2, 5, 2), "attn_mask": (4, 5)}, {"scale": 0.3}),
+    ), doc="scaled dot-product attention softmax(q k^T * scale + attn_mask) v, scale 1/sqrt(E) by default",
           torch=formulas.attention, batching=copies.broadcasting, placement=Placement("layer", {"sequence": 1}, place.place_attention, place.rank_at_least(2))),
     OpDef("mse", (TensorArg("pred"), TensorArg("target")), shapes.pairwise_loss("mse"),
           {"reduction": "mean"}, family="loss", samples=(

@@ -470,8 +470,13 @@ def place_attention(ctx, x):
         q, k, v = (ctx.apply("linear", x, ctx.param((e, shape[-1]))) for _ in range(3))
     else:
         q = k = v = x
-    causal = ctx.draw(st.booleans())
-    return ctx.apply("attention", q, k, v, **({"causal": True} if causal else {}))
+    hyper = {"scale": 0.5} if ctx.draw(st.integers(0, 3)) == 0 else {}
+    if ctx.draw(st.integers(0, 2)) == 0:  # an additive mask (a relative-position bias), instead of causal
+        mask = ctx.leaf("attn_mask", ctx.shapes[q][-2:-1] + ctx.shapes[k][-2:-1], "const")
+        return ctx.apply("attention", q, k, v, mask, **hyper)
+    if ctx.draw(st.booleans()):
+        hyper["causal"] = True
+    return ctx.apply("attention", q, k, v, **hyper)
 
 
 def _declared_inputs(ctx, x, opdef):

@@ -290,8 +290,16 @@ def embedding(ids, table, padding_idx=None):
     return tuple(ids) + (table[1],)
 
 
-def attention(q, k, v, causal=False):
+def attention(q, k, v, attn_mask=None, causal=False, scale=None):
     _need(len(q) >= 2 and len(k) == len(q) == len(v), f"attention: q, k, v need the same rank >= 2, got {q}, {k}, {v}")
+    if attn_mask is not None:
+        _need(not causal, "attention: attn_mask and causal=True together (torch refuses both)")
+        try:
+            np.broadcast_shapes(tuple(attn_mask), tuple(q[:-1]) + (k[-2],))
+        except ValueError:
+            raise ShapeError(f"attention: attn_mask {attn_mask} does not broadcast to the scores "
+                             f"{tuple(q[:-1]) + (k[-2],)}") from None
+    _need(scale is None or scale > 0, f"attention: scale must be None or positive, got {scale}")
     _need(tuple(q[:-2]) == tuple(k[:-2]) == tuple(v[:-2]), f"attention: batch dims differ: {q}, {k}, {v}")
     _need(q[-1] == k[-1], f"attention: q and k need the same embedding size, got {q[-1]} and {k[-1]}")
     _need(k[-2] == v[-2], f"attention: k and v need the same length, got {k[-2]} and {v[-2]}")

@@ -517,22 +517,23 @@ class Embedding:
 @op("attention")
 class Attention:
     @staticmethod
-    def forward(q, k, v, causal=False):
-        scale = 1 / math.sqrt(q.shape[-1])
-        s = np.einsum("...le,...se->...ls", q, k) * scale
+    def forward(q, k, v, attn_mask=None, causal=False, scale=None):
+        scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+        s = np.einsum("...le,...se->...ls", q, k) * scale + (0 if attn_mask is None else attn_mask)
         if causal:
             s = np.where(np.tri(s.shape[-2], s.shape[-1], dtype=bool), s, -np.inf)
         p = np.exp(s - s.max(axis=-1, keepdims=True))
         p /= p.sum(axis=-1, keepdims=True)
-        return np.einsum("...ls,...sd->...ld", p, v), (q, k, v, p, scale)
+        return np.einsum("...ls,...sd->...ld", p, v), (q, k, v, p, scale, attn_mask is not None)
 
     @staticmethod
     def backward(saved, g):
-        q, k, v, p, scale = saved
+        q, k, v, p, scale, masked = saved
         gv = np.einsum("...ls,...ld->...sd", p, g)
         gp = np.einsum("...ld,...sd->...ls", g, v)
         gs = p * (gp - np.sum(gp * p, axis=-1, keepdims=True))
-        return np.einsum("...ls,...se->...le", gs, k) * scale, np.einsum("...ls,...le->...se", gs, q) * scale, gv
+        grads = np.einsum("...ls,...se->...le", gs, k) * scale, np.einsum("...ls,...le->...se", gs, q) * scale, gv
+        return grads + (None,) if masked else grads
 
 
 # ---------------------------------------------------------------- losses
