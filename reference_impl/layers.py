@@ -142,13 +142,16 @@ def max_pool2d_backward(cache, g):
     return (gxp[:, :, ph : ph + x_shape[2], pw : pw + x_shape[3]],)
 
 
-def avg_pool2d_forward(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
+def avg_pool2d_forward(x, kernel_size=2, stride=None, padding=0, count_include_pad=True, divisor_override=None):
     # The window's sum over its size; with count_include_pad=False over the input
-    # elements it covers, the zero padding left out of the divisor.
+    # elements it covers, the zero padding left out of the divisor; with
+    # divisor_override, over that number whatever the window covers.
     (ph, pw), taps = _pool_geometry(x, kernel_size, stride, padding)
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     total = sum(xp[..., si, sj] for si, sj in taps)
-    if count_include_pad or (ph, pw) == (0, 0):
+    if divisor_override is not None:
+        divisor = divisor_override
+    elif count_include_pad or (ph, pw) == (0, 0):
         divisor = len(taps)
     else:
         inside = np.pad(np.ones(x.shape[2:]), ((ph, ph), (pw, pw)))

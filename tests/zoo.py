@@ -723,6 +723,12 @@ def max_pool1d_gradient_to_the_first_tap(cache, g):
     return layers.max_pool1d_backward((x_shape, xp_shape, pads, taps, np.zeros_like(winner)), g)
 
 
+def avg_pool2d_backward_by_window_size(cache, g):
+    x_shape, xp_shape, pads, taps, divisor = cache
+    # the per-window counts kept (count_include_pad=False is right), a divisor_override taken for the window size
+    return layers.avg_pool2d_backward((x_shape, xp_shape, pads, taps, divisor if np.ndim(divisor) else len(taps)), g)
+
+
 def avg_pool1d_kernel_squared(cache, g):
     (gx,) = layers.avg_pool1d_backward(cache, g)
     return (gx / len(cache[3]),)  # divides by k * k, as a 2-d pool of a k x k kernel would
@@ -747,7 +753,7 @@ def adaptive_avg_pool2d_floor_rows(cache, g):
 
 def avg_pool2d_backward_counts_padding(cache, g):
     x_shape, xp_shape, pads, taps, divisor = cache
-    return layers.avg_pool2d_backward((x_shape, xp_shape, pads, taps, len(taps)), g)  # right unless count_include_pad=False
+    return layers.avg_pool2d_backward((x_shape, xp_shape, pads, taps, len(taps)), g)  # right at the defaults only
 
 
 def softplus_backward_ignores_threshold(cache, g):
@@ -1156,7 +1162,8 @@ ZOO = [
     Bug("avg-pool1d-kernel-squared", "avg_pool1d", "extra factor", _numpy("avg_pool1d", layers.avg_pool1d_forward, avg_pool1d_kernel_squared)),
     Bug("adaptive-avg-pool1d-floor-windows", "adaptive_avg_pool1d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool1d", layers.adaptive_avg_pool1d_forward, adaptive_avg_pool1d_floor_windows)),
     Bug("adaptive-avg-pool2d-floor-rows", "adaptive_avg_pool2d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool2d", layers.adaptive_avg_pool2d_forward, adaptive_avg_pool2d_floor_rows)),
-    Bug("avg-pool2d-backward-counts-the-padding", "avg_pool2d", "wrong only with count_include_pad=False", _numpy("avg_pool2d", layers.avg_pool2d_forward, avg_pool2d_backward_counts_padding)),
+    Bug("avg-pool2d-backward-ignores-divisor-override", "avg_pool2d", "wrong only with divisor_override", _numpy("avg_pool2d", layers.avg_pool2d_forward, avg_pool2d_backward_by_window_size)),
+    Bug("avg-pool2d-backward-counts-the-padding", "avg_pool2d", "wrong only with count_include_pad=False or divisor_override", _numpy("avg_pool2d", layers.avg_pool2d_forward, avg_pool2d_backward_counts_padding)),
     Bug("softplus-backward-ignores-the-threshold", "softplus", "wrong only past the threshold", _numpy("softplus", activations.softplus_forward, softplus_backward_ignores_threshold)),
     Bug("conv-transpose2d-drops-output-padding", "conv_transpose2d", "wrong only with output_padding", _numpy("conv_transpose2d", _conv_transpose2d_noting_output_padding, conv_transpose2d_drops_output_padding)),
     Bug("conv-transpose1d-weight-from-group-0", "conv_transpose1d", "wrong only for groups > 1", _numpy("conv_transpose1d", spatial.conv_transpose1d_forward, conv_transpose1d_weight_from_group_0)),

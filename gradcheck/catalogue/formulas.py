@@ -46,8 +46,9 @@ def max_pool2d(x, kernel_size, stride, padding):
     return F().max_pool2d(x, kernel_size, stride, padding)
 
 
-def avg_pool2d(x, kernel_size, stride, padding, count_include_pad=True):
-    return F().avg_pool2d(x, kernel_size, stride, padding, count_include_pad=count_include_pad)
+def avg_pool2d(x, kernel_size, stride, padding, count_include_pad=True, divisor_override=None):
+    return F().avg_pool2d(x, kernel_size, stride, padding, count_include_pad=count_include_pad,
+                          divisor_override=divisor_override)
 
 
 def global_avg_pool(x):

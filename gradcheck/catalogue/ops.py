@@ -99,10 +99,11 @@ _OPS = [
     ),
           torch=formulas.max_pool2d, batching=copies.per_sample, placement=Placement("layer", {"cnn": 3}, place.place_pool("max_pool2d"), place.spatial)),
     OpDef("avg_pool2d", (X,), shapes.pool("avg_pool2d"),
-          {"kernel_size": 2, "stride": None, "padding": 0, "count_include_pad": True}, samples=(
+          {"kernel_size": 2, "stride": None, "padding": 0, "count_include_pad": True, "divisor_override": None}, samples=(
         _S({"x": (2, 2, 4, 4)}),
         _S({"x": (1, 3, 5, 6)}, {"kernel_size": 3, "stride": 1, "padding": 1}),
         _S({"x": (1, 2, 5, 5)}, {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False}),
+        _S({"x": (1, 2, 5, 4)}, {"kernel_size": 2, "stride": 1, "divisor_override": 3}),
         _S({"x": (2, 1, 7, 5)}, {"kernel_size": (3, 2), "stride": (2, 1)}),
     ),
           torch=formulas.avg_pool2d, batching=copies.per_sample, placement=Placement("layer", {"cnn": 2}, place.place_pool("avg_pool2d"), place.spatial)),

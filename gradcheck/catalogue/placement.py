@@ -149,6 +149,8 @@ def place_pool(op, nd=2):
             hyper["padding"] = padding
             if op.startswith("avg") and ctx.draw(st.booleans()):
                 hyper["count_include_pad"] = False  # the padding left out of each window's divisor
+        if op == "avg_pool2d" and ctx.draw(st.integers(0, 3)) == 0:
+            hyper["divisor_override"] = k * k + 1  # a fixed divisor, not the window's size
         return ctx.apply(op, x, **hyper)
 
     return place

@@ -68,8 +68,10 @@ def conv(nd):
 
 
 def pool(name):
-    def rule(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
+    def rule(x, kernel_size=2, stride=None, padding=0, count_include_pad=True, divisor_override=None):
         _need(len(x) == 4, f"{name}: x must be (N, C, H, W), got {x}")
+        _need(divisor_override is None or (isinstance(divisor_override, int) and divisor_override >= 1),
+              f"{name}: divisor_override must be None or a positive int, got {divisor_override!r}")
         ks, ss, ps = pair(kernel_size), pair(kernel_size if stride is None else stride), pair(padding)
         out = []
         for size, k, s, p in zip(x[2:], ks, ss, ps):

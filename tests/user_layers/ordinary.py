@@ -174,9 +174,11 @@ class MaxPool2d:
 @op("avg_pool2d")
 class AvgPool2d:
     @staticmethod
-    def forward(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
+    def forward(x, kernel_size=2, stride=None, padding=0, count_include_pad=True, divisor_override=None):
         cols, geometry = _windows(x, kernel_size, stride, padding, 0.0)
-        if count_include_pad:
+        if divisor_override:
+            count = divisor_override
+        elif count_include_pad:
             count = int(np.prod(geometry[2]))
         else:  # the windows of a ones image padded with zeros count the real elements
             count = _windows(np.ones((1, 1) + x.shape[2:], x.dtype), kernel_size, stride, padding, 0.0)[0].sum(axis=(2, 3))
