@@ -111,27 +111,44 @@ def conv1d_backward(cache, g):
 # ---------------------------------------------------------------- pooling
 
 
+def pool_out(size, kernel, stride, padding, dilation=1, ceil_mode=False):
+    """A pooling window count along one axis (torch's rule: with ceil_mode the
+    last window may hang over the end, but must start inside the input or its
+    left padding)."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    return out - 1 if (out - 1) * stride >= size + padding else out
+
+
+def pool_geometry(shape, kernel_size, stride, padding, dilation=1, ceil_mode=False):
+    """For (N, C, H, W): the padding of each axis as (before, after) (after
+    includes a ceil_mode overhang) and the taps, (rows, cols) slices of the padded
+    image, one per kernel position, each reading that position of every window."""
+    (kh, kw), (sh, sw) = pair(kernel_size), pair(kernel_size if stride is None else stride)
+    (ph, pw), (dh, dw) = pair(padding), pair(dilation)
+    oh = pool_out(shape[2], kh, sh, ph, dh, ceil_mode)
+    ow = pool_out(shape[3], kw, sw, pw, dw, ceil_mode)
+    after_h = max(ph, (oh - 1) * sh + dh * (kh - 1) + 1 - shape[2] - ph)
+    after_w = max(pw, (ow - 1) * sw + dw * (kw - 1) + 1 - shape[3] - pw)
+    taps = [(window_slices(i, dh, sh, oh), window_slices(j, dw, sw, ow)) for i in range(kh) for j in range(kw)]
+    return ((ph, after_h), (pw, after_w)), taps
+
+
 def _pool_geometry(x, kernel_size, stride, padding):
-    (kh, kw) = pair(kernel_size)
-    (sh, sw) = pair(kernel_size if stride is None else stride)
-    (ph, pw) = pair(padding)
-    oh, ow = out_size(x.shape[2], kh, sh, ph), out_size(x.shape[3], kw, sw, pw)
-    taps = [
-        (window_slices(i, 1, sh, oh), window_slices(j, 1, sw, ow))
-        for i in range(kh)
-        for j in range(kw)
-    ]
+    ((ph, _), (pw, _)), taps = pool_geometry(x.shape, kernel_size, stride, padding)
     return (ph, pw), taps
 
 
-def max_pool2d_forward(x, kernel_size=2, stride=None, padding=0):
-    (ph, pw), taps = _pool_geometry(x, kernel_size, stride, padding)
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+def max_pool2d_forward(x, kernel_size=2, stride=None, padding=0, dilation=1, ceil_mode=False):
+    pads, taps = pool_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    xp = np.pad(x, ((0, 0), (0, 0)) + pads, constant_values=-np.inf)
     windows = np.stack([xp[..., si, sj] for si, sj in taps], axis=-1)
     # Winner per window; on a tie the first tap in row-major order wins.
     winner = np.argmax(np.real(windows), axis=-1)
     y = np.take_along_axis(windows, winner[..., None], axis=-1)[..., 0]
-    return y, (x.shape, xp.shape, (ph, pw), taps, winner)
+    return y, (x.shape, xp.shape, (pads[0][0], pads[1][0]), taps, winner)
 
 
 def max_pool2d_backward(cache, g):

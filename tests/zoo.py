@@ -174,6 +174,24 @@ def _conv1d_bug(bug):
     return backward
 
 
+def max_pool_drops_the_overhang(cache, g):
+    x_shape, xp_shape, (ph, pw), taps, winner = cache
+    g = np.array(g, copy=True)
+    if xp_shape[2] > x_shape[2] + 2 * ph:  # ceil_mode's last row of windows hangs past the padding: dropped
+        g[:, :, -1, :] = 0
+    if xp_shape[3] > x_shape[3] + 2 * pw:
+        g[:, :, :, -1] = 0
+    return layers.max_pool2d_backward(cache, g)
+
+
+def max_pool_backward_undilated(cache, g):
+    x_shape, xp_shape, (ph, pw), taps, winner = cache
+    kw = len({sj.start for _, sj in taps})  # taps run row by row: kw of them a row
+    undilated = [(slice(k // kw, k // kw + si.stop - si.start, si.step), slice(k % kw, k % kw + sj.stop - sj.start,
+                  sj.step)) for k, (si, sj) in enumerate(taps)]  # tap (i, j) scattered at (i, j), not (i d, j d)
+    return layers.max_pool2d_backward((x_shape, xp_shape, (ph, pw), undilated, winner), g)
+
+
 def max_pool_keep_input(x, kernel_size=2, stride=None, padding=0):
     y, cache = layers.max_pool2d_forward(x, kernel_size, stride, padding)
     ph, pw = cache[2]
@@ -1162,6 +1180,8 @@ ZOO = [
     Bug("avg-pool1d-kernel-squared", "avg_pool1d", "extra factor", _numpy("avg_pool1d", layers.avg_pool1d_forward, avg_pool1d_kernel_squared)),
     Bug("adaptive-avg-pool1d-floor-windows", "adaptive_avg_pool1d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool1d", layers.adaptive_avg_pool1d_forward, adaptive_avg_pool1d_floor_windows)),
     Bug("adaptive-avg-pool2d-floor-rows", "adaptive_avg_pool2d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool2d", layers.adaptive_avg_pool2d_forward, adaptive_avg_pool2d_floor_rows)),
+    Bug("max-pool2d-drops-the-ceil-mode-overhang", "max_pool2d", "wrong only with ceil_mode", _numpy("max_pool2d", layers.max_pool2d_forward, max_pool_drops_the_overhang)),
+    Bug("max-pool2d-backward-undilated", "max_pool2d", "wrong only with dilation > 1", _numpy("max_pool2d", layers.max_pool2d_forward, max_pool_backward_undilated)),
     Bug("avg-pool2d-backward-ignores-divisor-override", "avg_pool2d", "wrong only with divisor_override", _numpy("avg_pool2d", layers.avg_pool2d_forward, avg_pool2d_backward_by_window_size)),
     Bug("avg-pool2d-backward-counts-the-padding", "avg_pool2d", "wrong only with count_include_pad=False or divisor_override", _numpy("avg_pool2d", layers.avg_pool2d_forward, avg_pool2d_backward_counts_padding)),
     Bug("softplus-backward-ignores-the-threshold", "softplus", "wrong only past the threshold", _numpy("softplus", activations.softplus_forward, softplus_backward_ignores_threshold)),

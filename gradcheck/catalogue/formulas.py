@@ -42,8 +42,8 @@ conv1d = _conv("conv1d")
 conv2d = _conv("conv2d")
 
 
-def max_pool2d(x, kernel_size, stride, padding):
-    return F().max_pool2d(x, kernel_size, stride, padding)
+def max_pool2d(x, kernel_size, stride, padding, dilation=1, ceil_mode=False):
+    return F().max_pool2d(x, kernel_size, stride, padding, dilation=dilation, ceil_mode=ceil_mode)
 
 
 def avg_pool2d(x, kernel_size, stride, padding, count_include_pad=True, divisor_override=None):

@@ -85,16 +85,11 @@ def sign_margin(x, **_):
     return float(np.min(np.abs(np.real(x)), initial=np.inf))
 
 
-def max_pool_margin(x, kernel_size=2, stride=None, padding=0):
+def max_pool_margin(x, kernel_size=2, stride=None, padding=0, dilation=1, ceil_mode=False):
     # The gap between the two largest values of each window (padding excluded).
-    xp = np.pad(np.real(x).astype(np.float64), ((0, 0), (0, 0), (padding, padding), (padding, padding)) if
-                isinstance(padding, int) else ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2),
-                constant_values=-np.inf)
-    (kh, kw) = pair(kernel_size)
-    (sh, sw) = pair(kernel_size if stride is None else stride)
-    oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
-    windows = np.stack([xp[..., i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
-                        for i in range(kh) for j in range(kw)], axis=-1)
+    pads, taps = _ref_layers.pool_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    xp = np.pad(np.real(x).astype(np.float64), ((0, 0), (0, 0)) + pads, constant_values=-np.inf)
+    windows = np.stack([xp[..., si, sj] for si, sj in taps], axis=-1)
     if windows.shape[-1] < 2:
         return np.inf
     top2 = np.sort(windows, axis=-1)[..., -2:]
@@ -203,19 +198,18 @@ def max_pool_subgradient(inputs, hyper, g, gc, gr, tol):
     the sole maximum of others), every (sample, channel) plane keeps the total,
     and elements tied nowhere get exactly the reference's gradient."""
     (x,), (gc,), (gr,) = inputs, gc, gr
-    kernel_size, stride, padding = hyper["kernel_size"], hyper["stride"], hyper["padding"]
-    (kh, kw), (sh, sw), (ph, pw) = pair(kernel_size), pair(kernel_size if stride is None else stride), pair(padding)
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
-    oh, ow = g.shape[2:]
-    taps = [(i, j) for i in range(kh) for j in range(kw)]
-    windows = np.stack([xp[..., i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] for i, j in taps], axis=-1)
+    pads, taps = _ref_layers.pool_geometry(x.shape, hyper["kernel_size"], hyper["stride"], hyper["padding"],
+                                           hyper.get("dilation", 1), hyper.get("ceil_mode", False))
+    (ph, _), (pw, _) = pads
+    xp = np.pad(x, ((0, 0), (0, 0)) + pads, constant_values=-np.inf)
+    windows = np.stack([xp[..., si, sj] for si, sj in taps], axis=-1)
     top = windows.max(axis=-1, keepdims=True)
     is_max = windows == top
     tied = is_max & (is_max.sum(axis=-1, keepdims=True) > 1)
     fixed, lo_var, hi_var = (np.zeros(xp.shape) for _ in range(3))
     at = np.zeros(xp.shape, dtype=bool)
-    for k, (i, j) in enumerate(taps):
-        sl = (Ellipsis, slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw))
+    for k, (si, sj) in enumerate(taps):
+        sl = (Ellipsis, si, sj)
         sole = is_max[..., k] & ~tied[..., k]
         fixed[sl] += np.where(sole, g, 0)
         lo_var[sl] += np.where(tied[..., k], np.minimum(g, 0), 0)

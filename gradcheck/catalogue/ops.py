@@ -91,11 +91,14 @@ _OPS = [
     ),
           torch=formulas.conv2d, batching=copies.conv, placement=Placement("layer", {"cnn": 0}, place.place_conv(2), place.rank_is(4))),
     OpDef("max_pool2d", (X,), shapes.pool("max_pool2d"),
-          {"kernel_size": 2, "stride": None, "padding": 0}, kinks=True, branch=kink_rules.max_pool_branch,
-          margin=kink_rules.max_pool_margin, subgradient=kink_rules.max_pool_subgradient, samples=(
+          {"kernel_size": 2, "stride": None, "padding": 0, "dilation": 1, "ceil_mode": False}, kinks=True,
+          branch=kink_rules.max_pool_branch, margin=kink_rules.max_pool_margin,
+          subgradient=kink_rules.max_pool_subgradient, samples=(
         _S({"x": (2, 2, 4, 4)}),
         _S({"x": (1, 3, 5, 6)}, {"kernel_size": 3, "stride": 1, "padding": 1}),
         _S({"x": (2, 1, 7, 5)}, {"kernel_size": (3, 2), "stride": (2, 1)}),
+        _S({"x": (1, 2, 6, 7)}, {"kernel_size": 2, "stride": 1, "dilation": 2}),
+        _S({"x": (2, 2, 5, 5)}, {"kernel_size": 2, "stride": 2, "ceil_mode": True}),
     ),
           torch=formulas.max_pool2d, batching=copies.per_sample, placement=Placement("layer", {"cnn": 3}, place.place_pool("max_pool2d"), place.spatial)),
     OpDef("avg_pool2d", (X,), shapes.pool("avg_pool2d"),

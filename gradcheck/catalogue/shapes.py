@@ -68,17 +68,21 @@ def conv(nd):
 
 
 def pool(name):
-    def rule(x, kernel_size=2, stride=None, padding=0, count_include_pad=True, divisor_override=None):
+    def rule(x, kernel_size=2, stride=None, padding=0, count_include_pad=True, divisor_override=None, dilation=1,
+             ceil_mode=False):
+        from reference_impl.layers import pool_out
+
         _need(len(x) == 4, f"{name}: x must be (N, C, H, W), got {x}")
         _need(divisor_override is None or (isinstance(divisor_override, int) and divisor_override >= 1),
               f"{name}: divisor_override must be None or a positive int, got {divisor_override!r}")
         ks, ss, ps = pair(kernel_size), pair(kernel_size if stride is None else stride), pair(padding)
         out = []
-        for size, k, s, p in zip(x[2:], ks, ss, ps):
-            _need(k >= 1 and s >= 1, f"{name}: kernel_size and stride must be >= 1")
+        for size, k, s, p, d in zip(x[2:], ks, ss, ps, pair(dilation)):
+            _need(k >= 1 and s >= 1 and d >= 1, f"{name}: kernel_size, stride and dilation must be >= 1")
             _need(0 <= p <= k // 2, f"{name}: padding {p} must be at most half the kernel {k}")
-            o = _out(size, k, s, p)
-            _need(o >= 1, f"{name}: kernel {k} does not fit input {size}")
+            o = pool_out(size, k, s, p, d, bool(ceil_mode))
+            _need(o >= 1 and size + 2 * p >= d * (k - 1) + 1, f"{name}: kernel {k} (dilation {d}) does not fit "
+                                                              f"input {size}")
             out.append(o)
         return (x[0], x[1], *out)
 

@@ -133,30 +133,40 @@ class Conv1d:
         return (grads[0][:, :, 0, :], grads[1][:, :, 0, :]) + tuple(grads[2:])
 
 
-def _windows(x, kernel_size, stride, padding, fill):
+def _windows(x, kernel_size, stride, padding, fill, dilation=1, ceil_mode=False):
     (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(kernel_size if stride is None else stride), _pair(padding)
+    dh, dw = _pair(dilation)
     n, c, h, w = x.shape
-    xp = np.full((n, c, h + 2 * ph, w + 2 * pw), fill, dtype=x.dtype)
+    sizes = []
+    for size, k, s, p, d in ((h, kh, sh, ph, dh), (w, kw, sw, pw, dw)):
+        span = size + 2 * p - d * (k - 1) - 1
+        o = (span + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (o - 1) * s >= size + p:  # a last window starting in the right padding is dropped
+            o -= 1
+        sizes.append(o)
+    oh, ow = sizes
+    # room for the last window, which with ceil_mode may hang past the padding
+    hp, wp = max(h + 2 * ph, (oh - 1) * sh + dh * (kh - 1) + 1), max(w + 2 * pw, (ow - 1) * sw + dw * (kw - 1) + 1)
+    xp = np.full((n, c, hp, wp), fill, dtype=x.dtype)
     xp[:, :, ph:ph + h, pw:pw + w] = x
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    cols = _im2col(xp, kh, kw, sh, sw, 1, 1, oh, ow)  # (N, C, kh, kw, oh, ow)
-    return cols, (x.shape, xp.shape, (kh, kw), (sh, sw), (ph, pw), (oh, ow))
+    cols = _im2col(xp, kh, kw, sh, sw, dh, dw, oh, ow)  # (N, C, kh, kw, oh, ow)
+    return cols, (x.shape, xp.shape, (kh, kw), (sh, sw), (ph, pw), (oh, ow), (dh, dw))
 
 
 def _scatter(gcols, geometry):
-    x_shape, xp_shape, (kh, kw), (sh, sw), (ph, pw), (oh, ow) = geometry
+    x_shape, xp_shape, (kh, kw), (sh, sw), (ph, pw), (oh, ow), (dh, dw) = geometry
     gxp = np.zeros(xp_shape, dtype=gcols.dtype)
     for i in range(kh):
         for j in range(kw):
-            gxp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += gcols[:, :, i, j]
+            gxp[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += gcols[:, :, i, j]
     return gxp[:, :, ph:ph + x_shape[2], pw:pw + x_shape[3]]
 
 
 @op("max_pool2d")
 class MaxPool2d:
     @staticmethod
-    def forward(x, kernel_size=2, stride=None, padding=0):
-        cols, geometry = _windows(x, kernel_size, stride, padding, -np.inf)
+    def forward(x, kernel_size=2, stride=None, padding=0, dilation=1, ceil_mode=False):
+        cols, geometry = _windows(x, kernel_size, stride, padding, -np.inf, dilation, ceil_mode)
         n, c, kh, kw, oh, ow = cols.shape
         flat = cols.reshape(n, c, kh * kw, oh, ow)
         winner = flat.argmax(axis=2)  # the first maximum of each window
