@@ -465,3 +465,32 @@ def stack_forward(*xs, dim=0):
 def stack_backward(cache, g):
     n, dim = cache
     return tuple(np.take(g, i, axis=dim) for i in range(n))
+
+
+def index_select_forward(x, index, dim=0):
+    # the slices of x along dim that index names, in its order, repeats allowed
+    return np.take(x, index, axis=dim), (x.shape, index, dim % x.ndim)
+
+
+def index_select_backward(cache, g):
+    shape, index, dim = cache
+    gx = np.zeros(shape, dtype=g.dtype)
+    np.add.at(gx, (slice(None),) * dim + (index,), g)  # a slice selected twice gets both gradients
+    return gx, None
+
+
+def gather_forward(x, index, dim=-1):
+    # y[..., j, ...] = x[..., index[..., j, ...], ...] along dim (torch.gather): the
+    # other axes of index may be shorter than x's, which reads their leading part
+    dim = dim % x.ndim
+    lead = tuple(slice(0, s) if d != dim else slice(None) for d, s in enumerate(index.shape))
+    return np.take_along_axis(x[lead], index, axis=dim), (x.shape, index, dim)
+
+
+def gather_backward(cache, g):
+    shape, index, dim = cache
+    at = list(np.indices(index.shape, sparse=True))
+    at[dim] = index
+    gx = np.zeros(shape, dtype=g.dtype)
+    np.add.at(gx, tuple(at), g)  # an element gathered twice gets both gradients
+    return gx, None

@@ -576,6 +576,22 @@ def norm_backward_as_two(cache, g):
     return (tensor_math._expand(g, x.shape, dim, keepdim) * x / y,)  # the 2-norm's rule, wrong for p = 3
 
 
+def index_select_overwrites(cache, g):
+    shape, index, dim = cache
+    gx = np.zeros(shape, dtype=g.dtype)
+    gx[(slice(None),) * dim + (index,)] = g  # a slice selected twice keeps one gradient
+    return gx, None
+
+
+def gather_backward_overwrites(cache, g):
+    shape, index, dim = cache
+    at = list(np.indices(index.shape, sparse=True))
+    at[dim] = index
+    gx = np.zeros(shape, dtype=g.dtype)
+    gx[tuple(at)] = g  # an element gathered twice keeps one gradient
+    return gx, None
+
+
 def cumsum_not_reversed(dim, g):
     return (np.cumsum(g, axis=dim),)
 
@@ -1147,6 +1163,8 @@ ZOO = [
     Bug("mean-divides-by-the-last-axis", "mean", "wrong only for an inner dim", _numpy("mean", tensor_math.mean_forward, mean_divides_by_last_axis)),
     Bug("logsumexp-gradient-unnormalised", "logsumexp", "missing term", _numpy("logsumexp", logsumexp_keep_x, logsumexp_unnormalised)),
     Bug("var-assumes-unbiased", "var", "wrong only in a rare setting", _numpy("var", tensor_math.var_forward, var_assumes_unbiased)),
+    Bug("index-select-repeats-overwrite", "index_select", "overwrite instead of accumulate", _numpy("index_select", tensor_math.index_select_forward, index_select_overwrites)),
+    Bug("gather-repeats-overwrite", "gather", "overwrite instead of accumulate", _numpy("gather", tensor_math.gather_forward, gather_backward_overwrites)),
     Bug("std-backward-of-var", "std", "missing factor", _numpy("std", tensor_math.std_forward, std_backward_of_var)),
     Bug("norm-backward-as-two-norm", "norm", "wrong only for p=3", _numpy("norm", tensor_math.norm_forward, norm_backward_as_two)),
     Bug("cumsum-gradient-not-reversed", "cumsum", "wrong direction", _numpy("cumsum", tensor_math.cumsum_forward, cumsum_not_reversed)),

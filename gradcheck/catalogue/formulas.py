@@ -4,7 +4,7 @@ call, so the catalogue, and gradcheck, import without it."""
 
 from __future__ import annotations
 
-__all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "batch_norm_eval", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d", "relu6", "hardsigmoid", "hardswish", "hardshrink", "softshrink", "threshold", "selu", "celu", "mish", "softsign", "tanhshrink", "logsigmoid", "sub", "div", "neg", "abs_", "clamp", "sum_", "mean", "logsumexp", "var", "std", "norm", "rsqrt", "cumsum", "transpose", "permute", "softmin", "glu", "prelu", "l1", "huber", "soft_margin", "kl_div", "poisson_nll", "gaussian_nll", "margin_ranking", "hinge_embedding", "nll", "multilabel_soft_margin", "rms_norm", "group_norm", "instance_norm", "normalize", "cosine_similarity", "pairwise_distance", "pixel_shuffle", "pixel_unshuffle", "pad", "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d", "adaptive_avg_pool2d"]
+__all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "batch_norm_eval", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d", "relu6", "hardsigmoid", "hardswish", "hardshrink", "softshrink", "threshold", "selu", "celu", "mish", "softsign", "tanhshrink", "logsigmoid", "sub", "div", "neg", "abs_", "clamp", "sum_", "mean", "logsumexp", "var", "std", "norm", "rsqrt", "index_select", "gather", "cumsum", "transpose", "permute", "softmin", "glu", "prelu", "l1", "huber", "soft_margin", "kl_div", "poisson_nll", "gaussian_nll", "margin_ranking", "hinge_embedding", "nll", "multilabel_soft_margin", "rms_norm", "group_norm", "instance_norm", "normalize", "cosine_similarity", "pairwise_distance", "pixel_shuffle", "pixel_unshuffle", "pad", "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d", "adaptive_avg_pool2d"]
 
 
 def _torch():
@@ -552,3 +552,11 @@ def cumprod(x, dim):
 
 def stack(*xs, dim=0):
     return _torch().stack(xs, dim=dim)
+
+
+def index_select(x, index, dim):
+    return _torch().index_select(x, dim, index)
+
+
+def gather(x, index, dim):
+    return _torch().gather(x, dim, index)

@@ -279,6 +279,18 @@ _OPS = [
           ("sum", 2, {}, {}, None), ("mean", 3, {}, {}, None), ("logsumexp", 4, {}, {}, None),
           ("var", 5, {"correction": 1}, {"correction": 0}, [1, 0]),
           ("std", 6, {"correction": 1}, {"correction": 0}, [1, 0]))),
+    OpDef("index_select", (X, TensorArg("index", CONST, dtype="int")), shapes.index_select, {"dim": 0},
+          family="structure", samples=(
+        _S({"x": (4, 3), "index": (5,)}, init={"index": {"kind": "randint", "high": 4}}),
+        _S({"x": (2, 5, 3), "index": (3,)}, {"dim": 1}, init={"index": {"kind": "randint", "high": 5}}),
+    ), doc="the slices of x along dim that index names (repeats accumulate their gradients)",
+          torch=formulas.index_select, placement=Placement("reshape", _everywhere(12), place.place_index_select)),
+    OpDef("gather", (X, TensorArg("index", CONST, dtype="int")), shapes.gather, {"dim": -1}, family="structure",
+          samples=(
+        _S({"x": (3, 5), "index": (3, 4)}, init={"index": {"kind": "randint", "high": 5}}),
+        _S({"x": (4, 3, 2), "index": (2, 3, 2)}, {"dim": 0}, init={"index": {"kind": "randint", "high": 4}}),
+    ), doc="torch.gather: x's elements along dim at index (repeats accumulate their gradients)",
+          torch=formulas.gather, placement=Placement("reshape", _everywhere(13), place.place_gather)),
     OpDef("norm", (X,), shapes.reduce("norm"), {"dim": -1, "p": 2.0, "keepdim": False}, family="structure",
           complex_step=False, samples=(  # |x| is not complex-analytic
         _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 1, "keepdim": True, "p": 3.0}), _S({"x": (2, 3, 4)}, {"dim": -2}),

@@ -33,7 +33,8 @@ __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place
            "place_channel_shuffle", "place_bilinear", "place_embedding_bag", "place_pdist", "place_lp_pool",
            "place_volume", "place_local_response_norm", "head_bce", "head_cosine_embedding", "head_triplet",
            "head_multi_margin", "head_multilabel_margin", "place_recurrent", "place_positive", "place_where",
-           "place_cumprod", "place_stack", "place_bounded", "place_norm", "place_batch_norm_eval"]
+           "place_cumprod", "place_stack", "place_bounded", "place_norm", "place_batch_norm_eval",
+           "place_index_select", "place_gather"]
 
 
 class NotHere(Exception):
@@ -969,6 +970,27 @@ def place_where(ctx, x):
         other = ctx.apply(ctx.draw(st.sampled_from(["tanh", "sigmoid"])), x)
     mask = ctx.leaf("mask", shape, "const", init={"kind": "mask", "p": 0.5})
     return ctx.apply("where", x, mask, other)
+
+
+def place_index_select(ctx, x):
+    """Slices of x along an inner axis picked by constant ids, some repeated, in
+    any order (an embedding-like lookup inside a layer)."""
+    shape = ctx.shapes[x]
+    dim = _inner_dim(ctx, shape, 1)
+    n = ctx.draw(st.integers(1, shape[dim] + 1))
+    index = ctx.leaf("index", (n,), "const", "int", {"kind": "randint", "high": shape[dim]})
+    return ctx.apply("index_select", x, index, dim=ctx.draw(st.sampled_from([dim, dim - len(shape)])))
+
+
+def place_gather(ctx, x):
+    """torch.gather along the last axis, by constant ids of x's shape (a top-k
+    pick, a label's score), repeats allowed."""
+    shape = ctx.shapes[x]
+    if len(shape) < 2 or shape[-1] < 2:
+        raise NotHere
+    m = ctx.draw(st.integers(1, shape[-1]))
+    index = ctx.leaf("index", shape[:-1] + (m,), "const", "int", {"kind": "randint", "high": shape[-1]})
+    return ctx.apply("gather", x, index, dim=-1)
 
 
 def place_cumprod(ctx, x):

@@ -9,7 +9,7 @@ import numpy as np
 
 from .opdef import ShapeError
 
-__all__ = ["same", "pair", "linear", "matmul", "conv", "pool", "global_pool", "dim", "layer_norm", "batch_norm", "batch_norm_eval", "broadcast", "rms_norm", "group_norm", "instance_norm", "pair_reduce", "pixel_shuffle", "pixel_unshuffle", "pad", "pool1d", "adaptive_pool", "reduce", "glu", "transpose", "permute", "prelu", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "pairwise_loss", "nll", "multilabel", "cross_entropy", "weighted_sum"]
+__all__ = ["same", "pair", "linear", "matmul", "conv", "pool", "global_pool", "dim", "layer_norm", "batch_norm", "batch_norm_eval", "broadcast", "rms_norm", "group_norm", "instance_norm", "pair_reduce", "pixel_shuffle", "pixel_unshuffle", "pad", "pool1d", "adaptive_pool", "reduce", "glu", "transpose", "permute", "prelu", "concat", "reshape", "flatten", "index_select", "gather", "dropout", "embedding", "attention", "pairwise_loss", "nll", "multilabel", "cross_entropy", "weighted_sum"]
 
 def _need(cond, msg):
     if not cond:
@@ -536,3 +536,19 @@ def stack(*xs, dim=0):
     _need(-(r + 1) <= dim <= r, f"stack: dim {dim} out of range for {r}-d tensors")
     d = dim % (r + 1)
     return tuple(xs[0][:d]) + (len(xs),) + tuple(xs[0][d:])
+
+
+def index_select(x, index, dim=0):
+    _need(len(index) == 1, f"index_select: index must be 1-d, got {index}")
+    _need(-len(x) <= dim < len(x), f"index_select: dim {dim} out of range for {len(x)}-d input")
+    d = dim % len(x)
+    return tuple(x[:d]) + (index[0],) + tuple(x[d + 1:])
+
+
+def gather(x, index, dim=-1):
+    _need(len(index) == len(x), f"gather: index {index} must have the rank of x {x}")
+    _need(-len(x) <= dim < len(x), f"gather: dim {dim} out of range for {len(x)}-d input")
+    d = dim % len(x)
+    _need(all(i <= s for k, (i, s) in enumerate(zip(index, x)) if k != d),
+          f"gather: index {index} is larger than x {x} off dim {dim}")
+    return tuple(index)

@@ -951,6 +951,48 @@ class Norm:
         return (g * ratio * np.abs(x) ** (p - 1) * np.sign(x),)
 
 
+@op("index_select")
+class IndexSelect:
+    """As a product with a one-hot selection matrix along dim."""
+
+    @staticmethod
+    def forward(x, index, dim=0):
+        axis = _axis(dim, x.ndim)
+        pick = np.eye(x.shape[axis], dtype=x.dtype)[index]  # (len(index), size)
+        y = np.moveaxis(np.tensordot(pick, np.moveaxis(x, axis, 0), axes=(1, 0)), 0, axis)
+        return y, (pick, axis)
+
+    @staticmethod
+    def backward(saved, g):
+        pick, axis = saved
+        return np.moveaxis(np.tensordot(pick.T, np.moveaxis(g, axis, 0), axes=(1, 0)), 0, axis), None
+
+
+@op("gather")
+class Gather:
+    """Element by element."""
+
+    @staticmethod
+    def forward(x, index, dim=-1):
+        axis = _axis(dim, x.ndim)
+        y = np.empty(index.shape, x.dtype)
+        for pos in np.ndindex(*index.shape):
+            src = list(pos)
+            src[axis] = index[pos]
+            y[pos] = x[tuple(src)]
+        return y, (x.shape, index, axis)
+
+    @staticmethod
+    def backward(saved, g):
+        shape, index, axis = saved
+        gx = np.zeros(shape, g.dtype)
+        for pos in np.ndindex(*index.shape):
+            src = list(pos)
+            src[axis] = index[pos]
+            gx[tuple(src)] += g[pos]
+        return gx, None
+
+
 @op("cumsum")
 class CumSum:
     @staticmethod
