@@ -418,6 +418,23 @@ def lp_pool2d_forward(x, norm_type=2.0, kernel_size=2, stride=None):
 lp_pool1d_backward = lp_pool2d_backward = _lp_backward
 
 
+def max_pool3d_forward(x, kernel_size=2, stride=None, padding=0):
+    # max_pool2d's rule over (D, H, W) windows: the first maximum of a tie wins
+    pads, taps = _pool_taps(x.shape[2:], kernel_size, stride, padding)
+    xp = np.pad(x, ((0, 0), (0, 0)) + tuple((p, p) for p in pads), constant_values=-np.inf)
+    windows = np.stack([xp[(Ellipsis,) + t] for t in taps], axis=-1)
+    winner = np.argmax(np.real(windows), axis=-1)
+    return np.take_along_axis(windows, winner[..., None], axis=-1)[..., 0], (x.shape, xp.shape, pads, taps, winner)
+
+
+def max_pool3d_backward(cache, g):
+    shape, xp_shape, pads, taps, winner = cache
+    gxp = np.zeros(xp_shape, dtype=g.dtype)
+    for k, t in enumerate(taps):
+        gxp[(Ellipsis,) + t] += np.where(winner == k, g, 0)
+    return (gxp[(Ellipsis,) + tuple(slice(p, p + s) for p, s in zip(pads, shape[2:]))],)
+
+
 def avg_pool3d_forward(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
     pads, taps = _pool_taps(x.shape[2:], kernel_size, stride, padding)
     width = ((0, 0), (0, 0)) + tuple((p, p) for p in pads)

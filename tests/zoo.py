@@ -192,6 +192,12 @@ def max_pool_backward_undilated(cache, g):
     return layers.max_pool2d_backward((x_shape, xp_shape, (ph, pw), undilated, winner), g)
 
 
+def max_pool3d_crops_depth_as_height(cache, g):
+    shape, xp_shape, pads, taps, winner = cache
+    # the padding cut off the depth axis is the height's, as a 2-d pool's crop copied over would do
+    return spatial.max_pool3d_backward((shape, xp_shape, (pads[1],) + tuple(pads[1:]), taps, winner), g)
+
+
 def max_pool_keep_input(x, kernel_size=2, stride=None, padding=0):
     y, cache = layers.max_pool2d_forward(x, kernel_size, stride, padding)
     ph, pw = cache[2]
@@ -1198,6 +1204,7 @@ ZOO = [
     Bug("avg-pool1d-kernel-squared", "avg_pool1d", "extra factor", _numpy("avg_pool1d", layers.avg_pool1d_forward, avg_pool1d_kernel_squared)),
     Bug("adaptive-avg-pool1d-floor-windows", "adaptive_avg_pool1d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool1d", layers.adaptive_avg_pool1d_forward, adaptive_avg_pool1d_floor_windows)),
     Bug("adaptive-avg-pool2d-floor-rows", "adaptive_avg_pool2d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool2d", layers.adaptive_avg_pool2d_forward, adaptive_avg_pool2d_floor_rows)),
+    Bug("max-pool3d-crops-depth-as-height", "max_pool3d", "wrong only with padding", _numpy("max_pool3d", spatial.max_pool3d_forward, max_pool3d_crops_depth_as_height)),
     Bug("max-pool2d-drops-the-ceil-mode-overhang", "max_pool2d", "wrong only with ceil_mode", _numpy("max_pool2d", layers.max_pool2d_forward, max_pool_drops_the_overhang)),
     Bug("max-pool2d-backward-undilated", "max_pool2d", "wrong only with dilation > 1", _numpy("max_pool2d", layers.max_pool2d_forward, max_pool_backward_undilated)),
     Bug("avg-pool2d-backward-ignores-divisor-override", "avg_pool2d", "wrong only with divisor_override", _numpy("avg_pool2d", layers.avg_pool2d_forward, avg_pool2d_backward_by_window_size)),

@@ -41,7 +41,7 @@ FUNCTIONAL: dict[str, str | tuple[str, str]] = {
     "scaled_grouped_mm": ("", "a float8 CUDA grouped matmul; not a float64 function to difference"),
     "linear_cross_entropy": ("", "linear then cross_entropy fused; both are in the catalogue"),
     # pooling
-    "max_pool1d": "max_pool1d", "max_pool2d": "max_pool2d", "max_pool3d": ("", NOT_YET),
+    "max_pool1d": "max_pool1d", "max_pool2d": "max_pool2d", "max_pool3d": "max_pool3d",
     "max_pool1d_with_indices": ("", _INDICES.format("max_pool1d")),
     "max_pool2d_with_indices": ("", _INDICES.format("max_pool2d")),
     "max_pool3d_with_indices": ("", _INDICES.format("max_pool3d")),

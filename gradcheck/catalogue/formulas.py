@@ -455,6 +455,10 @@ def lp_pool2d(x, norm_type, kernel_size, stride):
     return F().lp_pool2d(x, norm_type, kernel_size, stride)
 
 
+def max_pool3d(x, kernel_size, stride, padding):
+    return F().max_pool3d(x, kernel_size, stride, padding)
+
+
 def avg_pool3d(x, kernel_size, stride, padding, count_include_pad=True):
     return F().avg_pool3d(x, kernel_size, stride, padding, count_include_pad=count_include_pad)
 

@@ -89,13 +89,7 @@ def max_pool_margin(x, kernel_size=2, stride=None, padding=0, dilation=1, ceil_m
     # The gap between the two largest values of each window (padding excluded).
     pads, taps = _ref_layers.pool_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
     xp = np.pad(np.real(x).astype(np.float64), ((0, 0), (0, 0)) + pads, constant_values=-np.inf)
-    windows = np.stack([xp[..., si, sj] for si, sj in taps], axis=-1)
-    if windows.shape[-1] < 2:
-        return np.inf
-    top2 = np.sort(windows, axis=-1)[..., -2:]
-    with np.errstate(invalid="ignore"):
-        gap = top2[..., 1] - top2[..., 0]
-    return float(np.min(np.where(np.isfinite(gap), gap, np.inf), initial=np.inf))
+    return _top_two_gap(np.stack([xp[..., si, sj] for si, sj in taps], axis=-1))
 
 
 def smooth_l1_margin(pred, target, beta=1.0, **_):
@@ -200,24 +194,69 @@ def max_pool_subgradient(inputs, hyper, g, gc, gr, tol):
     (x,), (gc,), (gr,) = inputs, gc, gr
     pads, taps = _ref_layers.pool_geometry(x.shape, hyper["kernel_size"], hyper["stride"], hyper["padding"],
                                            hyper.get("dilation", 1), hyper.get("ceil_mode", False))
-    (ph, _), (pw, _) = pads
-    xp = np.pad(x, ((0, 0), (0, 0)) + pads, constant_values=-np.inf)
-    windows = np.stack([xp[..., si, sj] for si, sj in taps], axis=-1)
+    return _window_ties("max_pool2d", x, pads, taps, g, gc, gr, tol)
+
+
+def max_pool3d_subgradient(inputs, hyper, g, gc, gr, tol):
+    """max_pool2d's rule on (D, H, W) windows."""
+    from reference_impl.spatial import _pool_taps
+
+    (x,), (gc,), (gr,) = inputs, gc, gr
+    pads, taps = _pool_taps(x.shape[2:], hyper["kernel_size"], hyper["stride"], hyper["padding"])
+    return _window_ties("max_pool3d", x, tuple((p, p) for p in pads), taps, g, gc, gr, tol)
+
+
+def max_pool3d_branch(x, **hyper):
+    return _ref_ops["max_pool3d"].forward(x, **hyper)[1][-1]  # the winner of each window
+
+
+def max_pool3d_margin(x, kernel_size=2, stride=None, padding=0):
+    from reference_impl.spatial import _pool_taps
+
+    pads, taps = _pool_taps(x.shape[2:], kernel_size, stride, padding)
+    xp = np.pad(np.real(x).astype(np.float64), ((0, 0), (0, 0)) + tuple((p, p) for p in pads),
+                constant_values=-np.inf)
+    return _top_two_gap(np.stack([xp[(Ellipsis,) + t] for t in taps], axis=-1))
+
+
+def _top_two_gap(windows) -> float:
+    """The least gap between the two largest values of a window (padding's -inf
+    excluded): how far the windows are from a tie."""
+    if windows.shape[-1] < 2:
+        return np.inf
+    top2 = np.sort(windows, axis=-1)[..., -2:]
+    with np.errstate(invalid="ignore"):
+        gap = top2[..., 1] - top2[..., 0]
+    return float(np.min(np.where(np.isfinite(gap), gap, np.inf), initial=np.inf))
+
+
+def _window_ties(name, x, pads, taps, g, gc, gr, tol):
+    """The tie rule of a max pool whose windows are ``taps`` (tuples of slices, one
+    per spatial axis, of x padded by ``pads``, (before, after) per axis)."""
+    xp = np.pad(x, ((0, 0), (0, 0)) + tuple(pads), constant_values=-np.inf)
+    windows = np.stack([xp[(Ellipsis,) + tuple(t)] for t in taps], axis=-1)
     top = windows.max(axis=-1, keepdims=True)
     is_max = windows == top
     tied = is_max & (is_max.sum(axis=-1, keepdims=True) > 1)
     fixed, lo_var, hi_var = (np.zeros(xp.shape) for _ in range(3))
     at = np.zeros(xp.shape, dtype=bool)
-    for k, (si, sj) in enumerate(taps):
-        sl = (Ellipsis, si, sj)
+    for k, t in enumerate(taps):
+        sl = (Ellipsis,) + tuple(t)
         sole = is_max[..., k] & ~tied[..., k]
         fixed[sl] += np.where(sole, g, 0)
         lo_var[sl] += np.where(tied[..., k], np.minimum(g, 0), 0)
         hi_var[sl] += np.where(tied[..., k], np.maximum(g, 0), 0)
         at[sl] |= tied[..., k]
-    crop = (slice(None), slice(None), slice(ph, ph + x.shape[2]), slice(pw, pw + x.shape[3]))
-    fixed, lo_var, hi_var, at = fixed[crop], lo_var[crop], hi_var[crop], at[crop]
-    off = _off_kink("max_pool2d", "x", gc, gr, at, tol)
+    crop = (slice(None), slice(None)) + tuple(slice(p[0], p[0] + s) for p, s in zip(pads, x.shape[2:]))
+    return _judge_ties(name, "window", fixed[crop], lo_var[crop], hi_var[crop], at[crop], gc, gr, tol)
+
+
+def _judge_ties(name, unit, fixed, lo_var, hi_var, at, gc, gr, tol):
+    """The verdict of a max pool's tie rule: ``fixed`` what each element gets as
+    the sole maximum of a ``unit`` (window, cell), ``lo_var``/``hi_var`` the
+    negative and positive gradients of the units it is tied in, ``at`` where it
+    is tied.  (violation, explanation), as a subgradient rule returns."""
+    off = _off_kink(name, "x", gc, gr, at, tol)
     if off or not np.any(at):
         return off, ""
     slack = _local_tolerance(gr, tol)
@@ -225,16 +264,17 @@ def max_pool_subgradient(inputs, hyper, g, gc, gr, tol):
     outside = at & ((gc < lo) | (gc > hi))
     if np.any(outside):
         i = tuple(int(j) for j in np.argwhere(outside)[0])
-        return (f"max_pool2d: x at {i} is tied for the maximum of a window; its gradient may lie in "
+        return (f"{name}: x at {i} is tied for the maximum of a {unit}; its gradient may lie in "
                 f"[{lo[i] + slack[i]:.10g}, {hi[i] - slack[i]:.10g}], the candidate gave {gc[i]:.10g}"), ""
-    plane_c, plane_r = gc.sum(axis=(2, 3)), gr.sum(axis=(2, 3))
-    lost = np.abs(plane_c - plane_r) > _local_tolerance(plane_r, tol) * max(1, x.shape[2] * x.shape[3]) ** 0.5
+    axes = tuple(range(2, gc.ndim))
+    plane_c, plane_r = gc.sum(axis=axes), gr.sum(axis=axes)
+    lost = np.abs(plane_c - plane_r) > _local_tolerance(plane_r, tol) * max(1, int(np.prod(gc.shape[2:]))) ** 0.5
     if np.any(lost):
         n, c = (int(j) for j in np.argwhere(lost)[0])
-        return (f"max_pool2d: the gradients of sample {n}, channel {c} add up to {plane_c[n, c]:.10g}, but every "
-                f"way of sharing tied windows' gradients among their maxima adds up to {plane_r[n, c]:.10g}"), ""
+        return (f"{name}: the gradients of sample {n}, channel {c} add up to {plane_c[n, c]:.10g}, but every "
+                f"way of sharing tied {unit}s' gradients among their maxima adds up to {plane_r[n, c]:.10g}"), ""
     i = tuple(int(j) for j in np.argwhere(at)[0])
-    return ("", f"x of max_pool2d holds exact ties in its windows ({int(np.sum(at))} tied element(s), e.g. {i}): "
+    return ("", f"x of {name} holds exact ties in its {unit}s ({int(np.sum(at))} tied element(s), e.g. {i}): "
                 f"the candidate gave {gc[i]:.10g} there, the reference (first maximum) {gr[i]:.10g}; any share "
                 f"among the maxima is right")
 
@@ -333,27 +373,7 @@ def adaptive_max_subgradient(inputs, hyper, g, gc, gr, tol):
         lo_var[region] += np.where(tied, np.minimum(gi, 0), 0)
         hi_var[region] += np.where(tied, np.maximum(gi, 0), 0)
         at[region] |= tied
-    off = _off_kink(name, "x", gc, gr, at, tol)
-    if off or not np.any(at):
-        return off, ""
-    slack = _local_tolerance(gr, tol)
-    lo, hi = fixed + lo_var - slack, fixed + hi_var + slack
-    outside = at & ((gc < lo) | (gc > hi))
-    if np.any(outside):
-        i = tuple(int(j) for j in np.argwhere(outside)[0])
-        return (f"{name}: x at {i} is tied for the maximum of a cell; its gradient may lie in "
-                f"[{lo[i] + slack[i]:.10g}, {hi[i] - slack[i]:.10g}], the candidate gave {gc[i]:.10g}"), ""
-    axes = tuple(range(2, x.ndim))
-    plane_c, plane_r = gc.sum(axis=axes), gr.sum(axis=axes)
-    lost = np.abs(plane_c - plane_r) > _local_tolerance(plane_r, tol) * max(1, int(np.prod(x.shape[2:]))) ** 0.5
-    if np.any(lost):
-        n, c = (int(j) for j in np.argwhere(lost)[0])
-        return (f"{name}: the gradients of sample {n}, channel {c} add up to {plane_c[n, c]:.10g}, but every way "
-                f"of sharing tied cells' gradients among their maxima adds up to {plane_r[n, c]:.10g}"), ""
-    i = tuple(int(j) for j in np.argwhere(at)[0])
-    return ("", f"x of {name} holds exact ties in its cells ({int(np.sum(at))} tied element(s), e.g. {i}): the "
-                f"candidate gave {gc[i]:.10g} there, the reference (first maximum) {gr[i]:.10g}; any share among "
-                f"the maxima is right")
+    return _judge_ties(name, "cell", fixed, lo_var, hi_var, at, gc, gr, tol)
 
 
 def embedding_padding_row(shapes, hyper):

@@ -529,6 +529,13 @@ _OPS = [
       for nd, families, samples in (
           (1, {"sequence": 11}, (_S({"x": (2, 3, 6)}), _S({"x": (1, 2, 7)}, {"norm_type": 1.0, "kernel_size": 3, "stride": 2}))),
           (2, {"cnn": 14}, (_S({"x": (2, 2, 4, 4)}), _S({"x": (1, 3, 5, 4)}, {"norm_type": 1.0, "kernel_size": (3, 2), "stride": 1}))))),
+    OpDef("max_pool3d", (X,), shapes.pool3d, {"kernel_size": 2, "stride": None, "padding": 0}, kinks=True,
+          branch=kink_rules.max_pool3d_branch, margin=kink_rules.max_pool3d_margin,
+          subgradient=kink_rules.max_pool3d_subgradient, samples=(
+        _S({"x": (2, 2, 4, 4, 4)}), _S({"x": (1, 2, 3, 4, 5)}, {"kernel_size": (1, 2, 3), "stride": 1}),
+        _S({"x": (1, 1, 3, 4, 4)}, {"kernel_size": 2, "padding": 1}),
+    ), doc="the maximum over (D, H, W) windows; a tie may go to any maximum",
+          torch=formulas.max_pool3d, batching=copies.per_sample, placement=Placement("layer", {"cnn": 18}, place.place_volume("max_pool3d"), place.rank_at_least(4))),
     OpDef("avg_pool3d", (X,), shapes.pool3d, {"kernel_size": 2, "stride": None, "padding": 0, "count_include_pad": True},
           samples=(
         _S({"x": (2, 2, 4, 4, 4)}), _S({"x": (1, 2, 3, 4, 5)}, {"kernel_size": (1, 2, 3), "stride": 1}),

@@ -828,7 +828,8 @@ def place_lp_pool(nd):
 
 
 def place_volume(op):
-    """A pool over volumes: (N, C, H, W) seen as (N, 1, C, H, W), channels the depth."""
+    """A pool over volumes (avg_pool3d, max_pool3d, the adaptive ones): (N, C, H, W)
+    seen as (N, 1, C, H, W), channels the depth."""
 
     def place(ctx, x):
         shape = ctx.shapes[x]
@@ -837,7 +838,7 @@ def place_volume(op):
             shape = ctx.shapes[x]
         if len(shape) != 5:
             raise NotHere
-        if op != "avg_pool3d":  # adaptive: an output size per axis, windows overlapping unless sizes divide
+        if op.startswith("adaptive"):  # an output size per axis, windows overlapping unless sizes divide
             return ctx.apply(op, x, output_size=tuple(ctx.draw(st.integers(1, s)) for s in shape[2:]))
         k = tuple(ctx.draw(st.integers(1, min(2, s))) for s in shape[2:])
         hyper = {"kernel_size": k}
@@ -845,9 +846,9 @@ def place_volume(op):
             hyper["stride"] = 1
         if any(kk == 2 for kk in k) and ctx.draw(st.booleans()):
             hyper["padding"] = tuple(1 if kk == 2 else 0 for kk in k)  # at most half of each kernel side
-            if ctx.draw(st.booleans()):
+            if op == "avg_pool3d" and ctx.draw(st.booleans()):
                 hyper["count_include_pad"] = False
-        return ctx.apply("avg_pool3d", x, **hyper)
+        return ctx.apply(op, x, **hyper)
 
     return place
 

@@ -467,7 +467,7 @@ def lp_pool(name, nd):
 
 
 def pool3d(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
-    _need(len(x) == 5, f"avg_pool3d: x must be (N, C, D, H, W), got {x}")
+    _need(len(x) == 5, f"3-d pool: x must be (N, C, D, H, W), got {x}")
     out = []
     for size, k, s, p in zip(x[2:], _n(kernel_size, 3), _n(kernel_size if stride is None else stride, 3), _n(padding, 3)):
         _need(k >= 1 and s >= 1 and 0 <= p <= k // 2, "avg_pool3d: kernel, stride >= 1 and padding at most half the kernel")

@@ -1805,6 +1805,36 @@ def _triple(v):
     return (v,) * 3 if isinstance(v, int) else tuple(v)
 
 
+@op("max_pool3d")
+class MaxPool3d:
+    """Window by window, the first maximum of a tie taking the gradient."""
+
+    @staticmethod
+    def forward(x, kernel_size=2, stride=None, padding=0):
+        k, s, p = _triple(kernel_size), _triple(kernel_size if stride is None else stride), _triple(padding)
+        xp = np.pad(x, ((0, 0), (0, 0)) + tuple((q, q) for q in p), constant_values=-np.inf)
+        outs = tuple((xp.shape[2 + a] - k[a]) // s[a] + 1 for a in range(3))
+        y = np.zeros(x.shape[:2] + outs, x.dtype)
+        picks = {}
+        for cell in np.ndindex(*outs):
+            box = tuple(slice(cell[a] * s[a], cell[a] * s[a] + k[a]) for a in range(3))
+            block = xp[(slice(None), slice(None)) + box].reshape(x.shape[:2] + (-1,))
+            j = block.argmax(axis=-1)
+            y[(slice(None), slice(None)) + cell] = np.take_along_axis(block, j[..., None], axis=-1)[..., 0]
+            picks[cell] = (box, j)
+        return y, (x.shape, xp.shape, p, picks)
+
+    @staticmethod
+    def backward(saved, g):
+        shape, xp_shape, p, picks = saved
+        gxp = np.zeros(xp_shape, g.dtype)
+        for cell, (box, j) in picks.items():
+            local = np.zeros(shape[:2] + (int(np.prod([b.stop - b.start for b in box])),), g.dtype)
+            np.put_along_axis(local, j[..., None], g[(slice(None), slice(None)) + cell][..., None], axis=-1)
+            gxp[(slice(None), slice(None)) + box] += local.reshape(shape[:2] + tuple(b.stop - b.start for b in box))
+        return (gxp[(slice(None), slice(None)) + tuple(slice(q, q + n) for q, n in zip(p, shape[2:]))],)
+
+
 @op("avg_pool3d")
 class AvgPool3d:
     @staticmethod
