@@ -454,3 +454,45 @@ def avg_pool3d_backward(cache, g):
     for t in taps:
         gxp[(Ellipsis,) + t] += g / divisor
     return (gxp[(Ellipsis,) + tuple(slice(p, p + s) for p, s in zip(pads, shape[2:]))],)
+
+
+# ---------------------------------------------------------------- conv3d
+#
+# conv2d's sum over kernel taps, over three spatial axes: tap (i, j, l) multiplies
+# the strided (dilated) slice of the padded volume it reads by weight[..., i, j, l];
+# the VJP runs the same loop, correlating the output gradient with that slice for
+# the weight and scattering it back through the weight for the input.
+
+
+def conv3d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    n, c = x.shape[:2]
+    o, cg = weight.shape[:2]
+    ks, ss, ps, ds = weight.shape[2:], _tuple(stride, 3), _tuple(padding, 3), _tuple(dilation, 3)
+    outs = tuple(out_size(s, k, st, p, d) for s, k, st, p, d in zip(x.shape[2:], ks, ss, ps, ds))
+    xp = np.pad(x, ((0, 0), (0, 0)) + tuple((p, p) for p in ps))
+    xg = xp.reshape(n, groups, cg, *xp.shape[2:])  # (N, G, C/G, Dp, Hp, Wp)
+    wg = weight.reshape(groups, o // groups, cg, *ks)  # (G, O/G, C/G, KD, KH, KW)
+    taps = [(idx, tuple(window_slices(i, d, st, ou) for i, d, st, ou in zip(idx, ds, ss, outs)))
+            for idx in itertools.product(*(range(k) for k in ks))]
+    out = np.zeros((n, groups, o // groups) + outs, dtype=np.result_type(x, weight))
+    for idx, sl in taps:
+        out += np.einsum("ngcdhw,goc->ngodhw", xg[(Ellipsis,) + sl], wg[(Ellipsis,) + idx])
+    out = out.reshape((n, o) + outs)
+    if bias is not None:
+        out = out + bias.reshape(1, o, 1, 1, 1)
+    return out, (x.shape, ps, xg, wg, taps, bias is not None)
+
+
+def conv3d_backward(cache, g):
+    x_shape, ps, xg, wg, taps, has_bias = cache
+    n, c = x_shape[:2]
+    groups, og = wg.shape[:2]
+    gg = g.reshape(n, groups, og, *g.shape[2:])
+    gxg = np.zeros_like(xg, dtype=np.result_type(xg, g))
+    gwg = np.zeros_like(wg, dtype=np.result_type(wg, g))
+    for idx, sl in taps:
+        gwg[(Ellipsis,) + idx] = np.einsum("ngodhw,ngcdhw->goc", gg, xg[(Ellipsis,) + sl])
+        gxg[(Ellipsis,) + sl] += np.einsum("ngodhw,goc->ngcdhw", gg, wg[(Ellipsis,) + idx])
+    gx = gxg.reshape(n, c, *gxg.shape[3:])[(Ellipsis,) + tuple(slice(p, p + s) for p, s in zip(ps, x_shape[2:]))]
+    gw = gwg.reshape(-1, *wg.shape[2:])
+    return (gx, gw) if not has_bias else (gx, gw, g.sum(axis=(0, 2, 3, 4)))

@@ -192,6 +192,13 @@ def max_pool_backward_undilated(cache, g):
     return layers.max_pool2d_backward((x_shape, xp_shape, (ph, pw), undilated, winner), g)
 
 
+def conv3d_depth_taps_undilated(cache, g):
+    x_shape, ps, xg, wg, taps, has_bias = cache
+    # the depth slice of every tap read as if the dilation were 1 there (the step kept): right for dilation 1
+    moved = [(idx, (slice(idx[0], idx[0] + sl[0].stop - sl[0].start, sl[0].step),) + sl[1:]) for idx, sl in taps]
+    return spatial.conv3d_backward((x_shape, ps, xg, wg, moved, has_bias), g)
+
+
 def max_pool3d_crops_depth_as_height(cache, g):
     shape, xp_shape, pads, taps, winner = cache
     # the padding cut off the depth axis is the height's, as a 2-d pool's crop copied over would do
@@ -1204,6 +1211,7 @@ ZOO = [
     Bug("avg-pool1d-kernel-squared", "avg_pool1d", "extra factor", _numpy("avg_pool1d", layers.avg_pool1d_forward, avg_pool1d_kernel_squared)),
     Bug("adaptive-avg-pool1d-floor-windows", "adaptive_avg_pool1d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool1d", layers.adaptive_avg_pool1d_forward, adaptive_avg_pool1d_floor_windows)),
     Bug("adaptive-avg-pool2d-floor-rows", "adaptive_avg_pool2d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool2d", layers.adaptive_avg_pool2d_forward, adaptive_avg_pool2d_floor_rows)),
+    Bug("conv3d-depth-taps-undilated", "conv3d", "conv: only dilation > 1", _numpy("conv3d", spatial.conv3d_forward, conv3d_depth_taps_undilated)),
     Bug("max-pool3d-crops-depth-as-height", "max_pool3d", "wrong only with padding", _numpy("max_pool3d", spatial.max_pool3d_forward, max_pool3d_crops_depth_as_height)),
     Bug("max-pool2d-drops-the-ceil-mode-overhang", "max_pool2d", "wrong only with ceil_mode", _numpy("max_pool2d", layers.max_pool2d_forward, max_pool_drops_the_overhang)),
     Bug("max-pool2d-backward-undilated", "max_pool2d", "wrong only with dilation > 1", _numpy("max_pool2d", layers.max_pool2d_forward, max_pool_backward_undilated)),

@@ -23,7 +23,7 @@ _INDICES = "{} that also returns the argmax indices (integers: nothing to differ
 # torch.nn.functional name -> the catalogue op covering it, or ("", why not)
 FUNCTIONAL: dict[str, str | tuple[str, str]] = {
     # layers
-    "linear": "linear", "bilinear": "bilinear", "conv1d": "conv1d", "conv2d": "conv2d", "conv3d": ("", NOT_YET),
+    "linear": "linear", "bilinear": "bilinear", "conv1d": "conv1d", "conv2d": "conv2d", "conv3d": "conv3d",
     "conv_transpose1d": "conv_transpose1d", "conv_transpose2d": "conv_transpose2d", "conv_transpose3d": ("", NOT_YET),
     "conv_tbc": ("", "conv1d with the (time, batch, channel) layout: conv1d covers its arithmetic"),
     "embedding": "embedding", "embedding_bag": "embedding_bag", "unfold": "unfold", "fold": "fold",

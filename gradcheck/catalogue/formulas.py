@@ -564,3 +564,7 @@ def index_select(x, index, dim):
 
 def gather(x, index, dim):
     return _torch().gather(x, dim, index)
+
+
+def conv3d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    return F().conv3d(x, w, b, stride, padding, dilation, groups)

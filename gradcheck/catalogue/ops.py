@@ -529,6 +529,12 @@ _OPS = [
       for nd, families, samples in (
           (1, {"sequence": 11}, (_S({"x": (2, 3, 6)}), _S({"x": (1, 2, 7)}, {"norm_type": 1.0, "kernel_size": 3, "stride": 2}))),
           (2, {"cnn": 14}, (_S({"x": (2, 2, 4, 4)}), _S({"x": (1, 3, 5, 4)}, {"norm_type": 1.0, "kernel_size": (3, 2), "stride": 1}))))),
+    OpDef("conv3d", (X, W, B_OPT), shapes.conv(3), {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}, samples=(
+        _S({"x": (2, 2, 3, 4, 4), "weight": (3, 2, 2, 2, 2), "bias": (3,)}),
+        _S({"x": (1, 4, 4, 5, 3), "weight": (2, 2, 2, 3, 1)}, {"stride": (1, 2, 1), "padding": 1, "groups": 2}),
+        _S({"x": (1, 1, 5, 5, 5), "weight": (2, 1, 2, 2, 2), "bias": (2,)}, {"dilation": 2}),
+    ), doc="a convolution over (D, H, W)",
+          torch=formulas.conv3d, batching=copies.conv, placement=Placement("layer", {"cnn": 19}, place.place_conv3d, place.rank_at_least(4))),
     OpDef("max_pool3d", (X,), shapes.pool3d, {"kernel_size": 2, "stride": None, "padding": 0}, kinks=True,
           branch=kink_rules.max_pool3d_branch, margin=kink_rules.max_pool3d_margin,
           subgradient=kink_rules.max_pool3d_subgradient, samples=(

@@ -34,7 +34,7 @@ __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place
            "place_volume", "place_local_response_norm", "head_bce", "head_cosine_embedding", "head_triplet",
            "head_multi_margin", "head_multilabel_margin", "place_recurrent", "place_positive", "place_where",
            "place_cumprod", "place_stack", "place_bounded", "place_norm", "place_batch_norm_eval",
-           "place_index_select", "place_gather"]
+           "place_index_select", "place_gather", "place_conv3d"]
 
 
 class NotHere(Exception):
@@ -660,6 +660,22 @@ def head_declared(loss):
 
 
 # ---------------------------------------------------------------- the wider catalogue
+
+
+def place_conv3d(ctx, x):
+    """A convolution over volumes: (N, C, H, W) seen as (N, 1, C, H, W), channels
+    the depth; stride, padding, dilation and groups drawn as for conv2d."""
+    shape = ctx.shapes[x]
+    if len(shape) == 4:
+        x = ctx.apply("reshape", x, shape=(shape[0], 1) + tuple(shape[1:]))
+        shape = ctx.shapes[x]
+    if len(shape) != 5:
+        raise NotHere
+    wshape, hyper = _fit_conv(ctx, shape[2:], shape[1], 3)
+    w = ctx.param(wshape)
+    if ctx.draw(st.booleans()):
+        return ctx.apply("conv3d", x, w, **hyper)
+    return ctx.apply("conv3d", x, w, ctx.param((wshape[0],)), **hyper)
 
 
 def place_conv_transpose(nd):

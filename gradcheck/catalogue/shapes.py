@@ -51,7 +51,7 @@ def conv(nd):
     def rule(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         name = f"conv{nd}d"
         _need(len(x) == nd + 2 and len(weight) == nd + 2, f"{name}: x and weight need {nd + 2} dims, got {x}, {weight}")
-        geo = [(s, p, d) for s, p, d in zip(*(pair(v) if nd == 2 else (v,) for v in (stride, padding, dilation)))]
+        geo = [(s, p, d) for s, p, d in zip(*(pair(v) if nd == 2 else _n(v, nd) for v in (stride, padding, dilation)))]
         _need(groups >= 1 and x[1] % groups == 0 and weight[0] % groups == 0,
               f"{name}: groups={groups} must divide in_channels={x[1]} and out_channels={weight[0]}")
         _need(weight[1] * groups == x[1], f"{name}: weight {weight} with groups={groups} expects {weight[1] * groups} channels, x has {x[1]}")

@@ -1805,6 +1805,48 @@ def _triple(v):
     return (v,) * 3 if isinstance(v, int) else tuple(v)
 
 
+@op("conv3d")
+class Conv3d:
+    """Output cell by output cell: each is a dot product of the weight with its window."""
+
+    @staticmethod
+    def forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        s, p, d = _triple(stride), _triple(padding), _triple(dilation)
+        n, c = x.shape[:2]
+        o, cg = weight.shape[:2]
+        k = weight.shape[2:]
+        xp = np.pad(x, ((0, 0), (0, 0)) + tuple((q, q) for q in p))
+        outs = tuple((xp.shape[2 + a] - d[a] * (k[a] - 1) - 1) // s[a] + 1 for a in range(3))
+        og = o // groups
+        y = np.zeros((n, o) + outs, x.dtype)
+        for cell in np.ndindex(*outs):
+            box = tuple(slice(cell[a] * s[a], cell[a] * s[a] + d[a] * (k[a] - 1) + 1, d[a]) for a in range(3))
+            for gi in range(groups):
+                win = xp[(slice(None), slice(gi * cg, (gi + 1) * cg)) + box]  # (N, C/G, kd, kh, kw)
+                y[(slice(None), slice(gi * og, (gi + 1) * og)) + cell] = np.tensordot(
+                    win, weight[gi * og:(gi + 1) * og], axes=([1, 2, 3, 4], [1, 2, 3, 4]))
+        if bias is not None:
+            y = y + bias[None, :, None, None, None]
+        return y, (x, xp.shape, weight, bias is not None, s, p, d, groups)
+
+    @staticmethod
+    def backward(saved, g):
+        x, xp_shape, weight, has_bias, s, p, d, groups = saved
+        xp = np.pad(x, ((0, 0), (0, 0)) + tuple((q, q) for q in p))
+        o, cg = weight.shape[:2]
+        k, og = weight.shape[2:], o // groups
+        gxp, gw = np.zeros(xp_shape, g.dtype), np.zeros_like(weight)
+        for cell in np.ndindex(*g.shape[2:]):
+            box = tuple(slice(cell[a] * s[a], cell[a] * s[a] + d[a] * (k[a] - 1) + 1, d[a]) for a in range(3))
+            for gi in range(groups):
+                go = g[(slice(None), slice(gi * og, (gi + 1) * og)) + cell]  # (N, O/G)
+                chans = (slice(None), slice(gi * cg, (gi + 1) * cg)) + box
+                gw[gi * og:(gi + 1) * og] += np.tensordot(go, xp[chans], axes=([0], [0]))
+                gxp[chans] += np.tensordot(go, weight[gi * og:(gi + 1) * og], axes=([1], [0]))
+        gx = gxp[(slice(None), slice(None)) + tuple(slice(q, q + m) for q, m in zip(p, x.shape[2:]))]
+        return (gx, gw, g.sum(axis=(0, 2, 3, 4))) if has_bias else (gx, gw)
+
+
 @op("max_pool3d")
 class MaxPool3d:
     """Window by window, the first maximum of a tie taking the gradient."""
