@@ -81,7 +81,7 @@ def cross_entropy_forward(logits, target, weight=None, reduction="mean", ignore_
     keep = target != ignore_index
     rows = np.arange(logits.shape[0])
     t = np.where(keep, target, 0)
-    w = np.ones(logits.shape[1]) if weight is None else weight
+    w = np.ones(logits.shape[1], dtype=logp.dtype) if weight is None else weight
     per = -w[t] * logp[rows, t]
     if label_smoothing:
         per = (1 - label_smoothing) * per - label_smoothing * (logp * w).mean(axis=1)
@@ -99,7 +99,7 @@ def cross_entropy_forward(logits, target, weight=None, reduction="mean", ignore_
 def cross_entropy_backward(cache, g):
     logp, target, count, keep, eps, weight = cache
     c = logp.shape[1]
-    w = np.ones(c) if weight is None else weight
+    w = np.ones(c, dtype=logp.dtype) if weight is None else weight
     rows = np.arange(logp.shape[0])[keep]
     p = np.exp(logp)
     # d/dz of (1 - eps) w_y (-log p_y) + (eps / C) sum_c w_c (-log p_c):

@@ -60,6 +60,24 @@ def test_a_source_that_overflows_where_the_reference_stays_finite_keeps_its_erro
     assert any(r.status == "error" and "non-finite" in r.message for r in records)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_candidate_overflowing_where_torchs_own_ops_overflow_too_is_skipped_saying_so():
+    """Note [Out of range]: soft_margin_loss computes log1p(exp(-y x)), inf in
+    float32 past y x = -88.  A layer calling torch's loss inherits that limit:
+    skipped, naming torch; the naive softplus above (inf where torch's softplus is
+    finite) still errs."""
+    import torch
+
+    built_on_torch = Candidate("torch-soft-margin")
+    built_on_torch.op("soft_margin")(lambda x, y, reduction="mean": torch.nn.functional.soft_margin_loss(
+        x, y, reduction=reduction))
+    case, tensors = _head("soft_margin", [[100.0, 1.0], [-2.0, 3.0]], y=[[-1.0, 1.0], [1.0, -1.0]])
+    (src,) = candidate_sources(built_on_torch, dtype="float32")
+    records = check_pair(case, src, ReferenceSource(), outputs=True, tensors=tensors)
+    assert {r.status for r in records} == {"skipped"}, [r.message for r in records]
+    assert all("torch's own ops in float32 overflow on these values too" in r.message for r in records)
+
+
 def test_cases_draw_scale_four_which_reaches_relu6s_upper_kink_after_a_linear_layer():
     """Without large magnitudes a backward wrong only above 6 is never exercised."""
     assert 4.0 in inspect.signature(cases).parameters["scales"].default

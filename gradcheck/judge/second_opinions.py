@@ -290,11 +290,15 @@ def out_of_range(case, records, tensors, dtype, torch_formulas=frozenset()):
     either, the record is ``skipped`` with that reason: the case lies outside
     what the dtype can represent, and no implementation could be judged on it.
     A source that overflows where the reference stays finite keeps its error,
-    with one exception: torch's own ops (``torch_formulas``, the sources running
-    no candidate's code) are the comparison, not the code under test, and some
-    of their formulas overflow where the function is finite (soft_margin_loss's
-    log1p(exp(-y x)) past y x = -709): such a record is ``skipped`` saying so,
-    and a candidate's op in the same place still errs."""
+    with two exceptions.  torch's own ops (``torch_formulas``, the sources
+    running no candidate's code) are the comparison, not the code under test,
+    and some of their formulas overflow where the function is finite
+    (soft_margin_loss's log1p(exp(-y x)) past y x = -709, or -88 in float32):
+    such a record is ``skipped`` saying so.  And a candidate's value that torch's
+    own formulas, run on the same graph in the same dtype, cannot give finitely
+    either is ``skipped`` the same way, saying that torch overflows there too: a
+    layer built on torch's ops inherits that limit, and flagging it would flag
+    torch.  A candidate that overflows where torch stays finite still errs."""
     bad = [r for r in records if r.status == "error" and "non-finite value" in r.message]
     if not bad:
         return records
@@ -316,8 +320,28 @@ def out_of_range(case, records, tensors, dtype, torch_formulas=frozenset()):
             r = with_opinion(r, "out-of-range", "skipped", f"(the reference in {dtype} is finite here: torch's own "
                              f"formula overflows on these values, a limitation of torch and not of the code under "
                              f"test, see Note [Out of range])", status="skipped")
+        elif r in bad and _torch_overflows_too(case, tensors, dtype, r.tensor):
+            r = with_opinion(r, "out-of-range", "skipped", f"(the reference in {dtype} is finite here, and torch's own "
+                             f"ops in {dtype} overflow on these values too: a limit the code inherits from torch, "
+                             f"see Note [Out of range])", status="skipped")
         out.append(r)
     return out
+
+
+def _torch_overflows_too(case, tensors, dtype, tensor) -> bool:
+    """Whether torch's own formulas for the graph, in ``dtype``, give a non-finite
+    value for ``tensor`` (or the loss) on these values (Note [Out of range])."""
+    from ..sources.torch_autograd import DTYPES, TorchSource
+
+    if dtype not in DTYPES:
+        return False
+    try:
+        with np.errstate(all="ignore"):
+            ours = TorchSource(dtype=dtype).run(case.graph, tensors)
+    except Exception:  # noqa: BLE001 - an op with no torch formula, or one torch refuses: no such excuse
+        return False
+    value = ours.grads.get(tensor, ours.outputs.get(tensor))
+    return not np.isfinite(ours.loss) or value is not None and not np.all(np.isfinite(value))
 
 
 # ---------------------------------------------------------------- 3. conditioning
