@@ -114,3 +114,33 @@ def test_an_offset_shifts_only_the_data_drawn_around_zero_and_survives_a_replay_
     assert again.offset == 100.0 and again == case
     with pytest.raises(ValueError, match="offset must be a finite number"):
         Case(graph, offset=float("nan"))
+
+
+def test_a_loss_cancelling_inside_itself_is_differenced_at_the_rounding_of_its_terms():
+    """Note [Loss rounding]: with one feature, cosine_embedding's 1 - cos is 4e-8
+    here, the difference of two numbers near 1; its differences carry the rounding
+    of those, not of 4e-8.  The correct reference passes; a wrong backward still
+    fails."""
+    from reference_impl import Op, losses
+
+    b = GraphBuilder()
+    flat = b.op("flatten", b.input("x1", (1, 1, 1)))
+    loss = b.op("cosine_embedding", flat, b.input("x2", (1, 1)), b.const("y", (1,)), name="loss")
+    case = Case(b.build(loss), seed=1, scale=0.5)
+    tensors = {"x1": np.array([[[-0.6219105334588304]]]), "x2": np.array([[-0.003395926025750581]]),
+               "y": np.array([1.0])}
+    from gradcheck.candidates import load_candidate
+
+    here = __import__("pathlib").Path(__file__).parent
+    (ordinary,) = candidate_sources(load_candidate(f"{here}/user_layers/ordinary.py:candidate"))
+    for src in (ReferenceSource(), ordinary):  # the ordinary layer's rounding is what crossed the cheap bound
+        assert {r.status for r in check_pair(case, src, FiniteDifferences(src, "central", "full"),
+                                             tensors=tensors)} == {"pass"}
+
+    def doubled(cache, g):
+        g1, g2, _ = losses.cosine_embedding_backward(cache, g)
+        return g1, 2 * g2, None
+
+    wrong = ReferenceSource({"cosine_embedding": Op(losses.cosine_embedding_forward, doubled)}, name="doubled")
+    records = check_pair(case, wrong, FiniteDifferences(wrong, "central", "full"), tensors=tensors)
+    assert [r.tensor for r in records if r.status == "fail"] == ["x2"]

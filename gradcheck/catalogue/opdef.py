@@ -116,6 +116,11 @@ class OpDef:
     # (embedding's padding_idx row); finite differences hold them still (Note
     # [Frozen elements] in sources/finite_differences.py).  None: no such elements.
     frozen: Callable | None = None
+    # terms(*inputs, **hyper) -> float: for a loss that cancels terms larger than
+    # itself (cosine_embedding's 1 - cos near 1), the size of those terms, the
+    # rounding floor of its finite differences (Note [Loss rounding]).  None: the
+    # loss's own size.
+    terms: Callable | None = None
     # Declared order of the hyperparameters, for callables that take them
     # positionally (torch.autograd.Function.apply takes no keywords).
     hyper_names: tuple | None = None

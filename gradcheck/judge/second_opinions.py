@@ -198,11 +198,17 @@ def localise(case, records, tensors, a, b, results, tolerance):
 
 def loss_terms(case, tensors, results) -> float:
     """The size of the terms the case's loss sums, sum |g y| for a probe head
-    <g, y> (Note [Loss rounding] in sources/numeric.py); 0 when it is not known."""
+    <g, y>, or what a loss head's ``OpDef.terms`` says (Note [Loss rounding] in
+    sources/numeric.py); 0 when it is not known."""
     head = case.graph.node(case.graph.output)
-    if head.op != "weighted_sum":
+    terms = get_op(head.op).terms
+    if head.op != "weighted_sum" and terms is None:
         return 0.0
     values = forward_values(case, tensors, results)
+    if terms is not None:
+        if values is None or not all(i in values for i in head.inputs):
+            return 0.0
+        return float(terms(*(values[i] for i in head.inputs), **get_op(head.op).full_hyper(head.hyper)))
     if values is None or not all(i in values for i in head.inputs):
         return 0.0
     y, g = (np.asarray(values[i], dtype=np.float64) for i in head.inputs)

@@ -28,8 +28,10 @@ the size of its terms: the probe <g, y> with outputs y near 1000 (a large
 offset) and random signs in g has |f| several times below sum |g y|, and each
 y_i carries its own rounding of eps |y_i|.  Central differences are judged on
 the cheap bound first; when one fails, the re-judgement passes ``noise``, the
-magnitude of the loss's terms (sum |g y| for the probe), and the bound uses
-max(|f|, noise).  A bug moves a gradient by far more than that.
+magnitude of the loss's terms (sum |g y| for the probe; for a loss that
+cancels inside itself, cosine_embedding's 1 - cos, the size its OpDef.terms
+gives), and the bound uses max(|f|, noise).  A bug moves a gradient by far more
+than that.
 
 Note [Kinks]
 At a point where f is not differentiable (relu at 0, a max-pool tie, smooth_l1 at
