@@ -374,7 +374,10 @@ def adaptive_avg_pool3d_backward(cache, g):
     return (gx,)
 
 
-def _pool_taps(spatial, kernel_size, stride, padding=0):
+def pool_taps(spatial, kernel_size, stride, padding=0):
+    """Per spatial axis its padding, and the taps: tuples of slices, one per
+    kernel position, each reading that position of every window of the padded
+    input (the pools' geometry, and their kink rules')."""
     nd = len(spatial)
     ks = _tuple(kernel_size, nd)
     ss = _tuple(kernel_size if stride is None else stride, nd)
@@ -387,7 +390,7 @@ def _pool_taps(spatial, kernel_size, stride, padding=0):
 
 def _lp_pool(x, norm_type, kernel_size, stride, nd):
     # (sum over the window of x^p)^(1/p); p = 1 is the window's sum
-    _, taps = _pool_taps(x.shape[-nd:], kernel_size, stride)
+    _, taps = pool_taps(x.shape[-nd:], kernel_size, stride)
     s = sum(x[(Ellipsis,) + t] ** norm_type for t in taps)
     y = s if norm_type == 1 else s ** (1.0 / norm_type)
     return y, (x, norm_type, taps, s, y)
@@ -420,7 +423,7 @@ lp_pool1d_backward = lp_pool2d_backward = _lp_backward
 
 def max_pool3d_forward(x, kernel_size=2, stride=None, padding=0):
     # max_pool2d's rule over (D, H, W) windows: the first maximum of a tie wins
-    pads, taps = _pool_taps(x.shape[2:], kernel_size, stride, padding)
+    pads, taps = pool_taps(x.shape[2:], kernel_size, stride, padding)
     xp = np.pad(x, ((0, 0), (0, 0)) + tuple((p, p) for p in pads), constant_values=-np.inf)
     windows = np.stack([xp[(Ellipsis,) + t] for t in taps], axis=-1)
     winner = np.argmax(np.real(windows), axis=-1)
@@ -436,7 +439,7 @@ def max_pool3d_backward(cache, g):
 
 
 def avg_pool3d_forward(x, kernel_size=2, stride=None, padding=0, count_include_pad=True):
-    pads, taps = _pool_taps(x.shape[2:], kernel_size, stride, padding)
+    pads, taps = pool_taps(x.shape[2:], kernel_size, stride, padding)
     width = ((0, 0), (0, 0)) + tuple((p, p) for p in pads)
     xp = np.pad(x, width)
     total = sum(xp[(Ellipsis,) + t] for t in taps)

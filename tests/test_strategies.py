@@ -58,7 +58,7 @@ def test_include_puts_the_op_in_every_graph_and_shrinks_to_it_alone(op):
     ({"max_depth": -1}, "max_depth=-1 must be at least 0"),
     ({"min_depth": 3, "max_depth": 2}, "min_depth=3 is larger than max_depth=2"),
     ({"max_dim": 1}, "max_dim=1 must be at least 2"),
-    ({"ops": ["conv3d"]}, "unknown op 'conv3d'"),
+    ({"ops": ["conv_transpose3d"]}, "unknown op 'conv_transpose3d'"),
     ({"families": ["mlp"], "ops": ["conv2d"]}, "no family among"),
     ({"losses": ["hinge"]}, "losses=\\['hinge'\\]"),
     ({"include": "attention", "families": ["cnn"]}, "include='attention' belongs to no family"),

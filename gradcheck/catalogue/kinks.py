@@ -199,10 +199,10 @@ def max_pool_subgradient(inputs, hyper, g, gc, gr, tol):
 
 def max_pool3d_subgradient(inputs, hyper, g, gc, gr, tol):
     """max_pool2d's rule on (D, H, W) windows."""
-    from reference_impl.spatial import _pool_taps
+    from reference_impl.spatial import pool_taps
 
     (x,), (gc,), (gr,) = inputs, gc, gr
-    pads, taps = _pool_taps(x.shape[2:], hyper["kernel_size"], hyper["stride"], hyper["padding"])
+    pads, taps = pool_taps(x.shape[2:], hyper["kernel_size"], hyper["stride"], hyper["padding"])
     return _window_ties("max_pool3d", x, tuple((p, p) for p in pads), taps, g, gc, gr, tol)
 
 
@@ -211,9 +211,9 @@ def max_pool3d_branch(x, **hyper):
 
 
 def max_pool3d_margin(x, kernel_size=2, stride=None, padding=0):
-    from reference_impl.spatial import _pool_taps
+    from reference_impl.spatial import pool_taps
 
-    pads, taps = _pool_taps(x.shape[2:], kernel_size, stride, padding)
+    pads, taps = pool_taps(x.shape[2:], kernel_size, stride, padding)
     xp = np.pad(np.real(x).astype(np.float64), ((0, 0), (0, 0)) + tuple((p, p) for p in pads),
                 constant_values=-np.inf)
     return _top_two_gap(np.stack([xp[(Ellipsis,) + t] for t in taps], axis=-1))

@@ -337,7 +337,8 @@ def out_of_range(case, records, tensors, dtype, torch_formulas=frozenset()):
 def _torch_overflows_too(case, tensors, dtype, tensor) -> bool:
     """Whether torch's own formulas for the graph, in ``dtype``, give a non-finite
     value for ``tensor`` (or the loss) on these values (Note [Out of range])."""
-    from ..sources.torch_autograd import DTYPES, TorchSource
+    from ..case import DTYPES
+    from ..sources.torch_autograd import TorchSource
 
     if dtype not in DTYPES:
         return False
