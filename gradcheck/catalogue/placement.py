@@ -355,7 +355,9 @@ def place_group_norm(ctx, x):
     if len(shape) < 2:
         raise NotHere
     c, per = shape[1], math.prod(shape[2:])
-    groups = [g for g in range(1, c + 1) if c % g == 0 and (c // g) * per >= 2]  # two values a group at least
+    # three values a group at least: two normalise to +-1 whatever they are, and the
+    # gradient left (through eps alone) is a cancellation no precision can judge
+    groups = [g for g in range(1, c + 1) if c % g == 0 and (c // g) * per >= 3]
     if not groups:
         raise NotHere
     g = ctx.draw(st.sampled_from(groups))
@@ -902,6 +904,8 @@ def _rows(ctx, x):
 def head_cosine_embedding(ctx, x):
     x = _rows(ctx, x)
     shape = ctx.shapes[x]
+    if shape[1] < 2:  # the cosine of one feature is its sign: a step, its gradient nothing but rounding
+        raise NotHere
     other = ctx.leaf("x2", shape, "input")
     y = ctx.leaf("y", (shape[0],), "const", init={"kind": "sign"})
     hyper = {}

@@ -314,7 +314,7 @@ def single_op_graphs(op: str, **kwargs) -> st.SearchStrategy:
                   max_depth=0 if op == "embedding" else 1, **kwargs)
 
 
-OFFSETS = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 100.0)  # a large mean in one case of eight
+OFFSETS = (0.0, 0.0, 0.0, 100.0)  # a large mean in one low-precision case of four
 
 
 def cases(graph_strategy=None, dtypes=("float64",), scales=(1.0, 0.5, 2.0, 4.0), quantize=(0.0, 0.5),
