@@ -141,7 +141,9 @@ def test_a_candidates_op_in_the_order_and_modes_it_declares(higher_source, highe
     """A candidate's torch op that declared ``order=2`` or ``modes=("rev", "fwd",
     "batched")`` (OpOptions), checked so inside random graphs containing it."""
     options = candidate_of(higher_source).options_of(higher_op)
-    case = data.draw(cases(graphs(include=higher_op, accept=higher_source.accepts), quantize=(0.0,)), label="case")
+    # the other ops of the graph differentiable twice and in forward mode too (not multilabel_margin)
+    case = data.draw(cases(graphs(include=higher_op, accept=_twice(higher_source.accepts)), quantize=(0.0,)),
+                     label="case")
     name = f"{higher_op} in graph {case.graph.case_id}"
     if options.order == 2:
         _checked(higher_source, case, name, order=2)
