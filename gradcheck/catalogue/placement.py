@@ -664,15 +664,22 @@ def head_declared(loss):
 # ---------------------------------------------------------------- the wider catalogue
 
 
-def place_conv3d(ctx, x):
-    """A convolution over volumes: (N, C, H, W) seen as (N, 1, C, H, W), channels
-    the depth; stride, padding, dilation and groups drawn as for conv2d."""
+def _as_volume(ctx, x):
+    """x as (N, C, D, H, W): an image (N, C, H, W) reshaped to (N, 1, C, H, W),
+    its channels the depth; NotHere for other ranks."""
     shape = ctx.shapes[x]
     if len(shape) == 4:
         x = ctx.apply("reshape", x, shape=(shape[0], 1) + tuple(shape[1:]))
-        shape = ctx.shapes[x]
-    if len(shape) != 5:
+    if len(ctx.shapes[x]) != 5:
         raise NotHere
+    return x
+
+
+def place_conv3d(ctx, x):
+    """A convolution over volumes: (N, C, H, W) seen as (N, 1, C, H, W), channels
+    the depth; stride, padding, dilation and groups drawn as for conv2d."""
+    x = _as_volume(ctx, x)
+    shape = ctx.shapes[x]
     wshape, hyper = _fit_conv(ctx, shape[2:], shape[1], 3)
     w = ctx.param(wshape)
     if ctx.draw(st.booleans()):
@@ -850,12 +857,8 @@ def place_volume(op):
     seen as (N, 1, C, H, W), channels the depth."""
 
     def place(ctx, x):
+        x = _as_volume(ctx, x)
         shape = ctx.shapes[x]
-        if len(shape) == 4:
-            x = ctx.apply("reshape", x, shape=(shape[0], 1) + tuple(shape[1:]))
-            shape = ctx.shapes[x]
-        if len(shape) != 5:
-            raise NotHere
         if op.startswith("adaptive"):  # an output size per axis, windows overlapping unless sizes divide
             return ctx.apply(op, x, output_size=tuple(ctx.draw(st.integers(1, s)) for s in shape[2:]))
         k = tuple(ctx.draw(st.integers(1, min(2, s))) for s in shape[2:])
