@@ -40,7 +40,7 @@ DIFFERENTIABLE_DTYPES = tuple(d for d, info in DTYPES.items() if info.difference
 
 
 def eps_of(dtype) -> float:
-    """The unit roundoff of ``dtype`` (a name or a NumPy dtype)."""
+    """The machine epsilon of ``dtype`` (a name or a NumPy dtype): twice its unit roundoff."""
     name = dtype if isinstance(dtype, str) else str(np.dtype(dtype))
     try:
         return DTYPES[name].eps

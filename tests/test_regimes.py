@@ -144,3 +144,55 @@ def test_a_loss_cancelling_inside_itself_is_differenced_at_the_rounding_of_its_t
     wrong = ReferenceSource({"cosine_embedding": Op(losses.cosine_embedding_forward, doubled)}, name="doubled")
     records = check_pair(case, wrong, FiniteDifferences(wrong, "central", "full"), tensors=tensors)
     assert [r.tensor for r in records if r.status == "fail"] == ["x2"]
+
+
+def test_a_float32_layer_norm_of_equal_values_is_skipped_as_degenerate_and_judged_in_float64():
+    """Note [Degenerate normalisation]: a layer norm of two equal values near
+    200 is exact in the reference's two-pass float32 (x - mean = 0) and off by
+    one rounding of x * rstd in torch's fused kernel, which 1 / sqrt(eps)
+    amplifies to 1e-3 in the gradient of x1, a cancellation of terms near 6.
+    In float32 that record is skipped naming the op; the tensors that are
+    judged pass; in float64 the same graph is judged, and a backward that drops
+    the mean of the gradient fails there."""
+    from gradcheck.sources.torch_autograd import TorchSource
+    from reference_impl import Op, normalization
+
+    b = GraphBuilder()
+    x = b.input("x1", (1, 1, 2))
+    h = b.op("sum", b.op("concat", x, x), dim=2)
+    out = b.op("layer_norm", h, b.param("p4", (2,)), b.param("p5", (2,)))
+    graph = b.build(b.op("weighted_sum", out, b.const("probe7", (1, 2)), name="loss"))
+    case = Case(graph, seed=0, dtype="float32", offset=100.0)
+    tensors = case.tensors()
+    records = check_pair(case, TorchSource(dtype="float32"), ReferenceSource(compute_dtype="float64"),
+                         outputs=True, tensors=tensors)
+    assert {r.status for r in records} == {"pass", "skipped"}, [r.message for r in records]
+    skipped = [r for r in records if r.status == "skipped"]
+    assert all("Note [Degenerate normalisation]" in r.message and "layer_norm" in r.message for r in skipped)
+
+    def no_mean(cache, g):  # drops the "- mean(g w)" term of the input gradient
+        gx, gw, gb = normalization.layer_norm_backward(cache, g)
+        xhat, rstd, weight, axes = cache
+        return gx + rstd * np.mean(g * weight, axis=axes, keepdims=True), gw, gb
+
+    wrong = ReferenceSource({"layer_norm": Op(normalization.layer_norm_forward, no_mean)}, name="no-mean")
+    case64 = Case(graph, seed=0)
+    records = check_pair(case64, wrong, ReferenceSource(), tensors=case64.tensors())
+    assert "x1" in {r.tensor for r in records if r.status == "fail"}
+    assert check_pair(case64, TorchSource(), ReferenceSource(), tensors=case64.tensors())[0].status == "pass"
+
+
+def test_a_reference_whose_floating_warnings_are_errors_leaves_a_case_out_of_range_skipped():
+    """Note [Out of range]: softplus of -2000 underflows to 0 in float64, and
+    log of it is -inf; this repository's tests turn that divide-by-zero warning
+    into an exception.  The whole-case record says the case leaves the range."""
+    from gradcheck.sources.torch_autograd import TorchSource
+
+    b = GraphBuilder()
+    h = b.op("tanh", b.op("log", b.op("softplus", b.input("x", (3,)))))
+    graph = b.build(b.op("weighted_sum", h, b.const("w", (3,)), name="loss"))
+    tensors = {"x": np.array([-2000.0, 1.0, 2.0], np.float32), "w": np.ones(3, np.float32)}
+    records = check_pair(Case(graph, seed=0, dtype="float32"), TorchSource(dtype="float32"),
+                         ReferenceSource(compute_dtype="float64"), tensors=tensors)
+    assert [r.status for r in records] == ["skipped"], [r.message for r in records]
+    assert "divide by zero" in records[0].message and "Note [Out of range]" in records[0].message

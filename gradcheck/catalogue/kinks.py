@@ -4,7 +4,10 @@ and what a right answer is exactly there.
 ``branch(*inputs, **hyper)`` says which side of each kink the inputs are on
 (Note [Kinks] in sources/numeric.py); ``margin`` the smallest distance of any
 input to a kink; ``subgradient`` rules judge a candidate's VJP at an exact kink
-(Note [Exact kinks])."""
+(Note [Exact kinks]).  The ``spread`` of a normalisation says how near its
+groups are to equal values, the point where it is differentiable but rounding
+decides its output (Note [Degenerate normalisation] in
+judge/second_opinions.py)."""
 
 from __future__ import annotations
 
@@ -564,3 +567,39 @@ def reduce_extreme_rule(largest):
         return _gap(r if largest else -r)
 
     return branch, margin
+
+
+# ---------------------------------------------------------------- spreads of normalisations
+
+
+def _relative_spread(groups) -> float:
+    """The smallest std / max|x| of the rows of ``groups`` (inf for a row of zeros,
+    which every precision normalises exactly)."""
+    g = np.real(np.asarray(groups, dtype=np.complex128 if np.iscomplexobj(groups) else np.float64))
+    if g.size == 0:
+        return float("inf")
+    size = np.max(np.abs(g), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(size > 0, np.std(g, axis=1) / np.where(size > 0, size, 1.0), np.inf)
+    return float(np.min(ratio, initial=np.inf))
+
+
+def layer_norm_spread(x, weight, *_, **__):
+    x = np.asarray(x)
+    k = np.ndim(weight)
+    return _relative_spread(x.reshape(-1, int(np.prod(x.shape[x.ndim - k:]))))
+
+
+def batch_norm_spread(x, *_, **__):
+    x = np.asarray(x)
+    return _relative_spread(np.moveaxis(x, 1, 0).reshape(x.shape[1], -1))
+
+
+def group_norm_spread(x, *_, num_groups=1, **__):
+    x = np.asarray(x)
+    return _relative_spread(x.reshape(x.shape[0] * num_groups, -1))
+
+
+def instance_norm_spread(x, *_, **__):
+    x = np.asarray(x)
+    return _relative_spread(x.reshape(x.shape[0] * x.shape[1], -1))

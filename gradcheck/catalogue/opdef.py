@@ -86,6 +86,10 @@ class OpDef:
     # violation is "" when the candidate's local VJP is an element of the
     # subdifferential (Note [Exact kinks]); the explanation says what each side gave.
     subgradient: Callable | None = None
+    # For normalisations: spread(*inputs, **hyper) -> the smallest std / max|x| of
+    # a group of values the op normalises; near 0, x - mean is rounding and the
+    # op's low-precision output is too (Note [Degenerate normalisation]).
+    spread: Callable | None = None
     # For ops placed into random graphs by the generic rule (ops a user declares):
     # hyper_strategy(x_shape) -> a Hypothesis strategy of hyperparameter dicts, and
     # arg_shapes(x_shape, hyper) -> {name: shape} for the tensor inputs after the first

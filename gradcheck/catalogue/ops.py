@@ -171,13 +171,13 @@ _OPS = [
         _S({"x": (2, 3, 5), "weight": (5,), "bias": (5,)}),
         _S({"x": (2, 3, 4), "weight": (3, 4), "bias": (3, 4)}, {"eps": 1e-3}),
     ), init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
-          torch=formulas.layer_norm, batching=copies.trailing, placement=Placement("normalization", {"mlp": 0, "sequence": 0}, place.place_layer_norm)),
+          torch=formulas.layer_norm, spread=kink_rules.layer_norm_spread, batching=copies.trailing, placement=Placement("normalization", {"mlp": 0, "sequence": 0}, place.place_layer_norm)),
     OpDef("batch_norm", (X, W, B), shapes.batch_norm, {"eps": 1e-5}, family="normalization", samples=(
         _S({"x": (6, 3), "weight": (3,), "bias": (3,)}),
         _S({"x": (3, 2, 4, 4), "weight": (2,), "bias": (2,)}),
         _S({"x": (4, 3, 5), "weight": (3,), "bias": (3,)}, {"eps": 1e-3}),
     ), init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
-          torch=formulas.batch_norm, placement=Placement("normalization", {"mlp": 1, "cnn": 0}, place.place_batch_norm, place.per_channel)),
+          torch=formulas.batch_norm, spread=kink_rules.batch_norm_spread, placement=Placement("normalization", {"mlp": 1, "cnn": 0}, place.place_batch_norm, place.per_channel)),
     OpDef("batch_norm_eval", (X, TensorArg("running_mean", CONST), TensorArg("running_var", CONST), W, B),
           shapes.batch_norm_eval, {"eps": 1e-5}, family="normalization", samples=(
         _S({"x": (6, 3), "running_mean": (3,), "running_var": (3,), "weight": (3,), "bias": (3,)},
@@ -197,11 +197,11 @@ _OPS = [
         _S({"x": (2, 6, 2, 3), "weight": (6,), "bias": (6,)}, {"num_groups": 3}),
         _S({"x": (3, 4, 5), "weight": (4,), "bias": (4,)}),
     ), init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
-          torch=formulas.group_norm, batching=copies.per_sample, placement=Placement("normalization", {"cnn": 2, "sequence": 5}, place.place_group_norm)),
+          torch=formulas.group_norm, spread=kink_rules.group_norm_spread, batching=copies.per_sample, placement=Placement("normalization", {"cnn": 2, "sequence": 5}, place.place_group_norm)),
     OpDef("instance_norm", (X, W, B), shapes.instance_norm, {"eps": 1e-5}, family="normalization", samples=(
         _S({"x": (2, 3, 5), "weight": (3,), "bias": (3,)}), _S({"x": (2, 2, 3, 3), "weight": (2,), "bias": (2,)}),
     ), init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
-          torch=formulas.instance_norm, batching=copies.per_sample, placement=Placement("normalization", {"cnn": 3, "sequence": 6}, place.place_instance_norm)),
+          torch=formulas.instance_norm, spread=kink_rules.instance_norm_spread, batching=copies.per_sample, placement=Placement("normalization", {"cnn": 3, "sequence": 6}, place.place_instance_norm)),
     OpDef("normalize", (X,), shapes.dim("normalize"), {"dim": 1, "eps": 1e-12}, family="normalization", kinks=True,
           branch=_NORM[0], margin=_NORM[1], samples=(
         _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 2}),

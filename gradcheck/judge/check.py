@@ -106,6 +106,7 @@ def _second_opinions(case, records, tensors, a, b, results, tolerance, outputs, 
         dtype = coarser_dtype(results[0].dtype, results[1].dtype)
         if dtype != "float64":
             records = opinions.conditioning(case, records, tensors, b, results, tolerance, outputs, dtype)
+            records = opinions.degenerate_normalisations(case, records, tensors, results, dtype)
         records = opinions.kinks_across_precisions(case, records, tensors, results, dtype,
                                                    exact_too=candidate_of(a) is None and dtype != "float64")
     if failing() and not analytic:
