@@ -88,21 +88,16 @@ def cmd_report(args) -> int:
     try:
         if args.compare:
             old, new = args.compare
-            regressions = report.compare_runs(old, new, growth=args.growth)
-            if regressions.empty:
-                print(f"no regressions from {old} to {new}")
-                return 0
-            print(f"{len(regressions)} regressions from {old} to {new}:")
-            for r in regressions.itertuples(index=False):
-                print(f"  {r.why:28s} op {r.op}, tensor {r.tensor or '-'} ({r.source_a} vs {r.source_b}, "
-                      f"{r.dtype}, {r.device}), case {r.case_id}: ratio {r.ratio_old:.3g} -> {r.ratio_new:.3g}")
-                if r.replay:
-                    print(f"      replay: gradcheck repro {r.replay}")
-            return 1
+            result = report.comparison(old, new, growth=args.growth)
+            print("\n".join(result.lines()))
+            if args.html:
+                path = report.write_comparison_page(result, args.html)
+                print(f"html: {path}")
+            return 1 if result.failed else 0
         if not args.run:
             print("gradcheck report: give a run folder, or --compare OLD NEW", file=sys.stderr)
             return 2
-        paths = report.build_report(args.run, csv=args.csv)
+        paths = report.build_report(args.run, csv=args.csv, plots=args.plots)
         skipped = paths.pop("skipped_lines", 0)
         if skipped:
             print(f"skipped {skipped} unreadable line(s) of records.jsonl; rebuilt from the rest", file=sys.stderr)
@@ -280,10 +275,16 @@ def build_parser():
     rep = sub.add_parser("report", help="rebuild a run's report files, or compare two runs")
     rep.add_argument("run", nargs="?", help="a run folder (reports/<run-id>)")
     rep.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"),
-                     help="list regressions from OLD to NEW; exit 1 when there are any")
+                     help="compare run NEW with run OLD: how many checks matched, regressions among them, shifts "
+                          "per op, pair and dtype, and new failures with no counterpart; exit 1 when there are "
+                          "regressions or unmatched new failures")
+    rep.add_argument("--html", metavar="FILE", help="with --compare: also write the comparison as a page")
     rep.add_argument("--growth", type=_seconds, default=10.0,
                      help="an error/tolerance ratio growing more than this factor is a regression (default 10)")
     rep.add_argument("--csv", action="store_true", help="also write records.csv")
+    rep.add_argument("--plots", choices=("notable", "all", "none"), default="notable",
+                     help="which per-op and optimizer plots to draw: those with something near or past their "
+                          "tolerance (default), every one, or none")
     rep.set_defaults(func=cmd_report)
     repro = sub.add_parser("repro", help="replay a failing case from its JSON file")
     repro.add_argument("case", help="a case file written by a failing check (<report dir>/cases/*.json)")

@@ -115,10 +115,14 @@ def pytest_configure(config):
         settings.load_profile(f"gradcheck-{session()[0]}")
     report = config.getoption("gradcheck_report", default=None)
     if report and not hasattr(config, "workerinput"):
-        from .report import RecordSink, new_run_dir
+        from .report import RecordSink, new_run_dir, write_run_info
 
         run_dir = new_run_dir(report)
         os.environ["GRADCHECK_REPORT_DIR"] = str(run_dir)  # failing cases go to <run>/cases/
+        name, seed_used = session()
+        write_run_info(run_dir, seed=seed_used, profile=name, device=config.getoption("device", default="cpu"),
+                       argv=["pytest", *config.invocation_params.args],
+                       candidates=[{"target": t} for t in config.getoption("candidate", default=None) or ()])
         sink = RecordSink(run_dir)
         config.stash[_SINK] = sink
         RECORD_LISTENERS.append(_SinkListener(sink))
@@ -196,8 +200,9 @@ def pytest_terminal_summary(terminalreporter, config):
     if sink is not None:
         sink.close()
         if sink.count:
-            from .report import build_report
+            from .report import build_report, finish_run_info
 
+            finish_run_info(sink.dir, interrupted=bool(getattr(terminalreporter, "_session_interrupted", False)))
             paths = build_report(sink.dir)
             terminalreporter.write_line(f"gradcheck: report {paths['html']} ({sink.count} records)")
 

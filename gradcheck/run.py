@@ -126,6 +126,8 @@ def run_main_job(opts: RunOptions, console=None) -> int:
     console = console or (Console() if sys.stdout.isatty() else Console(width=140))
     plan = _make_plan(opts)
     run_dir = report.new_run_dir(opts.out)
+    report.write_run_info(run_dir, seed=opts.seed, profile=f"{opts.examples} random graphs", device=opts.device,
+                          dtype=opts.dtype, candidates=[c.identity for c in plan.candidates])
     t0 = time.perf_counter()
     targets = ", ".join(opts.candidates)
     console.print(f"gradcheck run: {len(plan.ops)} ops, {opts.examples} random graphs, dtype {opts.dtype}, "
@@ -151,6 +153,7 @@ def run_main_job(opts: RunOptions, console=None) -> int:
     for candidate in plan.candidates:
         for line in candidate.breaker.lines():
             console.print(f"circuit breaker ({candidate.name}): {line}")
+    report.finish_run_info(run_dir, interrupted=interrupted)
     if not checks:
         console.print("no check was made; no report written")
         return INTERRUPTED if interrupted else 0

@@ -14,7 +14,7 @@ import pytest
 
 from gradcheck.cli import main
 from gradcheck.judge import CheckRecord
-from gradcheck.report import RecordSink, build_report, compare_runs, read_records, summarize
+from gradcheck.report import RecordSink, build_report, compare_runs, read_records, read_tables, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,8 +60,10 @@ def test_report_files_are_valid(tmp_path):
     write_run(tmp_path, HAND_MADE, replay="")
     paths = build_report(tmp_path, csv=True)
     df = read_records(tmp_path)
-    back = pd.read_parquet(paths["parquet"])
-    pd.testing.assert_frame_equal(back, df.drop(columns=["pair", "check"]), check_dtype=False)  # derived columns
+    runs, cases, records = read_tables(tmp_path)
+    assert len(runs) == 1 and runs.loc[0, "checks"] == len(df) and runs.loc[0, "fail"] == 1
+    assert len(records) == len(df) and "graph" not in records and set(records["run_id"]) == {runs.loc[0, "run_id"]}
+    assert sorted(cases["case_id"]) == sorted(df["case_id"].unique())  # each graph once
     assert len(pd.read_csv(paths["csv"])) == len(df)
 
     class Collect(HTMLParser):
@@ -71,9 +73,9 @@ def test_report_files_are_valid(tmp_path):
 
         def handle_starttag(self, tag, attrs):
             attrs = dict(attrs)
-            if tag not in ("meta", "img", "br"):
+            if tag not in ("meta", "img", "br", "link", "input"):
                 self.stack.append(tag)
-            if tag == "section":
+            if tag == "section" and attrs.get("id", "").startswith("op-"):
                 self.sections.append(attrs.get("id"))
             if tag == "img" and attrs.get("src", "").startswith("data:image/png;base64,"):
                 self.images += 1
@@ -86,11 +88,52 @@ def test_report_files_are_valid(tmp_path):
     parser.feed(paths["html"].read_text())
     assert not parser.errors and not parser.stack, "unbalanced HTML"
     assert sorted(parser.sections) == ["op-conv2d", "op-linear", "op-relu"]
-    assert parser.images == 3  # one plot per op, embedded: no network needed
+    assert parser.images == 2  # linear failed, relu crossed a kink: drawn, embedded; conv2d judged nothing
     assert "http" not in paths["html"].read_text().replace("http-equiv", "")
     summary = paths["summary"].read_text()
+    assert summary.startswith("# FAIL: ")
     assert "| linear | reference vs central-fd(reference) | float64 | cpu | 2 | 1 | 0 | 0 | 0 | 30 |" in summary
-    assert "### fail: op linear, tensor b" in summary
+    assert "### fail: op linear, tensor, reference vs central-fd(reference): mismatch" in summary
+
+
+def test_the_parquet_tables_round_trip_and_join(tmp_path):
+    """Note [Report tables]: each graph once in cases.parquet, records referring to
+    it and to the run; the index a list of ints; an optimizer record's step apart
+    from its tensor."""
+    graph = '{"leaves": [{"name": "x", "role": "input", "shape": [2]}], "nodes": [{"name": "y", "op": "tanh", "inputs": ["x"]}], "output": "y"}'
+    grads = [replace(rec("tanh", "fail", 5.0, tensor="x", case="g1"), graph=graph, index="(0, 1)"),
+             replace(rec("tanh", "pass", 0.5, tensor="x", case="g1"), graph=graph, source_b="torch", index="(1,)")]
+    steps = [replace(rec("sgd", "fail", 9.0, tensor="w.momentum_buffer", pair=("mine-sgd", "reference-sgd"),
+                         case="t1"), graph='{"optimizer": "sgd"}', step=3)]
+    write_run(tmp_path, grads + steps)
+    build_report(tmp_path)
+    runs, cases, records = read_tables(tmp_path)
+    assert sorted(cases["case_id"]) == ["g1", "t1"] and cases.set_index("case_id").loc["g1", "graph"] == graph
+    joined = records.merge(cases, on=["case_id", "seed"]).merge(runs[["run_id", "command"]], on="run_id")
+    assert len(joined) == 3
+    assert [list(v) for v in records["index"]] == [[0, 1], [1], []]
+    sgd = records[records["op"] == "sgd"].iloc[0]
+    assert (sgd["step"], sgd["tensor"], sgd["consumer"]) == (3, "w.momentum_buffer", "sgd")
+    assert set(records.loc[records["op"] == "tanh", "step"]) == {0}
+
+
+def test_one_card_per_distinct_failure_and_the_verdict_says_so(tmp_path):
+    """Note [Findings]: twelve records of one bug (several cases, several steps)
+    are one finding; a second bug elsewhere is a second.  The page's verdict is
+    FAIL with both counted; a run without failures says PASS."""
+    from gradcheck.report import findings
+
+    gelu = [replace(rec("gelu", "fail", 10.0 + i, tensor="x", case=f"c{i}"), graph="{}") for i in range(4)]
+    sgd = [replace(rec("sgd", "fail", 100.0 + k, tensor="w", pair=("mine-sgd", "reference-sgd"), case=f"t{k % 2}"),
+                   step=k) for k in range(1, 9)]
+    df = read_records(write_run(tmp_path / "bad", [*gelu, *sgd, rec("tanh", "pass", 0.1)]))
+    found = findings(df)
+    assert [(f.op, f.role, f.cases, len(f.records)) for f in found] == [("gelu", "tensor", 4, 4), ("sgd", "parameter", 2, 8)]
+    page = build_report(tmp_path / "bad")["html"].read_text()
+    assert "<div class=\"word\">FAIL</div>" in page.replace("'", '"') and "2 distinct failures" in page
+    assert page.count("<article class=\"card") == 2
+    good = build_report(write_run(tmp_path / "good", [rec("tanh", "pass", 0.1)]))["html"].read_text()
+    assert "<div class=\"word\">PASS</div>" in good and "No check failed" in good
 
 
 def test_damaged_lines_anywhere_are_skipped_counted_and_the_rest_rebuilt(tmp_path, capsys):
@@ -120,9 +163,28 @@ def test_compare_lists_new_failures_and_tenfold_growth_and_exits_nonzero(tmp_pat
     assert sorted(reg["tensor"]) == ["w", "x"]
     assert main(["report", "--compare", str(old), str(new)]) == 1
     out = capsys.readouterr().out
-    assert "2 regressions" in out and "now fails" in out
+    assert "matched 8 of 8 checks" in out and "2 regression(s)" in out and "now fails" in out
     assert main(["report", "--compare", str(old), str(old)]) == 0
     assert "no regressions" in capsys.readouterr().out
+
+
+def test_compare_across_seeds_reports_the_overlap_lists_every_new_failure_and_shifts(tmp_path, capsys):
+    """Note [Comparing runs]: runs of two seeds share no case; the comparison says
+    it matched nothing, lists each new failure (none dropped), flags the op
+    whose fail rate moved and exits 1; --html writes the page."""
+    old = write_run(tmp_path / "old", [rec("gelu", "pass", 0.1, case=f"a{i}") for i in range(40)]
+                    + [rec("tanh", "pass", 0.2, case=f"a{i}") for i in range(40)])
+    new = write_run(tmp_path / "new", [rec("gelu", "fail", 30.0, case=f"b{i}") for i in range(12)]
+                    + [rec("gelu", "pass", 0.1, case=f"b{i}") for i in range(12, 40)]
+                    + [rec("tanh", "pass", 0.3, case=f"b{i}") for i in range(40)])
+    page = tmp_path / "compare.html"
+    assert main(["report", "--compare", str(old), str(new), "--html", str(page)]) == 1
+    out = capsys.readouterr().out
+    assert "matched 0 of 80 checks" in out and "12 failure(s) in the new run with no counterpart" in out
+    assert out.count("fail op gelu") == 12
+    assert "1 of 2 (op, check, pair, dtype) groups shifted" in out and "fail rate 0/40 -> 12/40" in out
+    text = page.read_text()
+    assert "FAIL" in text and text.count("<td><span class=\"badge fail\">fail</span></td>") == 12
 
 
 def test_gradcheck_report_rebuilds_the_files(tmp_path, capsys):
@@ -186,7 +248,8 @@ def test_messages_and_names_cannot_break_out_of_the_report_files(tmp_path):
     paths = build_report(write_run(tmp_path, [*HAND_MADE, bad]))  # mathtext would raise on "$\alpha$ {broken"
     summary = paths["summary"].read_text()
     assert "````\n" + hostile + "\n````" in summary  # a fence longer than any run of backticks inside
-    assert "### fail: op lin\\$ear\\<b\\>, tensor b" in summary and "<b>" not in summary
+    assert "### fail: op lin\\$ear\\<b\\>, tensor, \\$\\\\alpha\\$ {broken vs reference: mismatch" in summary
+    assert "<b>" not in summary
     page = paths["html"].read_text()
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
 

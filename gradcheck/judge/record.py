@@ -56,6 +56,7 @@ class CheckRecord:
     order: int = 1  # the order of the derivative checked: 2 for a double backward
     ad_mode: str = "rev"  # "rev", "fwd" (JVPs), "batched" (the backward under vmap), "per-sample" (vmap over
     #                       samples), "undefined" (an output's gradient left undefined)
+    step: int = 0  # an optimizer trajectory's step (its tensor a parameter, or "param.buffer"); 0 elsewhere
 
     def to_dict(self):
         return asdict(self)

@@ -87,9 +87,10 @@ def _plain(hyper):
     return {k: list(v) if isinstance(v, tuple) else v for k, v in hyper.items()}
 
 
-def _unjudged(t: Trajectory, a, b, tensor, dtype, message, status="error", seconds=0.0, tol=None):
+def _unjudged(t: Trajectory, a, b, tensor, dtype, message, status="error", seconds=0.0, tol=None, step=0):
     return unjudged(t.case_id, t.to_json(), t.seed, a.name, b.name, dtype, message, status=status, device=a.device,
-                    op=t.optimizer, tensor=tensor, seconds=seconds, tolerance=tol, spec_a=a.spec, spec_b=b.spec)
+                    op=t.optimizer, tensor=tensor, seconds=seconds, tolerance=tol, spec_a=a.spec, spec_b=b.spec,
+                    step=step)
 
 
 def _record(t: Trajectory, a, b, tensor, av, bv, tol, step, seconds, dtype, noise=None):
@@ -100,27 +101,28 @@ def _record(t: Trajectory, a, b, tensor, av, bv, tol, step, seconds, dtype, nois
         biggest = float(np.max(np.abs(np.nan_to_num(bv, nan=np.inf)), initial=0.0))
         return _unjudged(t, a, b, tensor, dtype, f"step {step} of {t.steps}, {tensor}: the trajectory diverged "
                          f"({b.name} reached |x| = {biggest:.3g}, beyond the range of {dtype}); not compared from "
-                         f"this step on", "skipped", seconds, tol)
+                         f"this step on", "skipped", seconds, tol, step)
     if av.shape != bv.shape or not np.all(np.isfinite(av)):
         why = (f"shape {av.shape} against {bv.shape}" if av.shape != bv.shape else
                f"{a.name} has non-finite values")
-        return _unjudged(t, a, b, tensor, dtype, f"step {step} of {t.steps}, {tensor}: {why}", "error", seconds, tol)
+        return _unjudged(t, a, b, tensor, dtype, f"step {step} of {t.steps}, {tensor}: {why}", "error", seconds, tol,
+                         step)
     noise = noise if noise is not None and np.shape(noise) == av.shape else None
     j = judge(av, bv, None, tol, noise)
     status = "pass" if j.ratio <= 1 else "fail"
     message = "" if status == "pass" else (
-        f"step {step} of {t.steps}: {tensor.split(': ', 1)[-1]} of {t.optimizer}({_hyper_text(t.hyper)}) differs\n"
+        f"step {step} of {t.steps}: {tensor} of {t.optimizer}({_hyper_text(t.hyper)}) differs\n"
         + failure_message(j, tol, a.name, b.name))
     if status == "pass" and j.nondifferentiable:
         status = "nondifferentiable"
-        message = (f"step {step} of {t.steps}, {tensor.split(': ', 1)[-1]}: {j.nondifferentiable} of {j.numel} "
+        message = (f"step {step} of {t.steps}, {tensor}: {j.nondifferentiable} of {j.numel} "
                    f"elements differ beyond tolerance where the gradient was within its own rounding noise at some "
                    f"step (zero in exact arithmetic, such as a bias before a batch norm), which an adaptive step "
                    f"amplifies; every other element agrees (Note [Gradient noise in trajectories])")
     return CheckRecord(case_id=t.case_id, graph=t.to_json(), seed=t.seed, op=t.optimizer, consumer=t.optimizer,
                        tensor=tensor, source_a=a.name, source_b=b.name, dtype=dtype, device=a.device, rtol=tol.rtol,
                        atol=tol.atol, seconds=seconds, status=status, message=message, spec_a=a.spec,
-                       spec_b=b.spec, **j.fields)
+                       spec_b=b.spec, step=step, **j.fields)
 
 
 # Note [Gradient noise in trajectories]
@@ -175,17 +177,17 @@ def compare_trajectories(t: Trajectory, a, b, tolerance: Tolerance | None = None
             a.step(ga)
             b.step(gb)
         except OptimizerError as e:
-            return records + [_unjudged(t, a, b, f"step {k + 1}", dtype, str(e), "error", time.perf_counter() - t0,
-                                        tol)]
+            return records + [_unjudged(t, a, b, "", dtype, f"step {k + 1} of {t.steps}: {e}", "error",
+                                        time.perf_counter() - t0, tol, k + 1)]
         seconds = time.perf_counter() - t0
         pa, pb = a.params(), b.params()
-        step_records = [_record(t, a, b, f"step {k + 1}: {n}", pa[n], pb[n], tol, k + 1, seconds, dtype,
+        step_records = [_record(t, a, b, n, pa[n], pb[n], tol, k + 1, seconds, dtype,
                                 noise.get(n)) for n in sorted(pb)]
         if states:
             sa, sb = a.state(), b.state()
             for n in sorted(sb):
                 for buf in sorted(set(sa.get(n, {})) & set(sb[n])):
-                    step_records.append(_record(t, a, b, f"step {k + 1}: {n}.{buf}", sa[n][buf], sb[n][buf],
+                    step_records.append(_record(t, a, b, f"{n}.{buf}", sa[n][buf], sb[n][buf],
                                                 tol, k + 1, seconds, dtype, noise.get(n)))
         records += step_records
         if any(r.status in ("fail", "error", "skipped") for r in step_records):
