@@ -283,8 +283,8 @@ def build_parser():
                      help="an error/tolerance ratio growing more than this factor is a regression (default 10)")
     rep.add_argument("--csv", action="store_true", help="also write records.csv")
     rep.add_argument("--plots", choices=("notable", "all", "none"), default="notable",
-                     help="which per-op and optimizer plots to draw: those with something near or past their "
-                          "tolerance (default), every one, or none")
+                     help="which per-op and optimizer plots to draw besides the overview: those with a "
+                          "failure (default), every one, or none (no overview either)")
     rep.set_defaults(func=cmd_report)
     repro = sub.add_parser("repro", help="replay a failing case from its JSON file")
     repro.add_argument("case", help="a case file written by a failing check (<report dir>/cases/*.json)")

@@ -157,13 +157,16 @@ def run_main_job(opts: RunOptions, console=None) -> int:
     if not checks:
         console.print("no check was made; no report written")
         return INTERRUPTED if interrupted else 0
-    paths = report.build_report(run_dir, csv=opts.csv)
+    t_report = time.perf_counter()
     df = report.read_records(run_dir)
+    paths = report.build_report(run_dir, csv=opts.csv, records=df)
+    t_report = time.perf_counter() - t_report
     _print_summary(console, df)
     wall = time.perf_counter() - t0
     console.print(f"\n{checks} checks on {df['case_id'].nunique()} graphs in {wall:.1f}s; "
                   f"{emit.failures} failing checks")
-    console.print(f"report: {paths['html']}\n        {paths['summary']}\n        {paths['parquet']}", soft_wrap=True)
+    console.print(f"report (built in {t_report:.2f}s): {paths['html']}\n        {paths['summary']}\n        "
+                  f"{paths['parquet']}", soft_wrap=True)
     if interrupted:
         return INTERRUPTED
     return 1 if emit.failures else 0

@@ -14,10 +14,11 @@ Note [Report cost]
 Building the report is overhead on every run, so it is kept to what a reader
 uses.  A matplotlib figure costs 30 to 60 ms however few its points (most of it
 ticks and text), so a page drawing all 130-odd ops would cost more than the
-checks of a default run: by default (plots="notable") an op's or optimizer's
-plot is drawn when something of it failed, erred or crossed a kink, or came
-within NOTABLE of its tolerance, and its section says when it was left out;
-``gradcheck report RUN --plots all`` draws every one.  Each plot is one savefig
+checks of a default run (52 figures of passing ops near their tolerance cost
+6.7 s of a 35 s run).  So every op is drawn in one overview figure, a strip
+each, worst first; by default (plots="notable") an op's or optimizer's own plot
+is drawn only when something of it failed or erred, and its section says where
+its strip is; ``gradcheck report RUN --plots all`` draws every one.  Each plot is one savefig
 of a few artists (one per status, not one per point) at 80 dpi; graphs are
 parsed only for failing records; at most MAX_ROWS failing checks are written
 into the page (the Parquet files hold all of them).  ``benchmarks/bench_report.py`` measures
@@ -34,7 +35,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from . import plots
+from . import plots as draw
 from .diagram import graph_svg
 from .findings import findings as find
 from .records import STATUSES, read_records, read_run_info
@@ -44,7 +45,6 @@ __all__ = ["build_report", "render_page", "summary_markdown", "verdict", "MAX_RO
 
 MAX_ROWS = 500  # failing checks listed in the page (the worst); all of them are in records.parquet
 MAX_CASES = 50  # cases listed under one finding
-NOTABLE = 0.1  # a passing op within this share of its tolerance has its plot drawn (Note [Report cost])
 _ENV = None
 
 
@@ -140,7 +140,7 @@ def _heatmaps(df: pd.DataFrame) -> list:
                 if e:
                     cells.append({"cls": "err", "text": "error", "title": f"{op}, {pair}: {e} error(s)"})
                 elif r is None or (isinstance(r, float) and math.isnan(r)):
-                    cells.append({"cls": "none", "text": "", "title": f"{op}, {pair}: nothing judged"})
+                    cells.append({"cls": "blank", "text": "", "title": f"{op}, {pair}: nothing judged"})
                 else:
                     cls = "bad" if r > 1 else "near" if r >= 0.1 else "good"
                     cells.append({"cls": cls, "text": _fmt(float(r)), "title": f"{op}, {pair}: worst {r:.3g}"})
@@ -154,12 +154,9 @@ def _table_rows(table: pd.DataFrame) -> list:
 
 
 def _notable(d: pd.DataFrame) -> bool:
-    """Whether an op's section draws its plot under plots="notable": something
-    failed, erred or crossed a kink, or came within NOTABLE of its tolerance."""
-    if d["status"].isin(["fail", "error", "nondifferentiable"]).any():
-        return True
-    judged = d.loc[d["status"] == "pass", "ratio"]
-    return bool(len(judged)) and float(judged.max()) >= NOTABLE
+    """Whether an op's section draws its own plot under plots="notable":
+    something of it failed or erred (Note [Report cost])."""
+    return bool(d["status"].isin(["fail", "error"]).any())
 
 
 def _op_sections(df: pd.DataFrame, optimizer_ops: set, plots_for, summary: pd.DataFrame) -> list:
@@ -175,9 +172,9 @@ def _op_sections(df: pd.DataFrame, optimizer_ops: set, plots_for, summary: pd.Da
         text = ", ".join(f"{int(counts[s])} {s}" for s in STATUSES if counts.get(s, 0))
         if len(judged):
             text += f"; worst error/tolerance {float(judged.max()):.3g}"
-        png = plots.op_strip(d, op) if plots_for(d) else ""
+        png = draw.op_strip(d, op) if plots_for(d) else ""
         if not png and len(judged):
-            text += " (plot left out: nothing near its tolerance; gradcheck report RUN --plots all draws it)"
+            text += " (nothing failed: its strip is in the overview; gradcheck report RUN --plots all draws its own)"
         sections.append({"op": op or "(whole case)", "anchor": anchor(op), "status": status, "text": text,
                          "png": png, "columns": list(table.columns), "rows": _table_rows(table)})
     return sections
@@ -191,7 +188,7 @@ def _optimizer_sections(df: pd.DataFrame, plots_for) -> list:
         out.append({"op": op, "anchor": anchor(op), "status": max(d["status"], key=SEVERITY.get),
                     "text": f"{d['case_id'].nunique()} trajectories, {len(d)} step checks: "
                             + ", ".join(f"{int(counts[s])} {s}" for s in STATUSES if counts.get(s, 0)),
-                    "png": plots.optimizer_steps(d, op) if plots_for(d) else ""})
+                    "png": draw.optimizer_steps(d, op) if plots_for(d) else ""})
     return out
 
 
@@ -221,6 +218,10 @@ def render_page(df: pd.DataFrame, info: dict, directory: Path, title: str, found
                 "case_id": r.case_id, "replay": f"gradcheck repro {r.replay}" if r.replay else ""}
                for r in bad.head(MAX_ROWS).itertuples(index=False)]
     optimizers = _optimizer_sections(df, plots_for)
+    judged = df[df["status"].isin(["pass", "fail"])]
+    order = judged.groupby(judged["op"].fillna(""))["ratio"].max().sort_values(ascending=False, kind="stable")
+    overview = draw.overview(df[~df["op"].isin({o["op"] for o in optimizers})], list(order.index)) \
+        if plots != "none" else ""
     opt_ops = {o["op"] for o in optimizers}
     v = verdict(df, info)
     if found:
@@ -230,7 +231,7 @@ def render_page(df: pd.DataFrame, info: dict, directory: Path, title: str, found
         heatmaps=_heatmaps(df), summary_columns=columns, summary_rows=summary_rows,
         summary_filters=_filter_options(summary), failing_rows=failing, failing_total=len(bad),
         failing_filters=_filter_options(bad) if len(bad) else [], ops=_op_sections(df, opt_ops, plots_for, table),
-        optimizers=optimizers, skipped_lines=df.attrs.get("skipped_lines", 0),
+        optimizers=optimizers, overview=overview, skipped_lines=df.attrs.get("skipped_lines", 0),
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -289,13 +290,14 @@ def summary_markdown(df: pd.DataFrame, info: dict, title: str, found=None) -> st
     return "\n".join(parts) + "\n"
 
 
-def build_report(directory, csv=False, title=None, plots="notable") -> dict:
+def build_report(directory, csv=False, title=None, plots="notable", records=None) -> dict:
     """(Re)build the Parquet tables, summary.md and report.html of a run folder
     from its records and run.json; returns the paths written.  ``plots``:
-    "notable" draws the plots of ops and optimizers with something near or past
-    their tolerance (Note [Report cost]), "all" every one, "none" none."""
+    "notable" draws the overview and the plots of ops and optimizers with
+    a failure (Note [Report cost]), "all" every one, "none" none.
+    ``records``: the run's records when the caller has read them already."""
     directory = Path(directory)
-    df = read_records(directory)
+    df = read_records(directory) if records is None else records.copy()
     if df.empty:
         raise ValueError(f"{directory}: no records")
     info = read_run_info(directory)

@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["op_strip", "optimizer_steps"]
+__all__ = ["op_strip", "overview", "optimizer_steps"]
 
 COLOURS = {"pass": "#2e86c1", "fail": "#c0392b", "nondifferentiable": "#7f8c8d"}
 DPI = 80
@@ -47,20 +47,21 @@ def _text_only():
     return matplotlib.rc_context({"text.parse_math": False})  # names are text: a "$" in one is no formula
 
 
-def op_strip(df_op: pd.DataFrame, op: str) -> str:
-    """The strip plot of one op as base64 PNG; "" when nothing of it was judged."""
-    judged = df_op[df_op["status"].isin(list(COLOURS)) & df_op["ratio"].notna() & np.isfinite(df_op["ratio"])]
-    if judged.empty:
-        return ""
-    groups = list(judged.groupby(["pair", "dtype"], sort=True))
-    ratios = judged["ratio"].to_numpy(dtype=float)
+def _judged(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"].isin(list(COLOURS)) & df["ratio"].notna() & np.isfinite(df["ratio"])]
+
+
+def _strips(groups, labels, width=7.5, row=0.32, left=0.42) -> str:
+    """One strip a group (a DataFrame of judged records), log10(ratio) across,
+    exact zeros in their own column left of the axis break; base64 PNG."""
+    ratios = np.concatenate([g["ratio"].to_numpy(dtype=float) for g in groups])
     nonzero = ratios[ratios > 0]
     lo = math.floor(min(float(np.log10(nonzero.min())), -1.0)) - 0.3 if nonzero.size else -3.0
     hi = max(float(np.log10(nonzero.max())) if nonzero.size else 0.0, 0.0) + 0.5
     zero_x = lo - 0.9  # the column of exact zeros, left of the break
     rng = np.random.default_rng(0)
     points = {s: ([], []) for s in COLOURS}
-    for y, (_, g) in enumerate(groups):
+    for y, g in enumerate(groups):
         r = g["ratio"].to_numpy(dtype=float)
         x = np.where(r > 0, np.log10(np.where(r > 0, r, 1.0)), zero_x)
         jitter = rng.uniform(-0.18, 0.18, len(r))
@@ -68,8 +69,9 @@ def op_strip(df_op: pd.DataFrame, op: str) -> str:
             mask = (g["status"] == status).to_numpy()
             points[status][0].extend(x[mask])
             points[status][1].extend(y + jitter[mask])
+    height = 0.75 + row * max(len(groups), 2)
     with _text_only():
-        fig = _figure(7.5, 0.75 + 0.32 * max(len(groups), 2))
+        fig = _figure(width, height)
         ax = fig.add_subplot()
         for status, (xs, ys) in points.items():
             if xs:
@@ -82,12 +84,33 @@ def op_strip(df_op: pd.DataFrame, op: str) -> str:
         ax.set_xticklabels(["exact 0", *[f"1e{t}" for t in ticks]], fontsize=7)
         ax.set_xlim(zero_x - 0.4, hi)
         ax.set_yticks(range(len(groups)))
-        ax.set_yticklabels([f"{pair} [{dtype}]"[:60] for (pair, dtype), _ in groups], fontsize=7)
-        ax.set_ylim(-0.6, len(groups) - 0.4)
+        ax.set_yticklabels([label[:60] for label in labels], fontsize=7)
+        ax.set_ylim(len(groups) - 0.4, -0.6)  # the first group on top
         ax.set_xlabel("error / tolerance (right of the dashed line fails)", fontsize=7)
         ax.tick_params(axis="y", length=0)
-        fig.subplots_adjust(left=0.42, right=0.98, top=0.97, bottom=0.6 / (0.75 + 0.32 * max(len(groups), 2)) + 0.1)
+        fig.subplots_adjust(left=left, right=0.98, top=1 - 0.1 / height, bottom=0.55 / height)
         return _png(fig)
+
+
+def op_strip(df_op: pd.DataFrame, op: str) -> str:
+    """The strip plot of one op, a strip per source pair and dtype, as base64
+    PNG; "" when nothing of it was judged."""
+    judged = _judged(df_op)
+    if judged.empty:
+        return ""
+    groups = list(judged.groupby(["pair", "dtype"], sort=True))
+    return _strips([g for _, g in groups], [f"{pair} [{dtype}]" for (pair, dtype), _ in groups])
+
+
+def overview(df: pd.DataFrame, ops) -> str:
+    """Every op in ``ops`` in one figure, a strip each (all its source pairs and
+    dtypes together), in the order given: the run at a glance for one savefig."""
+    judged = _judged(df)
+    by_op = {op: g for op, g in judged.groupby(judged["op"].fillna(""), sort=False)}
+    ops = [op for op in ops if op in by_op]
+    if not ops:
+        return ""
+    return _strips([by_op[op] for op in ops], [op or "(whole case)" for op in ops], row=0.15, left=0.25)
 
 
 def optimizer_steps(df_opt: pd.DataFrame, optimizer: str) -> str:
