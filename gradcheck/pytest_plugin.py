@@ -114,7 +114,8 @@ def pytest_configure(config):
     if config.getini("gradcheck_profile_everywhere") and not chosen:
         settings.load_profile(f"gradcheck-{session()[0]}")
     report = config.getoption("gradcheck_report", default=None)
-    if report and not hasattr(config, "workerinput"):
+    worker = getattr(config, "workerinput", None)
+    if report and worker is None:
         from .report import RecordSink, new_run_dir, write_run_info
 
         run_dir = new_run_dir(report)
@@ -126,6 +127,16 @@ def pytest_configure(config):
         sink = RecordSink(run_dir)
         config.stash[_SINK] = sink
         RECORD_LISTENERS.append(_SinkListener(sink))
+    elif worker is not None and worker.get("gradcheck_report_dir"):
+        from .report import RecordSink
+
+        # Note [Reports under pytest-xdist]: each worker streams its own file
+        os.environ["GRADCHECK_REPORT_DIR"] = worker["gradcheck_report_dir"]
+        sink = RecordSink(worker["gradcheck_report_dir"], f"records-{worker.get('workerid', os.getpid())}.jsonl")
+        config.stash[_SINK] = sink
+        RECORD_LISTENERS.append(_SinkListener(sink))
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(config), "gradcheck-xdist")
     _check_options(config)
     if config.getoption("candidate", default=None) or config.getoption("optimizer", default=None):
         suite_plan(config)  # a candidate that does not load is a usage error, reported once, up front
@@ -144,6 +155,53 @@ def _check_options(config):
     timeout = config.getoption("check_timeout", default=30.0)
     if not timeout > 0:
         raise pytest.UsageError(f"--check-timeout {timeout:g}: give a positive number of seconds")
+
+
+class _XdistHooks:
+    """Note [Reports under pytest-xdist]
+    The controller of ``pytest -n N`` runs no test: the records are made in the
+    workers.  The controller gives every worker the session's seed (so the
+    header's seed is the one every worker draws with) and the run folder; each
+    worker streams its records to ``records-<worker>.jsonl`` there (no two
+    processes append to one file) and its replay files to the folder's cases/
+    (named by test, so they cannot collide), and sends its tally back when it
+    finishes.  The controller merges the workers' files into records.jsonl,
+    adds up the tallies for the counts line, and builds one report.  Hypothesis's
+    example database is a directory of files written atomically, safe for
+    workers to share.  ``--dist loadgroup`` (what ``make test`` uses) keeps a
+    test's examples on one worker."""
+
+    def __init__(self, config):
+        self.config = config
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node):
+        node.workerinput["gradcheck_seed"] = session()[1]
+        sink = self.config.stash.get(_SINK, None)
+        if sink is not None:
+            node.workerinput["gradcheck_report_dir"] = str(sink.dir)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error):
+        sent = getattr(node, "workeroutput", {}).get("gradcheck_tally")
+        tally = self.config.stash.get(_TALLY, None)
+        if sent and tally is not None:
+            tally.cases.update(tuple(c) for c in sent["cases"])
+            tally.statuses.update(sent["statuses"])
+            tally.skipped.update(sent["skipped"])
+
+
+def pytest_sessionfinish(session):
+    config = session.config
+    if hasattr(config, "workeroutput"):  # a pytest-xdist worker: send the tally home
+        tally = config.stash.get(_TALLY, None)
+        if tally is not None:
+            config.workeroutput["gradcheck_tally"] = {"cases": [list(c) for c in tally.cases],
+                                                      "statuses": dict(tally.statuses),
+                                                      "skipped": dict(tally.skipped)}
+        sink = config.stash.get(_SINK, None)
+        if sink is not None:
+            sink.close()
 
 
 class _SinkListener:
@@ -197,7 +255,9 @@ def pytest_terminal_summary(terminalreporter, config):
         for line in candidate.breaker.lines():
             terminalreporter.write_line(f"gradcheck: circuit breaker ({candidate.name}): {line}")
     sink = config.stash.get(_SINK, None)
-    if sink is not None:
+    if sink is not None and not hasattr(config, "workerinput"):
+        for part in sorted(sink.dir.glob("records-*.jsonl")):  # the workers' records
+            sink.merge(part)
         sink.close()
         if sink.count:
             from .report import build_report, finish_run_info

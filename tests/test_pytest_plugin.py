@@ -168,3 +168,32 @@ def test_a_broken_vjp_fails_with_a_shrunk_graph_and_a_replay_file_in_the_report_
     assert doc["source_a"] == "reference"
     assert doc["source_b"] == "fd:central:full:n=4,seed=case,full=2000,bisect=4096(reference)"
     assert any(n["op"] == "sigmoid" for n in doc["graph"]["nodes"])
+
+
+def test_under_xdist_the_workers_records_make_one_report_equal_to_a_serial_runs(pytester):
+    """Note [Reports under pytest-xdist]: with -n 2 every worker streams its own
+    records file, the controller merges them into one report, and the counts line
+    and the seed are those of a serial run with the same profile and seed."""
+    import json
+
+    import pandas as pd
+
+    from gradcheck.report import read_records
+
+    args = ("-p", "no:cacheprovider", "--pyargs", "gradcheck.suites.test_ops", "-k", "tanh or softplus",
+            "--gradcheck-seed", "7", "--gradcheck-profile", "dev")
+    serial = pytester.runpytest_subprocess(*args, "--gradcheck-report", str(pytester.path / "serial"))
+    parallel = pytester.runpytest_subprocess(*args, "-n", "2", "--gradcheck-report", str(pytester.path / "xdist"))
+    runs = {}
+    for name, result in (("serial", serial), ("xdist", parallel)):
+        assert result.ret == 0, result.stdout.str()[-3000:]
+        counts = [line for line in result.outlines if line.startswith("gradcheck: ") and "cases (graph" in line]
+        (run,) = list((pytester.path / name).iterdir())
+        assert not list(run.glob("records-*.jsonl")) and (run / "report.html").is_file()
+        assert json.loads((run / "run.json").read_text())["seed"] == 7
+        runs[name] = (counts, read_records(run))
+    assert runs["serial"][0] == runs["xdist"][0] and runs["serial"][0]  # the same counts line
+    key = ["case_id", "seed", "tensor", "source_a", "source_b", "dtype", "status", "check"]
+    a, b = (runs[n][1][key].astype(str).sort_values(key).reset_index(drop=True) for n in ("serial", "xdist"))
+    assert len(a) > 50
+    pd.testing.assert_frame_equal(a, b)

@@ -40,11 +40,35 @@ def new_run_dir(root="reports") -> Path:
 class RecordSink:
     """Appends records to ``<dir>/records.jsonl`` as they come, flushing each batch."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, name=RECORDS):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.dir / RECORDS, "a", encoding="utf-8")
+        self.path = self.dir / name
+        self._file = open(self.path, "a", encoding="utf-8")
         self.count = 0
+
+    def add_lines(self, lines):
+        """Append records already written as JSON lines (by a worker process)."""
+        for line in lines:
+            self._file.write(line if line.endswith("\n") else line + "\n")
+            self.count += 1
+        self._file.flush()
+
+    def merge(self, path) -> int:
+        """Append another records file (a pytest-xdist worker's) and remove it;
+        returns how many records it held.  A half-written last line is kept as
+        it is: reading skips and counts it."""
+        path = Path(path)
+        n = 0
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.strip():
+                    self._file.write(line if line.endswith("\n") else line + "\n")
+                    n += 1
+        self._file.flush()
+        self.count += n
+        path.unlink()
+        return n
 
     def add(self, records, **extra):
         """Write records (``CheckRecord``s or dicts); ``extra`` adds columns to each."""
