@@ -75,7 +75,10 @@ def cmd_run(args) -> int:
         opts = RunOptions(dtype=args.dtype, device=args.device, seed=args.seed, examples=examples,
                           ops=tuple(o.strip() for o in args.ops.split(",") if o.strip()) if args.ops else (),
                           torch=not args.no_torch, candidates=tuple(args.candidate or ()), optimizer=args.optimizer,
-                          out=args.out, csv=args.csv, isolate=args.isolate, check_timeout=args.check_timeout)
+                          out=args.out, csv=args.csv, isolate=args.isolate, check_timeout=args.check_timeout,
+                          workers=args.workers, cluster=args.cluster or "")
+        if opts.workers < 1:
+            raise UsageError(f"--workers {opts.workers}: give 1 or more processes")
         return run_main_job(opts)
     except (UsageError, CandidateLoadError, KeyError, LookupError, ValueError, TypeError) as e:
         print(f"gradcheck run: {e.args[0] if e.args else e}", file=sys.stderr)
@@ -271,6 +274,12 @@ def build_parser():
     run.add_argument("--no-torch", action="store_true", help="skip the torch source and torch.optim")
     run.add_argument("--out", default="reports", help="folder for the run's report folder (default reports/)")
     run.add_argument("--csv", action="store_true", help="also write records.csv")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="run the sweep, the random graphs and the optimizers on N processes (default 1), "
+                          "with the same records as one")
+    run.add_argument("--cluster", metavar="ADDRESS",
+                     help="run them on the Dask scheduler at ADDRESS (tcp://host:8786), or 'local' for a Dask "
+                          "LocalCluster of --workers processes (pip install 'gradcheck[cluster]')")
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="rebuild a run's report files, or compare two runs")
     rep.add_argument("run", nargs="?", help="a run folder (reports/<run-id>)")

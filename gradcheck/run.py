@@ -56,6 +56,8 @@ class RunOptions:
     sweep_table: bool = True
     isolate: bool = False  # candidates run in worker processes
     check_timeout: float = 30.0  # time limit of one call into candidate code
+    workers: int = 1  # processes (gradcheck/parallel.py); 1: this process alone
+    cluster: str = ""  # a Dask scheduler's address, or "local" for a LocalCluster of `workers` processes
 
 
 @dataclass
@@ -138,11 +140,14 @@ def run_main_job(opts: RunOptions, console=None) -> int:
     with report.RecordSink(run_dir) as sink:
         emit = _Emitter(sink, run_dir)
         try:
-            _sweep(opts, plan, emit, console)
-            if opts.examples:
-                _random_graphs(opts, plan, emit, console)
-            if opts.torch or opts.optimizer:
-                _optimizers(opts, emit, console)
+            if opts.workers > 1 or opts.cluster:
+                _parallel(opts, plan, sink, emit, console, run_dir)
+            else:
+                _sweep(opts, plan, emit, console)
+                if opts.examples:
+                    _random_graphs(opts, plan, emit, console)
+                if opts.torch or opts.optimizer:
+                    _optimizers(opts, emit, console)
         except KeyboardInterrupt:
             interrupted = True
             console.print("\n[bold]interrupted[/bold]: the report is built from the checks made so far")
@@ -172,52 +177,104 @@ def run_main_job(opts: RunOptions, console=None) -> int:
     return 1 if emit.failures else 0
 
 
+def _parallel(opts, plan, sink, emit, console, run_dir):
+    """The run's shards on worker processes or a Dask cluster (Note [Shards] in
+    parallel.py): records streamed to the sink as shards finish, the progress
+    bars counting across workers, the sweep table in the serial run's order."""
+    from .parallel import lost_shard_record, run_parallel, shards
+
+    names = [name for name, _ in optimizer_plan(opts)] if (opts.torch or opts.optimizer) else []
+    work = shards(opts, plan, names)
+    where = f"the Dask cluster at {opts.cluster}" if opts.cluster not in ("", "local") else (
+        f"{opts.workers} {'Dask ' if opts.cluster else ''}worker processes")
+    console.print(f"{len(work)} shards on {where}")
+    rows = {}
+    with _progress(console) as progress:
+        tasks = {"sweep": progress.add_task("catalogue", total=len(plan.ops), failures=0),
+                 "graphs": progress.add_task("random graphs", total=opts.examples, failures=0),
+                 "optimizer": progress.add_task("optimizers", total=len(names) * opts.trajectories, failures=0)}
+
+        def on_result(result):
+            kind, name, _ = result["shard"]
+            sink.add_lines(result["lines"])
+            emit.failures += result["failures"]
+            if kind == "sweep":
+                rows[name] = [tuple(c) for c in result["cells"]]
+            if result["note"]:
+                progress.console.print(f"[yellow]{name}: not compared[/yellow] ({escape(result['note'])})")
+            progress.update(tasks[kind], advance=result["done"], failures=emit.failures)
+
+        def on_lost(shard, why):
+            sink.add([lost_shard_record(opts, shard, why)])
+            emit.failures += 1
+            progress.console.print(f"[red]lost[/red] shard {shard[0]} {shard[1]}: {escape(why)}")
+
+        run_parallel(opts, work, run_dir, on_result, on_lost)
+    if opts.sweep_table:
+        _print_sweep_table(console, plan.sweep_pairs, [(op, rows[op]) for op in plan.ops if op in rows])
+
+
 def _sweep(opts, plan, emit, console):
     """Every op alone on its catalogue samples, against every sweep pair; a table."""
     rows = []
-    dtype = opts.dtype if opts.dtype in ("float64", "float32") else "float64"
     with _progress(console) as progress:
         task = progress.add_task("catalogue", total=len(plan.ops), failures=0)
         for op in plan.ops:
-            cells = []
-            for p in plan.sweep_pairs:
-                recs = []
-                for case in op_cases(op, dtype, opts.seed):
-                    r = check_pair(case, p.a, p.b, outputs=p.outputs)
-                    emit.gradients(case, p, r)
-                    recs += r
-                cells.append(worst(recs))
-            rows.append((op, cells))
+            rows.append((op, sweep_op(opts, plan, emit, op)))
             progress.update(task, advance=1, failures=emit.failures)
     if opts.sweep_table:
         _print_sweep_table(console, plan.sweep_pairs, rows)
 
 
+def sweep_op(opts, plan, emit, op) -> list:
+    """One op of the sweep (a shard of a parallel run): its catalogue samples
+    against every sweep pair; the worst cell per pair, for the table."""
+    dtype = opts.dtype if opts.dtype in ("float64", "float32") else "float64"
+    cells = []
+    for p in plan.sweep_pairs:
+        recs = []
+        for case in op_cases(op, dtype, opts.seed):
+            r = check_pair(case, p.a, p.b, outputs=p.outputs)
+            emit.gradients(case, p, r)
+            recs += r
+        cells.append(worst(recs))
+    return cells
+
+
+def graphs_per_op(opts, ops) -> list:
+    """How many of the run's random graphs hold each op, in the order of ``ops``."""
+    return [opts.examples // len(ops) + (1 if i < opts.examples % len(ops) else 0) for i in range(len(ops))]
+
+
 def _random_graphs(opts, plan, emit, console):
-    ops = plan.ops
-    per_op = [opts.examples // len(ops) + (1 if i < opts.examples % len(ops) else 0) for i in range(len(ops))]
     with _progress(console) as progress:
         task = progress.add_task("random graphs", total=opts.examples, failures=emit.failures)
-        for op, n in zip(ops, per_op):
-            if not n:
-                continue
-
-            @seed(opts.seed)
-            @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
-                      suppress_health_check=list(HealthCheck))
-            @given(case=cases(graphs(include=op, accept=plan.accept)))
-            def check_one(case):
-                for pair in plan.graph_pairs:
-                    c = Case(case.graph, case.seed, case_dtype(pair, opts.dtype), case.scale, case.quantize,
-                             case.offset)
-                    emit.gradients(c, pair, check_pair(c, pair.a, pair.b, outputs=pair.outputs))
-                progress.update(task, advance=1, failures=emit.failures)
-
-            check_one()
+        for op, n in zip(plan.ops, graphs_per_op(opts, plan.ops)):
+            if n:
+                graphs_of_op(opts, plan, emit, op, n,
+                             lambda: progress.update(task, advance=1, failures=emit.failures))
 
 
-def _optimizers(opts, emit, console):
-    """Every optimizer's trajectories against the reference, step by step."""
+def graphs_of_op(opts, plan, emit, op, n, tick=lambda: None):
+    """``n`` random graphs holding ``op``, each checked by every graph pair (a
+    shard of a parallel run).  Drawn from the run's seed for this op alone, so a
+    shard's graphs are the same in whichever process, and order, it runs."""
+
+    @seed(opts.seed)
+    @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(case=cases(graphs(include=op, accept=plan.accept)))
+    def check_one(case):
+        for pair in plan.graph_pairs:
+            c = Case(case.graph, case.seed, case_dtype(pair, opts.dtype), case.scale, case.quantize, case.offset)
+            emit.gradients(c, pair, check_pair(c, pair.a, pair.b, outputs=pair.outputs))
+        tick()
+
+    check_one()
+
+
+def optimizer_plan(opts) -> list:
+    """(name, make runner) for every optimizer the run compares with the reference."""
     plan = []
     if opts.torch:
         plan += [(name, lambda name=name: TorchRunner(name, opts.device, "float64")) for name in OPTIMIZERS]
@@ -226,26 +283,41 @@ def _optimizers(opts, emit, console):
         plan += [(r.optimizer, lambda c=cand, n=r.optimizer: next(x for x in optimizer_runners(c, opts.device)
                                                                    if x.optimizer == n))
                  for r in optimizer_runners(cand, opts.device)]
+    return plan
+
+
+def _optimizers(opts, emit, console):
+    """Every optimizer's trajectories against the reference, step by step."""
+    plan = optimizer_plan(opts)
     with _progress(console) as progress:
         task = progress.add_task("optimizers", total=len(plan) * opts.trajectories, failures=0)
         before = emit.failures
         for name, make in plan:
-            try:
-                reference_runner(name)
-            except NoReference as e:
-                console.print(f"[yellow]{name}: not compared[/yellow] ({e})")
-                continue
+            why = trajectories_of(opts, emit, name, make,
+                                  lambda: progress.update(task, advance=1, failures=emit.failures - before))
+            if why:
+                console.print(f"[yellow]{name}: not compared[/yellow] ({escape(why)})")
 
-            @seed(opts.seed)
-            @settings(max_examples=opts.trajectories, database=None, deadline=None, phases=[Phase.generate],
-                      suppress_health_check=list(HealthCheck))
-            @given(t=trajectories(name))
-            def check_one(t):
-                runner, reference = make(), reference_runner(name)
-                emit.trajectory(t, runner, reference, compare_trajectories(t, runner, reference))
-                progress.update(task, advance=1, failures=emit.failures - before)
 
-            check_one()
+def trajectories_of(opts, emit, name, make, tick=lambda: None) -> str:
+    """The run's trajectories of optimizer ``name`` against the reference (a shard
+    of a parallel run); why it was not compared, or ""."""
+    try:
+        reference_runner(name)
+    except NoReference as e:
+        return str(e)
+
+    @seed(opts.seed)
+    @settings(max_examples=opts.trajectories, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(t=trajectories(name))
+    def check_one(t):
+        runner, reference = make(), reference_runner(name)
+        emit.trajectory(t, runner, reference, compare_trajectories(t, runner, reference))
+        tick()
+
+    check_one()
+    return ""
 
 
 def _progress(console):

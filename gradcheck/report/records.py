@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["RecordSink", "read_records", "new_run_dir", "check_kind", "write_run_info", "finish_run_info",
+__all__ = ["RecordSink", "LineSink", "record_line", "read_records", "new_run_dir", "check_kind", "write_run_info", "finish_run_info",
            "read_run_info", "RECORDS", "RUN_INFO", "STATUSES", "GROUP"]
 
 RECORDS = "records.jsonl"
@@ -73,9 +73,7 @@ class RecordSink:
     def add(self, records, **extra):
         """Write records (``CheckRecord``s or dicts); ``extra`` adds columns to each."""
         for r in records:
-            row = r.to_dict() if hasattr(r, "to_dict") else dict(r)
-            row.update(extra)
-            self._file.write(json.dumps(row, default=_jsonable) + "\n")
+            self._file.write(record_line(r, **extra))
             self.count += 1
         self._file.flush()
 
@@ -88,6 +86,25 @@ class RecordSink:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def record_line(record, **extra) -> str:
+    """One record (a ``CheckRecord`` or a dict) as a line of records.jsonl."""
+    row = record.to_dict() if hasattr(record, "to_dict") else dict(record)
+    row.update(extra)
+    return json.dumps(row, default=_jsonable) + "\n"
+
+
+class LineSink:
+    """A sink that keeps the lines it is given (a worker's shard, sent home as text)."""
+
+    def __init__(self):
+        self.lines, self.count = [], 0
+
+    def add(self, records, **extra):
+        for r in records:
+            self.lines.append(record_line(r, **extra))
+            self.count += 1
 
 
 def _jsonable(v):
