@@ -4,8 +4,9 @@ spread over processes, or over a Dask cluster.
 Note [Shards]
 ~~~~~~~~~~~~~
 A run is cut into shards that need nothing from each other: one op's
-catalogue sweep, one op's random graphs, one optimizer's trajectories.  Each
-shard draws from the run's seed for itself alone (graphs_of_op), so it gives
+catalogue sweep, a chunk of at most CHUNK (32) of one op's random graphs, one
+optimizer's trajectories; a run has one dtype and device.  Each shard draws
+from the run's seed for itself alone (graphs_of_op), so it gives
 the same records in any process and in any order, and a parallel run gives the
 records of the serial run with the same seed (order and timings aside).  A
 worker is sent the run's options (plain data: the candidates as the targets
@@ -45,12 +46,12 @@ _PLANS: dict = {}  # options (as JSON) -> the plan built from them, once per wor
 
 def shards(opts, plan, optimizers) -> list:
     """The run's shards in the serial run's order (Note [Shards])."""
-    from .run import graphs_per_op
+    from .run import graph_chunks
 
-    out = [("sweep", op, 0) for op in plan.ops]
+    out = [("sweep", op, 0, 0) for op in plan.ops]
     if opts.examples:
-        out += [("graphs", op, n) for op, n in zip(plan.ops, graphs_per_op(opts, plan.ops)) if n]
-    out += [("optimizer", name, opts.trajectories) for name in optimizers]
+        out += [("graphs", op, n, k) for op, n, k in graph_chunks(opts, plan.ops)]
+    out += [("optimizer", name, opts.trajectories, 0) for name in optimizers]
     return out
 
 
@@ -74,13 +75,13 @@ def run_shard(options: dict, run_dir: str, shard) -> dict:
     from .run import _Emitter, graphs_of_op, sweep_op, trajectories_of
 
     opts, plan, optimizers = _plan(options)
-    kind, name, n = shard
+    kind, name, n, chunk = shard
     emit = _Emitter(LineSink(), Path(run_dir))
     result = {"shard": list(shard), "cells": None, "note": "", "done": n or 1}
     if kind == "sweep":
         result["cells"] = [list(c) for c in sweep_op(opts, plan, emit, name)]
     elif kind == "graphs":
-        graphs_of_op(opts, plan, emit, name, n)
+        graphs_of_op(opts, plan, emit, name, n, chunk=chunk)
     else:
         result["note"] = trajectories_of(opts, emit, name, optimizers[name])
     result.update(lines=emit.sink.lines, failures=emit.failures)
@@ -91,10 +92,11 @@ def lost_shard_record(opts, shard, why: str):
     """The one ``error`` record of a shard whose worker was lost twice."""
     from .judge.record import unjudged
 
-    kind, name, n = shard
-    what = {"sweep": f"the catalogue sweep of {name}", "graphs": f"{n} random graphs holding {name}",
+    kind, name, n, chunk = shard
+    what = {"sweep": f"the catalogue sweep of {name}",
+            "graphs": f"{n} random graphs holding {name} (chunk {chunk})",
             "optimizer": f"the trajectories of {name}"}[kind]
-    return unjudged(f"shard-{kind}-{name}", "{}", opts.seed, "worker", "-", opts.dtype,
+    return unjudged(f"shard-{kind}-{name}-{chunk}", "{}", opts.seed, "worker", "-", opts.dtype,
                     f"a worker was lost {ATTEMPTS} times running {what} ({why}); its checks were not made "
                     f"(Note [Shards] in gradcheck/parallel.py)", op=name, device=opts.device)
 

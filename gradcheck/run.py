@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
@@ -195,7 +196,7 @@ def _parallel(opts, plan, sink, emit, console, run_dir):
                  "optimizer": progress.add_task("optimizers", total=len(names) * opts.trajectories, failures=0)}
 
         def on_result(result):
-            kind, name, _ = result["shard"]
+            kind, name = result["shard"][:2]
             sink.add_lines(result["lines"])
             emit.failures += result["failures"]
             if kind == "sweep":
@@ -246,21 +247,32 @@ def graphs_per_op(opts, ops) -> list:
     return [opts.examples // len(ops) + (1 if i < opts.examples % len(ops) else 0) for i in range(len(ops))]
 
 
+# An op's random graphs are drawn in chunks of at most this many, each from a seed
+# of its own: a chunk is a shard of a parallel run (Note [Shards] in parallel.py).
+CHUNK = 32
+
+
+def graph_chunks(opts, ops) -> list:
+    """(op, graphs, chunk index) for every chunk of the run's random graphs."""
+    return [(op, min(CHUNK, n - k * CHUNK), k) for op, n in zip(ops, graphs_per_op(opts, ops))
+            for k in range(-(-n // CHUNK))]
+
+
 def _random_graphs(opts, plan, emit, console):
     with _progress(console) as progress:
         task = progress.add_task("random graphs", total=opts.examples, failures=emit.failures)
-        for op, n in zip(plan.ops, graphs_per_op(opts, plan.ops)):
-            if n:
-                graphs_of_op(opts, plan, emit, op, n,
-                             lambda: progress.update(task, advance=1, failures=emit.failures))
+        for op, n, chunk in graph_chunks(opts, plan.ops):
+            graphs_of_op(opts, plan, emit, op, n, lambda: progress.update(task, advance=1, failures=emit.failures),
+                         chunk)
 
 
-def graphs_of_op(opts, plan, emit, op, n, tick=lambda: None):
+def graphs_of_op(opts, plan, emit, op, n, tick=lambda: None, chunk=0):
     """``n`` random graphs holding ``op``, each checked by every graph pair (a
-    shard of a parallel run).  Drawn from the run's seed for this op alone, so a
-    shard's graphs are the same in whichever process, and order, it runs."""
+    shard of a parallel run).  Drawn from the run's seed for this op and chunk
+    alone (the first chunk from the seed itself), so a shard's graphs are the
+    same in whichever process, and order, it runs."""
 
-    @seed(opts.seed)
+    @seed(opts.seed if chunk == 0 else zlib.crc32(f"{opts.seed}:{op}:{chunk}".encode()))
     @settings(max_examples=n, database=None, deadline=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(case=cases(graphs(include=op, accept=plan.accept)))

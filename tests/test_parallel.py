@@ -12,7 +12,8 @@ from gradcheck.report import read_records
 
 pytestmark = [pytest.mark.xdist_group("parallel")]
 
-ARGS = ["--ops", "tanh,relu,softplus", "--examples", "12", "--no-torch", "--seed", "3"]
+# 35 graphs an op: two chunks each (run.CHUNK), so chunks are shards of their own
+ARGS = ["--ops", "tanh,relu", "--examples", "70", "--no-torch", "--seed", "3"]
 KEY = ["case_id", "seed", "op", "tensor", "source_a", "source_b", "dtype", "status", "check", "step", "pair_label",
        "index", "mismatched"]
 
@@ -90,7 +91,7 @@ def test_a_shard_whose_worker_dies_twice_is_one_error_and_the_run_completes(tmp_
     df = read_records(next((tmp_path / "out").iterdir()))
     lost = df[df["case_id"].str.startswith("shard-")]
     # the candidate runs in the random graphs' shard; the sweep's (built-in sources only) is unharmed
-    assert lost["case_id"].tolist() == ["shard-graphs-softplus"] and lost["status"].tolist() == ["error"]
-    assert "a worker was lost 2 times running 6 random graphs holding softplus" in lost["message"].iloc[0]
+    assert lost["case_id"].tolist() == ["shard-graphs-softplus-0"] and lost["status"].tolist() == ["error"]
+    assert "a worker was lost 2 times running 6 random graphs holding softplus (chunk 0)" in lost["message"].iloc[0]
     assert (df["status"] == "pass").sum() > 10
     assert "lost" in capsys.readouterr().out
