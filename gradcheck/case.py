@@ -144,9 +144,15 @@ def materialize(graph: Graph, seed: int, dtype: str = "float64", scale: float = 
     the values three ways: ``scale`` (up to 4: large logits, saturated
     activations, losses near their range), ``quantize`` (ties and exact zeros at
     kinks) and ``offset``, added to the data inputs drawn around 0: a mean of
-    100 beside a spread of 1 is where a variance computed as E[x^2] - E[x]^2
+    1,000 beside a spread of 1 is where a variance computed as E[x^2] - E[x]^2
     loses most of float32's digits (a layer norm or batch norm written that
-    way), while a two-pass variance keeps them.  ``cases()`` draws the offset
+    way), while a two-pass variance keeps them.  At a mean of 100 such a layer
+    norm was wrong by one to six times its tolerance, and whether a draw showed
+    it depended on how float32's pairwise sums happened to round (NumPy's vary
+    with the alignment of the arrays); at 1,000 it is wrong by 20 to 700 times.
+    A normalisation draws three values a group at least (two normalise to
+    +-1 whatever they are, their gradient a cancellation through eps that
+    float32 cannot resolve at such a mean).  ``cases()`` draws the offset
     for low-precision cases only: in float64 it costs finite differences more
     digits (about 2 of them, amplified by every cancellation x - mean) than any
     one-pass variance loses there.  A regime that leaves the

@@ -202,7 +202,7 @@ def place_layer_norm(ctx, x):
     shape = ctx.shapes[x]
     k = ctx.draw(st.integers(1, max(1, min(2, len(shape) - 1))))
     norm = shape[-k:]
-    if math.prod(norm) < 2:  # normalising one value gives a constant: degenerate
+    if math.prod(norm) < 3:  # one value normalises to a constant, two to +-1: see place_group_norm
         raise NotHere
     w = ctx.param(norm, init={"kind": "normal", "mean": 1.0, "std": 0.3})
     return ctx.apply("layer_norm", x, w, ctx.param(norm))
@@ -210,7 +210,7 @@ def place_layer_norm(ctx, x):
 
 def place_batch_norm(ctx, x):
     shape = ctx.shapes[x]
-    if len(shape) < 2 or math.prod(shape) // shape[1] < 2:
+    if len(shape) < 2 or math.prod(shape) // shape[1] < 3:  # three values a channel: see place_group_norm
         raise NotHere
     w = ctx.param((shape[1],), init={"kind": "normal", "mean": 1.0, "std": 0.3})
     return ctx.apply("batch_norm", x, w, ctx.param((shape[1],)))
@@ -367,7 +367,7 @@ def place_group_norm(ctx, x):
 
 def place_instance_norm(ctx, x):
     shape = ctx.shapes[x]
-    if len(shape) < 3 or math.prod(shape[2:]) < 2:
+    if len(shape) < 3 or math.prod(shape[2:]) < 3:  # three values an instance: see place_group_norm
         raise NotHere
     w = ctx.param((shape[1],), init={"kind": "normal", "mean": 1.0, "std": 0.3})
     return ctx.apply("instance_norm", x, w, ctx.param((shape[1],)))
