@@ -129,8 +129,9 @@ def main(argv=None) -> int:
         "",
         "Times of the checks alone (the report, built once at the end whatever the workers, is left out). "
         "Efficiency in the model is the shards' total over W times the run. Past the point where the largest "
-        "shard bounds the run, more workers do not help: an op's random graphs are one shard, so a sweep of "
-        "many graphs on few ops should be cut by op and seed range instead.",
+        "shard bounds the run, more workers do not help; the shards are an op's sweep, a chunk of at most 32 of "
+        "an op's random graphs, and an optimizer's trajectories, the last whole (a smaller chunk, or trajectories "
+        "cut by seed range, would lower that bound).",
     ]) + "\n"
     Path(args.out).write_text(text)
     print(text)
