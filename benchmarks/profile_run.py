@@ -18,7 +18,6 @@ Benchmarks, not tests: nothing here asserts a share.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import pstats
 import subprocess
 import sys
