@@ -79,9 +79,9 @@ def main(argv=None) -> int:
         measured[workers] = _run(args.examples, workers, sub)
     checks, graphs, one, _ = measured[1]
 
-    from gradcheck.parallel import _options, run_shard, shards
+    from gradcheck.parallel import options_of
     from gradcheck.report.records import RecordSink
-    from gradcheck.run import RunOptions, _make_plan, optimizer_plan
+    from gradcheck.run import RunOptions, _make_plan, optimizer_plan, run_shard, shards
 
     opts = RunOptions(examples=args.examples, seed=3)
     plan = _make_plan(opts)
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     run_dir = folder / "model"
     for shard in work:
         t0 = time.perf_counter()
-        result = run_shard(_options(opts), str(run_dir), shard)
+        result = run_shard(options_of(opts), str(run_dir), shard)
         costs.append(time.perf_counter() - t0)
         lines += result["lines"]
     with RecordSink(folder / "merge") as sink:

@@ -31,61 +31,14 @@ kills a second worker is given up).
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
-from pathlib import Path
 
-__all__ = ["shards", "run_shard", "run_parallel", "lost_shard_record", "ATTEMPTS"]
+__all__ = ["run_parallel", "lost_shard_record", "options_of", "ATTEMPTS"]
 
 ATTEMPTS = 2  # a shard is run at most this many times when its worker dies
-_PLANS: dict = {}  # options (as JSON) -> the plan built from them, once per worker process
-
-
-def shards(opts, plan, optimizers) -> list:
-    """The run's shards in the serial run's order (Note [Shards])."""
-    from .run import graph_chunks
-
-    out = [("sweep", op, 0, 0) for op in plan.ops]
-    if opts.examples:
-        out += [("graphs", op, n, k) for op, n, k in graph_chunks(opts, plan.ops)]
-    out += [("optimizer", name, opts.trajectories, 0) for name in optimizers]
-    return out
-
-
-def _plan(options: dict):
-    from .run import RunOptions, _make_plan, optimizer_plan
-
-    key = json.dumps(options, sort_keys=True, default=str)
-    if key not in _PLANS:
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-        import torch
-
-        torch.set_num_threads(1)  # N workers on N cores: one thread each
-        opts = RunOptions(**{**options, "ops": tuple(options["ops"]), "candidates": tuple(options["candidates"])})
-        _PLANS[key] = (opts, _make_plan(opts), dict(optimizer_plan(opts)))
-    return _PLANS[key]
-
-
-def run_shard(options: dict, run_dir: str, shard) -> dict:
-    """Run one shard in this process; the records as JSON lines, plain data only."""
-    from .report.records import LineSink
-    from .run import _Emitter, graphs_of_op, sweep_op, trajectories_of
-
-    opts, plan, optimizers = _plan(options)
-    kind, name, n, chunk = shard
-    emit = _Emitter(LineSink(), Path(run_dir))
-    result = {"shard": list(shard), "cells": None, "note": "", "done": n or 1}
-    if kind == "sweep":
-        result["cells"] = [list(c) for c in sweep_op(opts, plan, emit, name)]
-    elif kind == "graphs":
-        graphs_of_op(opts, plan, emit, name, n, chunk=chunk)
-    else:
-        result["note"] = trajectories_of(opts, emit, name, optimizers[name])
-    result.update(lines=emit.sink.lines, failures=emit.failures)
-    return result
 
 
 def lost_shard_record(opts, shard, why: str):
@@ -101,7 +54,8 @@ def lost_shard_record(opts, shard, why: str):
                     f"(Note [Shards] in gradcheck/parallel.py)", op=name, device=opts.device)
 
 
-def _options(opts) -> dict:
+def options_of(opts) -> dict:
+    """The run's options as plain data, for a worker to rebuild them from."""
     return {**asdict(opts), "ops": list(opts.ops), "candidates": list(opts.candidates)}
 
 
@@ -112,13 +66,15 @@ def _pool(workers):
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def run_parallel(opts, work, run_dir, on_result, on_lost):
-    """Run ``work`` (shards) on opts.workers processes, or on the Dask cluster at
-    opts.cluster; ``on_result(result)`` as each finishes, ``on_lost(shard, why)``
-    for a shard lost ATTEMPTS times (Note [Shards])."""
+def run_parallel(opts, work, run_dir, worker, on_result, on_lost):
+    """Run ``worker(options, run_dir, shard)`` for each of ``work`` on
+    opts.workers processes, or on the Dask cluster at opts.cluster;
+    ``on_result(result)`` as each finishes, ``on_lost(shard, why)`` for a shard
+    lost ATTEMPTS times (Note [Shards]).  ``worker`` is a module-level function,
+    sent by name."""
     if opts.cluster:
-        return _run_dask(opts, work, run_dir, on_result, on_lost)
-    options = _options(opts)
+        return _run_dask(opts, work, run_dir, worker, on_result, on_lost)
+    options = options_of(opts)
     pools = {"main": _pool(opts.workers), "alone": None}
     pending = {}  # future -> (shard, pool name)
     suspects = []  # shards whose pool broke under them: run again one at a time
@@ -126,7 +82,7 @@ def run_parallel(opts, work, run_dir, on_result, on_lost):
     def submit(shard, where):
         if where == "alone" and pools["alone"] is None:
             pools["alone"] = _pool(1)
-        pending[pools[where].submit(run_shard, options, str(run_dir), shard)] = (shard, where)
+        pending[pools[where].submit(worker, options, str(run_dir), shard)] = (shard, where)
 
     def broke(where):
         pools[where].shutdown(wait=False, cancel_futures=True)
@@ -167,13 +123,13 @@ def run_parallel(opts, work, run_dir, on_result, on_lost):
                 pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _run_dask(opts, work, run_dir, on_result, on_lost):
+def _run_dask(opts, work, run_dir, worker, on_result, on_lost):
     try:
         import dask
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
         raise ValueError("--cluster needs dask's distributed scheduler: pip install 'gradcheck[cluster]'") from None
-    options = _options(opts)
+    options = options_of(opts)
     with dask.config.set({"distributed.scheduler.allowed-failures": ATTEMPTS - 1}):
         if opts.cluster == "local":
             cluster = LocalCluster(n_workers=opts.workers or 2, threads_per_worker=1, processes=True,
@@ -182,7 +138,7 @@ def _run_dask(opts, work, run_dir, on_result, on_lost):
         else:
             cluster, client = None, Client(opts.cluster)
         try:
-            futures = {client.submit(run_shard, options, str(run_dir), shard, pure=False, retries=ATTEMPTS - 1,
+            futures = {client.submit(worker, options, str(run_dir), shard, pure=False, retries=ATTEMPTS - 1,
                                      key=f"gradcheck-{'-'.join(map(str, shard))}-{os.getpid()}"): shard
                        for shard in work}
             for future in as_completed(futures):

@@ -13,11 +13,14 @@ what was checked and a summary table printed.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import sys
 import time
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from rich.console import Console
@@ -36,7 +39,7 @@ from .replay import write_gradient_case, write_optimizer_case
 from .sources.candidate import candidate_sources
 from .strategies import cases, graphs
 
-__all__ = ["RunOptions", "run_main_job"]
+__all__ = ["RunOptions", "run_main_job", "run_shard", "shards"]
 
 INTERRUPTED = 130
 
@@ -178,11 +181,53 @@ def run_main_job(opts: RunOptions, console=None) -> int:
     return 1 if emit.failures else 0
 
 
+_PLANS: dict = {}  # options (as JSON) -> the plan built from them, once per worker process
+
+
+def shards(opts, plan, optimizers) -> list:
+    """The run's shards in the serial run's order (Note [Shards])."""
+    out = [("sweep", op, 0, 0) for op in plan.ops]
+    if opts.examples:
+        out += [("graphs", op, n, k) for op, n, k in graph_chunks(opts, plan.ops)]
+    out += [("optimizer", name, opts.trajectories, 0) for name in optimizers]
+    return out
+
+
+def _worker_plan(options: dict):
+    key = json.dumps(options, sort_keys=True, default=str)
+    if key not in _PLANS:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        import torch
+
+        torch.set_num_threads(1)  # N workers on N cores: one thread each
+        opts = RunOptions(**{**options, "ops": tuple(options["ops"]), "candidates": tuple(options["candidates"])})
+        _PLANS[key] = (opts, _make_plan(opts), dict(optimizer_plan(opts)))
+    return _PLANS[key]
+
+
+def run_shard(options: dict, run_dir: str, shard) -> dict:
+    """Run one shard in this process; the records as JSON lines, plain data only."""
+    from .report.records import LineSink
+
+    opts, plan, optimizers = _worker_plan(options)
+    kind, name, n, chunk = shard
+    emit = _Emitter(LineSink(), Path(run_dir))
+    result = {"shard": list(shard), "cells": None, "note": "", "done": n or 1}
+    if kind == "sweep":
+        result["cells"] = [list(c) for c in sweep_op(opts, plan, emit, name)]
+    elif kind == "graphs":
+        graphs_of_op(opts, plan, emit, name, n, chunk=chunk)
+    else:
+        result["note"] = trajectories_of(opts, emit, name, optimizers[name])
+    result.update(lines=emit.sink.lines, failures=emit.failures)
+    return result
+
+
 def _parallel(opts, plan, sink, emit, console, run_dir):
     """The run's shards on worker processes or a Dask cluster (Note [Shards] in
     parallel.py): records streamed to the sink as shards finish, the progress
     bars counting across workers, the sweep table in the serial run's order."""
-    from .parallel import lost_shard_record, run_parallel, shards
+    from .parallel import lost_shard_record, run_parallel
 
     names = [name for name, _ in optimizer_plan(opts)] if (opts.torch or opts.optimizer) else []
     work = shards(opts, plan, names)
@@ -210,7 +255,7 @@ def _parallel(opts, plan, sink, emit, console, run_dir):
             emit.failures += 1
             progress.console.print(f"[red]lost[/red] shard {shard[0]} {shard[1]}: {escape(why)}")
 
-        run_parallel(opts, work, run_dir, on_result, on_lost)
+        run_parallel(opts, work, run_dir, run_shard, on_result, on_lost)
     if opts.sweep_table:
         _print_sweep_table(console, plan.sweep_pairs, [(op, rows[op]) for op in plan.ops if op in rows])
 
