@@ -575,7 +575,7 @@ def reduce_extreme_rule(largest):
 def _relative_spread(groups) -> float:
     """The smallest std / max|x| of the rows of ``groups`` (inf for a row of zeros,
     which every precision normalises exactly)."""
-    g = np.real(np.asarray(groups, dtype=np.complex128 if np.iscomplexobj(groups) else np.float64))
+    g = np.real(np.asarray(groups)).astype(np.float64)
     if g.size == 0:
         return float("inf")
     size = np.max(np.abs(g), axis=1)

@@ -165,20 +165,20 @@ def compare_runs(old, new, growth=10.0) -> pd.DataFrame:
 
 def write_comparison_page(result: Comparison, path) -> Path:
     """The comparison as one self-contained page in the report's style."""
-    from .page import _env, _fmt, _sort
+    from .page import cell_text, environment, sort_value
 
     regressions = [{"why": r.why, "op": r.op, "tensor": r.tensor or "-", "pair": f"{r.source_a} vs {r.source_b}",
-                    "dtype": r.dtype, "case_id": r.case_id, "old": _fmt(r.ratio_old), "old_v": _sort(r.ratio_old),
-                    "new": _fmt(r.ratio_new), "new_v": _sort(r.ratio_new),
+                    "dtype": r.dtype, "case_id": r.case_id, "old": cell_text(r.ratio_old), "old_v": sort_value(r.ratio_old),
+                    "new": cell_text(r.ratio_new), "new_v": sort_value(r.ratio_new),
                     "replay": f"gradcheck repro {r.replay}" if r.replay else ""}
                    for r in result.regressions.itertuples(index=False)]
     unmatched = [{"status": r.status, "op": r.op, "tensor": r.tensor or "-", "pair": r.pair, "dtype": r.dtype,
-                  "case_id": r.case_id, "ratio": _fmt(r.ratio), "ratio_v": _sort(r.ratio),
+                  "case_id": r.case_id, "ratio": cell_text(r.ratio), "ratio_v": sort_value(r.ratio),
                   "replay": f"gradcheck repro {r.replay}" if r.replay else ""}
                  for r in result.unmatched.itertuples(index=False)]
     columns = list(result.shifts.columns)
-    shifts = [([(_fmt(v), _sort(v)) for v in row], row[-1]) for row in result.shifts.itertuples(index=False)]
-    html = _env().get_template("compare.html.j2").render(
+    shifts = [([(cell_text(v), sort_value(v)) for v in row], row[-1]) for row in result.shifts.itertuples(index=False)]
+    html = environment().get_template("compare.html.j2").render(
         c=result, word="FAIL" if result.failed else "PASS", regressions=regressions, unmatched=unmatched,
         shifted=[s for s in shifts if s[1]], shifts=shifts, shift_columns=columns)
     path = Path(path)

@@ -41,14 +41,16 @@ from .findings import findings as find
 from .records import STATUSES, read_records, read_run_info
 from .tables import SEVERITY, group_columns, summarize, worst_status, write_tables
 
-__all__ = ["build_report", "render_page", "summary_markdown", "verdict", "MAX_ROWS"]
+__all__ = ["build_report", "render_page", "summary_markdown", "verdict", "environment", "cell_text", "sort_value",
+           "MAX_ROWS"]
 
 MAX_ROWS = 500  # failing checks listed in the page (the worst); all of them are in records.parquet
 MAX_CASES = 50  # cases listed under one finding
 _ENV = None
 
 
-def _env():
+def environment():
+    """The Jinja2 environment of the report's templates (autoescaping)."""
     global _ENV
     if _ENV is None:
         _ENV = jinja2.Environment(loader=jinja2.PackageLoader("gradcheck.report", "templates"),
@@ -57,13 +59,15 @@ def _env():
     return _ENV
 
 
-def _fmt(v) -> str:
+def cell_text(v) -> str:
+    """A value as a table shows it: 3 significant digits, NaN blank."""
     if isinstance(v, float):
         return "" if math.isnan(v) else "inf" if math.isinf(v) else f"{v:.3g}"
     return str(v)
 
 
-def _sort(v):
+def sort_value(v):
+    """A value as a table sorts it (data-v): inf and NaN placed at the ends."""
     if isinstance(v, float):
         return "" if math.isnan(v) else ("1e308" if v > 0 else "-1e308") if math.isinf(v) else repr(v)
     return v
@@ -106,19 +110,19 @@ def _card(f) -> dict:
     element = []
     if rep["status"] == "fail":
         element = [("tensor", rep.get("tensor") or "-"), ("element", rep.get("index") or "-"),
-                   (rep["source_a"], _fmt(rep.get("value_a", math.nan))),
-                   (rep["source_b"], _fmt(rep.get("value_b", math.nan))),
-                   ("allowed", _fmt(rep.get("allowed", math.nan))), ("error / tolerance", _fmt(rep["ratio"]))]
+                   (rep["source_a"], cell_text(rep.get("value_a", math.nan))),
+                   (rep["source_b"], cell_text(rep.get("value_b", math.nan))),
+                   ("allowed", cell_text(rep.get("allowed", math.nan))), ("error / tolerance", cell_text(rep["ratio"]))]
         if rep.get("step"):
             element.insert(0, ("step", str(int(rep["step"]))))
     graph = f.graphs.get(rep["case_id"], {})
     replay = f"gradcheck repro {rep['replay']}" if rep.get("replay") else ""
-    others = [{"case_id": r.case_id, "tensor": r.tensor or "-", "dtype": r.dtype, "ratio": _fmt(r.ratio),
-               "ratio_v": _sort(r.ratio), "replay": f"gradcheck repro {r.replay}" if r.replay else ""}
+    others = [{"case_id": r.case_id, "tensor": r.tensor or "-", "dtype": r.dtype, "ratio": cell_text(r.ratio),
+               "ratio_v": sort_value(r.ratio), "replay": f"gradcheck repro {r.replay}" if r.replay else ""}
               for r in f.records.drop_duplicates(["case_id", "tensor"]).head(MAX_CASES).itertuples(index=False)]
     return {"anchor": f.anchor, "status": f.status, "title": f.title, "pair": f.pair, "cases": f.cases,
             "count": len(f.records), "dtypes": ", ".join(sorted(f.records["dtype"].astype(str).unique())),
-            "worst": _fmt(f.worst["ratio"]), "op_anchor": anchor(f.op), "worst_element": element,
+            "worst": cell_text(f.worst["ratio"]), "op_anchor": anchor(f.op), "worst_element": element,
             "message": str(rep.get("message", "")).strip(), "opinions": str(rep.get("opinions", "") or ""),
             "replay": replay, "svg": graph_svg(graph, str(rep.get("tensor") or ""), f.op), "case_id": rep["case_id"],
             "nodes": len(graph.get("nodes", ())), "others": others if len(others) > 1 else [],
@@ -143,14 +147,14 @@ def _heatmaps(df: pd.DataFrame) -> list:
                     cells.append({"cls": "blank", "text": "", "title": f"{op}, {pair}: nothing judged"})
                 else:
                     cls = "bad" if r > 1 else "near" if r >= 0.1 else "good"
-                    cells.append({"cls": cls, "text": _fmt(float(r)), "title": f"{op}, {pair}: worst {r:.3g}"})
+                    cells.append({"cls": cls, "text": cell_text(float(r)), "title": f"{op}, {pair}: worst {r:.3g}"})
             rows.append({"op": op or "(case)", "anchor": anchor(op), "cells": cells})
         out.append({"dtype": dtype, "pairs": pairs, "rows": rows})
     return out
 
 
 def _table_rows(table: pd.DataFrame) -> list:
-    return [[(_fmt(v), _sort(v)) for v in row] for row in table.itertuples(index=False)]
+    return [[(cell_text(v), sort_value(v)) for v in row] for row in table.itertuples(index=False)]
 
 
 def _notable(d: pd.DataFrame) -> bool:
@@ -209,12 +213,12 @@ def render_page(df: pd.DataFrame, info: dict, directory: Path, title: str, found
     columns = group + [c for c in table.columns if c not in group]
     summary = table[columns].assign(status=worst_status(table))
     summary_rows = [{"status": row["status"], **{k: row[k] for k in ("op", "pair", "dtype", "device")},
-                     "cells": [(_fmt(row[c]), _sort(row[c])) for c in columns]} for row in summary.to_dict("records")]
+                     "cells": [(cell_text(row[c]), sort_value(row[c])) for c in columns]} for row in summary.to_dict("records")]
     bad = df[df["status"].isin(["fail", "error"])].copy()
     bad["_k"] = bad["ratio"].fillna(math.inf)
     bad = bad.sort_values("_k", ascending=False, kind="stable")
     failing = [{"status": r.status, "op": r.op or "", "check": r.check, "tensor": r.tensor or "-", "pair": r.pair,
-                "dtype": r.dtype, "device": r.device, "ratio": _fmt(r.ratio), "ratio_v": _sort(r.ratio),
+                "dtype": r.dtype, "device": r.device, "ratio": cell_text(r.ratio), "ratio_v": sort_value(r.ratio),
                 "case_id": r.case_id, "replay": f"gradcheck repro {r.replay}" if r.replay else ""}
                for r in bad.head(MAX_ROWS).itertuples(index=False)]
     optimizers = _optimizer_sections(df, plots_for)
@@ -226,7 +230,7 @@ def render_page(df: pd.DataFrame, info: dict, directory: Path, title: str, found
     v = verdict(df, info)
     if found:
         v["text"] += f"; {len(found)} distinct failure{'s' if len(found) != 1 else ''}"
-    return _env().get_template("report.html.j2").render(
+    return environment().get_template("report.html.j2").render(
         title=title, verdict=v, info=_info_rows(info, directory), findings=[_card(f) for f in found],
         heatmaps=_heatmaps(df), summary_columns=columns, summary_rows=summary_rows,
         summary_filters=_filter_options(summary), failing_rows=failing, failing_total=len(bad),
@@ -275,7 +279,7 @@ def summary_markdown(df: pd.DataFrame, info: dict, title: str, found=None) -> st
                      f"{_md(f.kind)}")
         parts.append("")
         parts.append(f"{f.cases} case(s), {len(f.records)} check(s); worst: tensor {_md(worst.get('tensor') or '-')}, "
-                     f"error/tolerance {_fmt(worst['ratio'])}, case {_md(worst['case_id'])}")
+                     f"error/tolerance {cell_text(worst['ratio'])}, case {_md(worst['case_id'])}")
         parts.append("")
         parts.extend(_fenced(str(rep.get("message", "")).strip()))
         if rep.get("replay"):

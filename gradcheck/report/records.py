@@ -47,26 +47,24 @@ class RecordSink:
         self._file = open(self.path, "a", encoding="utf-8")
         self.count = 0
 
-    def add_lines(self, lines):
-        """Append records already written as JSON lines (by a worker process)."""
+    def add_lines(self, lines) -> int:
+        """Append records already written as JSON lines (by a worker process);
+        returns how many."""
+        n = 0
         for line in lines:
             self._file.write(line if line.endswith("\n") else line + "\n")
-            self.count += 1
+            n += 1
         self._file.flush()
+        self.count += n
+        return n
 
     def merge(self, path) -> int:
         """Append another records file (a pytest-xdist worker's) and remove it;
         returns how many records it held.  A half-written last line is kept as
         it is: reading skips and counts it."""
         path = Path(path)
-        n = 0
         with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.strip():
-                    self._file.write(line if line.endswith("\n") else line + "\n")
-                    n += 1
-        self._file.flush()
-        self.count += n
+            n = self.add_lines(line for line in f if line.strip())
         path.unlink()
         return n
 
