@@ -182,6 +182,44 @@ def test_a_float32_layer_norm_of_equal_values_is_skipped_as_degenerate_and_judge
     assert check_pair(case64, TorchSource(), ReferenceSource(), tensors=case64.tensors())[0].status == "pass"
 
 
+def test_a_float32_group_norm_at_a_large_mean_whose_exact_gradient_is_zero_passes_and_a_dropped_term_fails():
+    """Note [Rounded run]: the gradient of a smooth_l1 loss in its linear part
+    is constant over the group, which a group norm's backward cancels to an
+    exact 0.  torch's float32 backward sums g * x and g over values near 1,000
+    with a std near 1 and keeps about 1e-3 u of them (4.9e-4 here), far above
+    ROUNDING_SAFETY times a rounding at op boundaries only; the rounded run
+    counts u / spread of the typical gradient through the op, so torch passes,
+    while a backward that drops the mean of the gradient is off by 0.2 and
+    still fails in float32."""
+    from gradcheck.sources.torch_autograd import TorchSource
+    from reference_impl import Op, normalization
+
+    b = GraphBuilder()
+    x = b.input("x1", (2, 1, 3))
+    h = b.op("group_norm", x, b.param("p2", (1,)), b.param("p3", (1,)))
+    graph = b.build(b.op("smooth_l1", h, b.input("target5", (2, 1, 3)), name="loss"))
+    tensors = {k: np.asarray(v, np.float32) for k, v in {
+        "x1": [[[1000.2025756835938, 1000.96826171875, 1002.0501708984375]],
+               [[999.9110107421875, 1000.3259887695312, 1000.0603637695312]]],
+        "p2": [1.1690409183502197], "p3": [-0.24740871787071228],
+        "target5": [[[999.7634887695312, 999.3280639648438, 1001.499267578125]],
+                    [[999.13818359375, 1001.47607421875, 999.2703857421875]]]}.items()}
+    case = Case(graph, seed=0, dtype="float32", offset=1000.0)
+    records = check_pair(case, TorchSource(dtype="float32"), ReferenceSource(compute_dtype="float64"),
+                         outputs=True, tensors=tensors)
+    assert {r.status for r in records} == {"pass"}, [r.message for r in records if r.status != "pass"]
+
+    def no_mean(cache, g):  # drops the "- mean(g w)" term of the input gradient
+        gx, gw, gb = normalization.group_norm_backward(cache, g)
+        xhat, rstd, weight, _ = cache
+        return gx + rstd.reshape(-1, 1, 1) * np.mean(g * weight.reshape(1, -1, 1), axis=(1, 2), keepdims=True), gw, gb
+
+    wrong = ReferenceSource({"group_norm": Op(normalization.group_norm_forward, no_mean)}, name="no-mean",
+                            compute_dtype="float32")
+    records = check_pair(case, wrong, ReferenceSource(compute_dtype="float64"), outputs=True, tensors=tensors)
+    assert {r.tensor for r in records if r.status == "fail"} == {"x1"}, [r.message for r in records]
+
+
 def test_a_reference_whose_floating_warnings_are_errors_leaves_a_case_out_of_range_skipped():
     """Note [Out of range]: softplus of -2000 underflows to 0 in float64, and
     log of it is -inf; this repository's tests turn that divide-by-zero warning
