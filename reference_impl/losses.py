@@ -259,25 +259,33 @@ def hinge_embedding_backward(cache, g):
     return g * slope / count, None
 
 
-def nll_forward(logp, target, reduction="mean", ignore_index=-100):
+def nll_forward(logp, target, weight=None, reduction="mean", ignore_index=-100):
     # -logp[n, target[n]] over (N, C) log-probabilities; rows whose target is
-    # ignore_index count for nothing, and the mean is over the others
+    # ignore_index count for nothing, and the mean is over the others.  With
+    # class weights w (C,): a row's term is w[target] times that, and the mean
+    # divides by the kept rows' w[target] (torch's convention, as cross_entropy).
     keep = target != ignore_index
     rows = np.arange(logp.shape[0])
-    picked = np.where(keep, -logp[rows, np.where(keep, target, 0)], 0)
-    if reduction == "mean":
+    t = np.where(keep, target, 0)
+    w = np.ones(logp.shape[1], dtype=logp.dtype) if weight is None else weight
+    picked = np.where(keep, -w[t] * logp[rows, t], 0)
+    if reduction == "mean" and weight is not None:
+        count = float(np.sum(np.where(keep, w[t], 0)))
+        loss = picked.sum() / count if count else picked.sum() * np.nan
+    elif reduction == "mean":
         loss, count = _mean_over_kept(picked, keep)
     else:
         loss, count = _reduce(picked, reduction)
-    return loss, (logp.shape, logp.dtype, target, keep, count)
+    return loss, (logp.shape, logp.dtype, target, keep, count, weight)
 
 
 def nll_backward(cache, g):
-    shape, dtype, target, keep, count = cache
+    shape, dtype, target, keep, count, weight = cache
     grad = np.zeros(shape, dtype=dtype)
     rows = np.arange(shape[0])[keep]
-    grad[rows, target[keep]] = -1.0
-    return np.reshape(g, (-1, 1)) * grad / count, None
+    grad[rows, target[keep]] = -1.0 if weight is None else -weight[target[keep]]
+    gx = np.reshape(g, (-1, 1)) * grad / count
+    return (gx, None) if weight is None else (gx, None, None)
 
 
 def multilabel_soft_margin_forward(x, target, reduction="mean"):

@@ -683,9 +683,18 @@ def hinge_embedding_hinge_slope_positive(cache, g):
     return (g * slope / count).astype(losses.hinge_dtype(target)), None
 
 
-def nll_mean_over_every_row(logp, target, reduction="mean", ignore_index=-100):
-    loss, (shape, dtype, t, keep, count) = losses.nll_forward(logp, target, reduction, ignore_index)
-    return loss, (shape, dtype, t, keep, logp.shape[0] if reduction == "mean" else count)  # ignored rows counted
+def nll_mean_over_every_row(logp, target, *weight, reduction="mean", ignore_index=-100):
+    loss, (shape, dtype, t, keep, count, w) = losses.nll_forward(logp, target, *weight, reduction=reduction,
+                                                                 ignore_index=ignore_index)
+    every = logp.shape[0] if not weight else float(np.sum(weight[0][np.where(keep, t, 0)]))
+    return loss, (shape, dtype, t, keep, every if reduction == "mean" else count, w)  # ignored rows counted
+
+
+def nll_mean_over_rows_not_weights(logp, target, *weight, reduction="mean", ignore_index=-100):
+    loss, (shape, dtype, t, keep, count, w) = losses.nll_forward(logp, target, *weight, reduction=reduction,
+                                                                 ignore_index=ignore_index)
+    rows = float(np.sum(keep))  # the mean's divisor: the kept rows, not their class weights
+    return loss, (shape, dtype, t, keep, rows if reduction == "mean" else count, w)
 
 
 def multilabel_soft_margin_not_over_classes(x, target, reduction="mean"):
@@ -1195,6 +1204,7 @@ ZOO = [
     Bug("margin-ranking-second-input-same-sign", "margin_ranking", "sign error", _numpy("margin_ranking", losses.margin_ranking_forward, margin_ranking_second_input_same_sign)),
     Bug("hinge-embedding-hinge-slope-positive", "hinge_embedding", "sign error (labels -1 only)", _numpy("hinge_embedding", losses.hinge_embedding_forward, hinge_embedding_hinge_slope_positive)),
     Bug("nll-mean-counts-ignored-rows", "nll", "wrong only with ignore_index", _numpy("nll", nll_mean_over_every_row, losses.nll_backward)),
+    Bug("nll-weighted-mean-over-rows", "nll", "wrong only with class weights", _numpy("nll", nll_mean_over_rows_not_weights, losses.nll_backward)),
     Bug("multilabel-soft-margin-not-over-classes", "multilabel_soft_margin", "missing factor", _numpy("multilabel_soft_margin", multilabel_soft_margin_not_over_classes, losses.multilabel_soft_margin_backward)),
     Bug("cross-entropy-class-weights-forgotten", "cross_entropy", "wrong only with class weights", _numpy("cross_entropy", losses.cross_entropy_forward, cross_entropy_weights_forgotten)),
     Bug("cross-entropy-label-smoothing-ignored", "cross_entropy", "wrong only with label_smoothing", _numpy("cross_entropy", losses.cross_entropy_forward, cross_entropy_smoothing_ignored)),

@@ -375,8 +375,8 @@ def hinge_embedding(x, y, margin, reduction):
     return F().hinge_embedding_loss(x, y, margin=margin, reduction=reduction)
 
 
-def nll(logp, t, reduction, ignore_index):
-    return F().nll_loss(logp, t, reduction=reduction, ignore_index=ignore_index)
+def nll(logp, t, weight=None, reduction="mean", ignore_index=-100):
+    return F().nll_loss(logp, t, weight=weight, reduction=reduction, ignore_index=ignore_index)
 
 
 def multilabel_soft_margin(x, y, reduction):

@@ -435,13 +435,16 @@ _OPS = [
         _S({"x": (6,), "target": (6,)}, {"margin": 0.5, "reduction": "sum"}, init={"target": _SIGNS}),
     ), doc="x where target is 1, max(0, margin - x) where it is -1",
           torch=formulas.hinge_embedding, batching=copies.loss, placement=Placement("head", _everywhere(12), place.head_with("hinge_embedding", ("y", "const", _SIGNS), draws={"margin": [1.0, 0.5]}))),
-    OpDef("nll", (TensorArg("logp"), TensorArg("target", CONST, dtype="int")), shapes.nll,
+    OpDef("nll", (TensorArg("logp"), TensorArg("target", CONST, dtype="int"), TensorArg("weight", CONST, optional=True)),
+          shapes.nll,
           {"reduction": "mean", "ignore_index": -100}, family="loss", samples=(
         _S({"logp": (4, 5), "target": (4,)}, init={"target": {"kind": "randint", "high": 5}}),
         _S({"logp": (6, 3), "target": (6,)}, {"reduction": "sum", "ignore_index": 0},
            init={"target": {"kind": "randint", "high": 3, "not_all": 0}}),
         _S({"logp": (5, 3), "target": (5,)}, {"ignore_index": 2}, init={"target": {"kind": "randint", "high": 3, "not_all": 2}}),
-    ), doc="-logp[n, target[n]]; rows at ignore_index count for nothing",
+        _S({"logp": (5, 4), "target": (5,), "weight": (4,)}, {"ignore_index": 1},
+           init={"target": {"kind": "randint", "high": 4, "not_all": 1}, "weight": _AWAY_FROM_ZERO}),
+    ), doc="-weight[target[n]] logp[n, target[n]]; rows at ignore_index count for nothing",
           torch=formulas.nll, batching=copies.cross_entropy, placement=Placement("head", _everywhere(13), place.head_classes("nll"), place.classes)),
     OpDef("multilabel_soft_margin", (X, TensorArg("target", CONST)), shapes.multilabel("multilabel_soft_margin"),
           {"reduction": "mean"}, family="loss", samples=(

@@ -627,7 +627,7 @@ def head_classes(loss, smoothing=False):
             hyper["label_smoothing"] = 0.1
         other = ctx.leaf("y", (shape[0],), "const", "int", init)
         args = (x, other)
-        if loss == "cross_entropy" and ctx.draw(st.integers(0, 2)) == 0:  # class weights, in one case of three
+        if loss in ("cross_entropy", "nll") and ctx.draw(st.integers(0, 2)) == 0:  # class weights, one case in three
             args += (ctx.leaf("class_weight", (shape[1],), "const", init={"kind": "uniform", "low": 0.5,
                                                                            "high": 2.0}),)
         _finish(ctx, loss, args, hyper)

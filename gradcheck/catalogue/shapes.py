@@ -323,8 +323,9 @@ def pairwise_loss(name, reductions=("mean", "sum")):
     return rule
 
 
-def nll(logp, target, reduction="mean", ignore_index=-100):
+def nll(logp, target, weight=None, reduction="mean", ignore_index=-100):
     _need(len(logp) == 2 and tuple(target) == (logp[0],), f"nll: logp (N, C) and target (N,), got {logp}, {target}")
+    _need(weight is None or tuple(weight) == (logp[1],), f"nll: weight must be ({logp[1]},), got {weight}")
     _need(reduction in ("mean", "sum"), "nll: reduction must be 'mean' or 'sum'")
     return ()
 

@@ -1205,18 +1205,20 @@ class HingeEmbedding:
 @op("nll")
 class NLLLoss:
     @staticmethod
-    def forward(logp, target, reduction="mean", ignore_index=-100):
+    def forward(logp, target, weight=None, reduction="mean", ignore_index=-100):
         keep = target != ignore_index
-        picked = -logp[np.arange(len(target))[keep], target[keep]]
-        k = 1.0 / keep.sum() if reduction == "mean" else 1.0
-        return np.asarray(picked.sum() * k, dtype=logp.dtype), (logp.shape, logp.dtype, target, keep, k)
+        w = np.ones(logp.shape[1], logp.dtype)[target[keep]] if weight is None else weight[target[keep]]
+        picked = -w * logp[np.arange(len(target))[keep], target[keep]]
+        k = 1.0 / w.sum() if reduction == "mean" else 1.0
+        saved = (logp.shape, logp.dtype, target, keep, w * k, weight is not None)
+        return np.asarray(picked.sum() * k, dtype=logp.dtype), saved
 
     @staticmethod
     def backward(saved, g):
-        shape, dtype, target, keep, k = saved
+        shape, dtype, target, keep, wk, weighted = saved
         grad = np.zeros(shape, dtype)
-        np.add.at(grad, (np.nonzero(keep)[0], target[keep]), -g * k)
-        return grad, None
+        np.add.at(grad, (np.nonzero(keep)[0], target[keep]), -g * wk)
+        return (grad, None, None) if weighted else (grad, None)
 
 
 @op("multilabel_soft_margin")
