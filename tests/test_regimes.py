@@ -220,6 +220,38 @@ def test_a_float32_group_norm_at_a_large_mean_whose_exact_gradient_is_zero_passe
     assert {r.tensor for r in records if r.status == "fail"} == {"x1"}, [r.message for r in records]
 
 
+def test_a_float32_variance_of_a_conv_at_a_large_mean_passes_and_a_variance_that_ignores_its_correction_fails():
+    """Note [Rounded run]: var's backward, 2 (c - mean) / (n - 1), is a
+    normalisation's: over values near 1,000 with a std near 1 torch's float32
+    keeps about 1e-3 u of them, and the conv's weight gradient sums it against
+    inputs near 1,000 (0.012 off an exact 0.009 on seed 1, 80 times what
+    rounding at op boundaries allowed).  var has a spread, so torch passes; a
+    backward dividing by n instead of n - 1 is 25% off and still fails on x1
+    (p2's exact gradient there is below what float32 can resolve, and only
+    float64 judges it)."""
+    from gradcheck.sources.torch_autograd import TorchSource
+    from reference_impl import Op, tensor_math
+
+    b = GraphBuilder()
+    c = b.op("conv1d", b.input("x1", (1, 3, 5)), b.param("p2", (1, 3, 2)), b.param("p3", (1,)))
+    v = b.op("var", c, correction=1, dim=2)
+    graph = b.build(b.op("weighted_sum", v, b.const("probe6", (1, 1)), name="loss"))
+    for seed in (1, 2, 11):  # each failed before var had a spread
+        case = Case(graph, seed=seed, dtype="float32", offset=1000.0)
+        records = check_pair(case, TorchSource(dtype="float32"), ReferenceSource(compute_dtype="float64"), outputs=True)
+        assert {r.status for r in records} == {"pass"}, [r.message for r in records if r.status != "pass"]
+
+    def by_n(cache, g):
+        d, dim, correction, keepdim = cache
+        n = d.shape[dim]
+        return tuple(gx * (n - correction) / n for gx in tensor_math.var_backward(cache, g))
+
+    wrong = ReferenceSource({"var": Op(tensor_math.var_forward, by_n)}, name="by-n", compute_dtype="float32")
+    records = check_pair(Case(graph, seed=1, dtype="float32", offset=1000.0), wrong,
+                         ReferenceSource(compute_dtype="float64"), outputs=True)
+    assert "x1" in {r.tensor for r in records if r.status == "fail"}, [r.message for r in records]
+
+
 def test_a_reference_whose_floating_warnings_are_errors_leaves_a_case_out_of_range_skipped():
     """Note [Out of range]: softplus of -2000 underflows to 0 in float64, and
     log of it is -inf; this repository's tests turn that divide-by-zero warning

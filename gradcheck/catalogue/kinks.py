@@ -603,3 +603,10 @@ def group_norm_spread(x, *_, num_groups=1, **__):
 def instance_norm_spread(x, *_, **__):
     x = np.asarray(x)
     return _relative_spread(x.reshape(x.shape[0] * x.shape[1], -1))
+
+
+def reduction_spread(x, *_, dim=-1, **__):
+    """var and std subtract the mean along ``dim`` as a normalisation does: their
+    backward, 2 (x - mean) / (n - correction), cancels as one."""
+    x = np.moveaxis(np.asarray(x), dim, -1)
+    return _relative_spread(x.reshape(-1, x.shape[-1]))

@@ -274,6 +274,7 @@ _OPS = [
         _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 1, "keepdim": True, **more}), _S({"x": (2, 3, 4)}, {"dim": -2}),
     ),
           torch=getattr(formulas, "sum_" if name == "sum" else name), batching=copies.shift_dims("dim"),
+          spread=kink_rules.reduction_spread if corrections else None,
           placement=Placement("reshape", _everywhere(rank), place.place_reduce(name, corrections)))
       for name, rank, extra, more, corrections in (
           ("sum", 2, {}, {}, None), ("mean", 3, {}, {}, None), ("logsumexp", 4, {}, {}, None),
