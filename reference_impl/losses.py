@@ -62,10 +62,14 @@ def bce_with_logits_backward(cache, g):
     return g * (sig - target) / count, -g * x / count
 
 
-def _mean_over_kept(per, keep):
-    """The mean of ``per`` over the rows ``keep`` marks (NaN when none is kept, as
-    torch gives), and that count."""
-    count = int(keep.sum())
+def _reduce_kept(per, keep, reduction, row_weight=None):
+    """``per`` reduced over the rows ``keep`` marks, and the count its mean
+    divides by: the kept rows, or with class weights the kept rows'
+    ``row_weight`` (w[target], torch's weighted mean).  A mean over no row is
+    NaN, as torch gives."""
+    if reduction != "mean":
+        return _reduce(per, reduction)
+    count = int(keep.sum()) if row_weight is None else float(np.sum(np.where(keep, row_weight, 0)))
     return (per.sum() / count if count else per.sum() * np.nan), count
 
 
@@ -86,13 +90,7 @@ def cross_entropy_forward(logits, target, weight=None, reduction="mean", ignore_
     if label_smoothing:
         per = (1 - label_smoothing) * per - label_smoothing * (logp * w).mean(axis=1)
     per = np.where(keep, per, 0)
-    if reduction == "mean" and weight is not None:
-        count = float(np.sum(np.where(keep, w[t], 0)))
-        loss = per.sum() / count if count else per.sum() * np.nan
-    elif reduction == "mean":
-        loss, count = _mean_over_kept(per, keep)
-    else:
-        loss, count = _reduce(per, reduction)
+    loss, count = _reduce_kept(per, keep, reduction, None if weight is None else w[t])
     return loss, (logp, target, count, keep, label_smoothing, weight)
 
 
@@ -269,13 +267,7 @@ def nll_forward(logp, target, weight=None, reduction="mean", ignore_index=-100):
     t = np.where(keep, target, 0)
     w = np.ones(logp.shape[1], dtype=logp.dtype) if weight is None else weight
     picked = np.where(keep, -w[t] * logp[rows, t], 0)
-    if reduction == "mean" and weight is not None:
-        count = float(np.sum(np.where(keep, w[t], 0)))
-        loss = picked.sum() / count if count else picked.sum() * np.nan
-    elif reduction == "mean":
-        loss, count = _mean_over_kept(picked, keep)
-    else:
-        loss, count = _reduce(picked, reduction)
+    loss, count = _reduce_kept(picked, keep, reduction, None if weight is None else w[t])
     return loss, (logp.shape, logp.dtype, target, keep, count, weight)
 
 

@@ -396,7 +396,7 @@ def conditioning(case, records, tensors, b, results, tolerance, outputs, dtype):
         ref32 = b.with_dtype("float32").run(case.graph, tensors)
     except Unsupported:
         return records
-    rounded = [r for r in (rounded_run(case, tensors, draw) for draw in range(ROUNDED_DRAWS)) if r is not None]
+    rounded = rounded_runs(case, tensors)
 
     def deviation(kind, t):
         exact = getattr(ref64, kind)[t]
@@ -420,7 +420,7 @@ def conditioning(case, records, tensors, b, results, tolerance, outputs, dtype):
             if r.tensor in again else r for r in records]
 
 
-def rounded_run(case, tensors, draw=0):
+def rounded_runs(case, tensors, draws=ROUNDED_DRAWS):
     """Note [Rounded run]
     The float64 reference on the case with each leaf, each op's forward result
     and each gradient it passes back multiplied by 1 + d, d uniform in [-u, u] for
@@ -438,9 +438,9 @@ def rounded_run(case, tensors, draw=0):
     gradient) it lands near zero one time in ten, and float32 code that rounds a
     few times more than once per op (torch's group norm at mean 1,000: a running
     mean, then x * rstd and mean * rstd, each rounded at 2,000 times the output)
-    then exceeds ROUNDING_SAFETY times it.  So ``draw`` picks an independent
-    draw, and Note [Conditioning] takes the worst of ROUNDED_DRAWS of them,
-    element by element.
+    then exceeds ROUNDING_SAFETY times it.  So this gives ``draws`` independent
+    draws (those that stay on the exact run's branches), and Note [Conditioning]
+    takes the worst of them, element by element.
 
     A normalisation's backward is the one place where rounding at op
     boundaries undercounts: the reference's formula is consistent with its own
@@ -455,9 +455,20 @@ def rounded_run(case, tensors, draw=0):
     rather than pass a tensor no tolerance can judge."""
     graph = case.graph
     if not set(graph.ops) <= set(OPS):
-        return None
+        return []
+    steps = graph.plan()
+    x64 = {k: np.asarray(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
+           for k, v in tensors.items()}
+    with np.errstate(all="ignore"):
+        branches = branch_signature(graph, executor.forward(steps, x64, OPS)[0])
+    runs = (_rounded_run(graph, steps, x64, branches, np.random.default_rng([case.seed, 0x52_4F_55_4E, draw]))
+            for draw in range(draws))
+    return [r for r in runs if r is not None]
+
+
+def _rounded_run(graph, steps, x64, branches, rng):
+    """One draw of Note [Rounded run]: None when it leaves the exact run's ``branches``."""
     unit = eps_of("float32") / 2
-    rng = np.random.default_rng([case.seed, 0x52_4F_55_4E, draw])
 
     def rounded(x):
         x = np.asarray(x)
@@ -495,13 +506,9 @@ def rounded_run(case, tensors, draw=0):
         return Op(forward, backward)
 
     ops = {name: wrap(name) for name in set(graph.ops)}
-    steps = graph.plan()
-    x64 = {k: np.asarray(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
-           for k, v in tensors.items()}
     with np.errstate(all="ignore"):
-        exact, _ = executor.forward(steps, x64, OPS)
         values, caches = executor.forward(steps, {k: rounded(v) for k, v in x64.items()}, ops)
-        if branch_signature(graph, values) != branch_signature(graph, exact):
+        if branch_signature(graph, values) != branches:
             return None
         grads = executor.backward(steps, values, caches, graph.output, ops)
     leaf_grads = {leaf.name: np.zeros_like(x64[leaf.name]) if grads.get(leaf.name) is None else grads[leaf.name]
