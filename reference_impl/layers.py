@@ -159,20 +159,26 @@ def max_pool2d_backward(cache, g):
     return (gxp[:, :, ph : ph + x_shape[2], pw : pw + x_shape[3]],)
 
 
-def avg_pool2d_forward(x, kernel_size=2, stride=None, padding=0, count_include_pad=True, divisor_override=None):
+def avg_pool2d_forward(x, kernel_size=2, stride=None, padding=0, count_include_pad=True, divisor_override=None,
+                       ceil_mode=False):
     # The window's sum over its size; with count_include_pad=False over the input
     # elements it covers, the zero padding left out of the divisor; with
-    # divisor_override, over that number whatever the window covers.
-    (ph, pw), taps = _pool_geometry(x, kernel_size, stride, padding)
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    # divisor_override, over that number whatever the window covers.  A
+    # ceil_mode window hanging past the padding counts only what it covers of
+    # the padded input (torch's rule), so its divisor is smaller even with
+    # count_include_pad.
+    ((ph, ah), (pw, aw)), taps = pool_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ah), (pw, aw)))
     total = sum(xp[..., si, sj] for si, sj in taps)
+    h, w = x.shape[2:]
     if divisor_override is not None:
         divisor = divisor_override
-    elif count_include_pad or (ph, pw) == (0, 0):
+    elif (ah, aw) == (ph, pw) and (count_include_pad or (ph, pw) == (0, 0)):
         divisor = len(taps)
     else:
-        inside = np.pad(np.ones(x.shape[2:]), ((ph, ph), (pw, pw)))
-        divisor = sum(inside[si, sj] for si, sj in taps).astype(x.dtype)
+        counted = (np.pad(np.ones((h + 2 * ph, w + 2 * pw)), ((0, ah - ph), (0, aw - pw))) if count_include_pad
+                   else np.pad(np.ones((h, w)), ((ph, ah), (pw, aw))))
+        divisor = sum(counted[si, sj] for si, sj in taps).astype(x.dtype)
     return total / divisor, (x.shape, xp.shape, (ph, pw), taps, divisor)
 
 

@@ -785,6 +785,15 @@ def avg_pool2d_backward_by_window_size(cache, g):
     return layers.avg_pool2d_backward((x_shape, xp_shape, pads, taps, divisor if np.ndim(divisor) else len(taps)), g)
 
 
+def avg_pool2d_overhang_counted_as_padding(x, kernel_size=2, stride=None, padding=0, count_include_pad=True,
+                                           divisor_override=None, ceil_mode=False):
+    # a ceil_mode window hanging past the padding divided by the whole kernel, as if
+    # the overhang were padding: right for every window that fits
+    if ceil_mode and count_include_pad and divisor_override is None:
+        divisor_override = int(np.prod(layers.pair(kernel_size)))
+    return layers.avg_pool2d_forward(x, kernel_size, stride, padding, count_include_pad, divisor_override, ceil_mode)
+
+
 def avg_pool1d_kernel_squared(cache, g):
     (gx,) = layers.avg_pool1d_backward(cache, g)
     return (gx / len(cache[3]),)  # divides by k * k, as a 2-d pool of a k x k kernel would
@@ -1225,6 +1234,7 @@ ZOO = [
     Bug("max-pool3d-crops-depth-as-height", "max_pool3d", "wrong only with padding", _numpy("max_pool3d", spatial.max_pool3d_forward, max_pool3d_crops_depth_as_height)),
     Bug("max-pool2d-drops-the-ceil-mode-overhang", "max_pool2d", "wrong only with ceil_mode", _numpy("max_pool2d", layers.max_pool2d_forward, max_pool_drops_the_overhang)),
     Bug("max-pool2d-backward-undilated", "max_pool2d", "wrong only with dilation > 1", _numpy("max_pool2d", layers.max_pool2d_forward, max_pool_backward_undilated)),
+    Bug("avg-pool2d-ceil-overhang-counted-as-padding", "avg_pool2d", "wrong only with ceil_mode", _numpy("avg_pool2d", avg_pool2d_overhang_counted_as_padding, layers.avg_pool2d_backward)),
     Bug("avg-pool2d-backward-ignores-divisor-override", "avg_pool2d", "wrong only with divisor_override", _numpy("avg_pool2d", layers.avg_pool2d_forward, avg_pool2d_backward_by_window_size)),
     Bug("avg-pool2d-backward-counts-the-padding", "avg_pool2d", "wrong only with count_include_pad=False or divisor_override", _numpy("avg_pool2d", layers.avg_pool2d_forward, avg_pool2d_backward_counts_padding)),
     Bug("softplus-backward-ignores-the-threshold", "softplus", "wrong only past the threshold", _numpy("softplus", activations.softplus_forward, softplus_backward_ignores_threshold)),

@@ -46,8 +46,8 @@ def max_pool2d(x, kernel_size, stride, padding, dilation=1, ceil_mode=False):
     return F().max_pool2d(x, kernel_size, stride, padding, dilation=dilation, ceil_mode=ceil_mode)
 
 
-def avg_pool2d(x, kernel_size, stride, padding, count_include_pad=True, divisor_override=None):
-    return F().avg_pool2d(x, kernel_size, stride, padding, count_include_pad=count_include_pad,
+def avg_pool2d(x, kernel_size, stride, padding, count_include_pad=True, divisor_override=None, ceil_mode=False):
+    return F().avg_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad,
                           divisor_override=divisor_override)
 
 

@@ -102,8 +102,13 @@ _OPS = [
     ),
           torch=formulas.max_pool2d, batching=copies.per_sample, placement=Placement("layer", {"cnn": 3}, place.place_pool("max_pool2d"), place.spatial)),
     OpDef("avg_pool2d", (X,), shapes.pool("avg_pool2d"),
-          {"kernel_size": 2, "stride": None, "padding": 0, "count_include_pad": True, "divisor_override": None}, samples=(
+          {"kernel_size": 2, "stride": None, "padding": 0, "count_include_pad": True, "divisor_override": None,
+           "ceil_mode": False}, samples=(
         _S({"x": (2, 2, 4, 4)}),
+        _S({"x": (1, 2, 5, 6)}, {"kernel_size": 2, "stride": 2, "ceil_mode": True}),
+        _S({"x": (1, 2, 6, 5)}, {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}),
+        _S({"x": (1, 1, 6, 5)}, {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
+                                 "count_include_pad": False}),
         _S({"x": (1, 3, 5, 6)}, {"kernel_size": 3, "stride": 1, "padding": 1}),
         _S({"x": (1, 2, 5, 5)}, {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False}),
         _S({"x": (1, 2, 5, 4)}, {"kernel_size": 2, "stride": 1, "divisor_override": 3}),

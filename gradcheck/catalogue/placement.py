@@ -152,11 +152,10 @@ def place_pool(op, nd=2):
                 hyper["count_include_pad"] = False  # the padding left out of each window's divisor
         if op == "avg_pool2d" and ctx.draw(st.integers(0, 3)) == 0:
             hyper["divisor_override"] = k * k + 1  # a fixed divisor, not the window's size
-        if op == "max_pool2d":
-            if ctx.draw(st.integers(0, 3)) == 0 and min(shape[2:]) + 2 * padding >= 2 * (k - 1) + 1:
-                hyper["dilation"] = 2  # windows with holes
-            if ctx.draw(st.integers(0, 3)) == 0:
-                hyper["ceil_mode"] = True  # a last window hanging past the end where sizes do not divide
+        if op == "max_pool2d" and ctx.draw(st.integers(0, 3)) == 0 and min(shape[2:]) + 2 * padding >= 2 * (k - 1) + 1:
+            hyper["dilation"] = 2  # windows with holes
+        if op in ("max_pool2d", "avg_pool2d") and ctx.draw(st.integers(0, 3)) == 0:
+            hyper["ceil_mode"] = True  # a last window hanging past the end where sizes do not divide
         return ctx.apply(op, x, **hyper)
 
     return place
