@@ -93,6 +93,9 @@ class OpOptions:
     # How many of the op's inputs the signature takes, when it stops before an
     # optional one (cross_entropy's class weight); None: all of them.
     inputs_taken: int | None = None
+    # The hyperparameters the signature defaults to a number: a node naming one
+    # by a string (conv's padding="same") is refused (Note [Settings a signature lacks]).
+    numeric: frozenset = frozenset()
 
     def refuses(self, op: str, hyper: dict, shapes) -> str:
         """Why this op would not take these settings, or ""."""
@@ -108,6 +111,11 @@ class OpOptions:
                 k, v = next(iter(lacking.items()))
                 return (f"{op}'s implementation takes no {k!r} parameter, so only its default {defaults[k]!r} is "
                         f"checked; this node has {k}={v!r}")
+        named = {k: v for k, v in dict(hyper).items() if k in self.numeric and isinstance(v, str)}
+        if named:
+            k, v = next(iter(named.items()))
+            return (f"{op}'s implementation defaults {k!r} to a number, so only numbers are checked there; this node "
+                    f"has {k}={v!r}")
         if self.supports is None:
             return ""
         if isinstance(self.supports, dict):
@@ -115,7 +123,7 @@ class OpOptions:
                    {_frozen(v) for v in allowed}}
             if bad:
                 return f"{op} is declared only for " + ", ".join(
-                    f"{k} in {list(self.supports[k])}" for k in bad) + f"; this node has " + ", ".join(
+                    f"{k} in {list(self.supports[k])}" for k in bad) + "; this node has " + ", ".join(
                     f"{k}={v!r}" for k, v in bad.items())
             return ""
         try:
@@ -140,28 +148,23 @@ class OpOptions:
 # catalogue's order, so a forward taking fewer positions takes the leading ones.
 # An optional tensor input the catalogue added (cross_entropy's class weight)
 # goes positionally too: where the signature has a hyperparameter (or nothing)
-# at its place, a node with that input is refused the same way.
+# at its place, a node with that input is refused the same way.  And a setting
+# the catalogue names by a string where torch also takes numbers (conv's
+# padding="same" / "valid") is refused for an implementation whose signature
+# defaults that parameter to a number: code written for numeric padding would
+# crash on the name, which says nothing about its gradients.
 
 
 def _taken_inputs(impl, opdef) -> int | None:
     """How many of ``opdef``'s inputs ``impl`` takes, when that stops before an
     optional one (Note [Settings a signature lacks]); None for all."""
-    import inspect
-
     optional = [i for i, a in enumerate(opdef.inputs) if a.optional]
     if not optional or any(a.variadic for a in opdef.inputs):
         return None
-    if hasattr(impl, "forward") and hasattr(impl, "backward") and is_subclass(impl, "torch", "autograd.Function"):
-        fn, skip = impl.forward, 0 if _has_setup_context(impl) else 1
-    elif is_subclass(impl, "torch", "nn.Module"):
+    if is_subclass(impl, "torch", "nn.Module"):
         return None  # parameters come by name (functional_call), inputs in order: nothing to read
-    else:
-        fn, skip = (impl.forward if hasattr(impl, "forward") else impl), 0
-    try:
-        params = list(inspect.signature(fn).parameters.values())[skip:]
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind == p.VAR_POSITIONAL for p in params):
+    params = _parameters(*_hyper_signature(impl)[:2])
+    if params is None or any(p.kind == p.VAR_POSITIONAL for p in params):
         return None
     positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     hyper = set(opdef.hyper_names or ())
@@ -171,38 +174,69 @@ def _taken_inputs(impl, opdef) -> int | None:
     return None
 
 
-def _taken_hyper(impl, opdef) -> frozenset | None:
-    """The hyperparameters of ``opdef`` that ``impl``'s signature can take, or None for all."""
+def _hyper_signature(impl):
+    """Where ``impl`` takes its hyperparameters: (the function, how many leading
+    parameters to skip, whether they come by position after the inputs)."""
+    if hasattr(impl, "forward") and hasattr(impl, "backward") and is_subclass(impl, "torch", "autograd.Function"):
+        return impl.forward, 0 if _has_setup_context(impl) else 1, True  # ctx first, unless setup_context takes it
+    if is_subclass(impl, "torch", "nn.Module"):
+        return impl.__init__, 0, False
+    if hasattr(impl, "forward") and hasattr(impl, "backward"):
+        return impl.forward, 0, False
+    return impl, 0, False
+
+
+def _parameters(fn, skip):
     import inspect
 
+    try:
+        return list(inspect.signature(fn).parameters.values())[skip:]
+    except (TypeError, ValueError):
+        return None
+
+
+def _taken_hyper(impl, opdef) -> frozenset | None:
+    """The hyperparameters of ``opdef`` that ``impl``'s signature can take, or None for all."""
     names = tuple(opdef.hyper_names)
     if not names:
         return None
-    if hasattr(impl, "forward") and hasattr(impl, "backward") and is_subclass(impl, "torch", "autograd.Function"):
-        fn, skip = impl.forward, 0 if _has_setup_context(impl) else 1  # ctx first, unless setup_context takes it
-        try:
-            params = list(inspect.signature(fn).parameters.values())[skip:]
-        except (TypeError, ValueError):
-            return None
+    fn, skip, by_position = _hyper_signature(impl)
+    params = _parameters(fn, skip)
+    if params is None:
+        return None
+    if by_position:
         if any(p.kind == p.VAR_POSITIONAL for p in params) or any(a.variadic for a in opdef.inputs):
             return None
         positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         n = len(positional) - len(opdef.inputs)
         return None if n >= len(names) else frozenset(names[:max(n, 0)])
-    if is_subclass(impl, "torch", "nn.Module"):
-        fn = impl.__init__
-    elif hasattr(impl, "forward") and hasattr(impl, "backward"):
-        fn = impl.forward
-    else:
-        fn = impl
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return None
     if any(p.kind == p.VAR_KEYWORD for p in params):
         return None
     taken = frozenset(n for n in names if n in {p.name for p in params if p.kind != p.POSITIONAL_ONLY})
     return None if taken == frozenset(names) else taken
+
+
+def _numeric_defaults(impl, opdef) -> frozenset:
+    """The hyperparameters whose default in ``impl``'s signature is a number or
+    a tuple of numbers (Note [Settings a signature lacks])."""
+    names = tuple(opdef.hyper_names)
+    fn, skip, by_position = _hyper_signature(impl)
+    params = _parameters(fn, skip) if names else None
+    if params is None or any(a.variadic for a in opdef.inputs):
+        return frozenset()
+    if by_position:
+        pairs = zip(names, [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+                    [len(opdef.inputs):])
+    else:
+        by_name = {p.name: p for p in params}
+        pairs = ((n, by_name[n]) for n in names if n in by_name)
+
+    def numeric(v):
+        if isinstance(v, (tuple, list)):
+            return len(v) > 0 and all(numeric(x) for x in v)
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    return frozenset(n for n, p in pairs if numeric(p.default))
 
 
 def _has_setup_context(fn_class) -> bool:
@@ -264,6 +298,7 @@ class Candidate:
         inputs = _taken_inputs(impl, opdef)
         if inputs is not None:
             options = replace(options, inputs_taken=inputs)
+        options = replace(options, numeric=_numeric_defaults(impl, opdef))
         if hasattr(impl, "forward") and hasattr(impl, "backward") and not (
                 is_subclass(impl, "torch", "autograd.Function") or is_subclass(impl, "torch", "nn.Module")):
             forward = impl.forward if taken is None else _passing_only(impl.forward, taken)

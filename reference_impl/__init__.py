@@ -22,7 +22,7 @@ def _collect(*modules):
     ops = {}
     for module in modules:
         for attr in dir(module):
-            if attr.endswith("_forward"):
+            if attr.endswith("_forward") and not attr.startswith("_"):  # _name_forward: a private building block
                 name = attr[: -len("_forward")]
                 ops[name] = Op(getattr(module, attr), getattr(module, name + "_backward"))
     return ops

@@ -2,6 +2,7 @@
 embedding, scaled dot-product attention."""
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def matmul_backward(cache, g):
 # with that slice, and the input gradient of a tap is scattered back into it.
 
 
-def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def _conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
     (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
@@ -77,7 +78,7 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     return out, (x.shape, (ph, pw), xg, wg, taps, bias is not None)
 
 
-def conv2d_backward(cache, g):
+def _conv2d_backward(cache, g):
     x_shape, (ph, pw), xg, wg, taps, has_bias = cache
     n, c, h, w = x_shape
     groups, og = wg.shape[:2]
@@ -94,18 +95,76 @@ def conv2d_backward(cache, g):
     return gx, gw, g.sum(axis=(0, 2, 3))
 
 
-def conv1d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def _conv1d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     # conv1d is conv2d on an image of height 1.
-    y, cache = conv2d_forward(
+    y, cache = _conv2d_forward(
         x[:, :, None, :], weight[:, :, None, :], bias,
         stride=(1, stride), padding=(0, padding), dilation=(1, dilation), groups=groups,
     )
     return y[:, :, 0, :], cache
 
 
-def conv1d_backward(cache, g):
-    grads = conv2d_backward(cache, g[:, :, None, :])
+def _conv1d_backward(cache, g):
+    grads = _conv2d_backward(cache, g[:, :, None, :])
     return (grads[0][:, :, 0, :], grads[1][:, :, 0, :]) + grads[2:]
+
+
+class Prepadded(NamedTuple):
+    """The cache of a convolution whose input was padded first (padding 'same'
+    or 'valid', or a padding_mode other than zeros): the pad's, then the
+    convolution's on the padded input with no padding of its own."""
+
+    pad: tuple
+    conv: tuple
+
+
+def conv_pads(padding, kernel, dilation=1):
+    """(before, after) per spatial axis of a convolution: an int or tuple as given
+    on both sides, 'valid' none, 'same' the d (k - 1) a stride-1 output needs to
+    keep its size, the odd one after (torch's rule)."""
+    nd = len(kernel)
+    dilation = (dilation,) * nd if isinstance(dilation, (int, np.integer)) else tuple(dilation)
+    if padding == "valid":
+        return ((0, 0),) * nd
+    if padding == "same":
+        return tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(kernel, dilation))
+    padding = (padding,) * nd if isinstance(padding, (int, np.integer)) else tuple(padding)
+    return tuple((int(p), int(p)) for p in padding)
+
+
+_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+def with_padding(forward, backward):
+    """A convolution that also takes padding 'same' / 'valid' and torch's
+    padding_mode (nn.ConvNd's: zeros, reflect, replicate, circular): the input
+    padded by the pad op's forward first, its gradient through the pad op's VJP
+    last (a reflected or wrapped position gets the gradient of every tap that
+    reads it).  Numeric padding with zeros keeps the convolution's own path."""
+    from .tensor_math import pad_backward, pad_forward
+
+    def conv_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+        if padding_mode not in _PAD_MODES:
+            raise ValueError(f"padding_mode must be one of {sorted(_PAD_MODES)}, got {padding_mode!r}")
+        if not isinstance(padding, str) and padding_mode == "zeros":
+            return forward(x, weight, bias, stride, padding, dilation, groups)
+        pads = conv_pads(padding, weight.shape[2:], dilation)
+        flat = tuple(p for before_after in reversed(pads) for p in before_after)  # last axis first, as pad takes it
+        xp, pad_cache = pad_forward(x, flat, mode=_PAD_MODES[padding_mode])
+        y, cache = forward(xp, weight, bias, stride, 0, dilation, groups)
+        return y, Prepadded(pad_cache, cache)
+
+    def conv_backward(cache, g):
+        if not isinstance(cache, Prepadded):
+            return backward(cache, g)
+        grads = backward(cache.conv, g)
+        return pad_backward(cache.pad, grads[0]) + tuple(grads[1:])
+
+    return conv_forward, conv_backward
+
+
+conv1d_forward, conv1d_backward = with_padding(_conv1d_forward, _conv1d_backward)
+conv2d_forward, conv2d_backward = with_padding(_conv2d_forward, _conv2d_backward)
 
 
 # ---------------------------------------------------------------- pooling

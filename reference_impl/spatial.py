@@ -11,6 +11,7 @@ import itertools
 import numpy as np
 
 from ._util import out_size, pair, window_slices
+from .layers import with_padding
 
 
 def _tuple(v, n):
@@ -467,7 +468,7 @@ def avg_pool3d_backward(cache, g):
 # the weight and scattering it back through the weight for the input.
 
 
-def conv3d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def _conv3d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     n, c = x.shape[:2]
     o, cg = weight.shape[:2]
     ks, ss, ps, ds = weight.shape[2:], _tuple(stride, 3), _tuple(padding, 3), _tuple(dilation, 3)
@@ -486,7 +487,7 @@ def conv3d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     return out, (x.shape, ps, xg, wg, taps, bias is not None)
 
 
-def conv3d_backward(cache, g):
+def _conv3d_backward(cache, g):
     x_shape, ps, xg, wg, taps, has_bias = cache
     n, c = x_shape[:2]
     groups, og = wg.shape[:2]
@@ -499,3 +500,6 @@ def conv3d_backward(cache, g):
     gx = gxg.reshape(n, c, *gxg.shape[3:])[(Ellipsis,) + tuple(slice(p, p + s) for p, s in zip(ps, x_shape[2:]))]
     gw = gwg.reshape(-1, *wg.shape[2:])
     return (gx, gw) if not has_bias else (gx, gw, g.sum(axis=(0, 2, 3, 4)))
+
+
+conv3d_forward, conv3d_backward = with_padding(_conv3d_forward, _conv3d_backward)

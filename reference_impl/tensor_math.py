@@ -114,6 +114,10 @@ def var_backward(cache, g):
 def std_forward(x, dim=-1, correction=1, keepdim=False):
     n = x.shape[dim]
     d = x - x.mean(axis=dim, keepdims=True)
+    # a constant row is exactly at std's cone point, whatever its mean rounded to
+    # (three equal values' mean can be an ulp off them): d = 0 there, so the
+    # backward's subgradient 0 applies, not d / std of two roundings
+    d = np.where(np.all(x == np.take(x, [0], axis=dim), axis=dim, keepdims=True), 0, d)
     y = np.sqrt((d * d).sum(axis=dim, keepdims=True) / (n - correction))
     return (y if keepdim else np.squeeze(y, axis=dim)), (d, y, dim, correction, keepdim)
 
@@ -494,3 +498,59 @@ def gather_backward(cache, g):
     gx = np.zeros(shape, dtype=g.dtype)
     np.add.at(gx, tuple(at), g)  # an element gathered twice gets both gradients
     return gx, None
+
+
+# ---------------------------------------------------------------- slicing, einsum
+
+
+def slice_forward(x, dim=0, start=0, end=None, step=1):
+    # x[..., start:end:step, ...] along dim (Python's slice rules: negative start
+    # and end count from the end, either may run past it)
+    at = (slice(None),) * (dim % x.ndim) + (slice(start, end, step),)
+    return x[at], (x.shape, at)
+
+
+def slice_backward(cache, g):
+    shape, at = cache
+    gx = np.zeros(shape, dtype=g.dtype)
+    gx[at] = g  # a basic slice reads each element at most once: no accumulation
+    return (gx,)
+
+
+def einsum_subscripts(equation):
+    """The input subscripts and the output's of an explicit einsum equation
+    ("ij,jk->ik"), with neither an ellipsis nor a letter twice in one operand."""
+    if "->" not in equation or "." in equation:
+        raise ValueError(f"einsum: the equation needs an explicit '->' and no ellipsis, got {equation!r}")
+    inputs, out = equation.replace(" ", "").split("->")
+    subs = inputs.split(",")
+    for s in subs + ([out] if out else []):  # the output may be empty: a full contraction
+        if not s.isalpha() or len(set(s)) != len(s):
+            raise ValueError(f"einsum: {s!r} in {equation!r}: subscripts are letters, each at most once")
+    if not set(out) <= set("".join(subs)):
+        raise ValueError(f"einsum: output letters {out!r} of {equation!r} must appear in an input")
+    return subs, out
+
+
+def einsum_forward(*operands, equation="ij,jk->ik"):
+    # a sum over the letters the output drops of the product of the operands
+    subs, out = einsum_subscripts(equation)
+    return np.einsum(equation, *operands), (operands, subs, out)
+
+
+def einsum_backward(cache, g):
+    # d/d operand i: the same contraction with operand i's place taken by g (the
+    # output's letters), over the letters operand i keeps that the others or the
+    # output name; a letter only operand i has was summed over, so its gradient
+    # is that contraction repeated along it.
+    operands, subs, out = cache
+    grads = []
+    for i, (x, s) in enumerate(zip(operands, subs)):
+        others = [(o, t) for j, (o, t) in enumerate(zip(operands, subs)) if j != i]
+        named = set(out).union(*(set(t) for _, t in others))
+        kept = "".join(c for c in s if c in named)
+        terms = ",".join([out] + [t for _, t in others])
+        r = np.einsum(f"{terms}->{kept}", g, *(o for o, _ in others))
+        r = r.reshape(tuple(x.shape[k] if c in named else 1 for k, c in enumerate(s)))
+        grads.append(np.broadcast_to(r, x.shape).copy())
+    return tuple(grads)

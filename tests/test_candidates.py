@@ -223,6 +223,25 @@ def test_an_nn_module_is_called_with_the_graphs_parameters_by_name():
     assert {r.status for r in check_pair(op_cases("linear")[0], src, REF, outputs=True)} == {"pass"}
 
 
+def test_a_string_setting_for_a_parameter_the_implementation_defaults_to_a_number_is_refused():
+    """Note [Settings a signature lacks]: a conv written for numeric padding
+    (padding=0) is not called with padding="same"; one whose default is a
+    string, or that takes **kwargs, is."""
+    numeric = Candidate("numeric")
+    numeric.op("conv2d")(lambda x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros":
+                         None)
+    why = numeric.refuses_node("conv2d", {"padding": "same"}, [(1, 2, 5, 5), (2, 2, 3, 3)])
+    assert "defaults 'padding' to a number" in why and "padding='same'" in why, why
+    assert numeric.refuses_node("conv2d", {"padding": (1, 0), "padding_mode": "reflect"}, [(1, 2, 5, 5), (2, 2, 3, 3)]) == ""
+    named = Candidate("named")
+    named.op("conv2d")(lambda x, weight, bias=None, stride=1, padding="valid", dilation=1, groups=1,
+                       padding_mode="zeros": None)
+    assert named.refuses_node("conv2d", {"padding": "same"}, [(1, 2, 5, 5), (2, 2, 3, 3)]) == ""
+    anything = Candidate("anything")
+    anything.op("conv2d")(lambda x, weight, bias=None, **hyper: None)
+    assert anything.refuses_node("conv2d", {"padding": "same"}, [(1, 2, 5, 5), (2, 2, 3, 3)]) == ""
+
+
 def test_a_setting_the_implementation_has_no_parameter_for_is_skipped_with_the_reason_and_never_passed():
     """Note [Settings a signature lacks]: layers written before avg_pool took
     count_include_pad (a NumPy class and an autograd.Function taking fewer
@@ -244,7 +263,7 @@ def test_a_setting_the_implementation_has_no_parameter_for_is_skipped_with_the_r
         for case in op_cases(op):
             for src in (s for s in candidate_sources(c) if s.name.endswith("-torch") == (op in c.torch_ops)):
                 hyper = case.graph.nodes[0].hyper
-                if hyper.get("divisor_override") is not None:  # a later setting it lacks too, refused the same way
+                if hyper.get("divisor_override") is not None or hyper.get("ceil_mode"):  # later settings it lacks too
                     assert {r.status for r in check_pair(case, src, REF, outputs=True)} == {"skipped"}
                     continue
                 for r in check_pair(case, src, REF, outputs=True):

@@ -162,6 +162,45 @@ def _conv_backward(cache, g, bug):
     return (gx, gw) + ((g.sum(axis=(0, 2, 3)),) if has_bias else ())
 
 
+def _padded_conv(op, forward, backward):
+    """A conv bug in the convolution's own backward, with padding "same" and the
+    padding modes put around it as the reference does (the pad's VJP right)."""
+    return _numpy(op, *layers.with_padding(forward, backward))
+
+
+def conv2d_padding_mode_backward_as_zeros(cache, g):
+    # reflect / replicate / circular padding differentiated as zero padding: the
+    # padded border's gradient cropped off instead of sent back to the inputs it copies
+    if not isinstance(cache, layers.Prepadded):
+        return layers.conv2d_backward(cache, g)
+    grads = layers.conv2d_backward(cache.conv, g)
+    shape, sources = cache.pad
+    inner = [slice(None)] * len(shape)
+    for axis, src in sources:  # where the input's first element sits in the padded axis
+        before = int(np.argmax(src != 0)) - 1 if src[0] == 0 else int(np.argmax(src == 0))
+        inner[axis] = slice(before, before + shape[axis])
+    return (grads[0][tuple(inner)],) + tuple(grads[1:])
+
+
+def einsum_summed_letter_as_mean(cache, g):
+    # a letter only one operand has was summed over; its gradient divided by the
+    # letter's size along it, as if the contraction took the mean there
+    operands, subs, out = cache
+    grads = list(tensor_math.einsum_backward(cache, g))
+    for i, (x, s) in enumerate(zip(operands, subs)):
+        named = set(out).union(*(set(t) for j, t in enumerate(subs) if j != i))
+        grads[i] = grads[i] / np.prod([x.shape[k] for k, c in enumerate(s) if c not in named])
+    return tuple(grads)
+
+
+def slice_backward_without_step(cache, g):
+    # the gradient written back to consecutive positions from start: right for step 1
+    shape, at = cache
+    dim, s = len(at) - 1, at[-1]
+    start = s.indices(shape[dim])[0]
+    return tensor_math.slice_backward((shape, at[:-1] + (slice(start, start + g.shape[dim]),)), g)
+
+
 def _conv2d_bug(bug):
     return lambda cache, g: _conv_backward(cache, g, bug)
 
@@ -1139,11 +1178,14 @@ ZOO = [
     Bug("matmul-broadcast-not-reduced", "matmul", "wrong broadcast reduction", _numpy("matmul", layers.matmul_forward, matmul_no_broadcast_reduction)),
     Bug("mul-wrong-operand", "mul", "wrong operand", _numpy("mul", structure.mul_forward, mul_wrong_operand)),
     Bug("concat-pieces-reversed", "concat", "wrong split", _numpy("concat", structure.concat_forward, concat_pieces_reversed)),
-    Bug("conv2d-wrong-for-stride", "conv2d", "conv: only stride > 1", _numpy("conv2d", layers.conv2d_forward, _conv2d_bug("stride"))),
-    Bug("conv2d-wrong-for-dilation", "conv2d", "conv: only dilation > 1", _numpy("conv2d", layers.conv2d_forward, _conv2d_bug("dilation"))),
-    Bug("conv2d-wrong-for-groups", "conv2d", "conv: only groups > 1", _numpy("conv2d", layers.conv2d_forward, _conv2d_bug("groups"))),
-    Bug("conv2d-wrong-with-padding", "conv2d", "conv: only with padding", _numpy("conv2d", layers.conv2d_forward, _conv2d_bug("padding"))),
-    Bug("conv1d-wrong-for-stride", "conv1d", "conv: only stride > 1", _numpy("conv1d", layers.conv1d_forward, _conv1d_bug("stride"))),
+    Bug("conv2d-wrong-for-stride", "conv2d", "conv: only stride > 1", _padded_conv("conv2d", layers.conv2d_forward, _conv2d_bug("stride"))),
+    Bug("conv2d-wrong-for-dilation", "conv2d", "conv: only dilation > 1", _padded_conv("conv2d", layers.conv2d_forward, _conv2d_bug("dilation"))),
+    Bug("conv2d-wrong-for-groups", "conv2d", "conv: only groups > 1", _padded_conv("conv2d", layers.conv2d_forward, _conv2d_bug("groups"))),
+    Bug("conv2d-wrong-with-padding", "conv2d", "conv: only with padding", _padded_conv("conv2d", layers.conv2d_forward, _conv2d_bug("padding"))),
+    Bug("conv2d-padding-mode-differentiated-as-zeros", "conv2d", "conv: only padding_mode other than zeros", _numpy("conv2d", layers.conv2d_forward, conv2d_padding_mode_backward_as_zeros)),
+    Bug("einsum-summed-letter-as-mean", "einsum", "wrong only for a letter one operand has alone", _numpy("einsum", tensor_math.einsum_forward, einsum_summed_letter_as_mean)),
+    Bug("slice-backward-ignores-step", "slice", "wrong only with step > 1", _numpy("slice", tensor_math.slice_forward, slice_backward_without_step)),
+    Bug("conv1d-wrong-for-stride", "conv1d", "conv: only stride > 1", _padded_conv("conv1d", layers.conv1d_forward, _conv1d_bug("stride"))),
     Bug("max-pool-tie-gradient-to-every-maximum", "max_pool2d", "max-pool ties", _numpy("max_pool2d", max_pool_keep_input, max_pool_all_maxima)),
     Bug("avg-pool-excludes-padding", "avg_pool2d", "forward and backward consistently wrong", _numpy("avg_pool2d", avg_pool_exclude_pad_forward, avg_pool_exclude_pad_backward)),
     Bug("softmax-missing-term", "softmax", "missing term", _numpy("softmax", normalization.softmax_forward, softmax_missing_term)),
@@ -1230,7 +1272,7 @@ ZOO = [
     Bug("avg-pool1d-kernel-squared", "avg_pool1d", "extra factor", _numpy("avg_pool1d", layers.avg_pool1d_forward, avg_pool1d_kernel_squared)),
     Bug("adaptive-avg-pool1d-floor-windows", "adaptive_avg_pool1d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool1d", layers.adaptive_avg_pool1d_forward, adaptive_avg_pool1d_floor_windows)),
     Bug("adaptive-avg-pool2d-floor-rows", "adaptive_avg_pool2d", "wrong only when sizes do not divide", _numpy("adaptive_avg_pool2d", layers.adaptive_avg_pool2d_forward, adaptive_avg_pool2d_floor_rows)),
-    Bug("conv3d-depth-taps-undilated", "conv3d", "conv: only dilation > 1", _numpy("conv3d", spatial.conv3d_forward, conv3d_depth_taps_undilated)),
+    Bug("conv3d-depth-taps-undilated", "conv3d", "conv: only dilation > 1", _padded_conv("conv3d", spatial.conv3d_forward, conv3d_depth_taps_undilated)),
     Bug("max-pool3d-crops-depth-as-height", "max_pool3d", "wrong only with padding", _numpy("max_pool3d", spatial.max_pool3d_forward, max_pool3d_crops_depth_as_height)),
     Bug("max-pool2d-drops-the-ceil-mode-overhang", "max_pool2d", "wrong only with ceil_mode", _numpy("max_pool2d", layers.max_pool2d_forward, max_pool_drops_the_overhang)),
     Bug("max-pool2d-backward-undilated", "max_pool2d", "wrong only with dilation > 1", _numpy("max_pool2d", layers.max_pool2d_forward, max_pool_backward_undilated)),

@@ -4,6 +4,8 @@ call, so the catalogue, and gradcheck, import without it."""
 
 from __future__ import annotations
 
+import warnings
+
 __all__ = ["F", "linear", "matmul", "max_pool2d", "avg_pool2d", "global_avg_pool", "relu", "leaky_relu", "elu", "gelu", "sigmoid", "tanh", "softplus", "silu", "softmax", "log_softmax", "layer_norm", "batch_norm", "batch_norm_eval", "add", "mul", "concat", "reshape", "flatten", "dropout", "embedding", "attention", "mse", "smooth_l1", "bce_with_logits", "cross_entropy", "weighted_sum", "conv1d", "conv2d", "relu6", "hardsigmoid", "hardswish", "hardshrink", "softshrink", "threshold", "selu", "celu", "mish", "softsign", "tanhshrink", "logsigmoid", "sub", "div", "neg", "abs_", "clamp", "sum_", "mean", "logsumexp", "var", "std", "norm", "rsqrt", "index_select", "gather", "cumsum", "transpose", "permute", "softmin", "glu", "prelu", "l1", "huber", "soft_margin", "kl_div", "poisson_nll", "gaussian_nll", "margin_ranking", "hinge_embedding", "nll", "multilabel_soft_margin", "rms_norm", "group_norm", "instance_norm", "normalize", "cosine_similarity", "pairwise_distance", "pixel_shuffle", "pixel_unshuffle", "pad", "max_pool1d", "avg_pool1d", "adaptive_avg_pool1d", "adaptive_avg_pool2d"]
 
 
@@ -22,8 +24,19 @@ def F():
 
 
 def _conv(name):
-    def formula(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-        return getattr(F(), name)(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    """F.convNd; with a padding_mode other than zeros, nn.ConvNd's own forward
+    (F.pad by the module's reversed padding, then F.convNd with none), the one
+    path torch has for it, on a weightless meta module given this weight."""
+
+    def formula(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+        if padding_mode == "zeros":
+            with warnings.catch_warnings():  # torch's note that an odd "same" padding copies the input: no finding
+                warnings.filterwarnings("ignore", "Using padding='same'", UserWarning)
+                return getattr(F(), name)(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+        module = getattr(_torch().nn, f"Conv{name[-2:]}")(
+            x.shape[1], w.shape[0], tuple(w.shape[2:]), stride=stride, padding=padding, dilation=dilation,
+            groups=groups, bias=b is not None, padding_mode=padding_mode, device="meta")
+        return module._conv_forward(x, w, b)
 
     return formula
 
@@ -566,5 +579,12 @@ def gather(x, index, dim):
     return _torch().gather(x, dim, index)
 
 
-def conv3d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    return F().conv3d(x, w, b, stride, padding, dilation, groups)
+conv3d = _conv("conv3d")
+
+
+def slice_(x, dim=0, start=0, end=None, step=1):
+    return x[(slice(None),) * (dim % x.dim()) + (slice(start, end, step),)]
+
+
+def einsum(*operands, equation="ij,jk->ik"):
+    return _torch().einsum(equation, *operands)

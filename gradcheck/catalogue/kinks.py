@@ -569,6 +569,20 @@ def reduce_extreme_rule(largest):
     return branch, margin
 
 
+def std_branch(x, dim=-1, **_):
+    """std = sqrt(var) is a cone at a constant row (std(c + t v) = |t| std(v)):
+    which rows are constant."""
+    r = np.real(x)
+    return np.all(r == np.take(r, [0], axis=dim), axis=dim)
+
+
+def std_margin(x, dim=-1, **_):
+    """How far the row nearest to constant is from it: its std (torch's
+    backward gives 0 at a constant row, 0/0 masked; a row equal but for the
+    rounding of its mean gives any direction)."""
+    return float(np.min(np.std(np.real(x).astype(np.float64), axis=dim), initial=np.inf))
+
+
 # ---------------------------------------------------------------- spreads of normalisations
 
 

@@ -109,8 +109,10 @@ class OpDef:
     placement: "Placement | None" = None
     # Whether torch's formula has a double backward and a forward-mode rule: torch
     # implements neither for some kernels (pdist, multi_margin_loss), and the
-    # higher-order suites place an op only where it has both.
-    higher_order: bool = True
+    # higher-order suites place an op only where it has both.  A predicate
+    # ``higher_order(hyper, shapes) -> bool`` where that depends on the node (the
+    # kernel torch picks for attention's 4-d inputs on CPU has no double backward).
+    higher_order: "bool | Callable" = True
     # Whether torch's formula runs under torch.func.vmap: gaussian_nll_loss tests
     # its variance with data-dependent control flow, which vmap cannot batch; the
     # per-sample suite places an op only where it does.

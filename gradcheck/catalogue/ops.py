@@ -61,6 +61,10 @@ def _at(points):
     return {"branch": kink_rules.points_branch(points), "margin": kink_rules.points_margin(points)}
 
 
+# A convolution's settings: F.convNd's, padding also "same" or "valid", and
+# nn.ConvNd's padding_mode (zeros, reflect, replicate, circular).
+_CONV_HYPER = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "padding_mode": "zeros"}
+
 _OPS = [
     OpDef("linear", (X, W, B_OPT), shapes.linear, samples=(
         _S({"x": (4, 3), "weight": (5, 3), "bias": (5,)}),
@@ -75,20 +79,26 @@ _OPS = [
         _S({"a": (2, 3, 4), "b": (4,)}), _S({"a": (3,), "b": (2, 3, 5)}), _S({"a": (4,), "b": (4,)}),  # 1-d operands
     ), doc="batched a @ b with broadcasting batch dims; a 1-d operand is a row (a) or a column (b)",
           torch=formulas.matmul, batching=copies.matmul, placement=Placement("layer", {"mlp": 1, "sequence": 2}, place.place_matmul, place.rank_at_least(2))),
-    OpDef("conv1d", (X, W, B_OPT), shapes.conv(1),
-          {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}, samples=(
+    OpDef("conv1d", (X, W, B_OPT), shapes.conv(1), _CONV_HYPER, samples=(
         _S({"x": (2, 3, 9), "weight": (4, 3, 3), "bias": (4,)}),
         _S({"x": (2, 4, 10), "weight": (6, 2, 3)}, {"stride": 2, "padding": 1, "dilation": 2, "groups": 2}),
         _S({"x": (1, 2, 7), "weight": (2, 2, 2), "bias": (2,)}, {"stride": 3, "padding": 2}),
-    ),
+        _S({"x": (2, 2, 6), "weight": (3, 2, 4), "bias": (3,)}, {"padding": "same"}),  # 3 taps of padding: 1 before, 2 after
+        _S({"x": (1, 2, 7), "weight": (2, 2, 3)}, {"padding": 2, "padding_mode": "reflect"}),
+        _S({"x": (1, 2, 5), "weight": (2, 1, 3), "bias": (2,)}, {"padding": 2, "padding_mode": "circular", "groups": 2}),
+    ), doc="F.conv1d; padding_mode as nn.Conv1d takes it",
           torch=formulas.conv1d, batching=copies.conv, placement=Placement("layer", {"cnn": 1}, place.place_conv(1), place.rank_is(3))),
-    OpDef("conv2d", (X, W, B_OPT), shapes.conv(2),
-          {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}, samples=(
+    OpDef("conv2d", (X, W, B_OPT), shapes.conv(2), _CONV_HYPER, samples=(
         _S({"x": (2, 3, 5, 5), "weight": (4, 3, 3, 3), "bias": (4,)}),
         _S({"x": (2, 2, 6, 7), "weight": (3, 2, 2, 3)}, {"stride": (2, 1), "padding": (1, 0)}),
         _S({"x": (1, 4, 7, 7), "weight": (4, 2, 3, 3), "bias": (4,)}, {"dilation": 2, "groups": 2, "padding": 1}),
         _S({"x": (2, 3, 6, 6), "weight": (3, 1, 2, 2)}, {"stride": 2, "groups": 3}),
-    ),
+        _S({"x": (1, 2, 5, 6), "weight": (3, 2, 2, 3), "bias": (3,)}, {"padding": "same", "dilation": (2, 1)}),
+        _S({"x": (2, 2, 4, 5), "weight": (2, 2, 3, 3)}, {"padding": "valid"}),
+        _S({"x": (1, 2, 5, 5), "weight": (2, 2, 3, 3), "bias": (2,)}, {"padding": 1, "padding_mode": "reflect"}),
+        _S({"x": (1, 2, 4, 5), "weight": (2, 2, 3, 2)}, {"padding": (2, 1), "padding_mode": "replicate", "stride": 2}),
+        _S({"x": (1, 2, 4, 4), "weight": (2, 2, 3, 3)}, {"padding": "same", "padding_mode": "circular"}),
+    ), doc="F.conv2d; padding_mode as nn.Conv2d takes it",
           torch=formulas.conv2d, batching=copies.conv, placement=Placement("layer", {"cnn": 0}, place.place_conv(2), place.rank_is(4))),
     OpDef("max_pool2d", (X,), shapes.pool("max_pool2d"),
           {"kernel_size": 2, "stride": None, "padding": 0, "dilation": 1, "ceil_mode": False}, kinks=True,
@@ -280,6 +290,7 @@ _OPS = [
     ),
           torch=getattr(formulas, "sum_" if name == "sum" else name), batching=copies.shift_dims("dim"),
           spread=kink_rules.reduction_spread if corrections else None,
+          **({"kinks": True, "branch": kink_rules.std_branch, "margin": kink_rules.std_margin} if name == "std" else {}),
           placement=Placement("reshape", _everywhere(rank), place.place_reduce(name, corrections)))
       for name, rank, extra, more, corrections in (
           ("sum", 2, {}, {}, None), ("mean", 3, {}, {}, None), ("logsumexp", 4, {}, {}, None),
@@ -362,7 +373,8 @@ _OPS = [
         _S({"q": (2, 2, 3, 4), "k": (2, 2, 5, 4), "v": (2, 2, 5, 3)}, {"causal": True}),
         _S({"q": (2, 4, 3), "k": (2, 5, 3), "v": (2, 5, 2), "attn_mask": (4, 5)}, {"scale": 0.3}),
     ), doc="scaled dot-product attention softmax(q k^T * scale + attn_mask) v, scale 1/sqrt(E) by default",
-          torch=formulas.attention, batching=copies.broadcasting, placement=Placement("layer", {"sequence": 1}, place.place_attention, place.rank_at_least(2))),
+          torch=formulas.attention, batching=copies.broadcasting, placement=Placement("layer", {"sequence": 1}, place.place_attention, place.rank_at_least(2)),
+          higher_order=lambda hyper, shapes: len(shapes[0]) < 4),  # 4-d on CPU: a flash kernel, no double backward
     OpDef("mse", (TensorArg("pred"), TensorArg("target")), shapes.pairwise_loss("mse"),
           {"reduction": "mean"}, family="loss", samples=(
         _S({"pred": (4, 3), "target": (4, 3)}), _S({"pred": (5,), "target": (5,)}, {"reduction": "sum"}),
@@ -538,11 +550,12 @@ _OPS = [
       for nd, families, samples in (
           (1, {"sequence": 11}, (_S({"x": (2, 3, 6)}), _S({"x": (1, 2, 7)}, {"norm_type": 1.0, "kernel_size": 3, "stride": 2}))),
           (2, {"cnn": 14}, (_S({"x": (2, 2, 4, 4)}), _S({"x": (1, 3, 5, 4)}, {"norm_type": 1.0, "kernel_size": (3, 2), "stride": 1}))))),
-    OpDef("conv3d", (X, W, B_OPT), shapes.conv(3), {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}, samples=(
+    OpDef("conv3d", (X, W, B_OPT), shapes.conv(3), _CONV_HYPER, samples=(
         _S({"x": (2, 2, 3, 4, 4), "weight": (3, 2, 2, 2, 2), "bias": (3,)}),
         _S({"x": (1, 4, 4, 5, 3), "weight": (2, 2, 2, 3, 1)}, {"stride": (1, 2, 1), "padding": 1, "groups": 2}),
         _S({"x": (1, 1, 5, 5, 5), "weight": (2, 1, 2, 2, 2), "bias": (2,)}, {"dilation": 2}),
-    ), doc="a convolution over (D, H, W)",
+        _S({"x": (1, 2, 3, 4, 4), "weight": (2, 2, 2, 3, 2)}, {"padding": "same", "padding_mode": "replicate"}),
+    ), doc="a convolution over (D, H, W); padding_mode as nn.Conv3d takes it",
           torch=formulas.conv3d, batching=copies.conv, placement=Placement("layer", {"cnn": 19}, place.place_conv3d, place.rank_at_least(4))),
     OpDef("max_pool3d", (X,), shapes.pool3d, {"kernel_size": 2, "stride": None, "padding": 0}, kinks=True,
           branch=kink_rules.max_pool3d_branch, margin=kink_rules.max_pool3d_margin,
@@ -660,6 +673,22 @@ _OPS = [
         _S({"x": [(2, 3), (2, 3)]}), _S({"x": [(2, 3, 2), (2, 3, 2), (2, 3, 2)]}, {"dim": 2}),
     ), doc="tensors of one shape along a new axis",
           torch=formulas.stack, placement=Placement("branch", _everywhere(11), place.place_stack)),
+    OpDef("slice", (X,), shapes.slice_, {"dim": 0, "start": 0, "end": None, "step": 1}, family="structure", samples=(
+        _S({"x": (5, 3)}, {"start": 1, "end": 4}), _S({"x": (2, 7, 3)}, {"dim": 1, "start": -5, "step": 2}),
+        _S({"x": (2, 3, 6)}, {"dim": -1, "end": -2}), _S({"x": (4, 3)}, {"dim": 1, "start": 1, "end": 9}),
+    ), doc="x[..., start:end:step, ...] along dim (Python's slice rules; the rest of x gets no gradient)",
+          torch=formulas.slice_, batching=copies.shift_dims("dim"),
+          placement=Placement("reshape", _everywhere(14), place.place_slice)),
+    OpDef("einsum", (TensorArg("operands", variadic=True),), shapes.einsum, {"equation": "ij,jk->ik"},
+          family="structure", samples=(
+        _S({"operands": [(3, 4), (4, 5)]}), _S({"operands": [(2, 3, 4), (2, 4, 2)]}, {"equation": "bij,bjk->bik"}),
+        _S({"operands": [(3, 4), (3, 4)]}, {"equation": "bi,bi->b"}), _S({"operands": [(3, 4)]}, {"equation": "ij->ji"}),
+        _S({"operands": [(2, 2, 3, 4), (2, 2, 5, 4)]}, {"equation": "bhqd,bhkd->bhqk"}),
+        _S({"operands": [(3,), (4,)]}, {"equation": "i,j->ij"}), _S({"operands": [(2, 3, 4)]}, {"equation": "bij->bj"}),
+        _S({"operands": [(2, 3), (3, 4), (4, 2)]}, {"equation": "ij,jk,kl->il"}),
+    ), doc="torch.einsum of an explicit equation (letters, none twice in one operand, no ellipsis): products "
+           "summed over the letters the output drops",
+          torch=formulas.einsum, placement=Placement("branch", _everywhere(12), place.place_einsum)),
     OpDef("weighted_sum", (X, TensorArg("weight", CONST)), shapes.weighted_sum, family="loss",
           samples=(_S({"x": (3, 4), "weight": (3, 4)}),),
           doc="sum(x * weight) with a fixed weight: the probe head of single-op graphs",

@@ -116,7 +116,26 @@ def _fit_conv(ctx, sizes, in_ch, nd):
                             ("groups", groups, 1)):
         if v != default:
             hyper[key] = v
+    hyper.update(_conv_padding(ctx, sizes, k, stride, dilation, padding))
     return (out_ch, in_ch // groups) + (k,) * nd, hyper
+
+
+def _conv_padding(ctx, sizes, k, stride, dilation, padding):
+    """One conv in four pads by name ("same", which keeps a stride-1 output's
+    size and puts an odd tap of padding after, or "valid"); one padded conv in
+    three pads by reflecting, replicating or wrapping the input instead of with
+    zeros (nn.ConvNd's padding_mode), where the input is large enough."""
+    hyper = {}
+    if ctx.draw(st.integers(0, 3)) == 0:
+        if stride == 1 and ctx.draw(st.booleans()):
+            hyper["padding"] = "same"
+        elif min(sizes) >= dilation * (k - 1) + 1:  # "valid": no padding, the kernel must fit
+            hyper["padding"] = "valid"
+    after = dilation * (k - 1) - dilation * (k - 1) // 2 if hyper.get("padding") == "same" else padding
+    if after and hyper.get("padding") != "valid" and ctx.draw(st.integers(0, 2)) == 0:
+        modes = ["replicate"] + (["circular"] if after <= min(sizes) else []) + (["reflect"] if after < min(sizes) else [])
+        hyper["padding_mode"] = ctx.draw(st.sampled_from(modes))
+    return hyper
 
 
 def place_conv(nd):
@@ -1042,3 +1061,49 @@ def place_bounded(op, **hyper_choices):
         return ctx.apply(op, ctx.apply("tanh", x), **{k: v for k, v in hyper.items() if v != hyper_choices[k][0]})
 
     return place
+
+
+def place_slice(ctx, x):
+    """A slice of an inner axis: a start (counted from either end), an end past
+    it or none, and a step of 1 or 2."""
+    shape = ctx.shapes[x]
+    dim = _inner_dim(ctx, shape)
+    n = shape[dim]
+    start = ctx.draw(st.integers(0, n - 1))
+    hyper = {"dim": ctx.draw(st.sampled_from([dim, dim - len(shape)]))}
+    if start:
+        hyper["start"] = ctx.draw(st.sampled_from([start, start - n]))
+    end = ctx.draw(st.integers(start + 1, n + 1))  # n + 1: past the end, which Python clips
+    if end != n:
+        hyper["end"] = end
+    if ctx.draw(st.integers(0, 2)) == 0:
+        hyper["step"] = 2
+    return ctx.apply("slice", x, **hyper)
+
+
+_LETTERS = "abcdefgh"
+
+
+def place_einsum(ctx, x):
+    """An einsum of x: its last axis contracted with a weight (a projection),
+    or summed; its elementwise product with a partner of its shape summed over
+    the last axis (a row-wise dot); on 3 or more axes, its last two swapped, or the
+    scores of its rows against a partner's (q k^T over the last axis)."""
+    shape = ctx.shapes[x]
+    nd = len(shape)
+    if nd < 2:  # the batch axis stays
+        raise NotHere
+    lead = _LETTERS[:nd - 1]
+    kinds = ["project", "dot", "sum"] + (["swap", "scores"] if nd >= 3 else [])
+    kind = ctx.draw(st.sampled_from(kinds))
+    if kind == "project":
+        return ctx.apply("einsum", x, ctx.param((shape[-1], ctx.dim())), equation=f"{lead}y,yz->{lead}z")
+    if kind == "sum":  # a letter only x has, dropped: its gradient repeats along it
+        return ctx.apply("einsum", x, equation=f"{lead}y->{lead}")
+    if kind == "swap":
+        return ctx.apply("einsum", x, equation=f"{lead[:-1]}xy->{lead[:-1]}yx")
+    other = _partner(ctx, x, lambda s: s == shape)
+    if kind == "dot":
+        return ctx.apply("einsum", x, other, equation=f"{lead}y,{lead}y->{lead}")
+    batch = lead[:-1]
+    return ctx.apply("einsum", x, other, equation=f"{batch}xy,{batch}wy->{batch}xw")

@@ -9,7 +9,7 @@ import numpy as np
 
 from .opdef import ShapeError
 
-__all__ = ["same", "pair", "linear", "matmul", "conv", "pool", "global_pool", "dim", "layer_norm", "batch_norm", "batch_norm_eval", "broadcast", "rms_norm", "group_norm", "instance_norm", "pair_reduce", "pixel_shuffle", "pixel_unshuffle", "pad", "pool1d", "adaptive_pool", "reduce", "glu", "transpose", "permute", "prelu", "concat", "reshape", "flatten", "index_select", "gather", "dropout", "embedding", "attention", "pairwise_loss", "nll", "multilabel", "cross_entropy", "weighted_sum"]
+__all__ = ["same", "pair", "linear", "matmul", "conv", "pool", "global_pool", "dim", "layer_norm", "batch_norm", "batch_norm_eval", "broadcast", "rms_norm", "group_norm", "instance_norm", "pair_reduce", "pixel_shuffle", "pixel_unshuffle", "pad", "pool1d", "adaptive_pool", "reduce", "glu", "transpose", "permute", "prelu", "concat", "reshape", "flatten", "index_select", "gather", "dropout", "embedding", "attention", "pairwise_loss", "nll", "multilabel", "cross_entropy", "weighted_sum", "slice_", "einsum"]
 
 def _need(cond, msg):
     if not cond:
@@ -48,19 +48,32 @@ def matmul(a, b):
 
 
 def conv(nd):
-    def rule(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    def rule(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+        from reference_impl.layers import conv_pads
+
         name = f"conv{nd}d"
         _need(len(x) == nd + 2 and len(weight) == nd + 2, f"{name}: x and weight need {nd + 2} dims, got {x}, {weight}")
-        geo = [(s, p, d) for s, p, d in zip(*(pair(v) if nd == 2 else _n(v, nd) for v in (stride, padding, dilation)))]
+        _need(padding_mode in ("zeros", "reflect", "replicate", "circular"),
+              f"{name}: padding_mode must be zeros, reflect, replicate or circular, got {padding_mode!r}")
+        _need(not isinstance(padding, str) or padding in ("same", "valid"),
+              f"{name}: padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
+        strides, dilations = _n(stride, nd), _n(dilation, nd)
+        _need(padding != "same" or set(strides) == {1}, f"{name}: padding='same' needs stride 1, got {stride}")
         _need(groups >= 1 and x[1] % groups == 0 and weight[0] % groups == 0,
               f"{name}: groups={groups} must divide in_channels={x[1]} and out_channels={weight[0]}")
         _need(weight[1] * groups == x[1], f"{name}: weight {weight} with groups={groups} expects {weight[1] * groups} channels, x has {x[1]}")
         _need(bias is None or tuple(bias) == (weight[0],), f"{name}: bias {bias} must be ({weight[0]},)")
+        _need(isinstance(padding, str) or min(_n(padding, nd)) >= 0, f"{name}: padding must be >= 0, got {padding}")
         spatial = []
-        for size, k, (s, p, d) in zip(x[2:], weight[2:], geo):
-            _need(s >= 1 and p >= 0 and d >= 1, f"{name}: need stride >= 1, padding >= 0, dilation >= 1")
-            o = _out(size, k, s, p, d)
-            _need(o >= 1, f"{name}: kernel {k} (dilation {d}) does not fit input {size} with padding {p}")
+        for size, k, s, (before, after), d in zip(x[2:], weight[2:], strides, conv_pads(padding, weight[2:], dilations),
+                                                  dilations):
+            _need(s >= 1 and d >= 1, f"{name}: need stride >= 1, dilation >= 1")
+            _need(padding_mode != "reflect" or max(before, after) < size,
+                  f"{name}: reflect padding {max(before, after)} must be smaller than the input size {size}")
+            _need(padding_mode != "circular" or max(before, after) <= size,
+                  f"{name}: circular padding {max(before, after)} must be at most the input size {size}")
+            o = (size + before + after - d * (k - 1) - 1) // s + 1
+            _need(o >= 1, f"{name}: kernel {k} (dilation {d}) does not fit input {size} with padding {padding}")
             spatial.append(o)
         return (x[0], weight[0], *spatial)
 
@@ -553,3 +566,30 @@ def gather(x, index, dim=-1):
     _need(all(i <= s for k, (i, s) in enumerate(zip(index, x)) if k != d),
           f"gather: index {index} is larger than x {x} off dim {dim}")
     return tuple(index)
+
+
+def slice_(x, dim=0, start=0, end=None, step=1):
+    nd = len(x)
+    _need(-nd <= dim < nd, f"slice: dim {dim} out of range for {nd}-d input")
+    _need(isinstance(step, int) and step >= 1, f"slice: step must be a positive int (torch takes no negative step), "
+                                                f"got {step!r}")
+    d = dim % nd
+    n = len(range(*slice(start, end, step).indices(x[d])))
+    _need(n >= 1, f"slice: [{start}:{end}:{step}] of an axis of {x[d]} is empty")
+    return tuple(x[:d]) + (n,) + tuple(x[d + 1:])
+
+
+def einsum(*operands, equation="ij,jk->ik"):
+    from reference_impl.tensor_math import einsum_subscripts
+
+    try:
+        subs, out = einsum_subscripts(equation)
+    except ValueError as e:
+        raise ShapeError(str(e)) from None
+    _need(len(subs) == len(operands), f"einsum: {equation!r} names {len(subs)} operands, got {len(operands)}")
+    sizes = {}
+    for s, shape in zip(subs, operands):
+        _need(len(s) == len(shape), f"einsum: {s!r} of {equation!r} names {len(s)} dims, the operand has {shape}")
+        for c, n in zip(s, shape):
+            _need(sizes.setdefault(c, n) == n, f"einsum: {c!r} of {equation!r} is {sizes[c]} in one operand, {n} in another")
+    return tuple(sizes[c] for c in out)

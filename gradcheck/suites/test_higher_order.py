@@ -44,7 +44,8 @@ def _twice(accepts):
 
     def accept(op, hyper, shapes):
         opdef = get_op(op)
-        if not opdef.higher_order or (accepts is not None and not accepts(op, hyper, shapes)):
+        twice = opdef.higher_order(hyper, shapes) if callable(opdef.higher_order) else opdef.higher_order
+        if not twice or (accepts is not None and not accepts(op, hyper, shapes)):
             return False
         if opdef.frozen is None:
             return True
