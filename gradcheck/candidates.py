@@ -93,12 +93,20 @@ class OpOptions:
     # How many of the op's inputs the signature takes, when it stops before an
     # optional one (cross_entropy's class weight); None: all of them.
     inputs_taken: int | None = None
+    # How many inputs the signature needs (positions without a default), when that
+    # is more than the op's required ones (layer_norm's weight and bias): a node
+    # with fewer is refused.
+    inputs_needed: int | None = None
     # The hyperparameters the signature defaults to a number: a node naming one
     # by a string (conv's padding="same") is refused (Note [Settings a signature lacks]).
     numeric: frozenset = frozenset()
 
     def refuses(self, op: str, hyper: dict, shapes) -> str:
         """Why this op would not take these settings, or ""."""
+        if self.inputs_needed is not None and len(shapes) < self.inputs_needed:
+            name = get_op(op).inputs[len(shapes)].name
+            return (f"{op}'s implementation needs a {name!r} input, so only nodes with it are checked; this node has "
+                    f"none")
         if self.inputs_taken is not None and len(shapes) > self.inputs_taken:
             name = get_op(op).inputs[self.inputs_taken].name
             return (f"{op}'s implementation takes no {name!r} input, so only nodes without it are checked; this node "
@@ -152,7 +160,10 @@ class OpOptions:
 # the catalogue names by a string where torch also takes numbers (conv's
 # padding="same" / "valid") is refused for an implementation whose signature
 # defaults that parameter to a number: code written for numeric padding would
-# crash on the name, which says nothing about its gradients.
+# crash on the name, which says nothing about its gradients.  A tensor input the
+# catalogue made optional (layer_norm's weight and bias, absent in
+# nn.LayerNorm(elementwise_affine=False)) that the signature needs is the same:
+# a node without it is refused.
 
 
 def _taken_inputs(impl, opdef) -> int | None:
@@ -172,6 +183,20 @@ def _taken_inputs(impl, opdef) -> int | None:
         if i >= len(positional) or positional[i] in hyper:
             return i
     return None
+
+
+def _needed_inputs(impl, opdef) -> int | None:
+    """How many of ``opdef``'s inputs ``impl``'s signature needs (leading
+    positions without a default), when more than the op requires; None else."""
+    required = sum(1 for a in opdef.inputs if not a.optional and not a.variadic)
+    if required == len(opdef.inputs) or is_subclass(impl, "torch", "nn.Module"):
+        return None
+    params = _parameters(*_hyper_signature(impl)[:2])
+    if params is None or any(p.kind == p.VAR_POSITIONAL for p in params):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:len(opdef.inputs)]
+    needed = next((i for i, p in enumerate(positional) if p.default is not p.empty), len(positional))
+    return needed if needed > required else None
 
 
 def _hyper_signature(impl):
@@ -298,7 +323,7 @@ class Candidate:
         inputs = _taken_inputs(impl, opdef)
         if inputs is not None:
             options = replace(options, inputs_taken=inputs)
-        options = replace(options, numeric=_numeric_defaults(impl, opdef))
+        options = replace(options, numeric=_numeric_defaults(impl, opdef), inputs_needed=_needed_inputs(impl, opdef))
         if hasattr(impl, "forward") and hasattr(impl, "backward") and not (
                 is_subclass(impl, "torch", "autograd.Function") or is_subclass(impl, "torch", "nn.Module")):
             forward = impl.forward if taken is None else _passing_only(impl.forward, taken)

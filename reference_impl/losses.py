@@ -110,6 +110,30 @@ def cross_entropy_backward(cache, g):
     return (gx, None) if weight is None else (gx, None, None)
 
 
+def cross_entropy_probs_forward(logits, target, weight=None, reduction="mean", label_smoothing=0.0):
+    # torch's cross_entropy with class probabilities as the target, (N, C) like the
+    # logits: a row's term is -sum_c w_c t_c log softmax(logits)_c, t smoothed to
+    # (1 - eps) t + eps / C; the mean is over the rows, whatever the weights
+    # (unlike class-id targets, whose weighted mean divides by the weights).
+    z = logits - np.max(np.real(logits), axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    c = logits.shape[1]
+    w = np.ones(c, dtype=logp.dtype) if weight is None else weight
+    t = (1 - label_smoothing) * target + label_smoothing / c
+    loss, count = _reduce(-(w * t * logp).sum(axis=1), reduction)
+    return loss, (logp, t, w, count, label_smoothing, weight is not None)
+
+
+def cross_entropy_probs_backward(cache, g):
+    logp, t, w, count, eps, weighted = cache
+    g = np.reshape(g, (-1, 1)) / count  # a scalar, or one a row (reduction "none")
+    wt = w * t
+    # d/dz of -sum_c wt_c log p_c: p sum(wt) - wt; d/dt_c: -(1 - eps) w_c log p_c
+    glogits = g * (np.exp(logp) * wt.sum(axis=1, keepdims=True) - wt)
+    gtarget = g * -(1 - eps) * w * logp
+    return (glogits, gtarget, None) if weighted else (glogits, gtarget)
+
+
 def weighted_sum_forward(x, weight):
     # sum(x * weight) with a fixed weight: reduces any output to a scalar whose
     # gradient with respect to x is exactly `weight` (a random cotangent).

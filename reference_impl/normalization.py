@@ -49,18 +49,24 @@ def _normalize_backward(gxhat, xhat, rstd, axes):
     )
 
 
-def layer_norm_forward(x, weight, bias, eps=1e-5):
-    # Normalises over the trailing weight.ndim axes (torch's normalized_shape = weight.shape).
-    axes = tuple(range(x.ndim - weight.ndim, x.ndim))
+def layer_norm_forward(x, weight=None, bias=None, eps=1e-5, normalized_shape=None):
+    # Normalises over the trailing axes normalized_shape names (the weight's shape
+    # when there is one), then scales by weight and shifts by bias where given
+    # (nn.LayerNorm's elementwise_affine=False has neither, bias=False no bias).
+    k = len(normalized_shape) if weight is None else weight.ndim
+    axes = tuple(range(x.ndim - k, x.ndim))
     xhat, rstd = _normalize(x, axes, eps)
-    return xhat * weight + bias, (xhat, rstd, weight, axes)
+    y = xhat if weight is None else xhat * weight
+    return (y if bias is None else y + bias), (xhat, rstd, weight, axes, bias is not None)
 
 
 def layer_norm_backward(cache, g):
-    xhat, rstd, weight, axes = cache
-    lead = tuple(range(g.ndim - weight.ndim))
-    gx = _normalize_backward(g * weight, xhat, rstd, axes)
-    return gx, (g * xhat).sum(axis=lead), g.sum(axis=lead)
+    xhat, rstd, weight, axes, has_bias = cache
+    gx = _normalize_backward(g if weight is None else g * weight, xhat, rstd, axes)
+    if weight is None:
+        return (gx,)
+    lead = tuple(range(g.ndim - len(axes)))
+    return (gx, (g * xhat).sum(axis=lead)) + ((g.sum(axis=lead),) if has_bias else ())
 
 
 def batch_norm_forward(x, weight, bias, eps=1e-5):

@@ -242,6 +242,23 @@ def test_a_string_setting_for_a_parameter_the_implementation_defaults_to_a_numbe
     assert anything.refuses_node("conv2d", {"padding": "same"}, [(1, 2, 5, 5), (2, 2, 3, 3)]) == ""
 
 
+def test_a_node_without_an_optional_input_the_implementation_needs_is_refused():
+    """Note [Settings a signature lacks]: a layer norm written with weight and
+    bias required is checked only on nodes with both; the reference's own,
+    whose weight and bias default to None, takes every node."""
+    c = load_candidate(f"{ROOT}/tests/user_layers/ordinary.py:candidate")
+    assert "needs a 'bias' input" in c.refuses_node("layer_norm", {}, [(3, 5), (5,)])
+    assert "needs a 'weight' input" in c.refuses_node("layer_norm", {"normalized_shape": (5,)}, [(3, 5)])
+    assert c.refuses_node("layer_norm", {}, [(3, 5), (5,), (5,)]) == ""
+    ref = Candidate("ref")
+    ref.op("layer_norm")(reference_impl.OPS["layer_norm"])
+    assert ref.refuses_node("layer_norm", {"normalized_shape": (5,)}, [(3, 5)]) == ""
+    for case in op_cases("layer_norm"):
+        (src,) = [s for s in candidate_sources(c) if not s.name.endswith("-torch")]
+        statuses = {r.status for r in check_pair(case, src, REF, outputs=True)}
+        assert statuses == ({"pass"} if len(case.graph.nodes[0].inputs) == 3 else {"skipped"}), statuses
+
+
 def test_a_setting_the_implementation_has_no_parameter_for_is_skipped_with_the_reason_and_never_passed():
     """Note [Settings a signature lacks]: layers written before avg_pool took
     count_include_pad (a NumPy class and an autograd.Function taking fewer

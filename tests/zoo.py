@@ -201,6 +201,17 @@ def slice_backward_without_step(cache, g):
     return tensor_math.slice_backward((shape, at[:-1] + (slice(start, start + g.shape[dim]),)), g)
 
 
+def cross_entropy_probs_mean_over_weights(logits, target, weight=None, reduction="mean", label_smoothing=0.0):
+    # the weighted mean of class-id targets (over the weight each row carries)
+    # carried over to probability targets, whose mean is over the rows
+    loss, cache = losses.cross_entropy_probs_forward(logits, target, weight, reduction, label_smoothing)
+    if weight is None or reduction != "mean":
+        return loss, cache
+    logp, t, w, count, eps, weighted = cache
+    carried = float(np.real(np.sum(w * t)))
+    return loss * count / carried, (logp, t, w, carried, eps, weighted)
+
+
 def _conv2d_bug(bug):
     return lambda cache, g: _conv_backward(cache, g, bug)
 
@@ -289,7 +300,7 @@ def log_softmax_missing_sum(cache, g):
 
 
 def layer_norm_missing_term(cache, g):
-    xhat, rstd, weight, axes = cache
+    xhat, rstd, weight, axes, _ = cache
     lead = tuple(range(g.ndim - weight.ndim))
     gxhat = g * weight
     gx = rstd * (gxhat - gxhat.mean(axis=axes, keepdims=True))
@@ -1102,7 +1113,7 @@ def layer_norm_one_pass_variance(x, weight, bias, eps=1e-5):
     var = np.maximum((x * x).mean(axis=axes, keepdims=True) - mu * mu, 0)
     rstd = 1 / np.sqrt(var + np.asarray(eps, x.dtype))
     xhat = (x - mu) * rstd
-    return xhat * weight + bias, (xhat, rstd, weight, axes)
+    return xhat * weight + bias, (xhat, rstd, weight, axes, True)
 
 
 # ---------------------------------------------------------------- more tensor math
@@ -1185,6 +1196,7 @@ ZOO = [
     Bug("conv2d-padding-mode-differentiated-as-zeros", "conv2d", "conv: only padding_mode other than zeros", _numpy("conv2d", layers.conv2d_forward, conv2d_padding_mode_backward_as_zeros)),
     Bug("einsum-summed-letter-as-mean", "einsum", "wrong only for a letter one operand has alone", _numpy("einsum", tensor_math.einsum_forward, einsum_summed_letter_as_mean)),
     Bug("slice-backward-ignores-step", "slice", "wrong only with step > 1", _numpy("slice", tensor_math.slice_forward, slice_backward_without_step)),
+    Bug("cross-entropy-probs-mean-over-weights", "cross_entropy_probs", "wrong only with class weights", _numpy("cross_entropy_probs", cross_entropy_probs_mean_over_weights, losses.cross_entropy_probs_backward)),
     Bug("conv1d-wrong-for-stride", "conv1d", "conv: only stride > 1", _padded_conv("conv1d", layers.conv1d_forward, _conv1d_bug("stride"))),
     Bug("max-pool-tie-gradient-to-every-maximum", "max_pool2d", "max-pool ties", _numpy("max_pool2d", max_pool_keep_input, max_pool_all_maxima)),
     Bug("avg-pool-excludes-padding", "avg_pool2d", "forward and backward consistently wrong", _numpy("avg_pool2d", avg_pool_exclude_pad_forward, avg_pool_exclude_pad_backward)),

@@ -286,8 +286,8 @@ def log_softmax(x, dim):
     return F().log_softmax(x, dim)
 
 
-def layer_norm(x, w, b, eps):
-    return F().layer_norm(x, tuple(w.shape), w, b, eps)
+def layer_norm(x, w=None, b=None, eps=1e-5, normalized_shape=None):
+    return F().layer_norm(x, tuple(w.shape) if normalized_shape is None else tuple(normalized_shape), w, b, eps)
 
 
 def batch_norm(x, w, b, eps):
@@ -588,3 +588,7 @@ def slice_(x, dim=0, start=0, end=None, step=1):
 
 def einsum(*operands, equation="ij,jk->ik"):
     return _torch().einsum(equation, *operands)
+
+
+def cross_entropy_probs(x, t, weight=None, reduction="mean", label_smoothing=0.0):
+    return F().cross_entropy(x, t, weight=weight, reduction=reduction, label_smoothing=label_smoothing)

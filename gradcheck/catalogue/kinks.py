@@ -598,9 +598,9 @@ def _relative_spread(groups) -> float:
     return float(np.min(ratio, initial=np.inf))
 
 
-def layer_norm_spread(x, weight, *_, **__):
+def layer_norm_spread(x, weight=None, *_, normalized_shape=None, **__):
     x = np.asarray(x)
-    k = np.ndim(weight)
+    k = len(normalized_shape) if weight is None else np.ndim(weight)
     return _relative_spread(x.reshape(-1, int(np.prod(x.shape[x.ndim - k:]))))
 
 

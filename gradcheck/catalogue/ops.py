@@ -181,11 +181,16 @@ _OPS = [
         _S({"x": (3, 5)}), _S({"x": (2, 4, 3)}, {"dim": 1}), _S({"x": (6,)}, {"dim": 0}),
     ),
           torch=formulas.log_softmax, batching=copies.shift_dims("dim"), placement=Placement("normalization", {"mlp": 4, "sequence": 2}, place.place_softmax("log_softmax"))),
-    OpDef("layer_norm", (X, W, B), shapes.layer_norm, {"eps": 1e-5}, family="normalization", samples=(
+    OpDef("layer_norm", (X, TensorArg("weight", PARAM, optional=True), B_OPT), shapes.layer_norm,
+          {"eps": 1e-5, "normalized_shape": None}, family="normalization", samples=(
         _S({"x": (4, 6), "weight": (6,), "bias": (6,)}),
         _S({"x": (2, 3, 5), "weight": (5,), "bias": (5,)}),
         _S({"x": (2, 3, 4), "weight": (3, 4), "bias": (3, 4)}, {"eps": 1e-3}),
+        _S({"x": (3, 5)}, {"normalized_shape": (5,)}), _S({"x": (2, 3, 4)}, {"normalized_shape": (3, 4)}),
+        _S({"x": (3, 2, 4), "weight": (4,)}),
     ), init={"weight": {"kind": "normal", "mean": 1.0, "std": 0.3}},
+          doc="F.layer_norm over normalized_shape (the weight's shape when there is one); weight and bias optional "
+              "(nn.LayerNorm's elementwise_affine=False, bias=False)",
           torch=formulas.layer_norm, spread=kink_rules.layer_norm_spread, batching=copies.trailing, placement=Placement("normalization", {"mlp": 0, "sequence": 0}, place.place_layer_norm)),
     OpDef("batch_norm", (X, W, B), shapes.batch_norm, {"eps": 1e-5}, family="normalization", samples=(
         _S({"x": (6, 3), "weight": (3,), "bias": (3,)}),
@@ -405,6 +410,16 @@ _OPS = [
            init={"target": {"kind": "randint", "high": 4}, "weight": _AWAY_FROM_ZERO}),
     ),
           torch=formulas.cross_entropy, batching=copies.cross_entropy, placement=Placement("head", _everywhere(2), place.head_classes("cross_entropy", smoothing=True), place.classes)),
+    OpDef("cross_entropy_probs", (TensorArg("logits"), TensorArg("target"), TensorArg("weight", CONST, optional=True)),
+          shapes.cross_entropy_probs, {"reduction": "mean", "label_smoothing": 0.0}, family="loss", samples=(
+        _S({"logits": (4, 5), "target": (4, 5)}, init={"target": _PROBABILITIES}),
+        _S({"logits": (3, 4), "target": (3, 4)}, {"reduction": "sum", "label_smoothing": 0.2},
+           init={"target": _PROBABILITIES}),
+        _S({"logits": (5, 3), "target": (5, 3), "weight": (3,)}, init={"target": _PROBABILITIES, "weight": _AWAY_FROM_ZERO}),
+    ), doc="F.cross_entropy with class probabilities (N, C) as the target (differentiable too): "
+           "-sum_c w_c t_c log softmax_c, the mean over rows whatever the weights",
+          torch=formulas.cross_entropy_probs, placement=Placement("head", _everywhere(21), place.head_class_probabilities,
+                                                                 place.classes)),
     OpDef("l1", (TensorArg("pred"), TensorArg("target")), shapes.pairwise_loss("l1"), {"reduction": "mean"},
           family="loss", kinks=True, complex_step=False, branch=kink_rules.difference_branch, margin=kink_rules.difference_margin,
           samples=(_S({"pred": (4, 3), "target": (4, 3)}), _S({"pred": (6,), "target": (6,)}, {"reduction": "sum"})),

@@ -222,7 +222,12 @@ def place_layer_norm(ctx, x):
     norm = shape[-k:]
     if math.prod(norm) < 3:  # one value normalises to a constant, two to +-1: see place_group_norm
         raise NotHere
+    affine = ctx.draw(st.integers(0, 7))
+    if affine == 0:  # no weight or bias: normalized_shape says where
+        return ctx.apply("layer_norm", x, normalized_shape=tuple(norm))
     w = ctx.param(norm, init={"kind": "normal", "mean": 1.0, "std": 0.3})
+    if affine == 1:  # a weight and no bias
+        return ctx.apply("layer_norm", x, w)
     return ctx.apply("layer_norm", x, w, ctx.param(norm))
 
 
@@ -651,6 +656,22 @@ def head_classes(loss, smoothing=False):
         _finish(ctx, loss, args, hyper)
 
     return place
+
+
+def head_class_probabilities(ctx, x):
+    """cross_entropy against a target of class probabilities (a differentiable
+    leaf, rows not normalised: torch does not ask it), reduction, label
+    smoothing and class weights drawn."""
+    shape = ctx.shapes[x]
+    hyper = {}
+    if ctx.draw(st.booleans()):
+        hyper["reduction"] = "sum"
+    if ctx.draw(st.booleans()):
+        hyper["label_smoothing"] = 0.1
+    args = (x, ctx.leaf("target", shape, "input", init={"kind": "uniform", "low": 0.05, "high": 1.0}))
+    if ctx.draw(st.integers(0, 2)) == 0:
+        args += (ctx.leaf("class_weight", (shape[1],), "const", init={"kind": "uniform", "low": 0.5, "high": 2.0}),)
+    _finish(ctx, "cross_entropy_probs", args, hyper)
 
 
 def classes(shape) -> bool:

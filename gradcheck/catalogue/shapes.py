@@ -9,7 +9,7 @@ import numpy as np
 
 from .opdef import ShapeError
 
-__all__ = ["same", "pair", "linear", "matmul", "conv", "pool", "global_pool", "dim", "layer_norm", "batch_norm", "batch_norm_eval", "broadcast", "rms_norm", "group_norm", "instance_norm", "pair_reduce", "pixel_shuffle", "pixel_unshuffle", "pad", "pool1d", "adaptive_pool", "reduce", "glu", "transpose", "permute", "prelu", "concat", "reshape", "flatten", "index_select", "gather", "dropout", "embedding", "attention", "pairwise_loss", "nll", "multilabel", "cross_entropy", "weighted_sum", "slice_", "einsum"]
+__all__ = ["same", "pair", "linear", "matmul", "conv", "pool", "global_pool", "dim", "layer_norm", "batch_norm", "batch_norm_eval", "broadcast", "rms_norm", "group_norm", "instance_norm", "pair_reduce", "pixel_shuffle", "pixel_unshuffle", "pad", "pool1d", "adaptive_pool", "reduce", "glu", "transpose", "permute", "prelu", "concat", "reshape", "flatten", "index_select", "gather", "dropout", "embedding", "attention", "pairwise_loss", "nll", "multilabel", "cross_entropy", "weighted_sum", "slice_", "einsum", "cross_entropy_probs"]
 
 def _need(cond, msg):
     if not cond:
@@ -235,10 +235,14 @@ def adaptive_pool(name, nd):
     return rule
 
 
-def layer_norm(x, weight, bias, eps=1e-5):
-    k = len(weight)
-    _need(k >= 1 and tuple(x[-k:]) == tuple(weight) and tuple(weight) == tuple(bias),
-          f"layer_norm: weight {weight} and bias {bias} must equal the trailing dims of x {x}")
+def layer_norm(x, weight=None, bias=None, eps=1e-5, normalized_shape=None):
+    _need(weight is not None or normalized_shape is not None,
+          "layer_norm: without a weight, normalized_shape says which trailing dims to normalise")
+    norm = tuple(weight if normalized_shape is None else normalized_shape)
+    k = len(norm)
+    _need(k >= 1 and tuple(x[-k:]) == norm, f"layer_norm: normalized_shape {norm} must equal the trailing dims of x {x}")
+    _need(weight is None or tuple(weight) == norm, f"layer_norm: weight {weight} must be normalized_shape {norm}")
+    _need(bias is None or tuple(bias) == norm, f"layer_norm: bias {bias} must be normalized_shape {norm}")
     return tuple(x)
 
 
@@ -593,3 +597,12 @@ def einsum(*operands, equation="ij,jk->ik"):
         for c, n in zip(s, shape):
             _need(sizes.setdefault(c, n) == n, f"einsum: {c!r} of {equation!r} is {sizes[c]} in one operand, {n} in another")
     return tuple(sizes[c] for c in out)
+
+
+def cross_entropy_probs(logits, target, weight=None, reduction="mean", label_smoothing=0.0):
+    _need(len(logits) == 2 and tuple(target) == tuple(logits),
+          f"cross_entropy_probs: logits (N, C) and target probabilities (N, C), got {logits}, {target}")
+    _need(weight is None or tuple(weight) == (logits[1],), f"cross_entropy_probs: weight must be ({logits[1]},), got {weight}")
+    _need(reduction in ("mean", "sum"), "cross_entropy_probs: reduction must be 'mean' or 'sum'")
+    _need(0.0 <= label_smoothing <= 1.0, f"cross_entropy_probs: label_smoothing must be in [0, 1], got {label_smoothing}")
+    return ()

@@ -49,7 +49,7 @@ class LayerNormMissingTerm:
 
     @staticmethod
     def backward(saved, g):
-        xhat, rstd, weight, axes = saved
+        xhat, rstd, weight, axes, _ = saved
         lead = tuple(range(g.ndim - weight.ndim))
         gxhat = g * weight
         gx = rstd * (gxhat - gxhat.mean(axis=axes, keepdims=True))  # forgets - xhat * mean(gxhat * xhat)
