@@ -252,6 +252,31 @@ def test_a_float32_variance_of_a_conv_at_a_large_mean_passes_and_a_variance_that
     assert "x1" in {r.tensor for r in records if r.status == "fail"}, [r.message for r in records]
 
 
+def test_torchs_cosine_similarity_below_eps_is_skipped_naming_the_deviation_and_the_reference_matches_differences():
+    """Note [Torch's own deviations]: for a vector whose norm (1e-10) is below
+    eps, torch's backward of cosine_similarity differentiates the norm its
+    forward clamped, 0.8% off differences of its own forward; against torch
+    that case is skipped with the reason, while the reference, which treats the
+    clamped norm as the constant eps, agrees with central differences."""
+    from gradcheck.sources.torch_autograd import TorchSource
+
+    b = GraphBuilder()
+    h = b.op("cosine_similarity", b.input("x1", (2, 3)), b.input("x2", (2, 3)))
+    graph = b.build(b.op("weighted_sum", h, b.const("w", (2,)), name="loss"))
+    rng = np.random.default_rng(0)
+    tensors = {"x1": rng.standard_normal((2, 3)), "x2": rng.standard_normal((2, 3)) * np.array([[1.0], [1e-10]]),
+               "w": np.array([0.7, -1.3])}
+    case = Case(graph, seed=0)
+    records = check_pair(case, TorchSource(), ReferenceSource(), tensors=tensors)
+    skipped = [r for r in records if r.status == "skipped"]
+    assert skipped and {r.status for r in records} <= {"pass", "skipped"}, [r.message for r in records]
+    assert all("below eps=1e-08" in r.message and "Torch's own deviations" in r.message for r in skipped)
+    # x2's stencil crosses the norm's kink at eps (its step is above 1e-10): nondifferentiable, not a failure
+    records = {r.tensor: r.status for r in check_pair(case, ReferenceSource(), FiniteDifferences(ReferenceSource()),
+                                                       tensors=tensors)}
+    assert records["x1"] == "pass" and records["x2"] in ("pass", "nondifferentiable"), records
+
+
 def test_a_reference_whose_floating_warnings_are_errors_leaves_a_case_out_of_range_skipped():
     """Note [Out of range]: softplus of -2000 underflows to 0 in float64, and
     log of it is -inf; this repository's tests turn that divide-by-zero warning

@@ -24,19 +24,26 @@ def F():
 
 
 def _conv(name):
-    """F.convNd; with a padding_mode other than zeros, nn.ConvNd's own forward
-    (F.pad by the module's reversed padding, then F.convNd with none), the one
-    path torch has for it, on a weightless meta module given this weight."""
+    """F.convNd; with a padding_mode other than zeros what nn.ConvNd's forward
+    does (F.pad by the padding reversed and repeated, the odd tap of a "same"
+    padding after, then F.convNd with none).  Not a module itself: its
+    constructor draws a random weight, which vmap refuses."""
 
     def formula(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+        conv = getattr(F(), name)
         if padding_mode == "zeros":
             with warnings.catch_warnings():  # torch's note that an odd "same" padding copies the input: no finding
                 warnings.filterwarnings("ignore", "Using padding='same'", UserWarning)
-                return getattr(F(), name)(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
-        module = getattr(_torch().nn, f"Conv{name[-2:]}")(
-            x.shape[1], w.shape[0], tuple(w.shape[2:]), stride=stride, padding=padding, dilation=dilation,
-            groups=groups, bias=b is not None, padding_mode=padding_mode, device="meta")
-        return module._conv_forward(x, w, b)
+                return conv(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+        nd = w.dim() - 2
+        each = lambda v: (v,) * nd if isinstance(v, int) else tuple(v)  # noqa: E731
+        if padding == "same":
+            total = [d * (k - 1) for d, k in zip(each(dilation), w.shape[2:])]
+            reversed_twice = [p for t in reversed(total) for p in (t // 2, t - t // 2)]
+        else:
+            reversed_twice = [p for q in reversed(each(0 if padding == "valid" else padding)) for p in (q, q)]
+        return conv(F().pad(x, reversed_twice, mode=padding_mode), w, b, stride=stride, padding=0, dilation=dilation,
+                    groups=groups)
 
     return formula
 

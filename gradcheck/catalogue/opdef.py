@@ -113,6 +113,10 @@ class OpDef:
     # ``higher_order(hyper, shapes) -> bool`` where that depends on the node (the
     # kernel torch picks for attention's 4-d inputs on CPU has no double backward).
     higher_order: "bool | Callable" = True
+    # Where torch's own backward is known to disagree with its forward:
+    # ``torch_deviates(*inputs, **hyper) -> str``, the reason or "" (Note [Torch's
+    # own deviations] in judge/second_opinions.py).
+    torch_deviates: Callable | None = None
     # Whether torch's formula runs under torch.func.vmap: gaussian_nll_loss tests
     # its variance with data-dependent control flow, which vmap cannot batch; the
     # per-sample suite places an op only where it does.

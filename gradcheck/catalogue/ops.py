@@ -231,7 +231,7 @@ _OPS = [
           {"dim": 1, "eps": 1e-8}, family="structure", kinks=True, branch=_NORM[0], margin=_NORM[1], samples=(
         _S({"x1": (4, 5), "x2": (4, 5)}), _S({"x1": (2, 3, 4), "x2": (2, 3, 4)}, {"dim": 2}),
     ),
-          torch=formulas.cosine_similarity, placement=Placement("branch", _everywhere(5), place.place_pair_reduce("cosine_similarity"))),
+          torch=formulas.cosine_similarity, torch_deviates=kink_rules.cosine_similarity_torch_deviation, placement=Placement("branch", _everywhere(5), place.place_pair_reduce("cosine_similarity"))),
     OpDef("pairwise_distance", (TensorArg("x1"), TensorArg("x2")), shapes.pair_reduce("pairwise_distance"),
           {"eps": 1e-6, "keepdim": False}, family="structure", samples=(
         _S({"x1": (4, 5), "x2": (4, 5)}), _S({"x1": (2, 3, 4), "x2": (2, 3, 4)}, {"keepdim": True}),

@@ -109,6 +109,7 @@ def _second_opinions(case, records, tensors, a, b, results, tolerance, outputs, 
             records = opinions.degenerate_normalisations(case, records, tensors, results, dtype)
         records = opinions.kinks_across_precisions(case, records, tensors, results, dtype,
                                                    exact_too=candidate_of(a) is None and dtype != "float64")
+        records = opinions.torch_deviations(case, records, tensors, results, (a, b))
     if failing() and not analytic:
         records = opinions.float64_differences(case, records, tensors, a, b, results, tolerance)
     if failing() and not analytic:

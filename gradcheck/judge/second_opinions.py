@@ -45,7 +45,7 @@ from .compare import compare, record_for_elements, scale_of
 from .record import JOINT, with_opinion
 from .tolerance import PREDICTED_SAFETY, coarser_dtype, element_ratios, judge, tolerance_for
 
-__all__ = ["localise", "escalate", "float64_differences", "out_of_range", "conditioning", "degenerate_normalisations", "kinks_across_precisions", "one_sided_kinks", "exact_kinks", "nondeterminism",
+__all__ = ["localise", "escalate", "float64_differences", "out_of_range", "conditioning", "degenerate_normalisations", "torch_deviations", "kinks_across_precisions", "one_sided_kinks", "exact_kinks", "nondeterminism",
            "name_the_op", "under_test", "BISECT_LEAF", "KINK_PERSISTS", "ROUNDING_MARGIN"]
 
 BISECT_LEAF = 32  # bisection stops at a block of this many elements, then differentiates each
@@ -555,6 +555,35 @@ def degenerate_normalisations(case, records, tensors, results, dtype):
            f"op makes of it, see Note [Degenerate normalisation])")
     return [with_opinion(r, "degenerate-normalisation", "skipped", why, status="skipped") if r.status == "fail" else r
             for r in records]
+
+
+def torch_deviations(case, records, tensors, results, sources):
+    """Note [Torch's own deviations]
+    torch's built-in backward is not right everywhere: cosine_similarity clamps
+    its norms at eps in place under no_grad, and its backward then
+    differentiates the norm its forward replaced, so for a vector whose norm is
+    below eps the gradient differs from differences of torch's own forward.  A
+    check of a correct implementation against torch cannot judge such a case,
+    so when a built-in torch source is one side, a record that failed on a graph
+    where an op's ``torch_deviates`` rule names its inputs is ``skipped`` with
+    that reason; the reference and candidates are still judged there against
+    finite differences, and a failure elsewhere stays one."""
+    from ..sources.torch_autograd import TorchSource
+
+    if not any(isinstance(s, TorchSource) and candidate_of(s) is None for s in sources):
+        return records
+    steps = case.graph.plan()
+    if not any(get_op(op).torch_deviates for _, op, _, _ in steps):
+        return records
+    values = forward_values(case, tensors, results)
+    if values is None:
+        return records
+    why = [reason for _, op, inputs, hyper in steps if get_op(op).torch_deviates
+           for reason in [get_op(op).torch_deviates(*(values[i] for i in inputs), **hyper)] if reason]
+    if not why:
+        return records
+    return [with_opinion(r, "torch-deviation", "skipped", f"({'; '.join(why)})", status="skipped")
+            if r.status == "fail" else r for r in records]
 
 
 # ---------------------------------------------------------------- 4. kinks across precisions
