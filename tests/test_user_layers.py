@@ -27,9 +27,9 @@ LAYERS = ROOT / "tests" / "user_layers"
 GRADCHECK = [sys.executable, "-m", "gradcheck.cli"]
 
 
-def suites(*args, cwd=ROOT):
+def suites(*args, cwd=ROOT, timeout=900):
     return subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "suites"), "-p", "no:cacheprovider", "-q",
-                           "-rs", *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+                           "-rs", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def gradcheck(*args, cwd):
@@ -61,13 +61,16 @@ CORRECT = {  # correct layers in other styles, each set under the ci profile in 
 }
 
 
+# A whole suite session over every op of a candidate, in a subprocess beside the
+# other tests on two cores: its time is the machine's, so its limit is wide.
+@pytest.mark.timeout(1500)
 @pytest.mark.parametrize("layers", list(CORRECT.values()), ids=list(CORRECT))
 def test_correct_layers_in_other_styles_pass_every_suite_under_the_ci_profile(tmp_path, layers):
     """Every catalogue op written the ordinary way (no complex support), the other
     subgradient at a kink (right slope at 0, the last maximum of a tie, the midpoint),
     and float32-only layers: all green under ci, with quantised data reaching the kinks."""
     targets = [arg for target in layers for arg in ("--candidate", f"{LAYERS}/{target}")]
-    out = suites("--gradcheck-profile", "ci", "--gradcheck-report", str(tmp_path), *targets)
+    out = suites("--gradcheck-profile", "ci", "--gradcheck-report", str(tmp_path), *targets, timeout=1400)
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-2000:]
     df = records_of(tmp_path)
     assert not df["status"].isin(["fail", "error"]).any()
