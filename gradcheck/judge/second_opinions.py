@@ -539,11 +539,12 @@ def degenerate_normalisations(case, records, tensors, results, dtype):
     normalisation's input has a group of relative spread (std / max|x|) under
     DEGENERATE_SLACK units of rounding is ``skipped`` naming that op and group;
     float64 still judges the same graphs, and a failure elsewhere stays one."""
-    values = forward_values(case, tensors, results)
-    if values is None:
+    planned = _planned_values(case, tensors, results, "spread")
+    if planned is None:
         return records
+    steps, values = planned
     near = []
-    for name, op_name, inputs, hyper in case.graph.plan():
+    for name, op_name, inputs, hyper in steps:
         spread = get_op(op_name).spread
         if spread is not None:
             s = spread(*(values[i] for i in inputs), **hyper)
@@ -572,12 +573,10 @@ def torch_deviations(case, records, tensors, results, sources):
 
     if not any(isinstance(s, TorchSource) and candidate_of(s) is None for s in sources):
         return records
-    steps = case.graph.plan()
-    if not any(get_op(op).torch_deviates for _, op, _, _ in steps):
+    planned = _planned_values(case, tensors, results, "torch_deviates")
+    if planned is None:
         return records
-    values = forward_values(case, tensors, results)
-    if values is None:
-        return records
+    steps, values = planned
     why = [reason for _, op, inputs, hyper in steps if get_op(op).torch_deviates
            for reason in [get_op(op).torch_deviates(*(values[i] for i in inputs), **hyper)] if reason]
     if not why:
@@ -608,6 +607,17 @@ def forward_values(case, tensors, results):
     return None
 
 
+def _planned_values(case, tensors, results, rule):
+    """The graph's steps and every value in float64 (``forward_values``), when
+    some op of the graph has ``rule`` (an OpDef field: margin, spread, ...); None
+    when none has it or no result holds the values."""
+    steps = case.graph.plan()
+    if not any(getattr(get_op(op), rule) for _, op, _, _ in steps):
+        return None
+    values = forward_values(case, tensors, results)
+    return None if values is None else (steps, values)
+
+
 def kinks_across_precisions(case, records, tensors, results, dtype, exact_too=False):
     """Note [Kinks across precisions]
     Two analytic sources in different precisions (torch in float32 against the
@@ -623,12 +633,10 @@ def kinks_across_precisions(case, records, tensors, results, dtype, exact_too=Fa
     rounding away from it on either side (an attention output equal to its
     quantised target in float64 only).
     """
-    steps = case.graph.plan()
-    if not any(get_op(op).margin for _, op, _, _ in steps):
+    planned = _planned_values(case, tensors, results, "margin")
+    if planned is None:
         return records
-    values = forward_values(case, tensors, results)
-    if values is None:
-        return records
+    steps, values = planned
     near = []
     for name, op_name, inputs, hyper in steps:
         op = get_op(op_name)
