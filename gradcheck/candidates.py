@@ -264,6 +264,59 @@ def _numeric_defaults(impl, opdef) -> frozenset:
     return frozenset(n for n, p in pairs if numeric(p.default))
 
 
+# Note [A loss's reduction "none"]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# Random graphs use a loss with reduction "none" as a body op: its per-element
+# (or per-row) losses, probed in a random direction, check a backward that takes
+# one cotangent an element.  Much correct user code takes ``reduction`` and
+# implements only "mean" and "sum" (anything else summed, or refused with an
+# error); that code never claimed per-element losses, and a verdict on them
+# would be a false alarm.  So the first time a candidate's loss would get a
+# node with reduction "none", its forward is run once on the op's first sample
+# with it: where it gives the per-element shape torch gives, such nodes are
+# checked (its backward among them); where it gives another shape or raises,
+# they are refused like a ``supports=`` refusal (never drawn, ``skipped`` with
+# what the forward gave where a sample needs one).
+
+
+def _per_element_refusal(op, numpy_impl, torch_impl) -> str:
+    """Why ``op``'s implementations do not give per-element losses for reduction
+    "none", or "" when they do (Note [A loss's reduction "none"])."""
+    import numpy as np
+
+    from .case import Case
+    from .graph import single_op_graph
+
+    opdef = get_op(op)
+    if not opdef.samples:
+        return ""
+    sample = opdef.samples[0]
+    graph = single_op_graph(op, replace(sample, hyper={**sample.hyper, "reduction": "none"}))
+    node, want = graph.node("out"), tuple(graph.shapes["out"])
+    tensors = Case(graph).tensors()
+    args, hyper = [tensors[i] for i in node.inputs], opdef.full_hyper(node.hyper)
+
+    def via_torch(*arrays, **kw):
+        import torch
+
+        with torch.no_grad():
+            return torch_impl(*(torch.as_tensor(a) for a in arrays), **kw)
+
+    for kind, run in (("NumPy", numpy_impl and (lambda *a, **kw: numpy_impl[0](*a, **kw)[0])),
+                      ("torch", torch_impl and via_torch)):
+        if not run:
+            continue
+        try:
+            got = f"shape {tuple(np.shape(run(*args, **hyper)))}"
+        except Exception as e:  # noqa: BLE001 - the implementation's own answer, said in the reason
+            got = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if got != f"shape {want}":
+            return (f"{op}'s {kind} implementation gives {got} for reduction='none' on inputs "
+                    f"{', '.join(str(tuple(np.shape(a))) for a in args)}, not the per-element losses {want}, so "
+                    f"nodes with reduction='none' are not checked for it")
+    return ""
+
+
 def _has_setup_context(fn_class) -> bool:
     import torch
 
@@ -310,6 +363,7 @@ class Candidate:
         self.optimizers: dict = {}  # optimizer name -> NumPy step function or torch.optim.Optimizer subclass
         self.target = ""  # how it was loaded ("module:attr", "path.py:attr", entry point name)
         self.breaker = Breaker()  # its ops that timed out in this run
+        self._per_element: dict = {}  # loss -> why its reduction "none" is not checked, or "" (the probe's answer)
 
     @property
     def ops(self) -> tuple:
@@ -462,7 +516,12 @@ class Candidate:
         """Why a node of ``op`` with these settings is not this candidate's to check, or ""."""
         if op in self.exclude:
             return f"{self.name} excludes {op} from its graphs"
-        return self.options_of(op).refuses(op, hyper, shapes)
+        why = self.options_of(op).refuses(op, hyper, shapes)
+        if not why and dict(hyper).get("reduction") == "none" and op in self.ops and get_op(op).is_loss:
+            if op not in self._per_element:
+                self._per_element[op] = _per_element_refusal(op, self.numpy_ops.get(op), self.torch_ops.get(op))
+            why = self._per_element[op]
+        return why
 
     def refuses(self, graph, dtype: str, ops=None) -> str:
         """Why this candidate does not claim ``graph`` in ``dtype`` (considering the

@@ -299,7 +299,7 @@ class GraphBuilder:
 
 
 def single_op_graph(op_name: str, sample: Sample) -> Graph:
-    """One op on fresh leaves; a non-loss op is reduced by ``weighted_sum`` against a
+    """One op on fresh leaves; an op whose output is not a scalar is reduced by ``weighted_sum`` against a
     random constant, so the loss's gradient probes the op's VJP in a random direction."""
     op = get_op(op_name)
     b = GraphBuilder()
@@ -315,8 +315,8 @@ def single_op_graph(op_name: str, sample: Sample) -> Graph:
         for i, s in enumerate(shapes):
             name = f"{arg.name}{i}" if arg.variadic else arg.name
             names.append(b.leaf(name, s, arg.role, arg.dtype, init))
-    if op.is_loss:
+    shape = op.shape(*(b._leaves[i].shape for i in range(len(names))), **op.full_hyper(sample.hyper))
+    if op.is_loss and tuple(shape) == ():  # (a loss with reduction "none" is probed like any op)
         return b.build(b.op(op_name, *names, name="loss", **sample.hyper))
     out = b.op(op_name, *names, name="out", **sample.hyper)
-    shape = op.shape(*(b._leaves[i].shape for i in range(len(names))), **op.full_hyper(sample.hyper))
     return b.build(b.op("weighted_sum", out, b.const("probe", shape), name="loss"))

@@ -1,6 +1,7 @@
 """Losses: a scalar from predictions and targets.  ``reduction`` is 'mean' or 'sum';
-'none' gives the per-element losses (graphs end in a scalar, but a stack of
-perturbed copies is reduced copy by copy from them)."""
+'none' gives the per-element losses (one a row for the losses of a row), which a
+graph uses as a body op, and from which a stack of perturbed copies is reduced
+copy by copy."""
 
 import numpy as np
 
@@ -314,7 +315,7 @@ def multilabel_soft_margin_forward(x, target, reduction="mean"):
 
 def multilabel_soft_margin_backward(cache, g):
     x, target, count = cache
-    return g * (_sigmoid(x) - target) / count, None
+    return np.expand_dims(g, -1) * (_sigmoid(x) - target) / count, None  # g: a scalar, or one a row
 
 
 def binary_cross_entropy_forward(p, target, reduction="mean"):

@@ -2,6 +2,8 @@
 with running each copy on its own, for every op, sample and moved input; and full
 differences built on them agree with the element-by-element ones."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ from gradcheck.catalogue import CATALOGUE
 from gradcheck.catalogue import batching as rules
 from gradcheck.sources import batching
 from gradcheck.case import Case, op_cases
-from gradcheck.graph import GraphBuilder
+from gradcheck.graph import GraphBuilder, single_op_graph
 from gradcheck.catalogue import BUILTIN_OPS
 from gradcheck.sources import FiniteDifferences, ReferenceSource, Source
 
@@ -28,7 +30,16 @@ def _one_by_one(graph, tensors, name, copies):
                      for c in copies])
 
 
-@pytest.mark.parametrize("case,name", list(_cases()))
+def _per_element_cases():
+    """Each loss's samples with reduction "none" (a body op, probed by weighted_sum)."""
+    for op in sorted(o.name for o in CATALOGUE.values() if o.is_loss and "reduction" in o.hyper):
+        for i, sample in enumerate(CATALOGUE[op].samples):
+            graph = single_op_graph(op, replace(sample, hyper={**sample.hyper, "reduction": "none"}))
+            for leaf in graph.differentiable_leaves:
+                yield pytest.param(Case(graph), leaf.name, id=f"{op}-{i}-none-{leaf.name}")
+
+
+@pytest.mark.parametrize("case,name", list(_cases()) + list(_per_element_cases()))
 def test_stacked_copies_give_each_copy_its_own_loss(case, name):
     graph, tensors = case.graph, case.tensors()
     x = tensors[name]

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from gradcheck import Candidate, load_candidate
 from gradcheck.sources.candidate import EngineSource, candidate_sources
 from zoo import _overwriting_engine as overwriting_engine, torch_bad_tanh
 from gradcheck.case import Case, op_cases
+from gradcheck.catalogue import CATALOGUE
+from gradcheck.graph import single_op_graph
 from gradcheck.judge import check_pair
 from gradcheck.sources import FiniteDifferences, ReferenceSource
 from gradcheck.strategies import cases, graphs
@@ -471,3 +474,42 @@ def test_the_padding_row_is_held_still_by_differences_and_a_backward_training_it
     (src,) = candidate_sources(bad)
     (table,) = [r for r in check_pair(case, src, REF) if r.tensor == "table"]
     assert table.status == "fail" and table.index.startswith("(0,")
+
+
+def _per_element(op, i=0):
+    sample = CATALOGUE[op].samples[i]
+    return Case(single_op_graph(op, replace(sample, hyper={**sample.hyper, "reduction": "none"})))
+
+
+def test_a_loss_is_checked_with_reduction_none_only_where_its_forward_gives_per_element_losses():
+    """Note [A loss's reduction "none"]: an MSE that knows only mean and sum is
+    refused reduction="none" (saying what its forward gave) and passes the rest;
+    an L1 and a torch huber that give per-element losses are checked on them;
+    an L1 whose backward sums its per-element cotangent passes mean and sum and
+    fails there."""
+    c = load_candidate(f"{ROOT}/tests/user_layers/reductions.py:candidate")
+    why = c.refuses_node("mse", {"reduction": "none"}, [(4, 3), (4, 3)])
+    assert "NumPy implementation gives shape ()" in why and "per-element losses (4, 3)" in why, why
+    assert c.refuses_node("mse", {"reduction": "sum"}, [(4, 3), (4, 3)]) == ""
+    assert c.refuses_node("l1", {"reduction": "none"}, [(4, 3), (4, 3)]) == ""
+    assert c.refuses_node("huber", {"reduction": "none"}, [(4, 3), (4, 3)]) == ""
+    numpy_src, torch_src = sorted(candidate_sources(c), key=lambda s: s.name.endswith("-torch"))
+    assert {r.status for r in check_pair(_per_element("mse"), numpy_src, REF)} == {"skipped"}
+    for op, src in (("mse", numpy_src), ("l1", numpy_src), ("huber", torch_src)):
+        for case in op_cases(op):
+            assert {r.status for r in check_pair(case, src, REF, outputs=True)} == {"pass"}, op
+    for op, src in (("l1", numpy_src), ("huber", torch_src)):
+        assert {r.status for r in check_pair(_per_element(op), src, REF, outputs=True)} == {"pass"}, op
+    bug = load_candidate(f"{ROOT}/tests/user_layers/reductions.py:buggy")
+    (src,) = candidate_sources(bug)
+    assert {r.status for case in op_cases("l1") for r in check_pair(case, src, REF)} == {"pass"}
+    records = check_pair(_per_element("l1"), src, REF)
+    assert {r.status for r in records} == {"fail"} and {r.op for r in records} == {"l1"}
+    # drawn into the random graphs of the L1s, never into the MSE's
+    per_element = lambda op: lambda g: any(n.op == op and n.hyper.get("reduction") == "none"  # noqa: E731
+                                           for n in g.nodes)
+    accept = lambda op, hyper, shapes: not c.refuses_node(op, hyper, shapes)  # noqa: E731
+    quick = settings(max_examples=400, database=None, deadline=None)
+    assert per_element("l1")(find(graphs(include="l1", accept=accept), per_element("l1"), settings=quick))
+    with pytest.raises(NoSuchExample):
+        find(graphs(include="mse", accept=accept), per_element("mse"), settings=quick)

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -45,6 +46,55 @@ def test_torch_float32_against_float64_reference_has_no_false_alarm(op_name, i):
         for r in check_pair(_case(op_name, i, "float32", seed), TorchSource(dtype="float32"), REF64, outputs=True):
             assert r.status == "pass", r.message
             assert r.dtype == "float32" and r.rtol == 2e-4
+
+
+LOSSES = sorted(op.name for op in CATALOGUE.values() if op.is_loss and "reduction" in op.hyper)
+
+
+def _per_element(op_name, i):
+    """Sample i of a loss with reduction "none": a body op, probed by weighted_sum."""
+    sample = CATALOGUE[op_name].samples[i]
+    return single_op_graph(op_name, replace(sample, hyper={**sample.hyper, "reduction": "none"}))
+
+
+@pytest.mark.parametrize("op_name", LOSSES)
+def test_every_loss_with_reduction_none_agrees_with_torch_and_with_differences(op_name):
+    for i in range(len(CATALOGUE[op_name].samples)):
+        graph = _per_element(op_name, i)
+        per = graph.shapes["out"]
+        assert graph.output == "loss" and graph.node("out").op == op_name and len(per) >= 1
+        for seed in (0, 1):
+            case = Case(graph, seed=seed)
+            for r in check_pair(case, TorchSource(), REF64, outputs=True):
+                assert r.status == "pass" and r.max_rel_err <= 1e-10, (i, r.tensor, r.message)
+            for r in check_pair(case, REF64, FiniteDifferences(REF64, "central")):
+                assert r.status == "pass", (i, r.message)
+            for r in check_pair(Case(graph, seed=seed, dtype="float32"), TorchSource(dtype="float32"), REF64):
+                assert r.status == "pass", (i, r.message)
+
+
+def test_a_loss_whose_backward_ignores_the_per_element_cotangent_fails_only_with_reduction_none():
+    # a backward that takes the cotangent as one scalar: right for mean and sum, wrong row by row
+    class Mse(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, p, t, reduction="mean"):
+            ctx.save_for_backward(p, t)
+            ctx.reduction = reduction
+            d = (p - t) ** 2
+            return d.mean() if reduction == "mean" else d.sum() if reduction == "sum" else d
+
+        @staticmethod
+        def backward(ctx, g):
+            p, t = ctx.saved_tensors
+            scale = 2.0 / p.numel() if ctx.reduction == "mean" else 2.0
+            return g.sum() * scale * (p - t), -g.sum() * scale * (p - t), None
+
+    bad = TorchSource(ops={"mse": lambda p, t, reduction: Mse.apply(p, t, reduction)}, name="torch-bad")
+    reduced = [r.status for i in range(2) for case in [Case(single_op_graph("mse", CATALOGUE["mse"].samples[i]))]
+               for r in check_pair(case, bad, REF64)]
+    assert set(reduced) == {"pass"}
+    records = check_pair(Case(_per_element("mse", 0)), bad, REF64)
+    assert {r.status for r in records} == {"fail"} and {r.tensor for r in records} == {"pred", "target"}
 
 
 @pytest.mark.parametrize("op_name", ["linear", "conv2d", "layer_norm", "softmax", "attention", "cross_entropy"])

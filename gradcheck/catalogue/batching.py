@@ -129,10 +129,14 @@ def reshape(forward, args, stacked, hyper, n):
 
 def loss(forward, args, stacked, hyper, n):
     """Losses over (copies, ...): per-element values from the forward with
-    reduction "none", reduced within each copy as the op's reduction says."""
+    reduction "none", reduced within each copy as the op's reduction says (kept
+    as they are for "none")."""
     reduction = hyper.get("reduction", "mean")
     per = np.asarray(forward(*_aligned(args, stacked), **{**hyper, "reduction": "none"})[0])
-    per = np.broadcast_to(per, (n,) + per.shape[1:]).reshape(n, -1)
+    per = np.broadcast_to(per, (n,) + per.shape[1:])
+    if reduction == "none":
+        return per
+    per = per.reshape(n, -1)
     return per.mean(axis=1) if reduction == "mean" else per.sum(axis=1)
 
 
@@ -142,6 +146,8 @@ def cross_entropy(forward, args, stacked, hyper, n):
         return loop(forward, args, stacked, hyper, n)
     per = np.asarray(forward(logits.reshape((-1,) + logits.shape[2:]), np.tile(target, n), *weight,
                              **{**hyper, "reduction": "none"})[0]).reshape(n, -1)
+    if hyper.get("reduction", "mean") == "none":
+        return per
     if hyper.get("reduction", "mean") != "mean":
         return per.sum(axis=1)
     # the mean over the rows each copy keeps (all but those at ignore_index), by

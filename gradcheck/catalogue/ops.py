@@ -604,7 +604,8 @@ _OPS = [
           {"margin": 0.0, "reduction": "mean"}, family="loss", kinks=True, complex_step=False,
           branch=kink_rules.cosine_embedding_branch, margin=kink_rules.cosine_embedding_margin,
           terms=lambda x1, x2, target, margin=0.0, reduction="mean": (1.0 + abs(margin)) * (
-              len(target) if reduction == "sum" else 1.0),  # each row's 1 - cos (or cos - margin) cancels at 1
+              len(target) if reduction == "sum" else np.ones(len(target)) if reduction == "none" else 1.0),
+          # each row's 1 - cos (or cos - margin) cancels at 1
           samples=(
         _S({"x1": (4, 3), "x2": (4, 3), "target": (4,)}, init={"target": _SIGNS}),
         _S({"x1": (5, 2), "x2": (5, 2), "target": (5,)}, {"margin": 0.3, "reduction": "sum"}, init={"target": _SIGNS}),

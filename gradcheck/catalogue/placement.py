@@ -558,13 +558,24 @@ def place_embedding(ctx, ids, vocab):
 
 
 def _finish(ctx, loss, args, hyper):
-    """The loss node, with settings the source under test takes, else a probe head."""
+    """The loss node, with settings the source under test takes, else a probe head.
+    One loss in six is a body op instead: reduction "none", its per-element (or
+    per-row) losses probed in a random direction (shrinking toward the reduced
+    loss, one node fewer)."""
     try:
         hyper = ctx.settings_for(loss, args, hyper)
     except NotHere:
         if loss == "weighted_sum":
             raise
         return head_probe(ctx, args[0])
+    if "reduction" in get_op(loss).hyper and ctx.draw(st.integers(0, 5)) == 5:
+        per = {**hyper, "reduction": "none"}
+        try:
+            taken = ctx.settings_for(loss, args, per)
+        except NotHere:
+            taken = None
+        if taken == per:
+            return head_probe(ctx, ctx.apply(loss, *args, **per))
     ctx.b.op(loss, *args, name="loss", **hyper)
 
 

@@ -16,6 +16,14 @@ def _need(cond, msg):
         raise ShapeError(msg)
 
 
+def _reduced(name, reduction, per, reductions=("mean", "sum")):
+    """A loss's output shape: () when reduced, ``per`` (one loss per element or
+    row) for reduction "none"."""
+    _need(reduction in reductions + ("none",),
+          f"{name}: reduction must be one of {', '.join(map(repr, reductions + ('none',)))}, got {reduction!r}")
+    return tuple(per) if reduction == "none" else ()
+
+
 def pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
@@ -333,9 +341,8 @@ def pairwise_loss(name, reductions=("mean", "sum")):
     def rule(pred, target, *more, **hyper):
         _need(tuple(pred) == tuple(target), f"{name}: pred {pred} and target {target} must have the same shape")
         _need(all(tuple(m) == tuple(pred) for m in more), f"{name}: every input must have the shape of {pred}")
-        _need(hyper.get("reduction", "mean") in reductions, f"{name}: reduction must be one of {reductions}")
         _need(hyper.get("beta", 1.0) > 0, f"{name}: beta must be > 0")
-        return ()
+        return _reduced(name, hyper.get("reduction", "mean"), pred, reductions)
 
     return rule
 
@@ -343,15 +350,13 @@ def pairwise_loss(name, reductions=("mean", "sum")):
 def nll(logp, target, weight=None, reduction="mean", ignore_index=-100):
     _need(len(logp) == 2 and tuple(target) == (logp[0],), f"nll: logp (N, C) and target (N,), got {logp}, {target}")
     _need(weight is None or tuple(weight) == (logp[1],), f"nll: weight must be ({logp[1]},), got {weight}")
-    _need(reduction in ("mean", "sum"), "nll: reduction must be 'mean' or 'sum'")
-    return ()
+    return _reduced("nll", reduction, (logp[0],))
 
 
 def multilabel(name):
     def rule(x, target, reduction="mean"):
         _need(len(x) == 2 and tuple(target) == tuple(x), f"{name}: x (N, C) and target (N, C), got {x}, {target}")
-        _need(reduction in ("mean", "sum"), f"{name}: reduction must be 'mean' or 'sum'")
-        return ()
+        return _reduced(name, reduction, (x[0],))
 
     return rule
 
@@ -359,9 +364,8 @@ def multilabel(name):
 def cross_entropy(logits, target, weight=None, reduction="mean", ignore_index=-100, label_smoothing=0.0):
     _need(len(logits) == 2 and tuple(target) == (logits[0],), f"cross_entropy: logits (N, C) and target (N,), got {logits}, {target}")
     _need(weight is None or tuple(weight) == (logits[1],), f"cross_entropy: weight must be ({logits[1]},), got {weight}")
-    _need(reduction in ("mean", "sum"), "cross_entropy: reduction must be 'mean' or 'sum'")
     _need(0.0 <= label_smoothing <= 1.0, f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
-    return ()
+    return _reduced("cross_entropy", reduction, (logits[0],))
 
 
 def weighted_sum(x, weight):
@@ -504,8 +508,7 @@ def triplet(name):
     def rule(anchor, positive, negative, reduction="mean", **_):
         _need(len(anchor) == 2 and tuple(anchor) == tuple(positive) == tuple(negative),
               f"{name}: anchor, positive and negative must be the same (N, D), got {anchor}, {positive}, {negative}")
-        _need(reduction in ("mean", "sum"), f"{name}: reduction must be 'mean' or 'sum'")
-        return ()
+        return _reduced(name, reduction, (anchor[0],))
 
     return rule
 
@@ -513,14 +516,13 @@ def triplet(name):
 def cosine_embedding(x1, x2, target, margin=0.0, reduction="mean"):
     _need(len(x1) == 2 and tuple(x1) == tuple(x2) and tuple(target) == (x1[0],),
           f"cosine_embedding: x1, x2 (N, D) and target (N,), got {x1}, {x2}, {target}")
-    _need(reduction in ("mean", "sum"), "cosine_embedding: reduction must be 'mean' or 'sum'")
-    return ()
+    return _reduced("cosine_embedding", reduction, (x1[0],))
 
 
 def multi_margin(x, target, p=1, margin=1.0, reduction="mean"):
     _need(len(x) == 2 and tuple(target) == (x[0],), f"multi_margin: x (N, C) and target (N,), got {x}, {target}")
-    _need(p in (1, 2) and reduction in ("mean", "sum"), "multi_margin: p must be 1 or 2, reduction 'mean' or 'sum'")
-    return ()
+    _need(p in (1, 2), f"multi_margin: p must be 1 or 2, got {p}")
+    return _reduced("multi_margin", reduction, (x[0],))
 
 
 def recurrent(name, gates, cells=1):
@@ -603,6 +605,5 @@ def cross_entropy_probs(logits, target, weight=None, reduction="mean", label_smo
     _need(len(logits) == 2 and tuple(target) == tuple(logits),
           f"cross_entropy_probs: logits (N, C) and target probabilities (N, C), got {logits}, {target}")
     _need(weight is None or tuple(weight) == (logits[1],), f"cross_entropy_probs: weight must be ({logits[1]},), got {weight}")
-    _need(reduction in ("mean", "sum"), "cross_entropy_probs: reduction must be 'mean' or 'sum'")
     _need(0.0 <= label_smoothing <= 1.0, f"cross_entropy_probs: label_smoothing must be in [0, 1], got {label_smoothing}")
-    return ()
+    return _reduced("cross_entropy_probs", reduction, (logits[0],))

@@ -220,20 +220,32 @@ def localise(case, records, tensors, a, b, results, tolerance):
 def loss_terms(case, tensors, results) -> float:
     """The size of the terms the case's loss sums, sum |g y| for a probe head
     <g, y>, or what a loss head's ``OpDef.terms`` says (Note [Loss rounding] in
-    sources/numeric.py); 0 when it is not known."""
-    head = case.graph.node(case.graph.output)
+    sources/numeric.py); 0 when it is not known.  A probe of a loss with
+    reduction "none" counts each element's terms where they exceed |y|."""
+    graph = case.graph
+    head = graph.node(graph.output)
     terms = get_op(head.op).terms
     if head.op != "weighted_sum" and terms is None:
         return 0.0
     values = forward_values(case, tensors, results)
-    if terms is not None:
-        if values is None or not all(i in values for i in head.inputs):
-            return 0.0
-        return float(terms(*(values[i] for i in head.inputs), **get_op(head.op).full_hyper(head.hyper)))
     if values is None or not all(i in values for i in head.inputs):
         return 0.0
+
+    def terms_of(node):
+        rule = get_op(node.op).terms
+        if rule is None or not all(i in values for i in node.inputs):
+            return None
+        return np.asarray(rule(*(values[i] for i in node.inputs), **get_op(node.op).full_hyper(node.hyper)))
+
+    if terms is not None:
+        return float(terms_of(head))
     y, g = (np.asarray(values[i], dtype=np.float64) for i in head.inputs)
-    return float(np.sum(np.abs(y * g)))
+    size = np.abs(y)
+    if head.inputs[0] in {n.name for n in graph.nodes}:
+        inner = terms_of(graph.node(head.inputs[0]))
+        if inner is not None:
+            size = np.maximum(size, inner)
+    return float(np.sum(size * np.abs(g)))
 
 
 def _mismatched(names, results, tolerance) -> dict:
