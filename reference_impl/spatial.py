@@ -28,36 +28,50 @@ def _tuple(v, n):
 # (output_padding widens the far side).
 
 
-def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    n, c, h, w = x.shape
-    _, og, kh, kw = weight.shape
-    (sh, sw), (ph, pw), (oph, opw), (dh, dw) = pair(stride), pair(padding), pair(output_padding), pair(dilation)
-    oh = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
-    ow = (w - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
-    full = np.zeros((n, groups, og, oh + 2 * ph, ow + 2 * pw), dtype=np.result_type(x, weight))
-    xg = x.reshape(n, groups, c // groups, h, w)
-    wg = weight.reshape(groups, c // groups, og, kh, kw)
-    taps = [(i, j, window_slices(i, dh, sh, h), window_slices(j, dw, sw, w)) for i in range(kh) for j in range(kw)]
-    for i, j, si, sj in taps:
-        full[..., si, sj] += np.einsum("ngchw,gco->ngohw", xg, wg[..., i, j])
-    out = full[..., ph:ph + oh, pw:pw + ow].reshape(n, groups * og, oh, ow)
+def _conv_transpose_forward(x, weight, bias, stride, padding, output_padding, groups, dilation, nd):
+    n, c, *size = x.shape
+    _, og, *ks = weight.shape
+    ss, ps, ops, ds = (_tuple(v, nd) for v in (stride, padding, output_padding, dilation))
+    outs = [(h - 1) * st - 2 * p + d * (k - 1) + o + 1 for h, k, st, p, o, d in zip(size, ks, ss, ps, ops, ds)]
+    full = np.zeros((n, groups, og, *(o + 2 * p for o, p in zip(outs, ps))), dtype=np.result_type(x, weight))
+    xg = x.reshape(n, groups, c // groups, *size)
+    wg = weight.reshape(groups, c // groups, og, *ks)
+    taps = [(idx, tuple(window_slices(i, d, st, h) for i, d, st, h in zip(idx, ds, ss, size)))
+            for idx in itertools.product(*(range(k) for k in ks))]
+    ax = "dhw"[-nd:]  # the spatial axes' letters
+    for idx, sl in taps:
+        full[(Ellipsis,) + sl] += np.einsum(f"ngc{ax},gco->ngo{ax}", xg, wg[(Ellipsis,) + idx])
+    out = full[(Ellipsis,) + tuple(slice(p, p + o) for p, o in zip(ps, outs))].reshape(n, groups * og, *outs)
     if bias is not None:
-        out = out + bias.reshape(1, -1, 1, 1)
-    return out, (xg, wg, taps, full.shape, (ph, pw), bias is not None)
+        out = out + bias.reshape((1, -1) + (1,) * nd)
+    return out, (xg, wg, taps, full.shape, ps, bias is not None)
 
 
-def conv_transpose2d_backward(cache, g):
-    xg, wg, taps, full_shape, (ph, pw), has_bias = cache
+def _conv_transpose_backward(cache, g):
+    xg, wg, taps, full_shape, ps, has_bias = cache
     n, groups, og = full_shape[:3]
     gfull = np.zeros(full_shape, dtype=np.result_type(g, xg))
-    gfull[..., ph:ph + g.shape[2], pw:pw + g.shape[3]] = g.reshape(n, groups, og, *g.shape[2:])
+    gfull[(Ellipsis,) + tuple(slice(p, p + o) for p, o in zip(ps, g.shape[2:]))] = g.reshape(n, groups, og,
+                                                                                           *g.shape[2:])
     gxg = np.zeros_like(xg, dtype=gfull.dtype)
     gwg = np.zeros_like(wg, dtype=np.result_type(wg, gfull))
-    for i, j, si, sj in taps:
-        gxg += np.einsum("ngohw,gco->ngchw", gfull[..., si, sj], wg[..., i, j])
-        gwg[..., i, j] = np.einsum("ngchw,ngohw->gco", xg, gfull[..., si, sj])
+    ax = "dhw"[-len(ps):]
+    for idx, sl in taps:
+        gxg += np.einsum(f"ngo{ax},gco->ngc{ax}", gfull[(Ellipsis,) + sl], wg[(Ellipsis,) + idx])
+        gwg[(Ellipsis,) + idx] = np.einsum(f"ngc{ax},ngo{ax}->gco", xg, gfull[(Ellipsis,) + sl])
     grads = (gxg.reshape(n, -1, *xg.shape[3:]), gwg.reshape(-1, *wg.shape[2:]))
-    return grads + ((g.sum(axis=(0, 2, 3)),) if has_bias else ())
+    return grads + ((g.sum(axis=(0,) + tuple(range(2, g.ndim))),) if has_bias else ())
+
+
+def conv_transpose2d_forward(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return _conv_transpose_forward(x, weight, bias, stride, padding, output_padding, groups, dilation, 2)
+
+
+def conv_transpose3d_forward(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return _conv_transpose_forward(x, weight, bias, stride, padding, output_padding, groups, dilation, 3)
+
+
+conv_transpose2d_backward = conv_transpose3d_backward = _conv_transpose_backward
 
 
 def conv_transpose1d_forward(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
@@ -419,7 +433,11 @@ def lp_pool2d_forward(x, norm_type=2.0, kernel_size=2, stride=None):
     return _lp_pool(x, norm_type, kernel_size, stride, 2)
 
 
-lp_pool1d_backward = lp_pool2d_backward = _lp_backward
+def lp_pool3d_forward(x, norm_type=2.0, kernel_size=2, stride=None):
+    return _lp_pool(x, norm_type, kernel_size, stride, 3)
+
+
+lp_pool1d_backward = lp_pool2d_backward = lp_pool3d_backward = _lp_backward
 
 
 def max_pool3d_forward(x, kernel_size=2, stride=None, padding=0):

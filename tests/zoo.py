@@ -901,6 +901,22 @@ def conv_transpose1d_weight_from_group_0(cache, g):
     return (grads[0], spatial.conv_transpose1d_backward(same, g)[1]) + grads[2:]
 
 
+def conv_transpose3d_weight_taps_flipped_in_depth(cache, g):
+    gx, gw, *rest = spatial.conv_transpose3d_backward(cache, g)
+    return (gx, gw[:, :, ::-1]) + tuple(rest)  # the depth taps in a convolution's order: wrong for kernels deeper than 1
+
+
+def lp_pool3d_p2_over_the_sum(cache, g):
+    x, p, taps, s, y = cache
+    if p == 1:
+        return spatial.lp_pool3d_backward(cache, g)
+    safe = np.where(s == 0, 1.0, s)
+    gx = np.zeros(x.shape, dtype=np.result_type(x, g))
+    for t in taps:
+        gx[(Ellipsis,) + t] += np.where(s == 0, 0.0, g / safe) * x[(Ellipsis,) + t]  # x / s where x / y is due
+    return (gx,)
+
+
 def unfold_assigns_overlaps(cache, g):
     x_shape, xp_shape, pads, out, taps = cache
     n, c = x_shape[:2]
@@ -1294,6 +1310,7 @@ ZOO = [
     Bug("softplus-backward-ignores-the-threshold", "softplus", "wrong only past the threshold", _numpy("softplus", activations.softplus_forward, softplus_backward_ignores_threshold)),
     Bug("conv-transpose2d-drops-output-padding", "conv_transpose2d", "wrong only with output_padding", _numpy("conv_transpose2d", _conv_transpose2d_noting_output_padding, conv_transpose2d_drops_output_padding)),
     Bug("conv-transpose1d-weight-from-group-0", "conv_transpose1d", "wrong only for groups > 1", _numpy("conv_transpose1d", spatial.conv_transpose1d_forward, conv_transpose1d_weight_from_group_0)),
+    Bug("conv-transpose3d-weight-taps-flipped-in-depth", "conv_transpose3d", "wrong only for kernels deeper than 1", _numpy("conv_transpose3d", spatial.conv_transpose3d_forward, conv_transpose3d_weight_taps_flipped_in_depth)),
     Bug("unfold-overlapping-blocks-overwrite", "unfold", "wrong only where blocks overlap", _numpy("unfold", spatial.unfold_forward, unfold_assigns_overlaps)),
     Bug("fold-backward-pads-one-side", "fold", "wrong only with padding", _numpy("fold", spatial.fold_forward, fold_backward_pads_one_side)),
     Bug("interpolate-backward-ignores-align-corners", "interpolate", "wrong only with align_corners=True", _numpy("interpolate", _interpolate_ignoring_align_corners, spatial.interpolate_backward)),
@@ -1308,6 +1325,7 @@ ZOO = [
     Bug("avg-pool3d-backward-counts-the-padding", "avg_pool3d", "wrong only with count_include_pad=False", _numpy("avg_pool3d", spatial.avg_pool3d_forward, avg_pool3d_counts_padding)),
     Bug("lp-pool2d-p1-slope-of-p2", "lp_pool2d", "wrong only for norm_type=1", _numpy("lp_pool2d", spatial.lp_pool2d_forward, lp_pool_p1_as_p2)),
     Bug("lp-pool1d-overlapping-windows-overwrite", "lp_pool1d", "wrong only where windows overlap (stride < kernel)", _numpy("lp_pool1d", spatial.lp_pool1d_forward, lp_pool_overlaps_overwrite)),
+    Bug("lp-pool3d-p2-slope-over-the-sum", "lp_pool3d", "wrong only for norm_type=2", _numpy("lp_pool3d", spatial.lp_pool3d_forward, lp_pool3d_p2_over_the_sum)),
     Bug("local-response-norm-own-channel-only", "local_response_norm", "wrong only for size > 1", _numpy("local_response_norm", normalization.local_response_norm_forward, lrn_backward_own_channel_only)),
     Bug("bce-backward-always-divides-by-count", "binary_cross_entropy", "wrong only for reduction='sum'", _numpy("binary_cross_entropy", losses.binary_cross_entropy_forward, bce_backward_always_mean)),
     Bug("cosine-embedding-ignores-the-margin-hinge", "cosine_embedding", "wrong only for dissimilar pairs below the margin", _numpy("cosine_embedding", losses.cosine_embedding_forward, cosine_embedding_ignores_the_margin_hinge)),

@@ -24,7 +24,7 @@ _INDICES = "{} that also returns the argmax indices (integers: nothing to differ
 FUNCTIONAL: dict[str, str | tuple[str, str]] = {
     # layers
     "linear": "linear", "bilinear": "bilinear", "conv1d": "conv1d", "conv2d": "conv2d", "conv3d": "conv3d",
-    "conv_transpose1d": "conv_transpose1d", "conv_transpose2d": "conv_transpose2d", "conv_transpose3d": ("", NOT_YET),
+    "conv_transpose1d": "conv_transpose1d", "conv_transpose2d": "conv_transpose2d", "conv_transpose3d": "conv_transpose3d",
     "conv_tbc": ("", "conv1d with the (time, batch, channel) layout: conv1d covers its arithmetic"),
     "embedding": "embedding", "embedding_bag": "embedding_bag", "unfold": "unfold", "fold": "fold",
     "pixel_shuffle": "pixel_shuffle", "pixel_unshuffle": "pixel_unshuffle", "channel_shuffle": "channel_shuffle",
@@ -52,7 +52,7 @@ FUNCTIONAL: dict[str, str | tuple[str, str]] = {
     "adaptive_max_pool1d_with_indices": ("", _INDICES.format("adaptive_max_pool1d")),
     "adaptive_max_pool2d_with_indices": ("", _INDICES.format("adaptive_max_pool2d")),
     "adaptive_max_pool3d_with_indices": ("", _INDICES.format("adaptive_max_pool3d")),
-    "lp_pool1d": "lp_pool1d", "lp_pool2d": "lp_pool2d", "lp_pool3d": ("", NOT_YET),
+    "lp_pool1d": "lp_pool1d", "lp_pool2d": "lp_pool2d", "lp_pool3d": "lp_pool3d",
     "fractional_max_pool2d": ("", _RANDOM), "fractional_max_pool3d": ("", _RANDOM),
     "fractional_max_pool2d_with_indices": ("", _RANDOM), "fractional_max_pool3d_with_indices": ("", _RANDOM),
     "max_unpool1d": ("", NOT_YET), "max_unpool2d": ("", NOT_YET), "max_unpool3d": ("", NOT_YET),

@@ -420,6 +420,10 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups
     return F().conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)
 
 
+def conv_transpose3d(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return F().conv_transpose3d(x, w, b, stride, padding, output_padding, groups, dilation)
+
+
 def unfold(x, kernel_size, dilation, padding, stride):
     return F().unfold(x, kernel_size, dilation=dilation, padding=padding, stride=stride)
 
@@ -473,6 +477,10 @@ def lp_pool1d(x, norm_type, kernel_size, stride):
 
 def lp_pool2d(x, norm_type, kernel_size, stride):
     return F().lp_pool2d(x, norm_type, kernel_size, stride)
+
+
+def lp_pool3d(x, norm_type, kernel_size, stride):
+    return F().lp_pool3d(x, norm_type, kernel_size, stride)
 
 
 def max_pool3d(x, kernel_size, stride, padding):

@@ -490,7 +490,7 @@ _OPS = [
             {"stride": 1, "padding": 0, "output_padding": 0, "groups": 1, "dilation": 1}, samples=samples,
             doc="the VJP of a convolution as a layer: weight (in_channels, out_channels / groups, *kernel)",
             torch=getattr(formulas, f"conv_transpose{nd}d"), batching=copies.per_sample,
-            placement=Placement("layer", families, place.place_conv_transpose(nd), place.rank_is(nd + 2)))
+            placement=Placement("layer", families, place.place_conv_transpose(nd), place.rank_is(nd + 2) if nd < 3 else place.rank_at_least(4)))
       for nd, families, samples in (
           (1, {"sequence": 7, "cnn": 7}, (
               _S({"x": (2, 3, 5), "weight": (3, 2, 3), "bias": (2,)}),
@@ -500,7 +500,12 @@ _OPS = [
               _S({"x": (2, 3, 3, 4), "weight": (3, 2, 3, 3), "bias": (2,)}),
               _S({"x": (1, 4, 3, 3), "weight": (4, 1, 2, 2)}, {"stride": 2, "padding": 1, "output_padding": 1, "groups": 2}),
               _S({"x": (1, 2, 3, 2), "weight": (2, 2, 2, 3), "bias": (2,)},
-                 {"stride": (2, 1), "dilation": (1, 2), "output_padding": (1, 0)}))))),
+                 {"stride": (2, 1), "dilation": (1, 2), "output_padding": (1, 0)}))),
+          (3, {"cnn": 20}, (
+              _S({"x": (1, 2, 2, 3, 2), "weight": (2, 2, 2, 2, 3), "bias": (2,)}),
+              _S({"x": (1, 2, 2, 2, 3), "weight": (2, 1, 2, 1, 2)},
+                 {"stride": (2, 1, 2), "padding": (0, 0, 1), "output_padding": (1, 0, 1), "groups": 2}),
+              _S({"x": (1, 1, 2, 2, 2), "weight": (1, 2, 2, 2, 2), "bias": (2,)}, {"dilation": (2, 1, 1)}))))),
     OpDef("unfold", (X,), shapes.unfold, {"kernel_size": 2, "dilation": 1, "padding": 0, "stride": 1},
           family="structure", samples=(
         _S({"x": (2, 3, 4, 4)}), _S({"x": (1, 2, 5, 4)}, {"kernel_size": (2, 3), "stride": 2, "padding": 1}),
@@ -564,7 +569,9 @@ _OPS = [
             placement=Placement("layer", families, place.place_lp_pool(nd)))
       for nd, families, samples in (
           (1, {"sequence": 11}, (_S({"x": (2, 3, 6)}), _S({"x": (1, 2, 7)}, {"norm_type": 1.0, "kernel_size": 3, "stride": 2}))),
-          (2, {"cnn": 14}, (_S({"x": (2, 2, 4, 4)}), _S({"x": (1, 3, 5, 4)}, {"norm_type": 1.0, "kernel_size": (3, 2), "stride": 1}))))),
+          (2, {"cnn": 14}, (_S({"x": (2, 2, 4, 4)}), _S({"x": (1, 3, 5, 4)}, {"norm_type": 1.0, "kernel_size": (3, 2), "stride": 1}))),
+          (3, {"cnn": 21}, (_S({"x": (1, 2, 4, 3, 4)}),
+                            _S({"x": (2, 1, 3, 4, 3)}, {"norm_type": 1.0, "kernel_size": (2, 3, 2), "stride": 1}))))),
     OpDef("conv3d", (X, W, B_OPT), shapes.conv(3), _CONV_HYPER, samples=(
         _S({"x": (2, 2, 3, 4, 4), "weight": (3, 2, 2, 2, 2), "bias": (3,)}),
         _S({"x": (1, 4, 4, 5, 3), "weight": (2, 2, 2, 3, 1)}, {"stride": (1, 2, 1), "padding": 1, "groups": 2}),

@@ -739,9 +739,12 @@ def place_conv3d(ctx, x):
 
 def place_conv_transpose(nd):
     """An upsampling convolution: stride, padding, output_padding (below the
-    stride or dilation), dilation and groups drawn."""
+    stride or dilation), dilation and groups drawn (over volumes: an image
+    (N, C, H, W) seen as (N, 1, C, H, W))."""
 
     def place(ctx, x):
+        if nd == 3:
+            x = _as_volume(ctx, x)
         shape = ctx.shapes[x]
         if len(shape) != nd + 2:
             raise NotHere
@@ -887,6 +890,10 @@ def place_pdist(ctx, x):
 
 def place_lp_pool(nd):
     def place(ctx, x):
+        if nd == 3:
+            if min(ctx.shapes[x][-3:], default=0) < 2:
+                raise NotHere  # before the reshape to a volume
+            x = _as_volume(ctx, x)
         shape = ctx.shapes[x]
         if len(shape) != nd + 2 or min(shape[2:]) < 2:
             raise NotHere
