@@ -521,3 +521,34 @@ def _conv3d_backward(cache, g):
 
 
 conv3d_forward, conv3d_backward = with_padding(_conv3d_forward, _conv3d_backward)
+
+
+# ---------------------------------------------------------------- affine_grid
+#
+# The sampling grid of a spatial transformer: each output position's base
+# coordinates (x, y[, z], 1), x running along the last axis, from -1 to 1 (the
+# centres of the corner pixels with align_corners, their outer edges without),
+# mapped by theta (N, 2, 3) or (N, 3, 4).  Linear in theta: its VJP is the
+# cotangent against the same base coordinates.
+
+
+def _base_coordinates(size, align_corners):
+    def axis(n):
+        if n <= 1:
+            return np.zeros(max(n, 0))
+        steps = np.linspace(-1.0, 1.0, n)
+        return steps if align_corners else steps * (n - 1) / n
+
+    spatial = size[2:]
+    grids = np.meshgrid(*(axis(n) for n in spatial), indexing="ij")  # one array an axis, in (D,) H, W order
+    return np.stack(list(grids[::-1]) + [np.ones(tuple(spatial))], axis=-1)  # (..., x, y[, z], 1)
+
+
+def affine_grid_forward(theta, size=(1, 1, 2, 2), align_corners=False):
+    base = _base_coordinates(tuple(size), align_corners).astype(np.result_type(theta, np.float32), copy=False)
+    flat = base.reshape(-1, base.shape[-1])
+    return np.einsum("pk,nik->npi", flat, theta).reshape((theta.shape[0],) + base.shape[:-1] + (theta.shape[1],)), base
+
+
+def affine_grid_backward(base, g):
+    return (np.einsum("npi,pk->nik", g.reshape(g.shape[0], -1, g.shape[-1]), base.reshape(-1, base.shape[-1])),)

@@ -420,6 +420,14 @@ def conv_transpose2d(x, w, b=None, stride=1, padding=0, output_padding=0, groups
     return F().conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)
 
 
+def affine_grid(theta, size, align_corners):
+    import warnings
+
+    with warnings.catch_warnings():  # torch's note on unit-size grids with align_corners: they are checked, as drawn
+        warnings.filterwarnings("ignore", message="Since version 1.3.0, affine_grid")
+        return F().affine_grid(theta, list(size), align_corners=align_corners)
+
+
 def conv_transpose3d(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     return F().conv_transpose3d(x, w, b, stride, padding, output_padding, groups, dilation)
 

@@ -530,6 +530,13 @@ _OPS = [
     ), doc="channels (groups, C / groups) transposed to (C / groups, groups)",
           torch=getattr(formulas, name), batching=copies.per_sample, placement=Placement("reshape", {"cnn": rank}, place.place_channel_shuffle(name), place.rank_at_least(3)))
       for name, rank in (("channel_shuffle", 11),)),
+    OpDef("affine_grid", (TensorArg("theta"),), shapes.affine_grid, {"size": (1, 1, 2, 2), "align_corners": False},
+          family="structure", samples=(
+        _S({"theta": (2, 2, 3)}, {"size": (2, 3, 4, 3)}), _S({"theta": (1, 2, 3)}, {"size": (1, 1, 3, 2), "align_corners": True}),
+        _S({"theta": (2, 3, 4)}, {"size": (2, 1, 2, 3, 2)}),
+    ), doc="a spatial transformer's sampling grid: theta (N, 2, 3) or (N, 3, 4) applied to each output position's "
+           "base coordinates (x, y[, z], 1) in [-1, 1]",
+          torch=formulas.affine_grid, placement=Placement("layer", {"mlp": 7}, place.place_affine_grid, place.rank_is(2))),
     OpDef("bilinear", (TensorArg("x1"), TensorArg("x2"), W, B_OPT), shapes.bilinear, samples=(
         _S({"x1": (4, 3), "x2": (4, 2), "weight": (5, 3, 2), "bias": (5,)}),
         _S({"x1": (2, 3, 2), "x2": (2, 3, 4), "weight": (3, 2, 4)}),

@@ -30,7 +30,7 @@ __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place
            "place_pixel_unshuffle", "place_pad", "place_adaptive_pool", "place_concat", "place_attention", "place_embedding",
            "place_declared", "head_probe", "head_targets", "head_with", "head_classes", "head_kl_div", "head_declared", "classes", "rank_at_least", "rank_is", "spatial",
            "reshapable", "per_channel", "place_conv_transpose", "place_unfold", "place_fold", "place_interpolate",
-           "place_channel_shuffle", "place_bilinear", "place_embedding_bag", "place_pdist", "place_lp_pool",
+           "place_channel_shuffle", "place_bilinear", "place_affine_grid", "place_embedding_bag", "place_pdist", "place_lp_pool",
            "place_volume", "place_local_response_norm", "head_bce", "head_cosine_embedding", "head_triplet",
            "head_multi_margin", "head_multilabel_margin", "place_recurrent", "place_positive", "place_where",
            "place_cumprod", "place_stack", "place_bounded", "place_norm", "place_batch_norm_eval",
@@ -852,6 +852,22 @@ def place_bilinear(ctx, x):
     if ctx.draw(st.booleans()):
         return ctx.apply("bilinear", x, other, w)
     return ctx.apply("bilinear", x, other, w, ctx.param((out,)))
+
+
+def place_affine_grid(ctx, x):
+    """A spatial transformer's grid from features (N, F): theta = a linear map of
+    them to (N, 2, 3) (or (N, 3, 4) for volumes), then the grid of a drawn output
+    size, align_corners drawn; the graph goes on from the grid (N, H, W, 2)."""
+    shape = ctx.shapes[x]
+    if len(shape) != 2:
+        raise NotHere
+    nd = ctx.draw(st.sampled_from([2, 3]))
+    theta = ctx.apply("reshape", ctx.apply("linear", x, ctx.param((nd * (nd + 1), shape[1]))),
+                      shape=(shape[0], nd, nd + 1))
+    hyper = {"size": (shape[0], 1) + tuple(ctx.draw(st.integers(1, 3)) for _ in range(nd))}
+    if ctx.draw(st.booleans()):
+        hyper["align_corners"] = True
+    return ctx.apply("affine_grid", theta, **hyper)
 
 
 def place_embedding_bag(ctx, x):

@@ -446,6 +446,15 @@ def channel_shuffle(name):
     return rule
 
 
+def affine_grid(theta, size=(1, 1, 2, 2), align_corners=False):
+    nd = len(size) - 2
+    _need(nd in (2, 3) and all(isinstance(n, int) and n >= 1 for n in size),
+          f"affine_grid: size must be (N, C, H, W) or (N, C, D, H, W), got {size}")
+    _need(tuple(theta) == (size[0], nd, nd + 1), f"affine_grid: theta must be ({size[0]}, {nd}, {nd + 1}) for size {size}, "
+                                                 f"got {theta}")
+    return (size[0], *size[2:], nd)
+
+
 def bilinear(x1, x2, weight, bias=None):
     _need(len(x1) >= 1 and len(x2) == len(x1) and tuple(x1[:-1]) == tuple(x2[:-1]) and len(weight) == 3,
           f"bilinear: x1 (..., in1), x2 (..., in2) with the same batch dims and weight (out, in1, in2), got {x1}, {x2}, {weight}")
