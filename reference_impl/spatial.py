@@ -552,3 +552,66 @@ def affine_grid_forward(theta, size=(1, 1, 2, 2), align_corners=False):
 
 def affine_grid_backward(base, g):
     return (np.einsum("npi,pk->nik", g.reshape(g.shape[0], -1, g.shape[-1]), base.reshape(-1, base.shape[-1])),)
+
+
+# ---------------------------------------------------------------- grid_sample
+#
+# Each output position reads the input at its grid point (x, y) in [-1, 1],
+# unnormalised to pixel coordinates: bilinear mixes the four pixels around it
+# (their weights piecewise linear in the grid, so the grid's gradient jumps where
+# a coordinate crosses a pixel centre), nearest takes the closest (half to even,
+# as torch rounds; the grid's gradient is 0).  padding_mode "zeros" reads 0
+# outside, "border" clamps the coordinate to the edge pixels (its gradient 0
+# where clamped, at the edge itself too, as torch has it).
+
+
+def _pixel(coord, size, align_corners, padding_mode):
+    """Pixel coordinates of normalised ones, and d pixel / d coord."""
+    scale = (size - 1) / 2 if align_corners else size / 2
+    p = (coord + 1) * scale if align_corners else ((coord + 1) * size - 1) / 2
+    slope = np.full(p.shape, scale, dtype=p.dtype)
+    if padding_mode == "border":
+        inside = (p > 0) & (p < size - 1)
+        p, slope = np.clip(p, 0, size - 1), np.where(inside, slope, 0).astype(p.dtype)
+    return p, slope
+
+
+def _taps(px, py, w, h, mode):
+    """(x index, y index, weight, d weight / d px, d weight / d py, in bounds) per tap."""
+    if mode == "nearest":
+        xs, ys = np.rint(px), np.rint(py)
+        zero = np.zeros(px.shape, dtype=px.dtype)
+        return [(xs, ys, np.ones(px.shape, dtype=px.dtype), zero, zero)]
+    x0, y0 = np.floor(px), np.floor(py)
+    tx, ty = px - x0, py - y0
+    return [(x0, y0, (1 - tx) * (1 - ty), -(1 - ty), -(1 - tx)), (x0 + 1, y0, tx * (1 - ty), 1 - ty, -tx),
+            (x0, y0 + 1, (1 - tx) * ty, -ty, 1 - tx), (x0 + 1, y0 + 1, tx * ty, ty, tx)]
+
+
+def grid_sample_forward(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False):
+    n, c, h, w = x.shape
+    px, sx = _pixel(grid[..., 0], w, align_corners, padding_mode)
+    py, sy = _pixel(grid[..., 1], h, align_corners, padding_mode)
+    batch = np.arange(n).reshape((n,) + (1,) * (px.ndim - 1))
+    xt = np.moveaxis(x, 1, -1)  # (N, H, W, C)
+    out = np.zeros(px.shape + (c,), dtype=np.result_type(x, grid))
+    taps = []
+    for xi, yi, wt, dwx, dwy in _taps(px, py, w, h, mode):
+        valid = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
+        xc, yc = np.clip(xi, 0, w - 1).astype(int), np.clip(yi, 0, h - 1).astype(int)
+        v = xt[batch, yc, xc] * valid[..., None]
+        out += wt[..., None] * v
+        taps.append((xc, yc, wt * valid, dwx, dwy, v))
+    return np.moveaxis(out, -1, 1), (x.shape, batch, taps, sx, sy)
+
+
+def grid_sample_backward(cache, g):
+    shape, batch, taps, sx, sy = cache
+    gt = np.moveaxis(g, 1, -1)  # (N, Ho, Wo, C)
+    gxt = np.zeros((shape[0], shape[2], shape[3], shape[1]), dtype=g.dtype)
+    gpx = gpy = np.zeros(sx.shape, dtype=np.result_type(g, sx))
+    for xc, yc, wt, dwx, dwy, v in taps:
+        np.add.at(gxt, (np.broadcast_to(batch, xc.shape), yc, xc), gt * wt[..., None])
+        dot = np.sum(gt * v, axis=-1)
+        gpx, gpy = gpx + dot * dwx, gpy + dot * dwy
+    return np.moveaxis(gxt, -1, 1), np.stack([gpx * sx, gpy * sy], axis=-1)

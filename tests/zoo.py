@@ -928,6 +928,13 @@ def affine_grid_backward_with_corners_aligned(saved, g):
     return spatial.affine_grid_backward(spatial._base_coordinates(tuple(size), True).astype(base.dtype), g)
 
 
+def grid_sample_border_slope_through_the_clamp(cache, g):
+    shape, batch, taps, sx, sy = cache
+    # the unnormalising slope everywhere, also where padding_mode="border" clamped the point to the edge
+    whole = (shape, batch, taps, np.full(sx.shape, np.max(sx)), np.full(sy.shape, np.max(sy)))
+    return spatial.grid_sample_backward(whole, g)
+
+
 def unfold_assigns_overlaps(cache, g):
     x_shape, xp_shape, pads, out, taps = cache
     n, c = x_shape[:2]
@@ -1321,6 +1328,7 @@ ZOO = [
     Bug("softplus-backward-ignores-the-threshold", "softplus", "wrong only past the threshold", _numpy("softplus", activations.softplus_forward, softplus_backward_ignores_threshold)),
     Bug("conv-transpose2d-drops-output-padding", "conv_transpose2d", "wrong only with output_padding", _numpy("conv_transpose2d", _conv_transpose2d_noting_output_padding, conv_transpose2d_drops_output_padding)),
     Bug("conv-transpose1d-weight-from-group-0", "conv_transpose1d", "wrong only for groups > 1", _numpy("conv_transpose1d", spatial.conv_transpose1d_forward, conv_transpose1d_weight_from_group_0)),
+    Bug("grid-sample-border-slope-through-the-clamp", "grid_sample", "wrong only with padding_mode='border', outside the image", _numpy("grid_sample", spatial.grid_sample_forward, grid_sample_border_slope_through_the_clamp)),
     Bug("affine-grid-backward-aligns-the-corners", "affine_grid", "wrong only with align_corners=False", _numpy("affine_grid", _affine_grid_noting_corners, affine_grid_backward_with_corners_aligned)),
     Bug("conv-transpose3d-weight-taps-flipped-in-depth", "conv_transpose3d", "wrong only for kernels deeper than 1", _numpy("conv_transpose3d", spatial.conv_transpose3d_forward, conv_transpose3d_weight_taps_flipped_in_depth)),
     Bug("unfold-overlapping-blocks-overwrite", "unfold", "wrong only where blocks overlap", _numpy("unfold", spatial.unfold_forward, unfold_assigns_overlaps)),

@@ -32,7 +32,7 @@ FUNCTIONAL: dict[str, str | tuple[str, str]] = {
     "interpolate": "interpolate", "upsample": ("", _ALIAS.format("interpolate(input, size, scale_factor, mode, align_corners)")),
     "upsample_bilinear": ("", _ALIAS.format("interpolate(..., mode='bilinear', align_corners=True)")),
     "upsample_nearest": ("", _ALIAS.format("interpolate(..., mode='nearest')")), "pad": "pad",
-    "grid_sample": ("", NOT_YET), "affine_grid": "affine_grid",
+    "grid_sample": "grid_sample", "affine_grid": "affine_grid",
     "scaled_dot_product_attention": "attention",
     "multi_head_attention_forward": ("", "a whole module's forward (projections, attention, output): its parts are "
                                          "linear and attention, and check(nn.MultiheadAttention) checks it whole"),

@@ -428,6 +428,10 @@ def affine_grid(theta, size, align_corners):
         return F().affine_grid(theta, list(size), align_corners=align_corners)
 
 
+def grid_sample(x, grid, mode, padding_mode, align_corners):
+    return F().grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+
+
 def conv_transpose3d(x, w, b=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     return F().conv_transpose3d(x, w, b, stride, padding, output_padding, groups, dilation)
 

@@ -389,6 +389,28 @@ def embedding_padding_row(shapes, hyper):
     return {"table": mask}
 
 
+def _grid_pixels(x, grid, align_corners):
+    """grid_sample's pixel coordinates before any clamping (its kinks: pixel
+    centres for bilinear, half-way between them for nearest; the border's edges
+    are pixel centres too)."""
+    from reference_impl.spatial import _pixel
+
+    h, w = np.shape(x)[2:]
+    grid = np.real(grid)
+    return (_pixel(grid[..., 0], w, align_corners, "zeros")[0], _pixel(grid[..., 1], h, align_corners, "zeros")[0])
+
+
+def grid_sample_branch(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False):
+    shift = 0.5 if mode == "nearest" else 0.0
+    return np.stack([np.floor(p + shift) for p in _grid_pixels(x, grid, align_corners)])
+
+
+def grid_sample_margin(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False):
+    shift = 0.5 if mode == "nearest" else 0.0
+    return float(min(np.min(np.abs(p + shift - np.rint(p + shift)), initial=np.inf)
+                     for p in _grid_pixels(x, grid, align_corners)))
+
+
 def lp_pool_branch(x, norm_type=2.0, kernel_size=2, stride=None):
     s = _ref_ops[f"lp_pool{x.ndim - 2}d"].forward(x, norm_type, kernel_size, stride)[1][3]
     return np.real(s) > 0 if norm_type == 1 else np.real(s) != 0

@@ -48,6 +48,7 @@ def _activation(name, rank, hyper=None, kinks=False, complex_step=True, settings
 
 
 _AWAY_FROM_ZERO = {"kind": "uniform", "low": 0.5, "high": 2.0}
+_GRID = {"kind": "uniform", "low": -1.2, "high": 1.2}  # grid_sample's points: inside [-1, 1] and a little beyond
 _HINGE = kink_rules.hinge_branch("margin")  # (branch, margin) where margin - x passes 0
 _NORM = kink_rules.norm_branch()  # (branch, margin) where a norm passes eps
 _SIGNS = {"kind": "sign"}  # the -1 / 1 labels of margin losses
@@ -537,6 +538,15 @@ _OPS = [
     ), doc="a spatial transformer's sampling grid: theta (N, 2, 3) or (N, 3, 4) applied to each output position's "
            "base coordinates (x, y[, z], 1) in [-1, 1]",
           torch=formulas.affine_grid, placement=Placement("layer", {"mlp": 7}, place.place_affine_grid, place.rank_is(2))),
+    OpDef("grid_sample", (X, TensorArg("grid")), shapes.grid_sample,
+          {"mode": "bilinear", "padding_mode": "zeros", "align_corners": False}, family="structure", kinks=True,
+          complex_step=False, branch=kink_rules.grid_sample_branch, margin=kink_rules.grid_sample_margin, samples=(
+        _S({"x": (1, 2, 3, 4), "grid": (1, 2, 3, 2)}, init={"grid": _GRID}),
+        _S({"x": (2, 1, 4, 3), "grid": (2, 3, 2, 2)}, {"padding_mode": "border", "align_corners": True}, init={"grid": _GRID}),
+        _S({"x": (1, 2, 3, 3), "grid": (1, 2, 2, 2)}, {"mode": "nearest"}, init={"grid": _GRID}),
+    ), doc="x read at each grid point (x, y) in [-1, 1]: bilinear (the grid's gradient jumps at pixel centres) or "
+           "nearest; zeros or border outside",
+          torch=formulas.grid_sample, higher_order=False, placement=Placement("layer", {"cnn": 22}, place.place_grid_sample, place.rank_is(4))),
     OpDef("bilinear", (TensorArg("x1"), TensorArg("x2"), W, B_OPT), shapes.bilinear, samples=(
         _S({"x1": (4, 3), "x2": (4, 2), "weight": (5, 3, 2), "bias": (5,)}),
         _S({"x1": (2, 3, 2), "x2": (2, 3, 4), "weight": (3, 2, 4)}),

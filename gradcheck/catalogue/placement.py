@@ -30,7 +30,7 @@ __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place
            "place_pixel_unshuffle", "place_pad", "place_adaptive_pool", "place_concat", "place_attention", "place_embedding",
            "place_declared", "head_probe", "head_targets", "head_with", "head_classes", "head_kl_div", "head_declared", "classes", "rank_at_least", "rank_is", "spatial",
            "reshapable", "per_channel", "place_conv_transpose", "place_unfold", "place_fold", "place_interpolate",
-           "place_channel_shuffle", "place_bilinear", "place_affine_grid", "place_embedding_bag", "place_pdist", "place_lp_pool",
+           "place_channel_shuffle", "place_bilinear", "place_affine_grid", "place_grid_sample", "place_embedding_bag", "place_pdist", "place_lp_pool",
            "place_volume", "place_local_response_norm", "head_bce", "head_cosine_embedding", "head_triplet",
            "head_multi_margin", "head_multilabel_margin", "place_recurrent", "place_positive", "place_where",
            "place_cumprod", "place_stack", "place_bounded", "place_norm", "place_batch_norm_eval",
@@ -868,6 +868,28 @@ def place_affine_grid(ctx, x):
     if ctx.draw(st.booleans()):
         hyper["align_corners"] = True
     return ctx.apply("affine_grid", theta, **hyper)
+
+
+def place_grid_sample(ctx, x):
+    """An image (N, C, H, W) read at a grid of points: an input grid (N, Ho, Wo, 2)
+    of points in and a little beyond [-1, 1], or a spatial transformer's
+    affine_grid of a theta parameter; mode, padding_mode and align_corners drawn."""
+    shape = ctx.shapes[x]
+    if len(shape) != 4:
+        raise NotHere
+    n, out = shape[0], (ctx.draw(st.integers(1, 3)), ctx.draw(st.integers(1, 3)))
+    hyper = {}
+    for key, choices in (("mode", ["bilinear", "nearest"]), ("padding_mode", ["zeros", "border"]),
+                         ("align_corners", [False, True])):
+        value = ctx.draw(st.sampled_from(choices))
+        if value != choices[0]:
+            hyper[key] = value
+    if ctx.draw(st.booleans()):
+        grid = ctx.leaf("grid", (n, *out, 2), "input", init={"kind": "uniform", "low": -1.2, "high": 1.2})
+    else:
+        theta = ctx.param((n, 2, 3))
+        grid = ctx.apply("affine_grid", theta, size=(n, 1, *out), align_corners=hyper.get("align_corners", False))
+    return ctx.apply("grid_sample", x, grid, **hyper)
 
 
 def place_embedding_bag(ctx, x):

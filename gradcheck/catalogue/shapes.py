@@ -455,6 +455,15 @@ def affine_grid(theta, size=(1, 1, 2, 2), align_corners=False):
     return (size[0], *size[2:], nd)
 
 
+def grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False):
+    _need(len(x) == 4 and len(grid) == 4 and grid[0] == x[0] and grid[3] == 2,
+          f"grid_sample: x (N, C, H, W) and grid (N, Ho, Wo, 2), got {x}, {grid}")
+    _need(mode in ("bilinear", "nearest"), f"grid_sample: mode {mode!r}; the catalogue checks 'bilinear' and 'nearest'")
+    _need(padding_mode in ("zeros", "border"),
+          f"grid_sample: padding_mode {padding_mode!r}; the catalogue checks 'zeros' and 'border'")
+    return (x[0], x[1], grid[1], grid[2])
+
+
 def bilinear(x1, x2, weight, bias=None):
     _need(len(x1) >= 1 and len(x2) == len(x1) and tuple(x1[:-1]) == tuple(x2[:-1]) and len(weight) == 3,
           f"bilinear: x1 (..., in1), x2 (..., in2) with the same batch dims and weight (out, in1, in2), got {x1}, {x2}, {weight}")
