@@ -411,6 +411,44 @@ def grid_sample_margin(x, grid, mode="bilinear", padding_mode="zeros", align_cor
                      for p in _grid_pixels(x, grid, align_corners)))
 
 
+def grid_sample_subgradient(inputs, hyper, g, gc, gr, tol):
+    """Bilinear grid_sample with a grid coordinate exactly on a pixel centre: the
+    output is continuous there, so x's gradient is the reference's, and the
+    grid's lies between grad_out times the left and the right slope along that
+    coordinate (one-sided differences of the reference forward; every point
+    moves at once, each output reading one point).  Nearest keeps the
+    reference's choice at a point half-way between two pixels."""
+    (x, grid), (gxc, ggc), (gxr, ggr) = inputs, gc, gr
+    off = _off_kink("grid_sample", "x", gxc, gxr, np.zeros(np.shape(gxr), bool), tol)
+    if off or hyper.get("mode", "bilinear") != "bilinear":
+        return off or _off_kink("grid_sample", "grid", ggc, ggr, np.zeros(np.shape(ggr), bool), tol), ""
+    at = np.stack([p == np.rint(p) for p in _grid_pixels(x, grid, hyper.get("align_corners", False))], axis=-1)
+    off = _off_kink("grid_sample", "grid", ggc, ggr, at, tol)
+    if off or not np.any(at):
+        return off, ""
+    forward = _ref_ops["grid_sample"].forward
+    f0 = forward(x, grid, **hyper)[0]
+    h = 1e-7 * np.maximum(1.0, np.abs(grid)) * at
+    sides = []
+    for sign in (1.0, -1.0):
+        moved = [np.sum(g * (forward(x, grid + sign * h * (np.arange(2) == k), **hyper)[0] - f0), axis=1)
+                 for k in range(2)]
+        sides.append(np.stack(moved, axis=-1) / np.where(at, sign * h, 1.0))
+    right, left = sides
+    lo, hi = np.minimum(left, right), np.maximum(left, right)
+    slack = 1e-5 * np.maximum(1.0, np.maximum(np.abs(left), np.abs(right))) + _local_tolerance(ggr, tol)
+    outside = at & ((ggc < lo - slack) | (ggc > hi + slack))
+    if np.any(outside):
+        i = tuple(int(j) for j in np.argwhere(outside)[0])
+        return (f"grid_sample: grid coordinate {i} is exactly on a pixel centre, where the subdifferential of the "
+                f"loss along it is [{lo[i]:.10g}, {hi[i]:.10g}] (left {left[i]:.10g}, right {right[i]:.10g}); the "
+                f"candidate gave {ggc[i]:.10g}"), ""
+    i = tuple(int(j) for j in np.argwhere(at)[0])
+    return "", (f"a grid coordinate of grid_sample is exactly on a pixel centre at {int(np.sum(at))} element(s), e.g. "
+                f"{i}: the left slope gives {left[i]:.10g}, the right {right[i]:.10g}, the candidate {ggc[i]:.10g}, "
+                f"reference {ggr[i]:.10g}")
+
+
 def lp_pool_branch(x, norm_type=2.0, kernel_size=2, stride=None):
     s = _ref_ops[f"lp_pool{x.ndim - 2}d"].forward(x, norm_type, kernel_size, stride)[1][3]
     return np.real(s) > 0 if norm_type == 1 else np.real(s) != 0

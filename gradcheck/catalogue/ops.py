@@ -540,7 +540,8 @@ _OPS = [
           torch=formulas.affine_grid, placement=Placement("layer", {"mlp": 7}, place.place_affine_grid, place.rank_is(2))),
     OpDef("grid_sample", (X, TensorArg("grid")), shapes.grid_sample,
           {"mode": "bilinear", "padding_mode": "zeros", "align_corners": False}, family="structure", kinks=True,
-          complex_step=False, branch=kink_rules.grid_sample_branch, margin=kink_rules.grid_sample_margin, samples=(
+          complex_step=False, branch=kink_rules.grid_sample_branch, margin=kink_rules.grid_sample_margin,
+          subgradient=kink_rules.grid_sample_subgradient, samples=(
         _S({"x": (1, 2, 3, 4), "grid": (1, 2, 3, 2)}, init={"grid": _GRID}),
         _S({"x": (2, 1, 4, 3), "grid": (2, 3, 2, 2)}, {"padding_mode": "border", "align_corners": True}, init={"grid": _GRID}),
         _S({"x": (1, 2, 3, 3), "grid": (1, 2, 2, 2)}, {"mode": "nearest"}, init={"grid": _GRID}),

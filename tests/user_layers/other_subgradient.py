@@ -1,7 +1,10 @@
 """Correct layers that take another element of the subdifferential at a kink than
 the reference does: relu, leaky_relu and elu use the right-hand slope at exactly
-0, max_pool2d sends a tie's gradient to the last maximum of the window, and a
-second relu takes the midpoint 1/2.  Each is right: at an exact kink any element
+0, max_pool2d sends a tie's gradient to the last maximum of the window, a
+bilinear grid_sample written with tent weights max(0, 1 - |p - k|) takes each
+tent's left-hand slope, so at a pixel centre the grid's gradient is the left
+slope where the reference takes the right (zeros padding only), and a second relu
+takes the midpoint 1/2.  Each is right: at an exact kink any element
 of the subdifferential is.  The harness must pass them."""
 
 import numpy as np
@@ -94,3 +97,33 @@ class ReLUMidpoint:
     @staticmethod
     def backward(x, g):
         return (g * (0.5 * (1 + np.sign(x))),)  # 1/2 at exactly 0
+
+
+def _left_slope(d):
+    """The left-hand derivative of the tent max(0, 1 - |d|): +1 on (-1, 0], -1 on (0, 1]."""
+    return np.where((d > -1) & (d <= 0), 1, np.where((d > 0) & (d <= 1), -1, 0)).astype(d.dtype)
+
+
+@candidate.op("grid_sample", supports={"mode": ["bilinear"], "padding_mode": ["zeros"]})
+class TentGridSample:
+    @staticmethod
+    def forward(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False):
+        n, c, h, w = x.shape
+
+        def pix(g, size):
+            return (g + 1) * (size - 1) / 2 if align_corners else ((g + 1) * size - 1) / 2
+        px, py = pix(grid[..., 0], w), pix(grid[..., 1], h)
+        kx = np.maximum(0, 1 - np.abs(px[..., None] - np.arange(w, dtype=x.dtype)))  # (N, Ho, Wo, W)
+        ky = np.maximum(0, 1 - np.abs(py[..., None] - np.arange(h, dtype=x.dtype)))  # (N, Ho, Wo, H)
+        out = np.einsum("nijw,nijh,nchw->ncij", kx, ky, x)
+        return out, (x, px, py, kx, ky, (w - 1) / 2 if align_corners else w / 2, (h - 1) / 2 if align_corners else h / 2)
+
+    @staticmethod
+    def backward(saved, g):
+        x, px, py, kx, ky, sx, sy = saved
+        n, c, h, w = x.shape
+        gx = np.einsum("nijw,nijh,ncij->nchw", kx, ky, g)
+        dkx, dky = _left_slope(px[..., None] - np.arange(w, dtype=x.dtype)), _left_slope(py[..., None] - np.arange(h, dtype=x.dtype))
+        gpx = np.einsum("nijw,nijh,nchw,ncij->nij", dkx, ky, x, g)
+        gpy = np.einsum("nijw,nijh,nchw,ncij->nij", kx, dky, x, g)
+        return gx, np.stack([gpx * sx, gpy * sy], axis=-1)
