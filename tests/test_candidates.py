@@ -513,3 +513,37 @@ def test_a_loss_is_checked_with_reduction_none_only_where_its_forward_gives_per_
     assert per_element("l1")(find(graphs(include="l1", accept=accept), per_element("l1"), settings=quick))
     with pytest.raises(NoSuchExample):
         find(graphs(include="mse", accept=accept), per_element("mse"), settings=quick)
+
+
+def test_a_loss_a_user_declares_keeps_its_own_reductions():
+    """Only catalogue losses are drawn with reduction "none": a declared loss with a
+    reduction setting of its own gets what its strategy draws."""
+    from hypothesis import strategies as st
+
+    from gradcheck import OpDef, Sample, TensorArg
+
+    def shape(p, t, reduction="mean"):
+        return ()
+
+    class Sq:
+        @staticmethod
+        def forward(p, t, reduction="mean"):
+            d = p - t
+            return np.asarray(np.sum(d * d) / (d.size if reduction == "mean" else 1)), (d, reduction)
+
+        @staticmethod
+        def backward(saved, g):
+            d, reduction = saved
+            gp = 2 * g * d / (d.size if reduction == "mean" else 1)
+            return gp, -gp
+
+    c = Candidate("declared-loss")
+    c.new_op(OpDef("sq_loss", (TensorArg("pred"), TensorArg("target")), shape, {"reduction": "mean"}, family="loss",
+                   samples=(Sample({"pred": (3, 2), "target": (3, 2)}),),
+                   hyper_strategy=lambda s: st.sampled_from([{}, {"reduction": "sum"}])), numpy=Sq)
+    quick = settings(max_examples=600, database=None, deadline=None)
+    drawn = lambda g: any(n.op == "sq_loss" for n in g.nodes)  # noqa: E731
+    assert drawn(find(graphs(["mlp"], losses=["sq_loss"]), drawn, settings=quick))
+    with pytest.raises(NoSuchExample):
+        find(graphs(["mlp"], losses=["sq_loss"]), lambda g: any(n.op == "sq_loss" and n.hyper.get("reduction") == "none"
+                                            for n in g.nodes), settings=quick)

@@ -559,16 +559,19 @@ def place_embedding(ctx, ids, vocab):
 
 def _finish(ctx, loss, args, hyper):
     """The loss node, with settings the source under test takes, else a probe head.
-    One loss in six is a body op instead: reduction "none", its per-element (or
-    per-row) losses probed in a random direction (shrinking toward the reduced
-    loss, one node fewer)."""
+    One catalogue loss in six is a body op instead: reduction "none", its
+    per-element (or per-row) losses probed in a random direction (shrinking
+    toward the reduced loss, one node fewer).  A loss a user declared keeps the
+    settings its own strategy draws."""
     try:
         hyper = ctx.settings_for(loss, args, hyper)
     except NotHere:
         if loss == "weighted_sum":
             raise
         return head_probe(ctx, args[0])
-    if "reduction" in get_op(loss).hyper and ctx.draw(st.integers(0, 5)) == 5:
+    from .ops import BUILTIN_OPS  # (ops.py imports this module)
+
+    if loss in BUILTIN_OPS and "reduction" in get_op(loss).hyper and ctx.draw(st.integers(0, 5)) == 5:
         per = {**hyper, "reduction": "none"}
         try:
             taken = ctx.settings_for(loss, args, per)
