@@ -565,7 +565,7 @@ def affine_grid_backward(base, g):
 # where clamped, at the edge itself too, as torch has it).
 
 
-def _pixel(coord, size, align_corners, padding_mode):
+def grid_pixel(coord, size, align_corners, padding_mode):
     """Pixel coordinates of normalised ones, and d pixel / d coord."""
     scale = (size - 1) / 2 if align_corners else size / 2
     p = (coord + 1) * scale if align_corners else ((coord + 1) * size - 1) / 2
@@ -590,8 +590,8 @@ def _taps(px, py, w, h, mode):
 
 def grid_sample_forward(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False):
     n, c, h, w = x.shape
-    px, sx = _pixel(grid[..., 0], w, align_corners, padding_mode)
-    py, sy = _pixel(grid[..., 1], h, align_corners, padding_mode)
+    px, sx = grid_pixel(grid[..., 0], w, align_corners, padding_mode)
+    py, sy = grid_pixel(grid[..., 1], h, align_corners, padding_mode)
     batch = np.arange(n).reshape((n,) + (1,) * (px.ndim - 1))
     xt = np.moveaxis(x, 1, -1)  # (N, H, W, C)
     out = np.zeros(px.shape + (c,), dtype=np.result_type(x, grid))

@@ -393,11 +393,11 @@ def _grid_pixels(x, grid, align_corners):
     """grid_sample's pixel coordinates before any clamping (its kinks: pixel
     centres for bilinear, half-way between them for nearest; the border's edges
     are pixel centres too)."""
-    from reference_impl.spatial import _pixel
+    from reference_impl.spatial import grid_pixel
 
     h, w = np.shape(x)[2:]
     grid = np.real(grid)
-    return (_pixel(grid[..., 0], w, align_corners, "zeros")[0], _pixel(grid[..., 1], h, align_corners, "zeros")[0])
+    return (grid_pixel(grid[..., 0], w, align_corners, "zeros")[0], grid_pixel(grid[..., 1], h, align_corners, "zeros")[0])
 
 
 def grid_sample_branch(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False):
@@ -497,6 +497,19 @@ def _triplet_terms(anchor, positive, negative, margin, eps, swap):
     near = np.concatenate([np.where(d[..., None] < 1e-3, np.sign(v), 0) for d, v in
                            ((d_ap, v_ap), (d_an, v_an), (d_pn, v_pn))], axis=-1)
     return margin + d_ap - d_neg, (d_an - d_pn) if swap else np.full(d_an.shape, np.inf), near
+
+
+def triplet_terms(anchor, positive, negative, margin=1.0, eps=1e-6, swap=False, reduction="mean", **_):
+    """The size of the terms each row's margin + d(a, p) - d(a, n) sums (Note
+    [Loss rounding] in sources/numeric.py): two distances far above their
+    difference (an anchor far from both) cancel to within eps of themselves."""
+    from reference_impl.losses import distance
+
+    a, p, n = (np.real(t) for t in (anchor, positive, negative))
+    z, _, _ = _triplet_terms(a, p, n, margin, eps, swap)
+    d_neg = np.minimum(distance(a, n, eps)[0], distance(p, n, eps)[0]) if swap else distance(a, n, eps)[0]
+    rows = np.where(z > 0, abs(margin) + distance(a, p, eps)[0] + d_neg, 0.0)
+    return rows if reduction == "none" else float(np.sum(rows) if reduction == "sum" else np.mean(rows))
 
 
 def triplet_branch(anchor, positive, negative, margin=1.0, eps=1e-6, swap=False, **_):

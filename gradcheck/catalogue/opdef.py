@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 
 from ..frozen import Frozen
 
-__all__ = ["TensorArg", "OpDef", "Sample", "Placement", "ShapeError", "CATALOGUE", "get_op",
+__all__ = ["TensorArg", "OpDef", "Sample", "Placement", "ShapeError", "CATALOGUE", "get_op", "is_builtin",
            "register_op", "declare_op", "PARAM", "INPUT", "CONST", "ROLES"]
 
 PARAM, INPUT, CONST = "param", "input", "const"
@@ -118,8 +118,10 @@ class OpDef:
     # own deviations] in judge/second_opinions.py).
     torch_deviates: Callable | None = None
     # Whether torch's formula runs under torch.func.vmap: gaussian_nll_loss tests
-    # its variance with data-dependent control flow, which vmap cannot batch; the
-    # per-sample suite places an op only where it does.
+    # its variance with data-dependent control flow, which vmap cannot batch;
+    # affine_grid's gradient with respect to a parameter, its theta batched
+    # (vmap(grad) over the samples), raises "Cannot access data pointer of
+    # Tensor that doesn't have storage" in torch's fallback; the per-sample suite places an op only where it does.
     vmap: bool = True
     # frozen(arg_shapes, hyper) -> {arg name: boolean mask}: elements of an input
     # the op's backward gives no gradient by convention, not by its derivative
@@ -214,6 +216,11 @@ def declare_op(op: OpDef) -> OpDef:
         raise ValueError(f"op {op.name!r} is a built-in op of the catalogue; choose another name")
     CATALOGUE[op.name] = op
     return op
+
+
+def is_builtin(name: str) -> bool:
+    """Whether ``name`` is one of the catalogue's own ops (not one a user declared)."""
+    return name in _BUILTIN
 
 
 def get_op(name: str) -> OpDef:

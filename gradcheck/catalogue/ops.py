@@ -537,7 +537,7 @@ _OPS = [
         _S({"theta": (2, 3, 4)}, {"size": (2, 1, 2, 3, 2)}),
     ), doc="a spatial transformer's sampling grid: theta (N, 2, 3) or (N, 3, 4) applied to each output position's "
            "base coordinates (x, y[, z], 1) in [-1, 1]",
-          torch=formulas.affine_grid, placement=Placement("layer", {"mlp": 7}, place.place_affine_grid, place.rank_is(2))),
+          torch=formulas.affine_grid, vmap=False, placement=Placement("layer", {"mlp": 7}, place.place_affine_grid, place.rank_is(2))),
     OpDef("grid_sample", (X, TensorArg("grid")), shapes.grid_sample,
           {"mode": "bilinear", "padding_mode": "zeros", "align_corners": False}, family="structure", kinks=True,
           complex_step=False, branch=kink_rules.grid_sample_branch, margin=kink_rules.grid_sample_margin,
@@ -638,7 +638,7 @@ _OPS = [
           torch=formulas.cosine_embedding, placement=Placement("head", _everywhere(16), place.head_cosine_embedding)),
     *(OpDef(name, (TensorArg("anchor"), TensorArg("positive"), TensorArg("negative")), shapes.triplet(name), hyper,
             family="loss", kinks=True, complex_step=False, branch=kink_rules.triplet_branch,
-            margin=kink_rules.triplet_margin_rule, samples=(
+            margin=kink_rules.triplet_margin_rule, terms=kink_rules.triplet_terms, samples=(
         _S({"anchor": (4, 3), "positive": (4, 3), "negative": (4, 3)}),
         _S({"anchor": (3, 5), "positive": (3, 5), "negative": (3, 5)}, {"margin": 2.0, "swap": True, "reduction": "sum"}),
     ), doc=doc, torch=getattr(formulas, name), placement=Placement("head", _everywhere(rank), place.head_triplet(name)))

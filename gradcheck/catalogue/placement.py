@@ -20,7 +20,7 @@ import math
 
 from hypothesis import strategies as st
 
-from .opdef import ShapeError, get_op
+from .opdef import ShapeError, get_op, is_builtin
 
 __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place_conv", "place_pool",
            "place_global_avg_pool", "place_flatten", "place_reshape", "place_softmax", "place_layer_norm",
@@ -173,11 +173,21 @@ def place_pool(op, nd=2):
             hyper["divisor_override"] = k * k + 1  # a fixed divisor, not the window's size
         if op == "max_pool2d" and ctx.draw(st.integers(0, 3)) == 0 and min(shape[2:]) + 2 * padding >= 2 * (k - 1) + 1:
             hyper["dilation"] = 2  # windows with holes
-        if op in ("max_pool2d", "avg_pool2d") and ctx.draw(st.integers(0, 3)) == 0:
+        if op in ("max_pool2d", "avg_pool2d") and _overhangs(shape[2:], k, stride, padding, hyper.get("dilation", 1)) \
+                and ctx.draw(st.integers(0, 2)) == 0:
             hyper["ceil_mode"] = True  # a last window hanging past the end where sizes do not divide
         return ctx.apply(op, x, **hyper)
 
     return place
+
+
+def _overhangs(sizes, k, stride, padding, dilation):
+    """Whether ceil_mode adds a window along some axis (one hanging past the end):
+    drawn only there, where it changes what the op computes."""
+    from reference_impl.layers import pool_out
+
+    return any(pool_out(n, k, stride, padding, dilation, True) > pool_out(n, k, stride, padding, dilation)
+               for n in sizes)
 
 
 def place_global_avg_pool(ctx, x):
@@ -569,9 +579,7 @@ def _finish(ctx, loss, args, hyper):
         if loss == "weighted_sum":
             raise
         return head_probe(ctx, args[0])
-    from .ops import BUILTIN_OPS  # (ops.py imports this module)
-
-    if loss in BUILTIN_OPS and "reduction" in get_op(loss).hyper and ctx.draw(st.integers(0, 5)) == 5:
+    if is_builtin(loss) and "reduction" in get_op(loss).hyper and ctx.draw(st.integers(0, 5)) == 5:
         per = {**hyper, "reduction": "none"}
         try:
             taken = ctx.settings_for(loss, args, per)
