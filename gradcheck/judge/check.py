@@ -112,6 +112,9 @@ def _second_opinions(case, records, tensors, a, b, results, tolerance, outputs, 
         records = opinions.torch_deviations(case, records, tensors, results, (a, b))
     if failing() and not analytic:
         records = opinions.float64_differences(case, records, tensors, a, b, results, tolerance)
+        dtype = coarser_dtype(results[0].dtype, results[1].dtype)
+        if failing() and dtype != "float64":
+            records = opinions.conditioning(case, records, tensors, b, results, tolerance, outputs, dtype)
     if failing() and not analytic:
         records = opinions.one_sided_kinks(case, records, tensors, a, b, results, tolerance)
     if failing(also_nondifferentiable=not analytic):

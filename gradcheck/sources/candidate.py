@@ -30,6 +30,11 @@ class NumpyCandidateSource(ReferenceSource):
     def spec(self) -> str:
         return "candidate:numpy" + (f":{self.compute_dtype}" if self.compute_dtype else "")
 
+    def with_dtype(self, dtype):
+        """The candidate's ops computing in ``dtype``, still guarded and still
+        refusing a graph with an op declared for other dtypes only (Unsupported)."""
+        return NumpyCandidateSource(self.candidate, compute_dtype=dtype)
+
     def accepts(self, op, hyper, shapes) -> bool:
         return op in self.ops and not self.candidate.refuses_node(op, hyper, shapes)
 
