@@ -110,6 +110,11 @@ def _draw(leaf: Leaf, rng, scale: float):
             k = rng.integers(1, shape[-1] + 1)
             row[:k] = rng.permutation(shape[-1])[:k]
         return rows
+    if kind == "distinct":  # ids distinct within each plane (N, C, ...): a max pool's indices, for max_unpool
+        planes = np.empty(shape, dtype=np.int64).reshape(int(np.prod(shape[:2])), -1)
+        for plane in planes:
+            plane[:] = rng.choice(int(init["high"]), plane.size, replace=False)
+        return planes.reshape(shape)
     raise GraphError(f"leaf {leaf.name!r}: unknown init kind {kind!r}")
 
 

@@ -37,7 +37,8 @@ class GraphError(ValueError):
 
 
 # init kind -> the settings it needs (others are optional: mean, std, low)
-INIT_KINDS = {"normal": (), "uniform": (), "randint": ("high",), "mask": ("p",), "sign": (), "label_lists": ()}
+INIT_KINDS = {"normal": (), "uniform": (), "randint": ("high",), "mask": ("p",), "sign": (), "label_lists": (),
+              "distinct": ("high",)}
 
 DEFAULT_INIT = {
     PARAM: {"kind": "normal", "std": 0.5},
@@ -79,8 +80,12 @@ class Leaf:
             if key != "kind" and not (isinstance(value, (int, float)) and not isinstance(value, bool)
                                       and math.isfinite(value)):
                 raise GraphError(f"leaf {self.name!r}: init {key!r} must be a finite number, got {value!r}")
-        if self.dtype == "int" and kind not in ("randint", "label_lists"):
-            raise GraphError(f"leaf {self.name!r}: an int leaf needs init kind 'randint' with 'high' (or 'label_lists')")
+        if self.dtype == "int" and kind not in ("randint", "label_lists", "distinct"):
+            raise GraphError(f"leaf {self.name!r}: an int leaf needs init kind 'randint' with 'high' (or "
+                             f"'label_lists', or 'distinct' with 'high')")
+        if kind == "distinct" and len(self.shape) >= 2 and math.prod(self.shape[2:]) > self.init["high"]:
+            raise GraphError(f"leaf {self.name!r}: {math.prod(self.shape[2:])} distinct ids per plane cannot be "
+                             f"drawn below high={self.init['high']}")
 
     @property
     def differentiable(self) -> bool:

@@ -615,3 +615,52 @@ def grid_sample_backward(cache, g):
         dot = np.sum(gt * v, axis=-1)
         gpx, gpy = gpx + dot * dwx, gpy + dot * dwy
     return np.moveaxis(gxt, -1, 1), np.stack([gpx * sx, gpy * sy], axis=-1)
+
+
+# ---------------------------------------------------------------- max_unpool
+#
+# max_unpool{1,2,3}d undoes a max pool's gather: each input value is written at
+# its index into a zero plane of its (sample, channel), the index addressing the
+# flattened output plane.  The plane is (in - 1) * stride - 2 * padding + kernel
+# along each axis unless output_size says otherwise.  The indices must be
+# distinct within a plane (a max pool's are): a repeated one writes one value
+# over another, and the one overwritten has no gradient.  The VJP gathers the
+# cotangent at the same indices.
+
+
+def unpool_size(spatial, kernel_size, stride=None, padding=0, output_size=None):
+    """The output plane of max_unpool over input ``spatial`` sizes."""
+    nd = len(spatial)
+    if output_size is not None:
+        return _tuple(output_size, nd)[-nd:]
+    ks, ss, ps = _tuple(kernel_size, nd), _tuple(kernel_size if stride is None else stride, nd), _tuple(padding, nd)
+    return tuple((s - 1) * st - 2 * p + k for s, k, st, p in zip(spatial, ks, ss, ps))
+
+
+def _max_unpool(x, indices, kernel_size, stride, padding, output_size):
+    n, c = x.shape[:2]
+    plane = unpool_size(x.shape[2:], kernel_size, stride, padding, output_size)
+    idx = np.asarray(indices).reshape(n, c, -1)
+    out = np.zeros((n, c, int(np.prod(plane))), dtype=x.dtype)
+    np.put_along_axis(out, idx, x.reshape(n, c, -1), axis=2)
+    return out.reshape((n, c) + plane), (idx, x.shape)
+
+
+def _max_unpool_backward(cache, g):
+    idx, shape = cache
+    return np.take_along_axis(g.reshape(idx.shape[:2] + (-1,)), idx, axis=2).reshape(shape), None
+
+
+def max_unpool1d_forward(x, indices, kernel_size=2, stride=None, padding=0, output_size=None):
+    return _max_unpool(x, indices, kernel_size, stride, padding, output_size)
+
+
+def max_unpool2d_forward(x, indices, kernel_size=2, stride=None, padding=0, output_size=None):
+    return _max_unpool(x, indices, kernel_size, stride, padding, output_size)
+
+
+def max_unpool3d_forward(x, indices, kernel_size=2, stride=None, padding=0, output_size=None):
+    return _max_unpool(x, indices, kernel_size, stride, padding, output_size)
+
+
+max_unpool1d_backward = max_unpool2d_backward = max_unpool3d_backward = _max_unpool_backward

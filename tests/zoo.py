@@ -894,6 +894,22 @@ def conv_transpose2d_drops_output_padding(saved, g):
     return spatial.conv_transpose2d_backward(cache, g)
 
 
+def _max_unpool2d_noting_width(x, indices, kernel_size=2, stride=None, padding=0, output_size=None):
+    y, cache = spatial.max_unpool2d_forward(x, indices, kernel_size, stride, padding, output_size)
+    return y, (cache, spatial.unpool_size(x.shape[2:], kernel_size, stride, padding)[1])
+
+
+def max_unpool2d_backward_by_the_default_width(saved, g):
+    (idx, shape), width = saved
+    # each index split into (row, column) by the default plane width: right
+    # unless output_size makes the plane wider
+    rows, cols = np.divmod(idx, width)
+    n, c = shape[:2]
+    got = g[np.arange(n)[:, None, None], np.arange(c)[None, :, None], np.minimum(rows, g.shape[2] - 1),
+            np.minimum(cols, g.shape[3] - 1)]
+    return got.reshape(shape), None
+
+
 def conv_transpose1d_weight_from_group_0(cache, g):
     xg, wg, taps, full_shape, pads, has_bias = cache
     grads = spatial.conv_transpose1d_backward(cache, g)
@@ -1327,6 +1343,7 @@ ZOO = [
     Bug("avg-pool2d-backward-counts-the-padding", "avg_pool2d", "wrong only with count_include_pad=False or divisor_override", _numpy("avg_pool2d", layers.avg_pool2d_forward, avg_pool2d_backward_counts_padding)),
     Bug("softplus-backward-ignores-the-threshold", "softplus", "wrong only past the threshold", _numpy("softplus", activations.softplus_forward, softplus_backward_ignores_threshold)),
     Bug("conv-transpose2d-drops-output-padding", "conv_transpose2d", "wrong only with output_padding", _numpy("conv_transpose2d", _conv_transpose2d_noting_output_padding, conv_transpose2d_drops_output_padding)),
+    Bug("max-unpool2d-backward-by-the-default-width", "max_unpool2d", "wrong only with an output_size wider than the default", _numpy("max_unpool2d", _max_unpool2d_noting_width, max_unpool2d_backward_by_the_default_width)),
     Bug("conv-transpose1d-weight-from-group-0", "conv_transpose1d", "wrong only for groups > 1", _numpy("conv_transpose1d", spatial.conv_transpose1d_forward, conv_transpose1d_weight_from_group_0)),
     Bug("grid-sample-border-slope-through-the-clamp", "grid_sample", "wrong only with padding_mode='border', outside the image", _numpy("grid_sample", spatial.grid_sample_forward, grid_sample_border_slope_through_the_clamp)),
     Bug("affine-grid-backward-aligns-the-corners", "affine_grid", "wrong only with align_corners=False", _numpy("affine_grid", _affine_grid_noting_corners, affine_grid_backward_with_corners_aligned)),

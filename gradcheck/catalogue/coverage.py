@@ -55,7 +55,7 @@ FUNCTIONAL: dict[str, str | tuple[str, str]] = {
     "lp_pool1d": "lp_pool1d", "lp_pool2d": "lp_pool2d", "lp_pool3d": "lp_pool3d",
     "fractional_max_pool2d": ("", _RANDOM), "fractional_max_pool3d": ("", _RANDOM),
     "fractional_max_pool2d_with_indices": ("", _RANDOM), "fractional_max_pool3d_with_indices": ("", _RANDOM),
-    "max_unpool1d": ("", NOT_YET), "max_unpool2d": ("", NOT_YET), "max_unpool3d": ("", NOT_YET),
+    "max_unpool1d": "max_unpool1d", "max_unpool2d": "max_unpool2d", "max_unpool3d": "max_unpool3d",
     # activations
     "relu": "relu", "relu6": "relu6", "leaky_relu": "leaky_relu", "elu": "elu", "selu": "selu", "celu": "celu",
     "gelu": "gelu", "silu": "silu", "mish": "mish", "sigmoid": "sigmoid", "tanh": "tanh", "softplus": "softplus",

@@ -483,6 +483,23 @@ def adaptive_avg_pool3d(x, output_size):
     return F().adaptive_avg_pool3d(x, output_size)
 
 
+def _sizes(output_size):
+    # torch's max_unpool takes output_size as a sequence only
+    return (output_size,) if isinstance(output_size, int) else output_size
+
+
+def max_unpool1d(x, indices, kernel_size, stride, padding, output_size):
+    return F().max_unpool1d(x, indices, kernel_size, stride, padding, _sizes(output_size))
+
+
+def max_unpool2d(x, indices, kernel_size, stride, padding, output_size):
+    return F().max_unpool2d(x, indices, kernel_size, stride, padding, _sizes(output_size))
+
+
+def max_unpool3d(x, indices, kernel_size, stride, padding, output_size):
+    return F().max_unpool3d(x, indices, kernel_size, stride, padding, _sizes(output_size))
+
+
 def lp_pool1d(x, norm_type, kernel_size, stride):
     return F().lp_pool1d(x, norm_type, kernel_size, stride)
 

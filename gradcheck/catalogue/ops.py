@@ -590,6 +590,21 @@ _OPS = [
           (2, {"cnn": 14}, (_S({"x": (2, 2, 4, 4)}), _S({"x": (1, 3, 5, 4)}, {"norm_type": 1.0, "kernel_size": (3, 2), "stride": 1}))),
           (3, {"cnn": 21}, (_S({"x": (1, 2, 4, 3, 4)}),
                             _S({"x": (2, 1, 3, 4, 3)}, {"norm_type": 1.0, "kernel_size": (2, 3, 2), "stride": 1}))))),
+    *(OpDef(f"max_unpool{nd}d", (X, TensorArg("indices", CONST, dtype="int")), shapes.max_unpool(f"max_unpool{nd}d", nd),
+            {"kernel_size": 2, "stride": None, "padding": 0, "output_size": None}, samples=samples,
+            doc="each value written at its index into a zero plane of its (sample, channel): a max pool's gather "
+                "undone (indices distinct within a plane)",
+            torch=getattr(formulas, f"max_unpool{nd}d"), placement=Placement("layer", families, place.place_max_unpool(nd)))
+      for nd, families, samples in (
+          (1, {"sequence": 12}, (_S({"x": (2, 3, 4), "indices": (2, 3, 4)}, init={"indices": {"kind": "distinct", "high": 8}}),
+                                 _S({"x": (1, 2, 4), "indices": (1, 2, 4)}, {"kernel_size": 3, "stride": 2, "padding": 1, "output_size": 8},
+                                    init={"indices": {"kind": "distinct", "high": 8}}))),
+          (2, {"cnn": 23}, (_S({"x": (1, 2, 2, 3), "indices": (1, 2, 2, 3)}, init={"indices": {"kind": "distinct", "high": 24}}),
+                            _S({"x": (2, 1, 3, 2), "indices": (2, 1, 3, 2)}, {"kernel_size": (2, 3), "stride": (2, 1), "output_size": (7, 4)},
+                               init={"indices": {"kind": "distinct", "high": 28}}))),
+          (3, {"cnn": 24}, (_S({"x": (1, 2, 1, 2, 2), "indices": (1, 2, 1, 2, 2)}, init={"indices": {"kind": "distinct", "high": 32}}),
+                            _S({"x": (1, 1, 2, 2, 1), "indices": (1, 1, 2, 2, 1)}, {"kernel_size": 3, "stride": 2, "padding": 1},
+                               init={"indices": {"kind": "distinct", "high": 9}}))))),
     OpDef("conv3d", (X, W, B_OPT), shapes.conv(3), _CONV_HYPER, samples=(
         _S({"x": (2, 2, 3, 4, 4), "weight": (3, 2, 2, 2, 2), "bias": (3,)}),
         _S({"x": (1, 4, 4, 5, 3), "weight": (2, 2, 2, 3, 1)}, {"stride": (1, 2, 1), "padding": 1, "groups": 2}),

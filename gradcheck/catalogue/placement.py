@@ -30,7 +30,7 @@ __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place
            "place_pixel_unshuffle", "place_pad", "place_adaptive_pool", "place_concat", "place_attention", "place_embedding",
            "place_declared", "head_probe", "head_targets", "head_with", "head_classes", "head_kl_div", "head_declared", "classes", "rank_at_least", "rank_is", "spatial",
            "reshapable", "per_channel", "place_conv_transpose", "place_unfold", "place_fold", "place_interpolate",
-           "place_channel_shuffle", "place_bilinear", "place_affine_grid", "place_grid_sample", "place_embedding_bag", "place_pdist", "place_lp_pool",
+           "place_channel_shuffle", "place_max_unpool", "place_bilinear", "place_affine_grid", "place_grid_sample", "place_embedding_bag", "place_pdist", "place_lp_pool",
            "place_volume", "place_local_response_norm", "head_bce", "head_cosine_embedding", "head_triplet",
            "head_multi_margin", "head_multilabel_margin", "place_recurrent", "place_positive", "place_where",
            "place_cumprod", "place_stack", "place_bounded", "place_norm", "place_batch_norm_eval",
@@ -954,6 +954,39 @@ def place_lp_pool(nd):
         if stride != k:
             hyper["stride"] = stride
         return ctx.apply(f"lp_pool{nd}d", x, **hyper)
+
+    return place
+
+
+def place_max_unpool(nd):
+    """A max pool undone: x's values written at distinct indices (as a max
+    pool's are) into planes a kernel larger, stride, padding and a larger
+    output_size drawn (volumes: (N, C, H, W) seen as (N, 1, C, H, W))."""
+
+    def place(ctx, x):
+        from reference_impl.spatial import unpool_size
+
+        if nd == 3:
+            x = _as_volume(ctx, x)
+        shape = ctx.shapes[x]
+        if len(shape) != nd + 2:
+            raise NotHere
+        k = 2 if nd == 3 else ctx.draw(st.integers(2, 3))
+        hyper = {"kernel_size": k}
+        stride = ctx.draw(st.integers(1, k))
+        if stride != k:
+            hyper["stride"] = stride
+        padding = ctx.draw(st.integers(0, k // 2))
+        if padding:
+            hyper["padding"] = padding
+        plane = unpool_size(shape[2:], k, stride, padding)
+        if stride > 1 and ctx.draw(st.integers(0, 3)) == 0:
+            plane = tuple(p + 1 for p in plane)  # output_size past the default, as an odd-sized pool's input
+            hyper["output_size"] = plane if nd > 1 else plane[0]
+        if min(plane) < 1 or math.prod(plane) < math.prod(shape[2:]):
+            raise NotHere
+        ids = ctx.leaf("indices", shape, "const", "int", {"kind": "distinct", "high": math.prod(plane)})
+        return ctx.apply(f"max_unpool{nd}d", x, ids, **hyper)
 
     return place
 

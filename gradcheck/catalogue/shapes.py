@@ -625,3 +625,25 @@ def cross_entropy_probs(logits, target, weight=None, reduction="mean", label_smo
     _need(weight is None or tuple(weight) == (logits[1],), f"cross_entropy_probs: weight must be ({logits[1]},), got {weight}")
     _need(0.0 <= label_smoothing <= 1.0, f"cross_entropy_probs: label_smoothing must be in [0, 1], got {label_smoothing}")
     return _reduced("cross_entropy_probs", reduction, (logits[0],))
+
+
+def max_unpool(name, nd):
+    def rule(x, indices, kernel_size=2, stride=None, padding=0, output_size=None):
+        from reference_impl.spatial import unpool_size
+
+        _need(len(x) == nd + 2, f"{name}: x must have {nd + 2} dims (N, C, *spatial), got {x}")
+        _need(tuple(indices) == tuple(x), f"{name}: indices {indices} must have x's shape {x}")
+        ks, ss, ps = _n(kernel_size, nd), _n(kernel_size if stride is None else stride, nd), _n(padding, nd)
+        _need(len(ks) == len(ss) == len(ps) == nd and all(k >= 1 and s >= 1 and 0 <= p <= k // 2
+                                                          for k, s, p in zip(ks, ss, ps)),
+              f"{name}: kernel_size {kernel_size}, stride {stride}, padding {padding}: each >= 1, padding at most "
+              f"half the kernel")
+        default = unpool_size(x[2:], kernel_size, stride, padding)
+        out = default if output_size is None else unpool_size(x[2:], kernel_size, stride, padding, output_size)
+        _need(len(out) == nd and all(d - s < o < d + s for o, d, s in zip(out, default, ss)),
+              f"{name}: output_size {output_size} must be within a stride of the default {default}")
+        _need(min(out) >= 1 and math.prod(out) >= math.prod(x[2:]),
+              f"{name}: a plane of {out} cannot hold {math.prod(x[2:])} distinct indices")
+        return (x[0], x[1], *out)
+
+    return rule

@@ -2369,3 +2369,34 @@ class Stack:
         n, dim = saved
         parts = np.split(g, n, axis=dim)
         return tuple(np.squeeze(p, axis=dim) for p in parts)
+
+
+@op("max_unpool2d")
+class MaxUnpool2d:
+    # a loop over (sample, channel) planes, the output size worked out by hand
+    @staticmethod
+    def forward(x, indices, kernel_size=2, stride=None, padding=0, output_size=None):
+        kh, kw = _pair(kernel_size)
+        sh, sw = _pair(kernel_size if stride is None else stride)
+        ph, pw = _pair(padding)
+        n, c, h, w = x.shape
+        if output_size is None:
+            oh, ow = (h - 1) * sh - 2 * ph + kh, (w - 1) * sw - 2 * pw + kw
+        else:
+            oh, ow = _pair(output_size)[-2:]
+        out = np.zeros((n, c, oh * ow), dtype=x.dtype)
+        for i in range(n):
+            for j in range(c):
+                out[i, j, indices[i, j].ravel()] = x[i, j].ravel()
+        return out.reshape(n, c, oh, ow), (indices, x.shape)
+
+    @staticmethod
+    def backward(saved, g):
+        indices, shape = saved
+        n, c = shape[:2]
+        flat = g.reshape(n, c, -1)
+        gx = np.empty(shape, dtype=g.dtype)
+        for i in range(n):
+            for j in range(c):
+                gx[i, j] = flat[i, j, indices[i, j].ravel()].reshape(shape[2:])
+        return gx, None
