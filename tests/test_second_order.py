@@ -150,6 +150,35 @@ def test_torch_hessian_vector_products_agree_with_differences_of_the_references_
     assert "fail" in {r.status for r in records}
 
 
+def test_a_hessian_vector_cross_check_replays_from_another_folder(tmp_path):
+    """A Hessian-vector source has a spec (its inner source and the direction's
+    seed), so a second-order case file replays with ``gradcheck repro``; a spec
+    it cannot read is a clear error."""
+    import subprocess
+    import sys
+
+    from gradcheck.replay import write_gradient_case
+    from gradcheck.sources.hessian import HessianVector
+    from gradcheck.sources.specs import parse_source
+    from gradcheck.sources.torch_autograd import TorchSource
+    from gradcheck import ReferenceSource
+
+    a, b = HessianVector(TorchSource(), seed=5), HessianVector(ReferenceSource(), seed=5, differences=True)
+    assert (a.spec, b.spec) == ("hvp:seed=5(torch:cpu:float64)", "hvp-fd:seed=5(reference)")
+    again = parse_source(b.spec)
+    assert isinstance(again, HessianVector) and again.differences and again.seed == 5 and again.spec == b.spec
+    with pytest.raises(ValueError, match="hvp:seed=N"):
+        parse_source("hvp:n=5(reference)")
+    path = write_gradient_case(tmp_path / "hvp.json", _tanh_graph(), a, b)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = subprocess.run([sys.executable, "-m", "gradcheck.cli", "repro", str(path)], cwd=elsewhere,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "hvp:seed=5(torch:cpu:float64) against hvp-fd:seed=5(reference)" in out.stdout
+    assert {"x", "w", "b"} <= {line.split()[2] for line in out.stdout.splitlines() if line.strip().startswith("pass")}
+
+
 def test_a_million_parameter_mlp_passes_without_element_by_element_localisation(monkeypatch):
     """Its second-order direction sums a million terms: with one thread the central
     stencil missed by rounding (error/tolerance 1.06), and localising element by

@@ -35,6 +35,14 @@ class HessianVector(Source):
         if not differences and not hasattr(of, "loss_function"):
             raise Unsupported(f"{of.name} has no double backward; give differences=True")
 
+    @property
+    def spec(self) -> str:
+        """``hvp:seed=S(<spec>)`` or ``hvp-fd:seed=S(<spec>)``: how ``parse_source``
+        rebuilds it, the direction's seed included ("" when the inner source
+        has no spec)."""
+        inner = self.of.spec
+        return f"{'hvp-fd' if self.differences else 'hvp'}:seed={self.seed}({inner})" if inner else ""
+
     def directions(self, graph: Graph, tensors: dict) -> dict:
         rng = np.random.default_rng(self.seed)
         return {leaf.name: rademacher(rng, np.shape(tensors[leaf.name])).astype(np.asarray(tensors[leaf.name]).dtype)

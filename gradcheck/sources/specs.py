@@ -12,7 +12,9 @@ __all__ = ["parse_source"]
 def parse_source(spec: str, candidate=None):
     """The source a spec names: ``reference``, ``reference:float64``,
     ``reference-or-formula``, ``torch:cpu:float32``,
-    ``fd:central:auto:n=4,seed=0,full=2000,bisect=4096(<spec>)``, or one of
+    ``fd:central:auto:n=4,seed=0,full=2000,bisect=4096(<spec>)``,
+    ``hvp:seed=0(<spec>)`` (Hessian-vector products by double backward; ``hvp-fd``
+    by differences of the first-order gradients), or one of
     ``candidate``'s: ``candidate:numpy``, ``candidate:torch:cpu:float32``,
     ``candidate:engine``.  A spec never names code to load: a candidate's
     source needs the ``Candidate`` itself, given by the caller."""
@@ -41,6 +43,15 @@ def parse_source(spec: str, candidate=None):
                 raise ValueError(f"cannot read source spec {spec!r}: unknown setting {key!r}")
             kw[names[key]] = None if value == "case" else int(value)
         return FiniteDifferences(parse_source(inner, candidate), method, mode or "full", **kw)
+    if (spec.startswith("hvp:") or spec.startswith("hvp-fd:")) and spec.endswith(")") and "(" in spec:
+        from .hessian import HessianVector
+
+        head, inner = spec[:-1].split("(", 1)
+        kind, _, setting = head.partition(":")
+        key, _, value = setting.partition("=")
+        if key != "seed" or not value.isdigit():
+            raise ValueError(f"cannot read source spec {spec!r}: expected {kind}:seed=N(<source spec>)")
+        return HessianVector(parse_source(inner, candidate), seed=int(value), differences=kind == "hvp-fd")
     if spec.startswith("candidate:"):
         if candidate is None:
             raise ValueError(f"source {spec!r} runs a candidate's code: give the candidate (--candidate TARGET)")
