@@ -446,3 +446,79 @@ def multilabel_margin_backward(cache, g):
     scale = np.asarray(g) / count / c
     w = on * (scale.reshape(-1, 1, 1) if scale.ndim else scale)
     return w.sum(axis=1) - w.sum(axis=2), None
+
+
+# ---------------------------------------------------------------- ctc_loss
+#
+# Connectionist temporal classification: log_probs (T, N, C), targets (N, S) of
+# class ids (none the blank), each sample n over its first input_lengths[n] steps
+# and target_lengths[n] labels.  Its loss is -log of the total probability of the
+# alignments: paths over the extended labels (blank, l1, blank, l2, ..., blank)
+# that stay or move one on, or two where that skips a blank between two
+# different labels.  alpha (paths up to t) and beta (paths from t on), in log
+# space, both counting step t's emission, so alpha + beta - emission is the log
+# probability of the paths through (t, s), and d loss / d log_probs[t, n, c] is
+# minus the share of the probability whose path is at a label c at step t.
+# This is the gradient with respect to log_probs as given, whatever they are;
+# torch's own adds exp(log_probs), which only a log_softmax's backward before it
+# cancels (gradcheck/catalogue/formulas.py takes it out again).
+
+
+def _ctc_lattice(emit, skip):
+    """log alpha and log beta over (T, L) from the emissions (T, L)."""
+    steps, width = emit.shape
+    alpha, beta = np.full(emit.shape, -np.inf), np.full(emit.shape, -np.inf)
+    alpha[0, :2] = emit[0, :2]
+    beta[-1, -2:] = emit[-1, -2:]
+    none = np.full(2, -np.inf)
+
+    def back(a, k):  # a moved k labels on: a[s - k] at s
+        return np.concatenate([none[:k], a])[:width]
+
+    def on(b, k):  # b[s + k] at s
+        return np.concatenate([b, none[:k]])[k:]
+
+    later = on(skip, 2).astype(bool)  # s -> s + 2 where s + 2 may be reached by a skip
+    for t in range(1, steps):
+        a = alpha[t - 1]
+        alpha[t] = np.logaddexp(np.logaddexp(a, back(a, 1)), np.where(skip, back(a, 2), -np.inf)) + emit[t]
+    for t in range(steps - 2, -1, -1):
+        b = beta[t + 1]
+        beta[t] = np.logaddexp(np.logaddexp(b, on(b, 1)), np.where(later, on(b, 2), -np.inf)) + emit[t]
+    return alpha, beta
+
+
+def ctc_forward(log_probs, targets, input_lengths=None, target_lengths=None, blank=0, reduction="mean"):
+    steps, n, _ = log_probs.shape
+    inputs = (steps,) * n if input_lengths is None else tuple(input_lengths)
+    labels = (targets.shape[1],) * n if target_lengths is None else tuple(target_lengths)
+    nll = np.zeros(n, dtype=log_probs.dtype)
+    grad = np.zeros(log_probs.shape, dtype=np.float64)  # d nll[i] / d log_probs[:, i]
+    for i in range(n):
+        ext = np.full(2 * labels[i] + 1, blank)
+        ext[1::2] = targets[i, :labels[i]]
+        skip = np.zeros(len(ext), dtype=bool)
+        skip[2:] = (ext[2:] != blank) & (ext[2:] != ext[:-2])
+        emit = np.asarray(log_probs[:inputs[i], i], dtype=np.float64)[:, ext]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            alpha, beta = _ctc_lattice(emit, skip)
+            total = np.logaddexp.reduce(alpha[-1, -2:])
+            share = np.exp(alpha + beta - emit - total)  # the probability of the paths through (t, s)
+        nll[i] = -total
+        np.add.at(grad[:inputs[i], i], (slice(None), ext), -share)
+    scale = np.ones(n) if reduction != "mean" else 1.0 / (n * np.maximum(np.asarray(labels), 1))
+    if reduction == "mean":
+        loss = np.sum(nll * scale)
+    elif reduction == "sum":
+        loss = nll.sum()
+    elif reduction == "none":
+        loss = nll
+    else:
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return np.asarray(loss, dtype=log_probs.dtype), (grad.astype(log_probs.dtype), scale, reduction)
+
+
+def ctc_backward(cache, g):
+    grad, scale, reduction = cache
+    per = np.broadcast_to(np.asarray(g), scale.shape) * scale  # each sample's share of the loss
+    return (grad * per[None, :, None].astype(grad.dtype), None)

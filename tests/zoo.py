@@ -910,6 +910,13 @@ def max_unpool2d_backward_by_the_default_width(saved, g):
     return got.reshape(shape), None
 
 
+def ctc_mean_over_the_batch_only(cache, g):
+    grad, scale, reduction = cache
+    if reduction == "mean":  # torch's mean divides each loss by its target length too; this forgets it
+        scale = np.full(scale.shape, 1.0 / scale.size)
+    return losses.ctc_backward((grad, scale, reduction), g)
+
+
 def conv_transpose1d_weight_from_group_0(cache, g):
     xg, wg, taps, full_shape, pads, has_bias = cache
     grads = spatial.conv_transpose1d_backward(cache, g)
@@ -1364,6 +1371,7 @@ ZOO = [
     Bug("lp-pool1d-overlapping-windows-overwrite", "lp_pool1d", "wrong only where windows overlap (stride < kernel)", _numpy("lp_pool1d", spatial.lp_pool1d_forward, lp_pool_overlaps_overwrite)),
     Bug("lp-pool3d-p2-slope-over-the-sum", "lp_pool3d", "wrong only for norm_type=2", _numpy("lp_pool3d", spatial.lp_pool3d_forward, lp_pool3d_p2_over_the_sum)),
     Bug("local-response-norm-own-channel-only", "local_response_norm", "wrong only for size > 1", _numpy("local_response_norm", normalization.local_response_norm_forward, lrn_backward_own_channel_only)),
+    Bug("ctc-mean-over-the-batch-only", "ctc", "wrong only for reduction='mean' with targets longer than 1", _numpy("ctc", losses.ctc_forward, ctc_mean_over_the_batch_only)),
     Bug("bce-backward-always-divides-by-count", "binary_cross_entropy", "wrong only for reduction='sum'", _numpy("binary_cross_entropy", losses.binary_cross_entropy_forward, bce_backward_always_mean)),
     Bug("cosine-embedding-ignores-the-margin-hinge", "cosine_embedding", "wrong only for dissimilar pairs below the margin", _numpy("cosine_embedding", losses.cosine_embedding_forward, cosine_embedding_ignores_the_margin_hinge)),
     Bug("triplet-backward-ignores-swap", "triplet_margin", "wrong only with swap=True", _numpy("triplet_margin", losses.triplet_margin_forward, triplet_backward_ignores_swap)),

@@ -85,7 +85,7 @@ FUNCTIONAL: dict[str, str | tuple[str, str]] = {
     "multi_margin_loss": "multi_margin", "margin_ranking_loss": "margin_ranking",
     "hinge_embedding_loss": "hinge_embedding", "cosine_embedding_loss": "cosine_embedding",
     "triplet_margin_loss": "triplet_margin", "triplet_margin_with_distance_loss": "triplet_margin_with_distance",
-    "ctc_loss": ("", NOT_YET),
+    "ctc_loss": "ctc",
     # not differentiable functions
     "one_hot": ("", "integer in, integer out: nothing to differentiate"),
     "Optional": ("", _HELPER), "assert_int_or_pair": ("", _HELPER), "boolean_dispatch": ("", _HELPER),

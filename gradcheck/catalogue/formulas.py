@@ -399,6 +399,28 @@ def nll(logp, t, weight=None, reduction="mean", ignore_index=-100):
     return F().nll_loss(logp, t, weight=weight, reduction=reduction, ignore_index=ignore_index)
 
 
+def ctc(log_probs, targets, input_lengths=None, target_lengths=None, blank=0, reduction="mean"):
+    # torch's ctc_loss backward returns the gradient with respect to the logits of
+    # a log_softmax before it: the gradient with respect to log_probs plus
+    # exp(log_probs) at each step a sample uses, which that log_softmax's
+    # backward cancels.  Added here with a value of exactly 0 and the gradient
+    # -exp(log_probs) there, so the formula is the derivative of its own forward
+    # for any log_probs (the reference's), as a source must be.
+    torch = _torch()
+    steps, n = log_probs.shape[:2]
+    inputs = input_lengths or (steps,) * n
+    labels = target_lengths or (targets.shape[1],) * n
+    loss = F().ctc_loss(log_probs, targets, inputs, labels, blank=blank, reduction=reduction)
+    used = (torch.arange(steps, device=log_probs.device)[:, None]
+            < torch.as_tensor(inputs, device=log_probs.device)[None, :]).to(log_probs.dtype)
+    extra = (log_probs.exp() * used[..., None]).sum(dim=(0, 2))  # (N,): what torch adds, per sample
+    if reduction == "mean":
+        extra = (extra / torch.as_tensor(labels, device=log_probs.device).clamp(min=1).to(log_probs.dtype)).mean()
+    elif reduction == "sum":
+        extra = extra.sum()
+    return loss - (extra - extra.detach())
+
+
 def multilabel_soft_margin(x, y, reduction):
     return F().multilabel_soft_margin_loss(x, y, reduction=reduction)
 

@@ -480,6 +480,19 @@ _OPS = [
            init={"target": {"kind": "randint", "high": 4, "not_all": 1}, "weight": _AWAY_FROM_ZERO}),
     ), doc="-weight[target[n]] logp[n, target[n]]; rows at ignore_index count for nothing",
           torch=formulas.nll, batching=copies.cross_entropy, placement=Placement("head", _everywhere(13), place.head_classes("nll"), place.classes)),
+    OpDef("ctc", (TensorArg("log_probs"), TensorArg("targets", CONST, dtype="int")), shapes.ctc,
+          {"input_lengths": None, "target_lengths": None, "blank": 0, "reduction": "mean"}, family="loss",
+          complex_step=False, higher_order=False, vmap=False, samples=(
+        _S({"log_probs": (5, 2, 4), "targets": (2, 2)}, init={"targets": {"kind": "randint", "low": 1, "high": 4}}),
+        _S({"log_probs": (6, 3, 3), "targets": (3, 3)}, {"input_lengths": (6, 5, 3), "target_lengths": (3, 1, 0),
+                                                         "reduction": "sum"},
+           init={"targets": {"kind": "randint", "low": 1, "high": 3}}),
+        _S({"log_probs": (4, 2, 5), "targets": (2, 2)}, {"blank": 4, "reduction": "none", "target_lengths": (2, 1)},
+           init={"targets": {"kind": "randint", "high": 4}}),
+    ), doc="connectionist temporal classification: -log of the total probability of the alignments of each "
+           "target (N, S) with log_probs (T, N, C), over input_lengths steps and target_lengths labels",
+          torch=formulas.ctc,
+          placement=Placement("head", _everywhere(22), place.head_ctc, place.rank_at_least(2))),
     OpDef("multilabel_soft_margin", (X, TensorArg("target", CONST)), shapes.multilabel("multilabel_soft_margin"),
           {"reduction": "mean"}, family="loss", samples=(
         _S({"x": (4, 3), "target": (4, 3)}, init={"target": _LABELS}),

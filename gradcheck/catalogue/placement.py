@@ -30,7 +30,7 @@ __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place
            "place_pixel_unshuffle", "place_pad", "place_adaptive_pool", "place_concat", "place_attention", "place_embedding",
            "place_declared", "head_probe", "head_targets", "head_with", "head_classes", "head_kl_div", "head_declared", "classes", "rank_at_least", "rank_is", "spatial",
            "reshapable", "per_channel", "place_conv_transpose", "place_unfold", "place_fold", "place_interpolate",
-           "place_channel_shuffle", "place_max_unpool", "place_bilinear", "place_affine_grid", "place_grid_sample", "place_embedding_bag", "place_pdist", "place_lp_pool",
+           "place_channel_shuffle", "head_ctc", "place_max_unpool", "place_bilinear", "place_affine_grid", "place_grid_sample", "place_embedding_bag", "place_pdist", "place_lp_pool",
            "place_volume", "place_local_response_norm", "head_bce", "head_cosine_embedding", "head_triplet",
            "head_multi_margin", "head_multilabel_margin", "place_recurrent", "place_positive", "place_where",
            "place_cumprod", "place_stack", "place_bounded", "place_norm", "place_batch_norm_eval",
@@ -678,6 +678,39 @@ def head_classes(loss, smoothing=False):
         _finish(ctx, loss, args, hyper)
 
     return place
+
+
+def head_ctc(ctx, x):
+    """ctc_loss over a sequence (N, L, D): log_softmax over D of its (L, N, D)
+    transpose as log_probs (T = L steps, C = D classes); any other tensor is
+    flattened and projected by a linear layer to T x C logits first.  Targets
+    of up to T / 2 labels (never the blank: 0 or, one case in four, C - 1),
+    input and target lengths drawn below the longest (each alignment possible)."""
+    shape = ctx.shapes[x]
+    if len(shape) != 3 or shape[1] < 2 or shape[2] < 2:
+        if len(shape) > 2:
+            x = ctx.apply("flatten", x)
+        if len(ctx.shapes[x]) != 2:
+            raise NotHere
+        steps, classes = ctx.draw(st.integers(2, 4)), ctx.draw(st.integers(2, 4))
+        x = ctx.apply("linear", x, ctx.param((steps * classes, ctx.shapes[x][1])))
+        x = ctx.apply("reshape", x, shape=(ctx.shapes[x][0], steps, classes))
+        shape = ctx.shapes[x]
+    n, steps, classes = shape
+    lp = ctx.apply("log_softmax", ctx.apply("transpose", x, dim0=0, dim1=1), dim=-1)
+    hyper = {}
+    last = ctx.draw(st.integers(0, 3)) == 0
+    if last:
+        hyper["blank"] = classes - 1
+    width = ctx.draw(st.integers(1, steps // 2))
+    if ctx.draw(st.booleans()):
+        labels = tuple(ctx.draw(st.integers(0, width)) for _ in range(n))
+        inputs = tuple(ctx.draw(st.integers(max(1, 2 * k - 1), steps)) for k in labels)
+        hyper.update(target_lengths=labels, input_lengths=inputs)
+    if ctx.draw(st.booleans()):
+        hyper["reduction"] = "sum"
+    init = {"kind": "randint", "high": classes - 1} if last else {"kind": "randint", "low": 1, "high": classes}
+    _finish(ctx, "ctc", (lp, ctx.leaf("targets", (n, width), "const", "int", init)), hyper)
 
 
 def head_class_probabilities(ctx, x):

@@ -353,6 +353,23 @@ def nll(logp, target, weight=None, reduction="mean", ignore_index=-100):
     return _reduced("nll", reduction, (logp[0],))
 
 
+def ctc(log_probs, targets, input_lengths=None, target_lengths=None, blank=0, reduction="mean"):
+    _need(len(log_probs) == 3 and len(targets) == 2 and targets[0] == log_probs[1],
+          f"ctc: log_probs (T, N, C) and targets (N, S), got {log_probs}, {targets}")
+    steps, n, c = log_probs
+    inputs = (steps,) * n if input_lengths is None else tuple(input_lengths)
+    labels = (targets[1],) * n if target_lengths is None else tuple(target_lengths)
+    _need(len(inputs) == n and all(1 <= i <= steps for i in inputs),
+          f"ctc: input_lengths {input_lengths} must be {n} lengths in [1, {steps}]")
+    _need(len(labels) == n and all(0 <= k <= targets[1] for k in labels),
+          f"ctc: target_lengths {target_lengths} must be {n} lengths in [0, {targets[1]}]")
+    # 2 k - 1 steps reach every k labels, repeats included: no impossible alignment (an infinite loss)
+    _need(all(i >= 2 * k - 1 for i, k in zip(inputs, labels)),
+          f"ctc: input_lengths {inputs} must be at least 2 * target_lengths - 1 ({labels})")
+    _need(0 <= blank < c, f"ctc: blank {blank} must be a class of {c}")
+    return _reduced("ctc", reduction, (n,))
+
+
 def multilabel(name):
     def rule(x, target, reduction="mean"):
         _need(len(x) == 2 and tuple(target) == tuple(x), f"{name}: x (N, C) and target (N, C), got {x}, {target}")

@@ -620,7 +620,9 @@ def torch_deviations(case, records, tensors, results, sources):
            for reason in [get_op(op).torch_deviates(*(values[i] for i in inputs), **hyper)] if reason]
     if not why:
         return records
-    return [with_opinion(r, "torch-deviation", "skipped", f"({'; '.join(why)})", status="skipped")
+    # the reason first: a skip is reported by its first line
+    return [with_opinion(r, "torch-deviation", "skipped", status="skipped",
+                         message=f"{'; '.join(why)}\n{r.message}")
             if r.status == "fail" else r for r in records]
 
 
