@@ -296,28 +296,49 @@ def float64_differences(case, records, tensors, a, b, results, tolerance):
     of its float64 twin at the same values, and the float32 gradient is judged
     against those at the same float32 tolerance: the yardstick is made accurate,
     the tolerance is not widened, and a float32 gradient that is off still
-    fails.  A source with no float64 twin keeps its failure."""
+    fails.  A candidate whose ops are declared for float32 only has no float64
+    twin: the float64 differences are then the reference's (with declared ops'
+    formulas), the function its ops claim to compute, whose forward the
+    candidate's is checked against elsewhere.  A source with neither keeps its
+    failure."""
     if not isinstance(b, FiniteDifferences) or results[0].dtype == "float64":
         return records
     failed = [r.tensor for r in records if r.status == "fail" and r.tensor in results[1].grads]
     if not failed:
         return records
-    try:
-        twin = a.with_dtype("float64")
-    except Unsupported:
-        return records
-    differences = FiniteDifferences(twin, "central", "full", b.n_directions, b.seed, full_limit=b.full_limit)
-    try:
-        refined = differences.refine(case.graph, tensors, results[1], failed)
-    except Unsupported:
+    refined, whose = None, "the float64 computation"
+    # the same values held in float64, so that the steps are taken in float64
+    # too (x + h rounded to float32 moves x by float32's spacing, not by h)
+    wide = {k: np.asarray(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f" else v for k, v in tensors.items()}
+    for twin in _float64_twins(a, case.graph):
+        differences = FiniteDifferences(twin, "central", "full", b.n_directions, b.seed, full_limit=b.full_limit)
+        try:
+            refined = differences.refine(case.graph, wide, results[1], failed)
+            break
+        except Unsupported:
+            whose = "the float64 reference (the candidate's ops are declared for float32 only)"
+    if refined is None:
         return records
     again = {r.tensor: r for r in compare(case.graph, results[0], refined, seed=case.seed, tolerance=tolerance)
              if r.tensor in failed}
-    note = ("(judged again against Richardson differences of the float64 computation at the same values, at the "
+    note = (f"(judged again against Richardson differences of {whose} at the same values, at the "
             "same tolerance: float32 differences cannot resolve this case, see Note [Float64 differences])")
     return [with_opinion(again[r.tensor], "float64-differences", again[r.tensor].status, note,
                          seconds=r.seconds + refined.seconds, opinions=r.opinions)
             if r.tensor in again else r for r in records]
+
+
+def _float64_twins(a, graph):
+    """The float64 sources whose differences may stand in for ``a``'s: its own
+    twin, then, for a candidate, the reference (Note [Float64 differences])."""
+    try:
+        yield a.with_dtype("float64")
+    except Unsupported:
+        pass
+    if candidate_of(a) is not None:
+        reference = ReferenceOrFormula("float64")
+        if reference.can_run(graph):
+            yield reference
 
 
 _FLOATING = re.compile(r"raised (FloatingPointError|RuntimeWarning): (divide by zero|overflow|invalid value)")
@@ -526,12 +547,23 @@ def _rounded_run(graph, steps, x64, branches, rng):
                      gi + rng.uniform(-1, 1, np.shape(gi)) * unit / spread * np.sqrt(np.mean(np.abs(t) ** 2))
                      for gi, t in zip(grads, typical))
 
+    def stored(cache):
+        """Every float array a backward reads, rounded as float32 code stores it
+        (a norm, a mean kept from the forward): its error reaches every element
+        the backward scales by it alike."""
+        if isinstance(cache, (tuple, list)):
+            return type(cache)(stored(c) for c in cache)
+        if isinstance(cache, np.ndarray) and cache.dtype.kind in "fc":
+            return rounded(cache)
+        return cache
+
     def wrap(name):
         op, spread_of = OPS[name], get_op(name).spread
 
         def forward(*args, **hyper):
             out, _ = op.forward(*args, **hyper)
             _, cache = op.forward(*(rounded(a) for a in args), **hyper)  # the backward rounds on its own
+            cache = stored(cache)
             spread = None if spread_of is None else min(1.0, spread_of(*args, **hyper))
             return rounded(out), (cache, spread)
 
