@@ -709,3 +709,19 @@ def reduction_spread(x, *_, dim=-1, **__):
     backward, 2 (x - mean) / (n - correction), cancels as one."""
     x = np.moveaxis(np.asarray(x), dim, -1)
     return _relative_spread(x.reshape(-1, x.shape[-1]))
+
+
+def ctc_terms(log_probs, targets, input_lengths=None, target_lengths=None, blank=0, reduction="mean", **_):
+    """The size of the terms ctc_loss is summed from (Note [Loss rounding] in
+    sources/numeric.py): -log of a probability that code working in probability
+    space (Graves's per-step rescaling) builds as a sum of one log per step, of
+    numbers near 1, each rounded to eps of 1; a loss near 0 (every alignment
+    certain) is then known to eps times its steps, not eps times itself."""
+    steps, n = np.shape(log_probs)[:2]
+    per = np.asarray((steps,) * n if input_lengths is None else input_lengths, dtype=np.float64)
+    if reduction == "none":
+        return per
+    if reduction == "sum":
+        return float(per.sum())
+    labels = np.asarray((np.shape(targets)[1],) * n if target_lengths is None else target_lengths)
+    return float(np.mean(per / np.maximum(labels, 1)))

@@ -482,7 +482,7 @@ _OPS = [
           torch=formulas.nll, batching=copies.cross_entropy, placement=Placement("head", _everywhere(13), place.head_classes("nll"), place.classes)),
     OpDef("ctc", (TensorArg("log_probs"), TensorArg("targets", CONST, dtype="int")), shapes.ctc,
           {"input_lengths": None, "target_lengths": None, "blank": 0, "reduction": "mean"}, family="loss",
-          complex_step=False, higher_order=False, vmap=False, samples=(
+          complex_step=False, higher_order=False, vmap=False, terms=kink_rules.ctc_terms, samples=(
         _S({"log_probs": (5, 2, 4), "targets": (2, 2)}, init={"targets": {"kind": "randint", "low": 1, "high": 4}}),
         _S({"log_probs": (6, 3, 3), "targets": (3, 3)}, {"input_lengths": (6, 5, 3), "target_lengths": (3, 1, 0),
                                                          "reduction": "sum"},
