@@ -551,8 +551,11 @@ def _rounded_run(graph, steps, x64, branches, rng):
         """Every float array a backward reads, rounded as float32 code stores it
         (a norm, a mean kept from the forward): its error reaches every element
         the backward scales by it alike."""
-        if isinstance(cache, (tuple, list)):
-            return type(cache)(stored(c) for c in cache)
+        if isinstance(cache, tuple):
+            items = [stored(c) for c in cache]
+            return type(cache)(*items) if hasattr(cache, "_fields") else tuple(items)  # a NamedTuple too
+        if isinstance(cache, list):
+            return [stored(c) for c in cache]
         if isinstance(cache, np.ndarray) and cache.dtype.kind in "fc":
             return rounded(cache)
         return cache
