@@ -488,10 +488,15 @@ def _ctc_lattice(emit, skip):
     return alpha, beta
 
 
+def ctc_lengths(steps, n, width, input_lengths=None, target_lengths=None):
+    """Each sample's steps and labels: every step and every target column unless given."""
+    return ((steps,) * n if input_lengths is None else tuple(input_lengths),
+            (width,) * n if target_lengths is None else tuple(target_lengths))
+
+
 def ctc_forward(log_probs, targets, input_lengths=None, target_lengths=None, blank=0, reduction="mean"):
     steps, n, _ = log_probs.shape
-    inputs = (steps,) * n if input_lengths is None else tuple(input_lengths)
-    labels = (targets.shape[1],) * n if target_lengths is None else tuple(target_lengths)
+    inputs, labels = ctc_lengths(steps, n, targets.shape[1], input_lengths, target_lengths)
     nll = np.zeros(n, dtype=log_probs.dtype)
     grad = np.zeros(log_probs.shape, dtype=np.float64)  # d nll[i] / d log_probs[:, i]
     for i in range(n):

@@ -406,10 +406,11 @@ def ctc(log_probs, targets, input_lengths=None, target_lengths=None, blank=0, re
     # backward cancels.  Added here with a value of exactly 0 and the gradient
     # -exp(log_probs) there, so the formula is the derivative of its own forward
     # for any log_probs (the reference's), as a source must be.
+    from reference_impl.losses import ctc_lengths
+
     torch = _torch()
     steps, n = log_probs.shape[:2]
-    inputs = input_lengths or (steps,) * n
-    labels = target_lengths or (targets.shape[1],) * n
+    inputs, labels = ctc_lengths(steps, n, targets.shape[1], input_lengths, target_lengths)
     loss = F().ctc_loss(log_probs, targets, inputs, labels, blank=blank, reduction=reduction)
     used = (torch.arange(steps, device=log_probs.device)[:, None]
             < torch.as_tensor(inputs, device=log_probs.device)[None, :]).to(log_probs.dtype)

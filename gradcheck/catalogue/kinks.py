@@ -717,11 +717,12 @@ def ctc_terms(log_probs, targets, input_lengths=None, target_lengths=None, blank
     space (Graves's per-step rescaling) builds as a sum of one log per step, of
     numbers near 1, each rounded to eps of 1; a loss near 0 (every alignment
     certain) is then known to eps times its steps, not eps times itself."""
-    steps, n = np.shape(log_probs)[:2]
-    per = np.asarray((steps,) * n if input_lengths is None else input_lengths, dtype=np.float64)
+    from reference_impl.losses import ctc_lengths
+
+    inputs, labels = ctc_lengths(*np.shape(log_probs)[:2], np.shape(targets)[1], input_lengths, target_lengths)
+    per = np.asarray(inputs, dtype=np.float64)
     if reduction == "none":
         return per
     if reduction == "sum":
         return float(per.sum())
-    labels = np.asarray((np.shape(targets)[1],) * n if target_lengths is None else target_lengths)
-    return float(np.mean(per / np.maximum(labels, 1)))
+    return float(np.mean(per / np.maximum(np.asarray(labels), 1)))

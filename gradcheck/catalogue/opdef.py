@@ -121,7 +121,8 @@ class OpDef:
     # its variance with data-dependent control flow, which vmap cannot batch;
     # affine_grid's gradient with respect to a parameter, its theta batched
     # (vmap(grad) over the samples), raises "Cannot access data pointer of
-    # Tensor that doesn't have storage" in torch's fallback; the per-sample suite places an op only where it does.
+    # Tensor that doesn't have storage" in torch's fallback; the per-sample
+    # suite places an op only where it does.
     vmap: bool = True
     # frozen(arg_shapes, hyper) -> {arg name: boolean mask}: elements of an input
     # the op's backward gives no gradient by convention, not by its derivative

@@ -28,9 +28,11 @@ __all__ = ["NotHere", "place_activation", "place_linear", "place_matmul", "place
            "place_transpose", "place_permute", "place_glu", "place_prelu", "place_rms_norm", "place_group_norm",
            "place_instance_norm", "place_normalize", "place_pair_reduce", "place_pixel_shuffle",
            "place_pixel_unshuffle", "place_pad", "place_adaptive_pool", "place_concat", "place_attention", "place_embedding",
-           "place_declared", "head_probe", "head_targets", "head_with", "head_classes", "head_kl_div", "head_declared", "classes", "rank_at_least", "rank_is", "spatial",
-           "reshapable", "per_channel", "place_conv_transpose", "place_unfold", "place_fold", "place_interpolate",
-           "place_channel_shuffle", "head_ctc", "place_max_unpool", "place_bilinear", "place_affine_grid", "place_grid_sample", "place_embedding_bag", "place_pdist", "place_lp_pool",
+           "place_declared", "head_probe", "head_targets", "head_with", "head_classes", "head_kl_div", "head_declared",
+           "classes", "rank_at_least", "rank_is", "spatial", "reshapable", "per_channel", "place_conv_transpose",
+           "place_unfold", "place_fold", "place_interpolate", "place_channel_shuffle", "head_ctc", "place_max_unpool",
+           "place_bilinear", "place_affine_grid", "place_grid_sample", "place_embedding_bag", "place_pdist",
+           "place_lp_pool",
            "place_volume", "place_local_response_norm", "head_bce", "head_cosine_embedding", "head_triplet",
            "head_multi_margin", "head_multilabel_margin", "place_recurrent", "place_positive", "place_where",
            "place_cumprod", "place_stack", "place_bounded", "place_norm", "place_batch_norm_eval",
@@ -769,6 +771,16 @@ def _as_volume(ctx, x):
     return x
 
 
+def _nd_input(ctx, x, nd):
+    """x as (N, C, *spatial) with ``nd`` spatial axes (an image seen as a volume
+    for nd = 3); NotHere for other ranks."""
+    if nd == 3:
+        x = _as_volume(ctx, x)
+    if len(ctx.shapes[x]) != nd + 2:
+        raise NotHere
+    return x
+
+
 def place_conv3d(ctx, x):
     """A convolution over volumes: (N, C, H, W) seen as (N, 1, C, H, W), channels
     the depth; stride, padding, dilation and groups drawn as for conv2d."""
@@ -787,11 +799,8 @@ def place_conv_transpose(nd):
     (N, C, H, W) seen as (N, 1, C, H, W))."""
 
     def place(ctx, x):
-        if nd == 3:
-            x = _as_volume(ctx, x)
+        x = _nd_input(ctx, x, nd)
         shape = ctx.shapes[x]
-        if len(shape) != nd + 2:
-            raise NotHere
         in_ch = shape[1]
         k = ctx.draw(st.integers(1, 3))
         stride = ctx.draw(st.integers(1, 2))
@@ -999,11 +1008,8 @@ def place_max_unpool(nd):
     def place(ctx, x):
         from reference_impl.spatial import unpool_size
 
-        if nd == 3:
-            x = _as_volume(ctx, x)
+        x = _nd_input(ctx, x, nd)
         shape = ctx.shapes[x]
-        if len(shape) != nd + 2:
-            raise NotHere
         k = 2 if nd == 3 else ctx.draw(st.integers(2, 3))
         hyper = {"kernel_size": k}
         stride = ctx.draw(st.integers(1, k))

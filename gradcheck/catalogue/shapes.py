@@ -356,9 +356,10 @@ def nll(logp, target, weight=None, reduction="mean", ignore_index=-100):
 def ctc(log_probs, targets, input_lengths=None, target_lengths=None, blank=0, reduction="mean"):
     _need(len(log_probs) == 3 and len(targets) == 2 and targets[0] == log_probs[1],
           f"ctc: log_probs (T, N, C) and targets (N, S), got {log_probs}, {targets}")
+    from reference_impl.losses import ctc_lengths
+
     steps, n, c = log_probs
-    inputs = (steps,) * n if input_lengths is None else tuple(input_lengths)
-    labels = (targets[1],) * n if target_lengths is None else tuple(target_lengths)
+    inputs, labels = ctc_lengths(steps, n, targets[1], input_lengths, target_lengths)
     _need(len(inputs) == n and all(1 <= i <= steps for i in inputs),
           f"ctc: input_lengths {input_lengths} must be {n} lengths in [1, {steps}]")
     _need(len(labels) == n and all(0 <= k <= targets[1] for k in labels),

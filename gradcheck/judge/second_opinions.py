@@ -309,7 +309,7 @@ def float64_differences(case, records, tensors, a, b, results, tolerance):
     refined, whose = None, "the float64 computation"
     # the same values held in float64, so that the steps are taken in float64
     # too (x + h rounded to float32 moves x by float32's spacing, not by h)
-    wide = {k: np.asarray(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f" else v for k, v in tensors.items()}
+    wide = _widened(tensors)
     for twin in _float64_twins(a, case.graph):
         differences = FiniteDifferences(twin, "central", "full", b.n_directions, b.seed, full_limit=b.full_limit)
         try:
@@ -326,6 +326,12 @@ def float64_differences(case, records, tensors, a, b, results, tolerance):
     return [with_opinion(again[r.tensor], "float64-differences", again[r.tensor].status, note,
                          seconds=r.seconds + refined.seconds, opinions=r.opinions)
             if r.tensor in again else r for r in records]
+
+
+def _widened(tensors) -> dict:
+    """The tensors' values held in float64 (integer ones as they are)."""
+    return {k: np.asarray(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
+            for k, v in tensors.items()}
 
 
 def _float64_twins(a, graph):
@@ -466,6 +472,7 @@ def conditioning(case, records, tensors, b, results, tolerance, outputs, dtype):
 
     k = ROUNDING_SAFETY * eps_of(dtype) / eps_of("float32") / PREDICTED_SAFETY
     other = results[1]
+
     def widen(errors, kind, exact):
         return {**errors, **{t: k * deviation(kind, t) + (0.0 if errors.get(t) is None else errors[t])
                              for t in failed if t in exact}}
@@ -517,8 +524,7 @@ def rounded_runs(case, tensors, draws=ROUNDED_DRAWS):
     if not set(graph.ops) <= set(OPS):
         return []
     steps = graph.plan()
-    x64 = {k: np.asarray(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
-           for k, v in tensors.items()}
+    x64 = _widened(tensors)
     with np.errstate(all="ignore"):
         branches = branch_signature(graph, executor.forward(steps, x64, OPS)[0])
     runs = (_rounded_run(graph, steps, x64, branches, np.random.default_rng([case.seed, 0x52_4F_55_4E, draw]))
@@ -676,8 +682,7 @@ def forward_values(case, tensors, results):
     implementation other than the check's own is needed."""
     for result in reversed(results):
         if result.kind == ANALYTIC and all(n.name in result.outputs for n in case.graph.nodes):
-            values = {k: np.asarray(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
-                      for k, v in tensors.items()}
+            values = _widened(tensors)
             values.update({k: np.asarray(v, dtype=np.float64) for k, v in result.outputs.items()})
             return values
     return None
